@@ -1,0 +1,149 @@
+"""The one config loader. A bad value or an unknown key fails naming the file and the key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budgets(_Strict):
+    """Per-type sample budgets; null means every candidate."""
+
+    merge_edit: int | None = Field(default=None, ge=0)
+    split_edit: int | None = Field(default=None, ge=0)
+    adjacent_control: int | None = Field(default=None, ge=0)
+    junction_control: int | None = Field(default=None, ge=0)
+    synapse_control: int | None = Field(default=None, ge=0)
+
+
+class Faults(_Strict):
+    """Fault injection (tests and drills): transient errors at a rate, permanent ones for chosen samples."""
+
+    transient_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    permanent_samples: list[str] = Field(default_factory=list)
+
+
+class DemoWorld(_Strict):
+    """Size of the synthetic demo world (demo species only)."""
+
+    n_sites: int = Field(default=36, ge=1)
+    neurons_per_site: int = Field(default=6, ge=2)
+    seed: int = 20260601
+
+
+class SpeciesConfig(_Strict):
+    species: str
+    source: Literal["demo", "cave"]
+    datastack: str | None = None
+    server_address: str | None = None
+    em_cloudpath: str
+    seg_cloudpath: str
+    em_mip: int = Field(default=0, ge=0)
+    seg_mip: int = Field(default=0, ge=0)
+    em_window_nm: float = Field(gt=0)
+    extent_nm: tuple[float, float]
+    center_jitter_nm: float = Field(default=300.0, ge=0)
+    as_of: float | None = None
+    materialization_version: int | None = Field(default=None, ge=1)
+    proofread_table: str | None = None
+    proofread_from_delta_roots: bool = False
+    synapse_table: str | None = None
+    budgets: Budgets = Budgets()
+    junctions_per_neuron: int = Field(default=8, ge=1)
+    adjacent_per_op: int = Field(default=3, ge=0)
+    partition_rows: int = Field(default=64, ge=1)
+    shard_bytes: int = Field(default=250_000_000, ge=1)
+    split_salt: str = "cb2-v2"
+    cube_nm: float = Field(default=80_000.0, gt=0)
+    split_ratios: tuple[float, float, float] = (0.75, 0.125, 0.125)
+    seed: int = 0
+    timeout_s: float = Field(default=30.0, gt=0)
+    faults: Faults = Faults()
+    demo_world: DemoWorld | None = None
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _parse_time(cls, value: object) -> object:
+        if isinstance(value, dt.datetime):
+            return value.replace(tzinfo=value.tzinfo or dt.timezone.utc).timestamp()
+        if isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed.replace(tzinfo=parsed.tzinfo or dt.timezone.utc).timestamp()
+        return value
+
+    @field_validator("extent_nm")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be [min, max] with 0 < min <= max")
+        return value
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(value) - 1.0) > 1e-9 or min(value) < 0:
+            raise ValueError("must be three non-negative numbers summing to 1")
+        return value
+
+    @model_validator(mode="after")
+    def _pinned(self) -> SpeciesConfig:
+        if self.as_of is None and self.materialization_version is None:
+            raise ValueError("as_of or materialization_version must be set: queries are never made at 'now'")
+        if self.source == "cave" and not self.datastack:
+            raise ValueError("datastack is required for source: cave")
+        if self.source == "demo" and self.demo_world is None:
+            raise ValueError("demo_world is required for source: demo")
+        return self
+
+
+def config_path(species: str, config_dir: Path = CONFIG_DIR) -> Path:
+    return config_dir / f"{species}.yaml"
+
+
+def known_species(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in config_dir.glob("*.yaml"))
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "<top level>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"key '{key}': {msg}")
+    return f"invalid config {path}: " + "; ".join(parts)
+
+
+def load_config(species: str, config_dir: Path = CONFIG_DIR, **overrides: object) -> SpeciesConfig:
+    """Load and validate `config/<species>.yaml`; overrides replace top-level keys (after validation)."""
+    path = config_path(species, config_dir)
+    if not path.exists():
+        raise UserError(
+            f"unknown species '{species}': no config file {path} (known: {', '.join(known_species(config_dir))})"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"invalid config {path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"invalid config {path}: expected a mapping of keys at the top level")
+    raw = {**raw, **overrides}
+    try:
+        cfg = SpeciesConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_format_errors(path, err)) from None
+    if cfg.species != species:
+        raise UserError(f"invalid config {path}: key 'species' is '{cfg.species}', expected '{species}'")
+    return cfg

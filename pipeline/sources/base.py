@@ -1,0 +1,101 @@
+"""The one interface every source implements (CAVE + CloudVolume, the demo world, fault injection).
+
+Conventions, the same for every implementation:
+- root and supervoxel ids are Python ints (uint64 range);
+- timestamps are float epoch seconds (UTC); datetimes are converted at the source's edge;
+- points are in nm unless the name ends in `_vx` (voxels at the segmentation's base resolution);
+- arrays are indexed (x, y, z), as CloudVolume returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+import trimesh
+
+# Columns each table method must return; the bank checks them and names the table and column.
+CHANGE_LOG_COLUMNS = ("root_id", "operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids")
+SYNAPSE_COLUMNS = ("id", "pre_pt_root_id", "post_pt_root_id", "ctr_pt_position_nm", "cleft_score", "connection_score")
+
+
+@dataclass(frozen=True)
+class OperationDetails:
+    """What `get_operation_details` says of one edit."""
+
+    operation_id: int
+    timestamp: float
+    is_merge: bool
+    before_root_ids: tuple[int, ...]
+    after_root_ids: tuple[int, ...]
+    source_coords_vx: tuple[tuple[float, float, float], ...] = ()
+    sink_coords_vx: tuple[tuple[float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """A volume cutout: `data[i, j, k]` is the voxel whose lower corner is origin_nm + (i, j, k) * voxel_nm."""
+
+    data: np.ndarray
+    voxel_nm: tuple[float, float, float]
+    origin_nm: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A neuron's level-2 graph or skeleton: vertices in nm, undirected edges as index pairs."""
+
+    vertices_nm: np.ndarray  # (N, 3) float64
+    edges: np.ndarray  # (E, 2) int64
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Everything the stages read from the outside world. Stages never know which one they use."""
+
+    species: str
+
+    def base_resolution_nm(self) -> tuple[float, float, float]:
+        """Voxel size of the segmentation at mip 0 (source/sink coords are in these voxels)."""
+
+    def canonical_bbox_nm(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(min, max) of the segmentation volume in nm, from its CloudVolume info (not from data)."""
+
+    def as_of(self) -> float:
+        """The pinned timestamp every query is made at (epoch seconds)."""
+
+    def proofread_roots(self) -> list[int]:
+        """Root ids of proofread neurons at `as_of`, sorted."""
+
+    def change_log(self, root_ids: list[int]) -> pa.Table:
+        """One row per (root, operation) in each root's history; CHANGE_LOG_COLUMNS at least.
+
+        timestamp is float64 epoch seconds; before/after_root_ids are list<uint64>.
+        """
+
+    def operation_details(self, operation_ids: list[int]) -> dict[int, OperationDetails]:
+        """Details of each operation; an id the source does not know is absent from the result."""
+
+    def roots_at(self, supervoxel_ids: np.ndarray, timestamp: float) -> np.ndarray:
+        """Root id of each supervoxel at `timestamp` (uint64 array, same shape)."""
+
+    def synapses(self, root_ids: list[int]) -> pa.Table:
+        """Synapses whose pre or post root is in `root_ids`, at `as_of`; SYNAPSE_COLUMNS at least.
+
+        ctr_pt_position_nm is list<float64>[3]; optional neurotransmitter score columns follow.
+        """
+
+    def skeleton(self, root_id: int) -> Skeleton:
+        """The neuron's level-2 graph (real) or skeleton (demo), for junction points."""
+
+    def mesh(self, root_id: int) -> trimesh.Trimesh:
+        """The root's mesh in nm. Raises SampleError('missing_mesh') when there is none."""
+
+    def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
+        """EM (uint8) of a cube `size_nm` wide centred on `center_nm`, zero-padded outside the volume."""
+
+    def segmentation_cutout(self, center_nm: np.ndarray, size_nm: float, timestamp: float) -> Cutout:
+        """Root ids (uint64) of the same cube, supervoxels resolved to roots at `timestamp`."""

@@ -1,0 +1,1 @@
+"""The release: parquet shards, metadata sidecars, demo.parquet, shards.csv, dataset card, figure, verify."""
