@@ -1,5 +1,31 @@
 """Sources: the outside world behind one protocol (see base.py)."""
 
-from pipeline.sources.base import Cutout, OperationDetails, Skeleton, Source
+from __future__ import annotations
 
-__all__ = ["Cutout", "OperationDetails", "Skeleton", "Source"]
+from typing import TYPE_CHECKING
+
+from pipeline.sources.base import Cutout, OperationDetails, Skeleton, Source
+from pipeline.sources.session import SourceSession
+
+if TYPE_CHECKING:
+    from pipeline.context import BuildContext
+
+__all__ = ["Cutout", "OperationDetails", "Skeleton", "Source", "SourceSession", "open_source"]
+
+_OPEN: dict[tuple, SourceSession] = {}
+
+
+def open_source(ctx: BuildContext) -> SourceSession:
+    """The species' source, opened once per process (each dask worker keeps its own)."""
+    key = (ctx.species, str(ctx.work_dir), ctx.cfg.model_dump_json())
+    if key not in _OPEN:
+        if ctx.cfg.source == "demo":
+            from pipeline.sources.demo import DemoSource
+
+            inner = DemoSource(ctx.cfg, ctx.world_dir)
+        else:
+            from pipeline.sources.cave import CaveSource
+
+            inner = CaveSource(ctx.cfg)
+        _OPEN[key] = SourceSession(inner, ctx.cfg.faults)
+    return _OPEN[key]

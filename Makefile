@@ -1,0 +1,69 @@
+# cb2-build. Every target is a thin wrapper over `python -m pipeline ...` (see README.md).
+# The first target run sets up .venv (apt packages for headless rendering, then pip), idempotently.
+
+SPECIES   ?= demo
+OUT       ?= out
+WORK      ?= work
+SCHEDULER ?= processes
+WORKERS   ?=
+STAGE     ?=
+FORCE     ?=
+DEEP      ?=
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cb2-installed
+APT_PACKAGES := libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri
+
+RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
+COMMON    := --work $(WORK) --out $(OUT)
+export PYOPENGL_PLATFORM ?= osmesa
+
+.PHONY: build stage split verify status preview demo-world test bench lint clean setup
+
+build: $(STAMP)
+	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS)
+
+stage: $(STAMP)
+	@test -n "$(STAGE)" || { echo "error: set STAGE=bank|fetch|render|split|shard" >&2; exit 2; }
+	$(PY) -m pipeline stage $(STAGE) --species $(SPECIES) $(COMMON) $(RUN_FLAGS)
+
+split: $(STAMP)
+	$(PY) -m pipeline split $(COMMON) $(RUN_FLAGS)
+
+verify: $(STAMP)
+	$(PY) -m pipeline verify --out $(OUT) $(if $(DEEP),--deep)
+
+status: $(STAMP)
+	$(PY) -m pipeline status $(COMMON)
+
+preview: $(STAMP)
+	$(PY) -m pipeline preview --species $(SPECIES) $(COMMON)
+
+demo-world: $(STAMP)
+	$(PY) -m pipeline demo-world --work $(WORK) $(if $(FORCE),--force)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@if command -v apt-get >/dev/null 2>&1 && ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps PyOpenGL==3.1.10
+	touch $(STAMP)
+
+clean:
+	rm -rf $(OUT) $(WORK)

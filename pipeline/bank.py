@@ -1,0 +1,378 @@
+"""The bank stage: candidate samples of the five types, from the source's tables.
+
+One row per candidate sample (CONTRACT.md section 1). Per-type budgets keep the rows with the
+smallest priority hashed from the sample key, never the first to arrive, so a rebuild picks the
+same rows. Bad input becomes a failures-ledger row with its reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from scipy import ndimage
+
+from config import SAMPLE_TYPES, SpeciesConfig
+from pipeline.errors import SampleError
+from pipeline.hashing import unit_interval
+from pipeline.ledger import Failure, describe
+from pipeline.samples import (
+    COORD_KEY,
+    LABELS,
+    SAME_NEURON,
+    archive_hash,
+    combined_hash,
+    dumps_metadata,
+    junction_key,
+    op_key,
+    source_archive,
+    synapse_key,
+)
+from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, OperationDetails, Source
+
+STAGE = "bank"
+ADJACENT_CUTOUT_NM = 500.0
+NON_SCORE_SYNAPSE_COLUMNS = frozenset({"pre_pt_supervoxel_id", "post_pt_supervoxel_id", "valid", "size"})
+OP_META_KEYS = (
+    "adjacent_root", "after_root_ids", "base_root", "before_root_ids", "edit_point_nm", "is_merge",
+    "operation_id", "source_operation_id", "strategy", "timestamp",
+)  # fmt: skip
+CONTROL_META_KEYS = (
+    "cleft_score", "connection_score", "degree", "interface_point_nm", "post_pt_root_id", "pre_pt_root_id",
+    "root_id", "synapse_ctr_pt_nm", "synapse_id",
+)  # fmt: skip
+
+BANK_SCHEMA = pa.schema(
+    [
+        ("combined_sample_hash", pa.string()),
+        ("source_archive_sample_hash", pa.string()),
+        ("source_archive", pa.string()),
+        ("sample_type", pa.string()),
+        ("species", pa.string()),
+        ("same_neuron", pa.bool_()),
+        ("false_split_correction_label", pa.float64()),
+        ("false_merge_identification_label", pa.float64()),
+        ("coord_key", pa.string()),
+        ("coord_nm", pa.list_(pa.float64(), 3)),
+        ("timestamp", pa.float64()),  # the op's T, or as_of for controls
+        ("cutout_timestamp", pa.float64()),  # when segment labels are resolved
+        ("geometry_roots", pa.list_(pa.string())),  # meshes rendered: 2 (dual) or 1 (single)
+        ("mask_a_root", pa.string()),
+        ("mask_b_root", pa.string()),  # "" when the row has no segment B (junctions)
+        ("after_roots", pa.list_(pa.string())),  # split_edit: the two after roots (split masks)
+        ("priority", pa.float64()),
+        ("metadata", pa.string()),
+    ]
+)
+
+
+@dataclass
+class BankResult:
+    rows: list[dict] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class _Collector:
+    def __init__(self, cfg: SpeciesConfig, nt_keys: tuple[str, ...]) -> None:
+        self.cfg = cfg
+        self.species = cfg.species
+        self.nt_keys = nt_keys
+        self.result = BankResult()
+
+    def fail(self, sample_id: str, sample_type: str, reason: str, exception: str = "") -> None:
+        self.result.failures.append(Failure(sample_id, self.species, sample_type, STAGE, reason, exception))
+
+    def add(
+        self,
+        sample_type: str,
+        key: str,
+        coord_nm: Iterable[float],
+        timestamp: float,
+        cutout_timestamp: float,
+        geometry_roots: list[int],
+        mask_a: int,
+        mask_b: int | None,
+        after_roots: list[int],
+        meta: dict,
+    ) -> None:
+        archive = source_archive(sample_type, self.species)
+        sah = archive_hash(key)
+        chash = combined_hash(archive, sah)
+        coord = [float(v) for v in coord_nm]
+        keys = (
+            OP_META_KEYS
+            if sample_type in ("merge_edit", "split_edit", "adjacent_control")
+            else (CONTROL_META_KEYS + self.nt_keys)
+        )
+        full = {k: None for k in keys}
+        full.update(meta)
+        full.update(
+            {
+                "species": self.species,
+                COORD_KEY[sample_type]: coord,
+                "cutout_timestamp": cutout_timestamp,
+            }
+        )
+        fsc, fmi = LABELS[sample_type]
+        self.result.rows.append(
+            {
+                "combined_sample_hash": chash,
+                "source_archive_sample_hash": sah,
+                "source_archive": archive,
+                "sample_type": sample_type,
+                "species": self.species,
+                "same_neuron": SAME_NEURON[sample_type],
+                "false_split_correction_label": fsc,
+                "false_merge_identification_label": fmi,
+                "coord_key": COORD_KEY[sample_type],
+                "coord_nm": coord,
+                "timestamp": float(timestamp),
+                "cutout_timestamp": float(cutout_timestamp),
+                "geometry_roots": [str(r) for r in geometry_roots],
+                "mask_a_root": str(mask_a),
+                "mask_b_root": "" if mask_b is None else str(mask_b),
+                "after_roots": [str(r) for r in after_roots],
+                "priority": unit_interval("budget", chash),
+                "metadata": dumps_metadata(full),
+            }
+        )
+
+
+def _missing_columns(table: pa.Table, required: Iterable[str]) -> list[str]:
+    return [c for c in required if c not in table.column_names]
+
+
+def edit_point_nm(details: OperationDetails, resolution_nm: tuple[float, float, float]) -> np.ndarray | None:
+    """Midpoint of the source centroid and the sink centroid, in nm; None when the op has no points."""
+    centroids = [
+        np.mean(np.asarray(pts, dtype=np.float64), axis=0)
+        for pts in (details.source_coords_vx, details.sink_coords_vx)
+        if len(pts)
+    ]
+    if not centroids:
+        return None
+    return np.mean(centroids, axis=0) * np.asarray(resolution_nm, dtype=np.float64)
+
+
+def adjacent_roots(labels: np.ndarray, base_roots: list[int], exclude: set[int]) -> list[tuple[int, int, int]]:
+    """(base, adjacent, contact voxels) for roots 6-connected to a base root, largest contact first."""
+    structure = ndimage.generate_binary_structure(3, 1)
+    found: dict[int, tuple[int, int]] = {}
+    for base in base_roots:
+        mask = labels == base
+        if not mask.any():
+            continue
+        shell = ndimage.binary_dilation(mask, structure) & ~mask
+        ids, counts = np.unique(labels[shell], return_counts=True)
+        for root, count in zip(ids.tolist(), counts.tolist(), strict=True):
+            if root == 0 or root in exclude:
+                continue
+            if root not in found or count > found[root][1]:
+                found[root] = (base, count)
+    return sorted(((b, r, c) for r, (b, c) in found.items()), key=lambda t: (-t[2], t[1]))
+
+
+def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, dict]:
+    """Change-log rows of proofread roots, deduplicated by operation id."""
+    log = source.change_log(roots)
+    missing = _missing_columns(log, CHANGE_LOG_COLUMNS)
+    if missing:
+        col.fail("table:change_log", "merge_edit", "missing_column", f"table change_log has no column {missing[0]!r}")
+        return {}
+    ops: dict[int, dict] = {}
+    duplicates = 0
+    for row in log.select(list(CHANGE_LOG_COLUMNS)).to_pylist():
+        op_id = int(row["operation_id"])
+        entry = {
+            "timestamp": float(row["timestamp"]),
+            "is_merge": bool(row["is_merge"]),
+            "before": tuple(int(r) for r in row["before_root_ids"] or ()),
+            "after": tuple(int(r) for r in row["after_root_ids"] or ()),
+        }
+        if op_id in ops:
+            duplicates += 1
+            if ops[op_id] != entry:
+                ops[op_id]["conflict"] = True
+            continue
+        ops[op_id] = entry
+    col.result.stats["change_log_rows"] = log.num_rows
+    col.result.stats["duplicate_operation_rows"] = duplicates
+    return ops
+
+
+def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dict[str, int | None]) -> None:
+    details = source.operation_details(sorted(ops))
+    res = source.base_resolution_nm()
+    merges: list[tuple[float, int, np.ndarray, OperationDetails]] = []
+    for op_id in sorted(ops):
+        entry = ops[op_id]
+        kind = "merge_edit" if entry["is_merge"] else "split_edit"
+        sid = f"operation:{op_id}"
+        if entry.get("conflict"):
+            col.fail(sid, kind, "conflicting_duplicate_operation", "change log rows for this op disagree")
+            continue
+        det = details.get(op_id)
+        if det is None:
+            col.fail(sid, kind, "operation_details_missing", "get_operation_details returned nothing")
+            continue
+        point = edit_point_nm(det, res)
+        if point is None:
+            col.fail(sid, kind, "no_edit_point", "operation has neither source nor sink points")
+            continue
+        before, after = entry["before"], entry["after"]
+        base_meta = {
+            "operation_id": op_id,
+            "timestamp": entry["timestamp"],
+            "is_merge": entry["is_merge"],
+            "before_root_ids": [str(r) for r in before],
+            "after_root_ids": [str(r) for r in after],
+        }
+        t = entry["timestamp"]
+        if entry["is_merge"]:
+            if len(before) != 2:
+                col.fail(sid, kind, "unexpected_root_count", f"merge with {len(before)} before roots")
+                continue
+            a, b = before
+            meta = {**base_meta, "strategy": "merge_correction"}
+            col.add(kind, op_key(kind, op_id), point, t, t - 1, [a, b], a, b, [], meta)
+            merges.append((unit_interval("adjacent", op_id), op_id, point, det))
+        else:
+            if len(before) != 1 or len(after) != 2:
+                col.fail(sid, kind, "unexpected_root_count", f"split with {len(before)} before, {len(after)} after")
+                continue
+            (c,), (a, b) = before, after
+            meta = {**base_meta, "strategy": "split_correction"}
+            col.add(kind, op_key(kind, op_id, a, b), point, t, t, [c], a, b, [a, b], meta)
+    _adjacent_rows(source, col, ops, sorted(merges, key=lambda m: (m[0], m[1])), budgets["adjacent_control"])
+
+
+def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list, budget: int | None) -> None:
+    """Adjacent controls, visiting merge ops in hashed priority order until the budget is met."""
+    made = 0
+    for _, op_id, point, _det in merges:
+        if budget is not None and made >= budget:
+            break
+        entry = ops[op_id]
+        t = entry["timestamp"]
+        try:
+            seg = source.segmentation_cutout(point, ADJACENT_CUTOUT_NM, t - 1)
+        except SampleError as exc:
+            col.fail(f"operation:{op_id}", "adjacent_control", exc.reason, describe(exc))
+            continue
+        exclude = set(entry["before"]) | set(entry["after"])
+        found = adjacent_roots(seg.data, list(entry["before"]), exclude)[: col.cfg.adjacent_per_op]
+        for base, adj, _count in found:
+            meta = {
+                "source_operation_id": op_id,
+                "operation_id": op_id,
+                "timestamp": t,
+                "is_merge": True,
+                "before_root_ids": [str(r) for r in entry["before"]],
+                "after_root_ids": [str(r) for r in entry["after"]],
+                "base_root": str(base),
+                "adjacent_root": str(adj),
+                "strategy": "merge_correction",
+            }
+            key = op_key("adjacent_control", op_id, base, adj)
+            col.add("adjacent_control", key, point, t, t - 1, [base, adj], base, adj, [], meta)
+            made += 1
+
+
+def junction_points(vertices_nm: np.ndarray, edges: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Branch points (degree >= 3) of an undirected graph, as (point_nm, degree)."""
+    if len(edges) == 0:
+        return []
+    degree = np.bincount(np.asarray(edges, dtype=np.int64).ravel(), minlength=len(vertices_nm))
+    return [(np.asarray(vertices_nm[i], dtype=np.float64), int(degree[i])) for i in np.flatnonzero(degree >= 3)]
+
+
+def _junction_rows(source: Source, col: _Collector, roots: list[int], as_of: float) -> None:
+    cap = col.cfg.junctions_per_neuron
+    for root in roots:
+        try:
+            skel = source.skeleton(root)
+        except SampleError as exc:
+            col.fail(f"root:{root}", "junction_control", exc.reason, describe(exc))
+            continue
+        points = junction_points(skel.vertices_nm, skel.edges)
+        keyed = sorted(
+            ((unit_interval("junction", junction_key(root, p)), junction_key(root, p), p, d) for p, d in points),
+            key=lambda t: (t[0], t[1]),
+        )[:cap]
+        for _, key, point, degree in keyed:
+            meta = {"root_id": str(root), "degree": degree}
+            col.add("junction_control", key, point, as_of, as_of, [root], root, None, [], meta)
+
+
+def _synapse_rows(col: _Collector, table: pa.Table, roots: list[int], as_of: float) -> None:
+    missing = _missing_columns(table, SYNAPSE_COLUMNS)
+    if missing:
+        col.fail("table:synapses", "synapse_control", "missing_column", f"table synapses has no column {missing[0]!r}")
+        return
+    proofread = set(roots)
+    seen: set[int] = set()
+    for row in table.to_pylist():
+        syn_id = int(row["id"])
+        sid = f"synapse:{syn_id}"
+        pre, post = row["pre_pt_root_id"], row["post_pt_root_id"]
+        if syn_id in seen:
+            continue
+        seen.add(syn_id)
+        if pre is None or post is None or row["ctr_pt_position_nm"] is None:
+            col.fail(sid, "synapse_control", "synapse_null_root_or_point", f"pre={pre} post={post}")
+            continue
+        pre, post = int(pre), int(post)
+        if pre == post or pre not in proofread or post not in proofread:
+            continue
+        meta = {
+            "synapse_id": syn_id,
+            "pre_pt_root_id": str(pre),
+            "post_pt_root_id": str(post),
+            "cleft_score": row["cleft_score"],
+            "connection_score": row["connection_score"],
+            **{k: row.get(k) for k in col.nt_keys},
+        }
+        col.add("synapse_control", synapse_key(syn_id), row["ctr_pt_position_nm"], as_of, as_of, [pre, post], pre,
+                post, [], meta)  # fmt: skip
+
+
+def _apply_budgets(rows: list[dict], budgets: dict[str, int | None]) -> list[dict]:
+    chosen: list[dict] = []
+    for sample_type in SAMPLE_TYPES:
+        of_type = sorted(
+            (r for r in rows if r["sample_type"] == sample_type),
+            key=lambda r: (r["priority"], r["combined_sample_hash"]),
+        )
+        budget = budgets[sample_type]
+        chosen.extend(of_type if budget is None else of_type[:budget])
+    return sorted(chosen, key=lambda r: r["combined_sample_hash"])
+
+
+def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
+    """All candidate rows of one species, budgets applied, sorted by combined_sample_hash."""
+    as_of = source.as_of()
+    roots = sorted(set(source.proofread_roots()))
+    synapses = source.synapses(roots)
+    nt_keys = tuple(sorted(set(synapses.column_names) - set(SYNAPSE_COLUMNS) - NON_SCORE_SYNAPSE_COLUMNS))
+    col = _Collector(cfg, nt_keys)
+    budgets = cfg.budgets.model_dump()
+    ops = _operations(source, col, roots)
+    _op_rows(source, col, ops, budgets)
+    _junction_rows(source, col, roots, as_of)
+    _synapse_rows(col, synapses, roots, as_of)
+    rows = _apply_budgets(col.result.rows, budgets)
+    hashes = [r["combined_sample_hash"] for r in rows]
+    if len(set(hashes)) != len(hashes):
+        dup = sorted(h for h in set(hashes) if hashes.count(h) > 1)[0]
+        raise AssertionError(f"duplicate combined_sample_hash {dup} in bank of {cfg.species}")
+    col.result.rows = rows
+    col.result.stats["proofread_roots"] = len(roots)
+    col.result.stats["candidates"] = len(col.result.rows)
+    return col.result
+
+
+def bank_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=BANK_SCHEMA)

@@ -1,0 +1,218 @@
+"""`python -m pipeline`: the one interface; every make target is a thin wrapper over it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from config import known_species
+from pipeline.errors import UserError
+
+SCHEDULER_HELP = "local dask scheduler (processes, threads, sync) or a dask.distributed address (tcp://host:port)"
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """A user's mistake or an unreachable server: one line on stderr, exit 1, no traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished partitions are kept; rerun to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _common(fn: Callable) -> Callable:
+    fn = click.option("--work", type=click.Path(path_type=Path), default=Path("work"), show_default=True,
+                      help="work dir (per-species intermediate artifacts)")(fn)  # fmt: skip
+    fn = click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+                      help="release dir")(fn)  # fmt: skip
+    return fn
+
+
+def _run_options(fn: Callable) -> Callable:
+    fn = click.option("--scheduler", default=os.environ.get("SCHEDULER") or "processes", show_default=True,
+                      help=SCHEDULER_HELP)(fn)  # fmt: skip
+    fn = click.option("--workers", type=click.IntRange(min=1), default=None, help="worker processes (local)")(fn)
+    fn = click.option("--force", is_flag=True, help="redo finished partitions")(fn)
+    fn = click.option("--no-progress", is_flag=True, help="no progress bars")(fn)
+    return fn
+
+
+def _species_option(fn: Callable) -> Callable:
+    return click.option(
+        "--species",
+        type=click.Choice(known_species()),
+        default="demo",
+        show_default=True,
+        help="species config in config/<species>.yaml",
+    )(fn)
+
+
+def _opts(scheduler: str, workers: int | None, force: bool, no_progress: bool):  # noqa: ANN202
+    from pipeline.build import RunOptions
+
+    return RunOptions(scheduler=scheduler, workers=workers, force=force, progress=not no_progress)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """cb2-build: build the ConnectomeBench2 dataset (bank -> fetch -> render -> split -> shard -> verify)."""
+
+
+@cli.command()
+@_species_option
+@_common
+@_run_options
+@click.option("--verify/--no-verify", default=True, show_default=True, help="verify the release at the end")
+@_user_errors
+def build(species, work, out, scheduler, workers, force, no_progress, verify) -> None:  # noqa: ANN001
+    """Build SPECIES end to end and (re)write the release from every built species."""
+    from pipeline.build import make_context, run_species, write_release_all
+
+    opts = _opts(scheduler, workers, force, no_progress)
+    ctx = make_context(species, work, out)
+    start = time.perf_counter()
+    for summary in run_species(ctx, opts):
+        click.echo(summary.line())
+    result = write_release_all(work, out, opts)
+    click.echo(_release_line(result, out))
+    if verify:
+        _verify(out, deep=False)
+    click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
+
+
+def _release_line(result: dict, out: Path) -> str:
+    if result.get("skipped"):
+        return f"shard: release in {out} is up to date ({', '.join(result['species'])})"
+    return f"shard: wrote release to {out} from {', '.join(result['species'])}"
+
+
+@cli.command()
+@click.argument("stage", type=click.Choice(["bank", "fetch", "render", "split", "shard"]))
+@_species_option
+@_common
+@_run_options
+@_user_errors
+def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> None:  # noqa: ANN001
+    """Run one STAGE of SPECIES; finished partitions are skipped unless --force."""
+    from pipeline.build import SPECIES_STAGES, ensure_world, make_context, write_release_all
+    from pipeline.runner import run_stage
+
+    opts = _opts(scheduler, workers, force, no_progress)
+    if stage == "shard":
+        click.echo(_release_line(write_release_all(work, out, opts), out))
+        return
+    ctx = make_context(species, work, out)
+    ensure_world(ctx)
+    summary = run_stage(
+        SPECIES_STAGES[stage], ctx, scheduler=scheduler, workers=workers, force=force, progress=not no_progress
+    )
+    click.echo(summary.line())
+
+
+@cli.command()
+@_common
+@_run_options
+@_user_errors
+def split(work, out, scheduler, workers, force, no_progress) -> None:  # noqa: ANN001
+    """Regenerate the split of every built species and rewrite the shards that depend on it."""
+    from pipeline.build import make_context, run_species, species_in, write_release_all
+
+    opts = _opts(scheduler, workers, True, no_progress)
+    for species in species_in(work):
+        for summary in run_species(make_context(species, work, out), opts, ("split",)):
+            click.echo(f"{species} {summary.line()}")
+    click.echo(_release_line(write_release_all(work, out, opts), out))
+
+
+def _verify(out: Path, deep: bool) -> None:
+    from shard.verify import verify_release
+
+    report = verify_release(Path(out), deep=deep)
+    click.echo(report.text() if hasattr(report, "text") else str(report))
+    if not report.ok:
+        raise UserError(f"verify failed for {out}: {report.problems[0]}" + (
+            f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""))  # fmt: skip
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
+@click.option("--deep", is_flag=True, help="also decode every row and check it against the contract")
+@_user_errors
+def verify(out, deep) -> None:  # noqa: ANN001
+    """Check every shard's sha256 and size against shards.csv; non-zero exit on any problem."""
+    if not (Path(out) / "shards.csv").exists():
+        raise UserError(f"no release at {out}: {Path(out) / 'shards.csv'} is missing (run `make build`)")
+    _verify(out, deep)
+
+
+@cli.command()
+@_common
+@_user_errors
+def status(work, out) -> None:  # noqa: ANN001
+    """Per species and stage: partitions done / pending, failures recorded."""
+    from pipeline.build import status as build_status
+
+    rows = build_status(work, out)
+    if not rows:
+        click.echo(f"nothing built in {work} yet")
+        return
+    click.echo(f"{'species':<10} {'stage':<7} {'done':>6} {'pending':>8} {'samples':>8} {'failed':>7}")
+    for r in rows:
+        click.echo(
+            f"{r['species']:<10} {r['stage']:<7} {r['partitions_done']:>6} {r['partitions_pending']:>8} "
+            f"{r['samples_done']:>8} {r['failed']:>7}"
+        )
+
+
+@cli.command("demo-world")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("work"), show_default=True)
+@click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
+@click.option("--force", is_flag=True, help="regenerate even if complete")
+@_user_errors
+def demo_world(work, size, force) -> None:  # noqa: ANN001
+    """Generate the synthetic demo world into WORK/demo/world (CloudVolume file:// layers + tables)."""
+    from pipeline.build import ensure_world, make_context
+
+    ctx = make_context("demo", work, Path("out"))
+    if size == "tiny":
+        from pipeline.demo_world import generate_world
+
+        summary = generate_world(ctx.world_dir, 3, 4, ctx.cfg.demo_world.seed)
+    else:
+        start = time.perf_counter()
+        summary = ensure_world(ctx, force=force)
+        click.echo(f"generated or found in {time.perf_counter() - start:.1f} s")
+    for key, value in sorted(summary.items()):
+        click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@_species_option
+@_common
+@click.option("--per-type", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=Path("preview.png"), show_default=True)
+@_user_errors
+def preview(species, work, out, per_type, output) -> None:  # noqa: ANN001
+    """Write a contact sheet of rendered samples of every type (geometry channels, EM views, masks)."""
+    from pipeline.preview import write_preview
+
+    path = write_preview(species, work, out, per_type, output)
+    click.echo(f"wrote {path}")
+
+
+def main() -> None:
+    cli(prog_name="python -m pipeline")

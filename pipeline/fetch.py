@@ -1,0 +1,105 @@
+"""The fetch stage: each bank row's meshes and EM / segmentation cutouts, cached per partition.
+
+Meshes are cropped to the largest box any render of the row can need (the extent range's max,
+times 1.2, plus the centre jitter's reach), so a re-render with another camera needs no refetch.
+Segment labels are resolved at the row's cutout timestamp and stored as a small mask volume:
+0 = neither, 1 = segment A, 2 = segment B.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from config import SpeciesConfig
+from pipeline.atomic import write_bytes
+from pipeline.errors import SampleError
+from pipeline.sources.base import Cutout
+
+STAGE = "fetch"
+JITTER_REACH = 4.0  # standard deviations of centre jitter covered by the fetch crop
+EM_FACTOR = 1.5  # cutouts are 1.5 x the EM window wide
+
+
+def crop_box_half_nm(cfg: SpeciesConfig) -> float:
+    return 1.2 * cfg.extent_nm[1] + JITTER_REACH * cfg.center_jitter_nm * np.sqrt(3)
+
+
+def crop_to_box(mesh: trimesh.Trimesh, center_nm: np.ndarray, half_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Faces with every vertex inside the box, and the vertices they use (float32 nm, int32)."""
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    inside = np.all(np.abs(verts - center_nm) <= half_nm, axis=1)
+    keep = faces[np.all(inside[faces], axis=1)]
+    used, inverse = np.unique(keep, return_inverse=True)
+    return verts[used].astype(np.float32), inverse.reshape(-1, 3).astype(np.int32)
+
+
+def resample_nearest(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour resampling to `shape` (labels are never interpolated)."""
+    if volume.shape == tuple(shape):
+        return volume
+    index = np.ix_(*[np.minimum((np.arange(n) + 0.5) * s / n, s - 1).astype(np.int64)
+                     for n, s in zip(shape, volume.shape, strict=True)])  # fmt: skip
+    return volume[index]
+
+
+def ab_labels(seg: Cutout, shape: tuple[int, ...], a_root: int, b_root: int | None) -> np.ndarray:
+    data = resample_nearest(np.asarray(seg.data), shape)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[data == np.uint64(a_root)] = 1
+    if b_root is not None:
+        labels[data == np.uint64(b_root)] = 2
+    return labels
+
+
+def fetch_sample(source, cfg: SpeciesConfig, row: dict) -> dict[str, np.ndarray]:  # noqa: ANN001 - a Source
+    """Everything render needs for one bank row, as named arrays."""
+    center = np.asarray(row["coord_nm"], dtype=np.float64)
+    half = crop_box_half_nm(cfg)
+    out: dict[str, np.ndarray] = {}
+    for i, root in enumerate(row["geometry_roots"]):
+        verts, faces = crop_to_box(source.mesh(int(root)), center, half)
+        if len(faces) == 0:
+            raise SampleError("mesh_outside_window", f"root {root} has no faces within {half:.0f} nm of the point")
+        out[f"mesh{i}_vertices"], out[f"mesh{i}_faces"] = verts, faces
+    if row["sample_type"] == "split_edit":
+        try:
+            after = [crop_to_box(source.mesh(int(r)), center, half) for r in row["after_roots"]]
+        except SampleError as exc:
+            if exc.reason != "missing_mesh":
+                raise
+            after = []
+        for i, (verts, faces) in enumerate(after):
+            out[f"after{i}_vertices"], out[f"after{i}_faces"] = verts, faces
+    size = EM_FACTOR * cfg.em_window_nm
+    em = source.em_cutout(center, size)
+    seg = source.segmentation_cutout(center, size, row["cutout_timestamp"])
+    b_root = int(row["mask_b_root"]) if row["mask_b_root"] else None
+    out["em"] = np.asarray(em.data, dtype=np.uint8)
+    out["labels"] = ab_labels(seg, out["em"].shape, int(row["mask_a_root"]), b_root)
+    out["em_voxel_nm"] = np.asarray(em.voxel_nm, dtype=np.float64)
+    return out
+
+
+def save_fetched(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def load_fetched(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def fetched_meshes(arrays: dict[str, np.ndarray], prefix: str) -> list[trimesh.Trimesh]:
+    meshes = []
+    i = 0
+    while f"{prefix}{i}_vertices" in arrays:
+        meshes.append(trimesh.Trimesh(arrays[f"{prefix}{i}_vertices"], arrays[f"{prefix}{i}_faces"], process=False))
+        i += 1
+    return meshes

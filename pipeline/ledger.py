@@ -1,0 +1,70 @@
+"""The failures ledger: every sample that could not be built, with its stage, reason and exception.
+
+Each partition writes its own failures file atomically beside its output; the species ledger
+`work/<species>/failures.parquet` is the sorted union of them, rebuilt after every stage, so a
+rerun never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import write_parquet
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("species", pa.string()),
+        ("sample_type", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("exception", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    sample_id: str
+    species: str
+    sample_type: str
+    stage: str
+    reason: str
+    exception: str
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the exception type and message, plus where it was raised (no volatile addresses)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def failures_table(failures: list[Failure]) -> pa.Table:
+    rows = sorted(failures, key=lambda f: (f.stage, f.sample_id, f.reason, f.exception))
+    return pa.Table.from_pylist([asdict(f) for f in rows], schema=FAILURE_SCHEMA)
+
+
+def write_failures(path: Path, failures: list[Failure]) -> None:
+    write_parquet(path, failures_table(failures))
+
+
+def read_failures(path: Path) -> list[Failure]:
+    if not path.exists():
+        return []
+    return [Failure(**row) for row in pq.read_table(path).to_pylist()]
+
+
+def merge_ledger(species_dir: Path) -> pa.Table:
+    """Rebuild `failures.parquet` from every partition's failures file; returns the ledger."""
+    failures: list[Failure] = []
+    for path in sorted(species_dir.glob("*/part-*.failures.parquet")):
+        failures.extend(read_failures(path))
+    table = failures_table(failures)
+    write_parquet(species_dir / "failures.parquet", table)
+    return table

@@ -1,0 +1,68 @@
+"""The source as stages see it: transient errors retried with backoff, faults injected on request.
+
+Fault injection (config `faults`) is for drills and tests: transient errors at a rate (retried,
+so they must not change the release) and permanent ones for chosen samples (they must end in
+the failures ledger). Draws are hashed from the call, never random, so a drill is repeatable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from config.schema import Faults
+from pipeline.errors import SampleError, TransientSourceError
+from pipeline.hashing import unit_interval
+from pipeline.retry import with_retries
+
+_NOT_WRAPPED = frozenset({"species"})
+
+
+class SourceSession:
+    def __init__(self, inner: Any, faults: Faults | None = None, attempts: int = 5, base_delay_s: float = 0.2):
+        self.inner = inner
+        self.faults = faults or Faults()
+        self.attempts = attempts
+        self.base_delay_s = base_delay_s
+        self._sample: str | None = None
+        self._calls = 0
+        self.species = inner.species
+
+    @contextlib.contextmanager
+    def sample(self, sample_hash: str) -> Iterator[None]:
+        """Calls made inside belong to this sample (for permanent injected faults)."""
+        previous, self._sample = self._sample, sample_hash
+        try:
+            yield
+        finally:
+            self._sample = previous
+
+    def _inject(self, name: str, key: str, attempt: int) -> None:
+        if self._sample is not None and self._sample in self.faults.permanent_samples:
+            raise SampleError("injected_permanent_fault", f"{name} for sample {self._sample}")
+        rate = self.faults.transient_rate
+        if rate and unit_interval("fault", name, key, attempt) < rate:
+            raise TransientSourceError(f"injected transient fault in {name} (attempt {attempt + 1})")
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if name in _NOT_WRAPPED or not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._calls += 1
+            key = f"{self._sample}|{self._calls}"
+            attempt = 0
+
+            def once() -> Any:
+                nonlocal attempt
+                try:
+                    self._inject(name, key, attempt)
+                finally:
+                    attempt += 1
+                return target(*args, **kwargs)
+
+            return with_retries(once, attempts=self.attempts, base_delay_s=self.base_delay_s)
+
+        return call

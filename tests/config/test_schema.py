@@ -1,0 +1,86 @@
+import pytest
+
+from config import SAMPLE_TYPES, known_species, load_config
+from pipeline.errors import UserError
+
+REAL = ("fly", "mouse", "human", "zebrafish")
+
+
+def test_every_species_config_loads():
+    assert set(known_species()) >= {"demo", *REAL}
+    for species in known_species():
+        cfg = load_config(species)
+        assert cfg.species == species
+        assert cfg.as_of is not None or cfg.materialization_version is not None
+
+
+def test_real_species_carry_contract_endpoints():
+    fly = load_config("fly")
+    assert fly.datastack == "flywire_fafb_public"
+    assert fly.em_cloudpath.endswith("flywire/fafbv14")
+    assert fly.seg_cloudpath.startswith("graphene://") and "flywire_public" in fly.seg_cloudpath
+    mouse = load_config("mouse")
+    assert mouse.datastack == "minnie65_public" and mouse.proofread_table == "proofreading_status_and_strategy"
+    assert load_config("human").datastack == "h01_c3_flat"
+    assert load_config("zebrafish").datastack == "fish1_full"
+    assert load_config("human").proofread_from_delta_roots
+
+
+def test_demo_budgets_cover_every_type():
+    budgets = load_config("demo").budgets.model_dump()
+    assert set(budgets) == set(SAMPLE_TYPES)
+    assert all(b >= 60 for b in budgets.values())
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "demo.yaml"
+    path.write_text(text)
+    return tmp_path
+
+
+BASE = """species: demo
+source: demo
+em_cloudpath: file://x
+seg_cloudpath: file://y
+em_window_nm: 1000
+extent_nm: [1000, 2000]
+as_of: "2026-01-01T00:00:00Z"
+demo_world: {n_sites: 2}
+"""
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    d = _write(tmp_path, BASE + "shard_byte: 5\n")
+    with pytest.raises(UserError, match=r"demo\.yaml.*'shard_byte': unknown key"):
+        load_config("demo", d)
+
+
+def test_bad_value_names_key(tmp_path):
+    d = _write(tmp_path, BASE.replace("[1000, 2000]", "[3000, 2000]"))
+    with pytest.raises(UserError, match="'extent_nm'"):
+        load_config("demo", d)
+    d = _write(tmp_path, BASE + "budgets: {merge_edit: -1}\n")
+    with pytest.raises(UserError, match="'budgets.merge_edit'"):
+        load_config("demo", d)
+
+
+def test_unpinned_time_is_rejected(tmp_path):
+    d = _write(tmp_path, BASE.replace('as_of: "2026-01-01T00:00:00Z"\n', ""))
+    with pytest.raises(UserError, match="never made at 'now'"):
+        load_config("demo", d)
+
+
+def test_iso_timestamp_is_epoch_seconds(tmp_path):
+    cfg = load_config("demo", _write(tmp_path, BASE))
+    assert cfg.as_of == 1767225600.0
+
+
+def test_unknown_species_lists_known():
+    with pytest.raises(UserError, match="unknown species 'cat'.*demo"):
+        load_config("cat")
+
+
+def test_invalid_yaml(tmp_path):
+    d = _write(tmp_path, "species: [demo\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config("demo", d)

@@ -1,0 +1,59 @@
+import pytest
+
+from config.schema import Faults
+from pipeline.errors import SampleError, TransientSourceError
+from pipeline.retry import with_retries
+from pipeline.sources.session import SourceSession
+
+
+class Flaky:
+    species = "demo"
+
+    def __init__(self, fail_times):
+        self.fail_times = fail_times
+        self.calls = 0
+
+    def value(self, x):
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise TransientSourceError("503 from server")
+        return x * 2
+
+    def broken(self):
+        raise ValueError("permanent")
+
+
+def test_retries_transient_then_succeeds():
+    sleeps = []
+    flaky = Flaky(2)
+    assert with_retries(lambda: flaky.value(3), sleep=sleeps.append) == 6
+    assert sleeps == [0.2, 0.4]
+
+
+def test_gives_up_after_attempts():
+    flaky = Flaky(10)
+    with pytest.raises(TransientSourceError):
+        with_retries(lambda: flaky.value(1), attempts=3, sleep=lambda s: None)
+    assert flaky.calls == 3
+
+
+def test_permanent_errors_are_not_retried():
+    session = SourceSession(Flaky(0), base_delay_s=0)
+    with pytest.raises(ValueError):
+        session.broken()
+
+
+def test_injected_transient_faults_are_retried_away():
+    inner = Flaky(0)
+    session = SourceSession(inner, Faults(transient_rate=0.5), attempts=20, base_delay_s=0)
+    assert [session.value(i) for i in range(20)] == [2 * i for i in range(20)]
+    assert inner.calls == 20  # injected faults never reach the inner source
+
+
+def test_injected_permanent_fault_only_for_chosen_sample():
+    session = SourceSession(Flaky(0), Faults(permanent_samples=["abc"]), base_delay_s=0)
+    with session.sample("abc"), pytest.raises(SampleError, match="injected_permanent_fault"):
+        session.value(1)
+    with session.sample("def"):
+        assert session.value(1) == 2
+    assert session.species == "demo"

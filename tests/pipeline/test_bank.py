@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+
+from config import load_config
+from pipeline.bank import adjacent_roots, bank_table, build_bank, edit_point_nm, junction_points
+from pipeline.samples import archive_hash, combined_hash
+from pipeline.sources.base import OperationDetails
+from tests.pipeline.fakes import A, B, C, P, Q, S1, S2, X, Y, FakeSource
+
+
+@pytest.fixture
+def cfg():
+    return load_config("demo")
+
+
+def _by_type(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["sample_type"], []).append(r)
+    return out
+
+
+def test_all_five_types_with_contract_identity(cfg):
+    result = build_bank(FakeSource(), cfg)
+    rows = _by_type(result.rows)
+    assert sorted(rows) == sorted(["merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"])
+    merge = rows["merge_edit"][0]
+    assert merge["source_archive"] == "unified_demo"
+    assert merge["source_archive_sample_hash"] == archive_hash("1:endpoint_error_corr:")
+    assert merge["combined_sample_hash"] == combined_hash("unified_demo", merge["source_archive_sample_hash"])
+    assert (merge["false_split_correction_label"], merge["false_merge_identification_label"]) == (1.0, None)
+    assert merge["same_neuron"] is True
+    assert merge["geometry_roots"] == [str(A), str(B)]
+    assert merge["cutout_timestamp"] == 99.0
+    # midpoint of source centroid (10,10,10) and sink centroid (12,10,10), times (4,4,40)
+    assert merge["coord_nm"] == [44.0, 40.0, 400.0]
+    split = rows["split_edit"][0]
+    assert split["source_archive_sample_hash"] == archive_hash(f"2:endpoint_error_corr:ctrl_{S1}_{S2}")
+    assert split["geometry_roots"] == [str(C)] and split["after_roots"] == [str(S1), str(S2)]
+    assert (split["mask_a_root"], split["mask_b_root"]) == (str(S1), str(S2))
+    assert split["cutout_timestamp"] == 200.0
+    meta = json.loads(split["metadata"])
+    assert meta["before_root_ids"] == [str(C)] and meta["strategy"] == "split_correction"
+    assert list(meta) == sorted(meta)
+
+
+def test_adjacent_controls_exclude_op_roots(cfg):
+    rows = _by_type(build_bank(FakeSource(), cfg).rows)["adjacent_control"]
+    pairs = {(json.loads(r["metadata"])["base_root"], json.loads(r["metadata"])["adjacent_root"]) for r in rows}
+    assert pairs == {(str(A), str(X)), (str(B), str(Y))}
+    for r in rows:
+        assert r["source_archive_sample_hash"] == archive_hash(
+            f"1:endpoint_error_corr:ctrl_{json.loads(r['metadata'])['base_root']}_"
+            f"{json.loads(r['metadata'])['adjacent_root']}"
+        )
+        assert r["false_split_correction_label"] == 0.0 and r["same_neuron"] is False
+
+
+def test_junctions_and_synapses(cfg):
+    rows = _by_type(build_bank(FakeSource(), cfg).rows)
+    junctions = rows["junction_control"]
+    assert sorted(tuple(r["coord_nm"]) for r in junctions) == [(0.0, 0.0, 0.0), (100.0, 0.0, 0.0)]
+    assert all(r["source_archive"] == "unified_controls_demo" and r["mask_b_root"] == "" for r in junctions)
+    assert json.loads(junctions[0]["metadata"])["cleft_score"] is None  # one key set per archive
+    (syn,) = rows["synapse_control"]  # self-synapse, null root and non-proofread partner dropped
+    meta = json.loads(syn["metadata"])
+    assert (meta["pre_pt_root_id"], meta["post_pt_root_id"], meta["gaba"]) == (str(P), str(Q), 0.1)
+    assert syn["coord_key"] == "synapse_ctr_pt_nm" and syn["coord_nm"] == [1.0, 2.0, 3.0]
+    assert set(json.loads(junctions[0]["metadata"])) == set(meta)
+
+
+def test_bad_input_goes_to_the_ledger(cfg):
+    result = build_bank(FakeSource(duplicate_op=True), cfg)
+    reasons = {(f.sample_id, f.reason) for f in result.failures}
+    assert ("operation:3", "no_edit_point") in reasons
+    assert ("operation:1", "conflicting_duplicate_operation") in reasons
+    assert ("synapse:9", "synapse_null_root_or_point") in reasons
+    assert (f"root:{Q}", "no_skeleton") in reasons
+    assert all(f.stage == "bank" and f.species == "demo" for f in result.failures)
+
+
+def test_missing_column_names_table_and_column(cfg):
+    result = build_bank(FakeSource(drop_column="is_merge"), cfg)
+    (fail,) = [f for f in result.failures if f.reason == "missing_column"]
+    assert "change_log" in fail.exception and "is_merge" in fail.exception
+    assert {r["sample_type"] for r in result.rows} == {"junction_control", "synapse_control"}
+
+
+def test_budgets_pick_by_hashed_priority_not_arrival(cfg):
+    full = build_bank(FakeSource(), cfg).rows
+    cfg1 = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"adjacent_control": 1})})
+    one = [r for r in build_bank(FakeSource(), cfg1).rows if r["sample_type"] == "adjacent_control"]
+    candidates = sorted((r for r in full if r["sample_type"] == "adjacent_control"), key=lambda r: r["priority"])
+    assert [r["combined_sample_hash"] for r in one] == [candidates[0]["combined_sample_hash"]]
+
+
+def test_bank_is_deterministic_and_sorted(cfg):
+    a = bank_table(build_bank(FakeSource(), cfg).rows)
+    b = bank_table(build_bank(FakeSource(), cfg).rows)
+    assert a.equals(b)
+    hashes = a.column("combined_sample_hash").to_pylist()
+    assert hashes == sorted(hashes) and len(set(hashes)) == len(hashes)
+
+
+def test_edit_point_uses_either_side():
+    det = OperationDetails(1, 0.0, True, (), (), ((1, 2, 3),), ())
+    assert edit_point_nm(det, (2.0, 2.0, 2.0)).tolist() == [2.0, 4.0, 6.0]
+    assert edit_point_nm(OperationDetails(1, 0.0, True, (), ()), (1.0, 1.0, 1.0)) is None
+
+
+def test_adjacent_roots_are_six_connected():
+    vol = np.zeros((5, 5, 5), dtype=np.uint64)
+    vol[2, 2, 2] = 1
+    vol[3, 3, 2] = 9  # diagonal only: not face-adjacent
+    vol[2, 2, 3] = 5
+    assert adjacent_roots(vol, [1], exclude=set()) == [(1, 5, 1)]
+
+
+def test_junction_points_degree():
+    verts = np.zeros((5, 3))
+    assert [d for _, d in junction_points(verts, np.array([[0, 1], [0, 2], [0, 3], [3, 4]]))] == [3]
+    assert junction_points(verts, np.zeros((0, 2))) == []

@@ -1,0 +1,107 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from config import load_config
+from pipeline.atomic import atomic_path, write_text
+from pipeline.context import BuildContext
+from pipeline.errors import UserError
+from pipeline.ledger import Failure
+from pipeline.runner import Partition, is_done, run_stage
+
+
+class CountingStage:
+    """Writes one text file per partition; partition 3's sample 0 fails; `broken` partitions raise."""
+
+    name = "toy"
+
+    def __init__(self, n_parts=5, fingerprint="v1", broken=()):
+        self.n_parts, self.fingerprint, self.broken = n_parts, fingerprint, set(broken)
+
+    def plan(self, ctx):
+        return [Partition(self.name, i, 4, f"{self.fingerprint}-{i}") for i in range(self.n_parts)]
+
+    def run(self, ctx, part):
+        if part.index in self.broken:
+            raise RuntimeError("boom")
+        runs = part.output_path(ctx, ".runs")
+        count = int(runs.read_text()) + 1 if runs.exists() else 1
+        write_text(runs, str(count))
+        write_text(part.output_path(ctx, ".txt"), f"partition {part.index}")
+        failures = []
+        if part.index == 3:
+            failures.append(Failure(f"s{part.index}-0", ctx.species, "merge_edit", self.name, "bad_point", "x"))
+        return part.n_samples - len(failures), failures
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return BuildContext("demo", load_config("demo"), tmp_path / "work", tmp_path / "out")
+
+
+def _runs(ctx, stage):
+    return [int(p.output_path(ctx, ".runs").read_text()) for p in stage.plan(ctx)]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_runs_every_partition_once_and_records_failures(ctx, scheduler):
+    stage = CountingStage()
+    summary = run_stage(stage, ctx, scheduler=scheduler, workers=2, progress=False)
+    assert (summary.ran, summary.skipped, summary.samples, summary.failures) == (5, 0, 19, 1)
+    assert _runs(ctx, stage) == [1] * 5
+    ledger = pq.read_table(ctx.ledger_path).to_pylist()
+    assert [(r["sample_id"], r["stage"], r["reason"]) for r in ledger] == [("s3-0", "toy", "bad_point")]
+
+
+def test_rerun_skips_done_force_redoes(ctx):
+    stage = CountingStage()
+    run_stage(stage, ctx, scheduler="sync", progress=False)
+    again = run_stage(stage, ctx, scheduler="sync", progress=False)
+    assert (again.ran, again.skipped) == (0, 5)
+    assert _runs(ctx, stage) == [1] * 5
+    run_stage(stage, ctx, scheduler="sync", force=True, progress=False)
+    assert _runs(ctx, stage) == [2] * 5
+    # the ledger is rebuilt from partition files, never duplicated
+    assert len(pq.read_table(ctx.ledger_path)) == 1
+
+
+def test_changed_fingerprint_reruns(ctx):
+    run_stage(CountingStage(), ctx, scheduler="sync", progress=False)
+    stage = CountingStage(fingerprint="v2")
+    assert not any(is_done(ctx, p) for p in stage.plan(ctx))
+    assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 5
+
+
+def test_broken_partition_keeps_the_others_and_resumes(ctx):
+    with pytest.raises(UserError, match=r"stage toy: partition 2: RuntimeError: boom.*rerun to resume"):
+        run_stage(CountingStage(broken={2}), ctx, scheduler="sync", progress=False)
+    stage = CountingStage()
+    assert [is_done(ctx, p) for p in stage.plan(ctx)] == [True, True, False, True, True]
+    summary = run_stage(stage, ctx, scheduler="sync", progress=False)
+    assert (summary.ran, summary.skipped) == (1, 4)
+    assert _runs(ctx, stage) == [1] * 5
+
+
+def test_marker_is_written_last_and_names_the_partition(ctx):
+    stage = CountingStage(n_parts=1)
+    run_stage(stage, ctx, scheduler="sync", progress=False)
+    part = stage.plan(ctx)[0]
+    marker = json.loads(part.marker_path(ctx).read_text())
+    assert marker["fingerprint"] == "v1-0" and marker["n_done"] == 4
+    assert part.marker_path(ctx).stat().st_mtime_ns >= part.failures_path(ctx).stat().st_mtime_ns
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "a" / "file.bin"
+    write_text(target, "old")
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise ValueError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_unreachable_distributed_scheduler_is_a_user_error(ctx):
+    with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
+        run_stage(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
