@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent
+
+
+def default_config_dir() -> Path:
+    """`CB2_CONFIG_DIR` if set (a user's own species configs, tests), else the shipped config/."""
+    return Path(os.environ["CB2_CONFIG_DIR"]) if os.environ.get("CB2_CONFIG_DIR") else CONFIG_DIR
 SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 
 
@@ -109,12 +115,12 @@ class SpeciesConfig(_Strict):
         return self
 
 
-def config_path(species: str, config_dir: Path = CONFIG_DIR) -> Path:
-    return config_dir / f"{species}.yaml"
+def config_path(species: str, config_dir: Path | None = None) -> Path:
+    return (config_dir or default_config_dir()) / f"{species}.yaml"
 
 
-def known_species(config_dir: Path = CONFIG_DIR) -> list[str]:
-    return sorted(p.stem for p in config_dir.glob("*.yaml"))
+def known_species(config_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (config_dir or default_config_dir()).glob("*.yaml"))
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:
@@ -126,7 +132,7 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return f"invalid config {path}: " + "; ".join(parts)
 
 
-def load_config(species: str, config_dir: Path = CONFIG_DIR, **overrides: object) -> SpeciesConfig:
+def load_config(species: str, config_dir: Path | None = None, **overrides: object) -> SpeciesConfig:
     """Load and validate `config/<species>.yaml`; overrides replace top-level keys (after validation)."""
     path = config_path(species, config_dir)
     if not path.exists():

@@ -53,7 +53,11 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg) -> dict:  # noqa: 
     if sample_type == "split_edit" and len(after) == 2:
         after = [crop_mesh(m, center, 1.2 * extent) for m in after]
         if all(len(m.faces) for m in after):
-            masks = render_split_masks(after[0], after[1], center, extent, geometry[:, 0])
+            try:
+                masks = render_split_masks(after[0], after[1], center, extent, geometry[:, 0])
+            except SampleError as exc:  # the after state misses a view: the row keeps its other columns
+                if exc.reason != "after_mask_empty":
+                    raise
     has_after_mask = masks is not None
     image_types = list(IMAGE_TYPES) + (list(SPLIT_MASK_COLUMNS) if has_after_mask else [])
     meta = json.loads(row["metadata"])
@@ -62,7 +66,7 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg) -> dict:  # noqa: 
             "image_types": image_types,
             "render_center_nm": [round(float(v), 3) for v in center],
             "view_extent_nm": round(float(extent), 3),
-            "em_best_normal": [round(float(v), 6) for v in em_info.get("best_normal", ())],
+            "em_best_normal": [round(float(v), 6) for v in em_info["em_best_normal"]],
         }
     )
     out = {

@@ -1,0 +1,61 @@
+"""A preview image: one row per sample, the 7 geometry channels of each view, the 4 EM views and split masks."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from render.encode import decode_geometry, decode_png
+
+TILE = 112
+LABEL_W = 150
+EM_KEYS = ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")
+SPLIT_KEYS = ("split_mask_front", "split_mask_side", "split_mask_top")
+
+
+def _as_array(x, png: bool) -> np.ndarray | None:
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        x = x.get("bytes")
+        if x is None:
+            return None
+    if isinstance(x, (bytes, bytearray)):
+        return decode_png(bytes(x)) if png else decode_geometry(bytes(x))
+    return np.asarray(x)
+
+
+def _channel_tile(ch: np.ndarray, index: int) -> Image.Image:
+    ch = ch.astype(np.float32)
+    img = (ch + 1.0) / 2.0 if 2 <= index <= 4 else ch  # normals are in [-1, 1]
+    return Image.fromarray(np.clip(img * 255.0, 0, 255).astype(np.uint8), mode="L").resize((TILE, TILE))
+
+
+def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
+    """samples: dicts with `sample_type`, `geometry` (array or npz bytes) and optional EM / split-mask arrays,
+    PNG bytes or {"bytes": ...} image structs. Front view only unless all_views."""
+    n_views = 3 if all_views else 1
+    n_cols = 7 * n_views + len(EM_KEYS) + len(SPLIT_KEYS)
+    sheet = Image.new("RGB", (LABEL_W + n_cols * TILE, max(1, len(samples)) * TILE), (40, 40, 40))
+    draw = ImageDraw.Draw(sheet)
+    for r, s in enumerate(samples):
+        y = r * TILE
+        draw.text((4, y + 4), str(s.get("sample_type", "?")), fill=(255, 255, 255))
+        if s.get("combined_sample_hash"):
+            draw.text((4, y + 20), str(s["combined_sample_hash"])[:12], fill=(180, 180, 180))
+        x = LABEL_W
+        geom = _as_array(s.get("geometry"), png=False)
+        for v in range(n_views):
+            for c in range(7):
+                if geom is not None:
+                    sheet.paste(_channel_tile(geom[v, c], c), (x, y))
+                x += TILE
+        for key in EM_KEYS + SPLIT_KEYS:
+            img = _as_array(s.get(key), png=True)
+            if img is not None:
+                mode = "RGB" if img.ndim == 3 else "L"
+                sheet.paste(
+                    Image.fromarray(img.astype(np.uint8), mode=mode).convert("RGB").resize((TILE, TILE)), (x, y)
+                )
+            x += TILE
+    return sheet

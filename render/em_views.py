@@ -1,0 +1,217 @@
+"""EM views: three cardinal slabs and the best oblique slab, RGB uint8 (CONTRACT.md section 3).
+
+R = EM (mean of a 3-voxel slab) normalised to its 1st-99th percentile; G = 255 where segment A is in the
+slab, B = 255 where segment B is (exactly 0/255). Resampling to isotropic voxels is done in one step:
+every view samples an isotropic grid (slab spacing = the finest voxel axis, W/res in
+plane) straight from the anisotropic cutout, EM trilinear, masks nearest; no second 2D resize, so the
+masks can never be blurred by the EM's filter.
+
+Orientation: xy = slab along z, columns x, rows y; xz = along y, columns x, rows z; yz = along x,
+columns y, rows z (row 0 at the low coordinate).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.errors import SampleError
+
+CARDINAL = {"xy": (0.0, 0.0, 1.0), "xz": (0.0, 1.0, 0.0), "yz": (1.0, 0.0, 0.0)}
+# in-plane (column, row) axes of the cardinal views
+_CARDINAL_AXES = {
+    "xy": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "xz": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "yz": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+}
+RECENTER_FRACTION = 0.30
+SCORE_FRACTION = 0.75
+SCORE_GRID = 48
+EDT_MIN_SPACING_NM = 24.0
+
+
+def candidate_normals() -> list[tuple[float, float, float]]:
+    """Plane normals on the three coordinate great circles, -90..+90 degrees in 10-degree steps,
+    deduplicated up to sign: 51 planes, the three cardinal ones first."""
+    out: list[tuple[float, float, float]] = []
+    seen: set[tuple[float, ...]] = set()
+
+    def add(n):
+        n = np.asarray(n, dtype=np.float64)
+        n = n / np.linalg.norm(n)
+        nz = n[np.flatnonzero(np.abs(n) > 1e-9)[0]]
+        n = n if nz > 0 else -n
+        key = tuple(np.round(n, 6))
+        if key not in seen:
+            seen.add(key)
+            out.append(tuple(float(x) + 0.0 for x in np.round(n, 12)))
+
+    for n in CARDINAL.values():
+        add(n)
+    e = np.eye(3)
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        for deg in range(-90, 91, 10):
+            t = np.deg2rad(deg)
+            add(np.cos(t) * e[a] + np.sin(t) * e[b])
+    return out
+
+
+def _in_plane_axes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    helper = np.array([0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(helper, n)
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    return u, v
+
+
+def _id_mask(labels: np.ndarray, ids) -> np.ndarray:
+    ids = [int(i) for i in ids]
+    if not ids:
+        return np.zeros(labels.shape, dtype=bool)
+    if len(ids) <= 8:
+        m = labels == np.uint64(ids[0])
+        for i in ids[1:]:
+            m |= labels == np.uint64(i)
+        return m
+    return np.isin(labels, np.asarray(ids, dtype=np.uint64))
+
+
+def _box(center_vox: np.ndarray, half_vox: np.ndarray, shape) -> tuple[slice, ...]:
+    lo = np.clip(np.floor(center_vox - half_vox).astype(int), 0, None)
+    hi = np.minimum(np.ceil(center_vox + half_vox).astype(int), shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _recenter(labels, voxel, a_ids, b_ids) -> np.ndarray:
+    """Voxel-centre position (nm from the cutout origin) minimising dt_A + dt_B in the central 30%.
+    Distance transforms are computed on the central 30% plus a margin of 10% per side, on a grid strided to
+    >= EDT_MIN_SPACING_NM; ties go to the candidate nearest the cutout centre."""
+    shape = np.asarray(labels.shape)
+    center_vox = shape / 2.0
+    stride = np.maximum(1, np.floor(EDT_MIN_SPACING_NM / voxel)).astype(int)
+    region = _box(center_vox, shape * (RECENTER_FRACTION / 2 + 0.10), shape)
+    sub = labels[region][:: stride[0], :: stride[1], :: stride[2]]
+    a, b = _id_mask(sub, a_ids), _id_mask(sub, b_ids)
+    origin = np.array([s.start for s in region], dtype=np.float64)
+    pos = [(origin[k] + np.arange(sub.shape[k]) * stride[k] + 0.5) * voxel[k] for k in range(3)]
+    centre_nm = shape * voxel / 2.0
+    inner = [
+        np.abs(p - c) <= RECENTER_FRACTION / 2 * s * v for p, c, s, v in zip(pos, centre_nm, shape, voxel, strict=True)
+    ]
+    if not (a.any() and b.any()):
+        return centre_nm
+    spacing = voxel * stride
+    total = ndimage.distance_transform_edt(~a, sampling=spacing) + ndimage.distance_transform_edt(~b, sampling=spacing)
+    allowed = inner[0][:, None, None] & inner[1][None, :, None] & inner[2][None, None, :]
+    if not allowed.any():
+        return centre_nm
+    total = np.where(allowed, total, np.inf)
+    best = total.min()
+    cand = np.argwhere(total <= best + 1e-6)
+    cand_nm = np.stack([pos[k][cand[:, k]] for k in range(3)], axis=1)
+    d = np.linalg.norm(cand_nm - centre_nm, axis=1)
+    return cand_nm[int(np.argmin(d))]
+
+
+def _sample(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
+    """Trilinear sample of `vol` at points (nm from the volume origin); voxel i's centre is at (i + 0.5) * voxel."""
+    coords = (points_nm / voxel - 0.5).reshape(-1, 3).T
+    return ndimage.map_coordinates(vol, coords, order=1, mode="constant", cval=0, prefilter=False).reshape(
+        points_nm.shape[:-1]
+    )
+
+
+def _nearest(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
+    """Nearest-voxel lookup (the voxel containing each point), 0 outside the volume."""
+    idx = np.floor(points_nm / voxel).astype(np.int64)
+    shape = np.asarray(vol.shape)
+    ok = np.all((idx >= 0) & (idx < shape), axis=-1)
+    idx = np.where(ok[..., None], idx, 0)
+    return np.where(ok, vol[idx[..., 0], idx[..., 1], idx[..., 2]], 0)
+
+
+def _plane_points(center_nm, u, v, n, half_nm, res, offsets_nm) -> np.ndarray:
+    s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
+    grid = center_nm + s[None, :, None] * u + s[:, None, None] * v  # (rows, cols, 3)
+    return np.stack([grid + o * n for o in offsets_nm])  # (slab, rows, cols, 3)
+
+
+def _normalise(em: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(em, [1.0, 99.0])
+    if hi <= lo:
+        return np.zeros(em.shape, dtype=np.uint8)
+    return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
+    """`seg` is uint8 with bit 0 = segment A, bit 1 = segment B."""
+    pts = _plane_points(center_nm, u, v, n, half_nm, res, (-slab_nm, 0.0, slab_nm))
+    em_slab = _sample(em, voxel, pts).mean(axis=0)
+    in_slab = np.bitwise_or.reduce(_nearest(seg, voxel, pts), axis=0)
+    rgb = np.zeros((res, res, 3), dtype=np.uint8)
+    rgb[..., 0] = _normalise(em_slab)
+    rgb[..., 1] = np.where(in_slab & 1, 255, 0)
+    rgb[..., 2] = np.where(in_slab & 2, 255, 0)
+    return rgb
+
+
+def _score(seg, voxel, center_nm, n, half_nm) -> float:
+    """log(max(area A, 1)) + log(max(area B, 1)), areas in samples of a SCORE_GRID^2 grid over the central 75%."""
+    u, v = _in_plane_axes(n)
+    pts = _plane_points(center_nm, u, v, n, half_nm * SCORE_FRACTION, SCORE_GRID, (0.0,))
+    s = _nearest(seg, voxel, pts)
+    area_a, area_b = float(np.count_nonzero(s & 1)), float(np.count_nonzero(s & 2))
+    return float(np.log(max(area_a, 1.0)) + np.log(max(area_b, 1.0)))
+
+
+def render_em_views(
+    em: np.ndarray, labels: np.ndarray, voxel_nm, a_ids, b_ids, window_nm: float, resolution: int = 224
+) -> tuple[dict[str, np.ndarray], dict]:
+    """EM cutout (X, Y, Z) uint8 and root-id labels on the same grid, 1.5 x window wide, centred on the sample
+    coordinate -> the four EM views (224, 224, 3) uint8 and an info dict."""
+    em = np.asarray(em)
+    labels = np.asarray(labels)
+    if em.shape != labels.shape or em.ndim != 3:
+        raise ValueError(f"em {em.shape} and labels {labels.shape} must be the same 3-D grid")
+    voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
+    shape = np.asarray(em.shape)
+    two = len(b_ids) > 0
+    centre_nm = shape * voxel / 2.0
+    new_centre = _recenter(labels, voxel, a_ids, b_ids) if two else centre_nm
+
+    half = float(window_nm) / 2.0
+    win = _box(new_centre / voxel, np.full(3, half) / voxel + 1.0, shape)
+    if not em[win].any():
+        raise SampleError("em_missing", f"EM window is all zero (window {window_nm} nm, cutout {tuple(shape)})")
+    lab_win = labels[win]
+    a_win, b_win = _id_mask(lab_win, a_ids), _id_mask(lab_win, b_ids)
+    if not a_win.any():
+        raise SampleError("segment_not_in_cutout", "segment A is absent from the EM window")
+    if two and not b_win.any():
+        raise SampleError("segment_not_in_cutout", "segment B is absent from the EM window")
+    # work in window-local coordinates: nm from the window sub-volume's origin
+    origin_nm = np.array([s.start for s in win], dtype=np.float64) * voxel
+    c = new_centre - origin_nm
+    em_w = np.ascontiguousarray(em[win])
+    seg = a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+
+    views: dict[str, np.ndarray] = {}
+    for name, (u, v) in _CARDINAL_AXES.items():
+        n = np.asarray(CARDINAL[name])
+        views[f"em_{name}_before"] = _render_view(
+            em_w, seg, voxel, c, np.asarray(u), np.asarray(v), n, half, resolution, voxel.min()
+        )
+    normals = candidate_normals()
+    scores = [_score(seg, voxel, c, np.asarray(n), half) for n in normals]
+    best_i = int(np.argmax(scores))  # first maximum: cardinal planes come first in the candidate order
+    best_n = np.asarray(normals[best_i])
+    bu, bv = _in_plane_axes(best_n)
+    views["em_best_before"] = _render_view(em_w, seg, voxel, c, bu, bv, best_n, half, resolution, voxel.min())
+    info = {
+        "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
+        "em_best_normal": [float(x) for x in best_n],
+        "em_best_score": float(scores[best_i]),
+        "em_cardinal_scores": {name: float(scores[i]) for i, name in enumerate(CARDINAL)},
+        "em_n_candidate_planes": len(normals),
+    }
+    return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}, info

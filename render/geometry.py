@@ -1,0 +1,80 @@
+"""The (3, 7, 224, 224) float16 geometry render (CONTRACT.md section 2).
+
+Channels: 0 silhouette {0,1}; 1 depth, the view's foreground min-max normalised to [0, 1] (0 nearest),
+background 0; 2-4 unit face normal in camera space (x right, y up, z towards the viewer), oriented to
+face the camera, background 0; 5 mask A; 6 mask B. Dual renders cast both meshes in one scene, so each
+pixel's depth, normal and mask come from the one nearest surface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+from pipeline.errors import SampleError
+from pipeline.hashing import rng_for
+from render.camera import OrthoCamera, view_cameras
+from render.raycast import ViewHits, cast_views
+
+N_CHANNELS = 7
+
+
+def draw_view_params(sample_hash: str, coord_nm, extent_range, jitter_nm: float) -> tuple[np.ndarray, float]:
+    """Seeded by the sample's hash: extent ~ U(extent_range), centre = coord + N(0, jitter_nm) per axis."""
+    lo, hi = (float(x) for x in extent_range)
+    extent = float(rng_for(sample_hash, "view_extent_nm").uniform(lo, hi))
+    jitter = rng_for(sample_hash, "render_center_jitter_nm").normal(0.0, float(jitter_nm), size=3)
+    center = np.asarray(coord_nm, dtype=np.float64).reshape(3) + jitter
+    return center, extent
+
+
+def crop_mesh(mesh: trimesh.Trimesh, center_nm, half_size_nm: float) -> trimesh.Trimesh:
+    """Faces with at least one vertex inside the box centre +- half_size_nm (so faces crossing the box edge
+    are kept whole), minus degenerate (zero-area) faces; unreferenced vertices are dropped."""
+    v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
+    inside = np.all(np.abs(v - np.asarray(center_nm, dtype=np.float64).reshape(3)) <= half_size_nm, axis=1)
+    keep = inside[f].any(axis=1)
+    tri = v[f[keep]]
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    f = f[keep][area2 > 0]
+    used, inverse = np.unique(f.reshape(-1), return_inverse=True)
+    return trimesh.Trimesh(v[used], inverse.reshape(-1, 3), process=False)
+
+
+def _view_channels(cam: OrthoCamera, hits: ViewHits, dual: bool) -> np.ndarray:
+    res = cam.resolution
+    out = np.zeros((N_CHANNELS, res, res), dtype=np.float32)
+    fg = hits.mesh >= 0
+    if not fg.any():
+        return out
+    out[0] = fg
+    d = hits.depth[fg]
+    lo, hi = d.min(), d.max()
+    out[1][fg] = (d - lo) / (hi - lo) if hi > lo else 0.0
+    n_cam = hits.normal[fg] @ cam.basis().T
+    n_cam[n_cam[:, 2] < 0] *= -1.0  # face the camera
+    norm = np.linalg.norm(n_cam, axis=1, keepdims=True)
+    n_cam = np.divide(n_cam, norm, out=np.zeros_like(n_cam), where=norm > 0)
+    out[2][fg], out[3][fg], out[4][fg] = n_cam[:, 0], n_cam[:, 1], n_cam[:, 2]
+    if dual:
+        out[5] = hits.mesh == 0
+        out[6] = hits.mesh == 1
+    else:
+        out[5] = fg
+    return out
+
+
+def render_geometry(meshes: list[trimesh.Trimesh], center_nm, extent_nm: float, resolution: int = 224) -> np.ndarray:
+    """Render 1 (single) or 2 (dual: A, B) meshes -> (3, 7, res, res) float16 over views front, side, top."""
+    if len(meshes) not in (1, 2):
+        raise ValueError(f"render_geometry takes 1 or 2 meshes, got {len(meshes)}")
+    cams = view_cameras(center_nm, extent_nm, resolution)
+    hits = cast_views(meshes, cams)
+    arr = np.stack([_view_channels(c, h, dual=len(meshes) == 2) for c, h in zip(cams, hits, strict=True)])
+    if not arr[:, 0].any():
+        faces = [len(m.faces) for m in meshes]
+        raise SampleError("empty_render", f"nothing visible in any view (faces per mesh {faces}, extent {extent_nm})")
+    return arr.astype(np.float16)

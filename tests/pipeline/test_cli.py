@@ -1,0 +1,61 @@
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+COMMANDS = ["build", "stage", "split", "verify", "status", "demo-world", "preview"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_on_every_command(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_verify_without_release_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["verify", "--out", str(tmp_path / "nothing")])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: no release at")
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_species_is_rejected_by_click():
+    result = CliRunner().invoke(cli, ["build", "--species", "cat"])
+    assert result.exit_code == 2 and "'cat' is not one of" in result.output
+
+
+def test_stage_without_bank_names_the_species_and_fix(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["stage", "render", "--species", "fly", "--work", str(tmp_path), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert "species fly: no bank at" in result.output and "STAGE=bank" in result.output
+
+
+def test_status_of_empty_work_dir(tmp_path):
+    result = CliRunner().invoke(cli, ["status", "--work", str(tmp_path)])
+    assert result.exit_code == 0 and "nothing built" in result.output
+
+
+def test_real_species_without_network_fails_fast_naming_the_endpoint(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "CAVE_TOKEN": "not-a-real-token"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "--species", "fly", "--work", str(tmp_path / "w"),
+         "--out", str(tmp_path / "o"), "--scheduler", "sync", "--no-progress"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=os.getcwd(),
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr
+    assert elapsed < 60
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error:") and "Traceback" not in proc.stderr
+    assert "http" in line  # names the endpoint it could not reach
+    assert "not-a-real-token" not in proc.stderr + proc.stdout
