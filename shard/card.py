@@ -1,0 +1,318 @@
+"""README.md of the release: the dataset card, generated from the build's own counts.
+
+Hugging Face YAML front matter maps train / validation / test to the three shard folders, so
+`datasets.load_dataset(<release dir>)` gives the three splits. No wall-clock time appears here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from shard.schema import SPLIT_DIRS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND, SPLITS
+
+_SPECIES_SOURCES = {
+    "mouse": "MICrONS (mouse cortex): https://www.microns-explorer.org/cortical-mm3",
+    "fly": "FlyWire (Drosophila brain): https://flywire.ai/",
+    "human": "H01 (human cortex): https://h01-release.storage.googleapis.com/landing.html",
+    "zebrafish": "Zebrafish larval connectome (fish1): https://fish1-release.storage.googleapis.com/index.html",
+    "demo": "the embedded synthetic demo world of cb2-build (not real data)",
+}
+
+
+def _front_matter(extra: dict, splits: list[str]) -> str:
+    lines = [
+        "---",
+        f"license: {extra.get('license', 'other')}",
+        f"pretty_name: {extra.get('pretty_name', 'ConnectomeBench2')}",
+        "tags:",
+        "- connectomics",
+        "- neuroscience",
+        "- proofreading",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+    ]
+    for s in splits:
+        lines += [f"  - split: {s}", f"    path: {SPLIT_DIRS[s]}/*.parquet"]
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{100.0 * n / total:.1f}%" if total else "n/a"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_card(stats: dict, extra: dict) -> str:
+    """The dataset card as markdown. `extra` may carry: title, description, repo_id, license,
+    pretty_name, citation, and any other keys (listed under "Build")."""
+    title = extra.get("title", "ConnectomeBench2")
+    repo = extra.get("repo_id", "<release dir>")
+    rows, total = stats["rows"], stats["total_rows"]
+    species = list(stats["by_species"])
+    se = stats["split_edits"]
+    types = list(next(iter(stats["by_type"].values())))
+    by_type_total = {t: sum(stats["by_type"][s][t] for s in SPLITS) for t in types}
+    n_shards = sum(v["n_shards"] for v in stats["shards"].values())
+    shards = stats["shards"]
+    present = [s for s in SPLITS if shards[s]["n_shards"]]
+    empty = [s for s in SPLITS if s not in present]
+    total_bytes = sum(v["bytes"] for v in shards.values())
+    parts = [_front_matter(extra, present), "", f"# {title}", ""]
+    parts.append(
+        extra.get(
+            "description",
+            "ConnectomeBench2 is a unified benchmark for automated proofreading of connectomic neural-segmentation "
+            "data, with mesh geometry and electron-microscopy (EM) renderings of every sample.",
+        )
+    )
+    parts += [
+        "",
+        f"This build: **{total:,} samples** across {len(species)} species ({', '.join(species) or 'none'}) "
+        f"and {sum(1 for t in types if by_type_total[t])} sample types, in {n_shards} parquet shards.",
+        "",
+        *([f"Empty in this build (no shards, left out of `configs`): {', '.join(empty)}.", ""] if empty else []),
+        "Downstream trainers should treat this dataset as the single source of truth for sample identity, labels, "
+        "train/validation/test split, and which task(s) a row is valid for.",
+        "",
+        "## Counts",
+        "",
+        _table(
+            ["split", "rows", "share", "shards", "bytes"],
+            [
+                [s, f"{rows[s]:,}", _pct(rows[s], total), shards[s]["n_shards"], f"{shards[s]['bytes']:,}"]
+                for s in SPLITS
+            ]
+            + [["total", f"{total:,}", _pct(total, total), n_shards, f"{total_bytes:,}"]],
+        ),
+        "",
+        "Per sample type:",
+        "",
+        _table(
+            ["sample_type", *SPLITS, "total"],
+            [[t, *(f"{stats['by_type'][s][t]:,}" for s in SPLITS), f"{by_type_total[t]:,}"] for t in types],
+        ),
+        "",
+        "Per species:",
+        "",
+        _table(
+            ["species", *SPLITS, "total"],
+            [[sp, *(f"{v[s]:,}" for s in SPLITS), f"{sum(v.values()):,}"] for sp, v in stats["by_species"].items()],
+        ),
+        "",
+        f"Split-mask coverage: {se['with_after_mask']:,} / {se['total']:,} split_edits "
+        f"({_pct(se['with_after_mask'], se['total'])}) have an after state and the three `split_mask_*` views.",
+        "",
+        "## Renderings (geometry and EM imaging data)",
+        "",
+    ]
+    if stats.get("figure"):
+        parts += [
+            f"![channel decomposition]({stats['figure']})",
+            "",
+            "(top: a dual-segment row, both masks populated; bottom: a single-segment row, mask B empty; front view)",
+            "",
+        ]
+    parts += [
+        "Geometry (the `geometry` column) is a compressed `.npz` payload (key `arr_0`) that decodes to a "
+        "`(3, 7, 224, 224)` float16 array: three orthographic views (front, side, top) x seven channels:",
+        "",
+        _table(
+            ["ch", "content"],
+            [
+                [0, "silhouette (0/1)"],
+                [1, "depth (foreground min-max normalised to [0, 1], 0 nearest; background 0)"],
+                [2, "normal_x (camera space, x right)"],
+                [3, "normal_y (y up)"],
+                [4, "normal_z (towards the viewer)"],
+                [5, "mask A"],
+                [6, "mask B (empty in single-segment renders)"],
+            ],
+        ),
+        "",
+        f"Geometry is dual-segment when `sample_type` is one of {', '.join(stats['dual_types'])}, and "
+        f"single-segment when it is one of {', '.join(stats['single_types'])}. In dual renders both segments share "
+        "one scene: each pixel belongs to the nearest surface, the masks never overlap and their union is the "
+        "silhouette.",
+        "",
+        "EM views (`em_xy_before`, `em_xz_before`, `em_yz_before`, `em_best_before`) are RGB PNGs, 224 x 224, of "
+        "the before-edit state:",
+        "",
+        _table(
+            ["ch", "content"],
+            [[0, "raw EM intensity"], [1, "segment A mask (0/255)"], [2, "segment B mask (0/255)"]],
+        ),
+        "",
+        "`em_best_before` is an oblique slice that maximises the visible area of both segments; it sees both labels, "
+        "so do not test single-segment tasks on it. For single-segment tasks, merge the A and B channels.",
+        "",
+        "Split masks (`split_mask_front`, `split_mask_side`, `split_mask_top`, split_edit rows with an after state "
+        "only) are single-channel PNGs aligned pixel for pixel with the single-segment geometry views:",
+        "",
+        _table(
+            ["value", "meaning"],
+            [[SPLIT_MASK_BACKGROUND, "background"], [SPLIT_MASK_A, "after-root A"], [SPLIT_MASK_B, "after-root B"]],
+        ),
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("{repo}", split="train")',
+        "sample = ds[0]",
+        '# sample["em_xy_before"] is a PIL Image (decoded by datasets)',
+        "import io, numpy as np",
+        'geom = np.load(io.BytesIO(sample["geometry"]))["arr_0"]  # (3, 7, 224, 224) float16',
+        "```",
+        "",
+        "With pyarrow only:",
+        "",
+        "```python",
+        "import io, numpy as np, pyarrow.parquet as pq",
+        'df = pq.read_table("train/train-00000.parquet").to_pandas()',
+        'geom = np.load(io.BytesIO(df.iloc[0]["geometry"]))["arr_0"]',
+        "```",
+        "",
+        "`metadata/{train,val,test}.parquet` hold every non-image column plus `shard_path` (no bytes), for fast "
+        "filtering. `demo.parquet` holds a few train rows of every sample type with the full schema.",
+        "",
+        "## Columns",
+        "",
+        '- `combined_sample_hash`: primary key, md5 hex of `"{source_archive}|{source_archive_sample_hash}"`; '
+        "unique across the dataset.",
+        "- `source_archive_sample_hash`: 12-hex key of the sample inside its archive; not unique alone.",
+        "- `source_archive`: `unified_{species}` (merge_edit, split_edit, adjacent_control) or "
+        "`unified_controls_{species}` (junction_control, synapse_control).",
+        "- `sample_type`, `species`, `split` (train / validation / test).",
+        "- `same_neuron`: true for merge_edit and junction_control, false otherwise.",
+        "- `geometry`, `em_*_before`, `split_mask_*`: see above. `has_em`: any EM column present. "
+        "`has_after_mask`: the three split masks present (split_edit only). `present_slots`: the modality "
+        "columns present, sorted.",
+        "- `metadata`: JSON (sorted keys) of the sample's provenance: operation ids, root ids, coordinates, "
+        "render extent and centre, timestamps.",
+        "",
+        "## Task routing and labels",
+        "",
+        _table(
+            [
+                "sample_type",
+                "same_neuron",
+                "task_routing",
+                "false_split_correction_label",
+                "false_merge_identification_label",
+            ],
+            [
+                ["merge_edit", "true", "false_split_correction", "1.0", "null"],
+                [
+                    "split_edit",
+                    "false",
+                    "false_merge_identification (+ split_mask_generation if has_after_mask)",
+                    "null",
+                    "1.0",
+                ],
+                ["adjacent_control", "false", "false_split_correction", "0.0", "null"],
+                ["junction_control", "true", "false_merge_identification", "null", "0.0"],
+                ["synapse_control", "false", "false_split_correction", "0.0", "null"],
+            ],
+        ),
+        "",
+        "Merge correction of false splits uses the dual-segment geometry rows; identification of false merges uses "
+        "the single-segment rows (fuse the EM A/B channels and leave out `em_best_before`).",
+        "",
+        "## Train/validation/test split",
+        "",
+        "Each sample's coordinate (`edit_point_nm` for edits and adjacent controls, `interface_point_nm` for "
+        "junction controls, `synapse_ctr_pt_nm` for synapse controls) falls in a cube "
+        "`floor((point - bbox_min) / cube_nm)` of its species' canonical segmentation bbox (from CloudVolume, not "
+        "from the data). The cube's split is a hash of (species, cube index, salt) mapped to [0, 1): below the train "
+        "ratio -> train, below train + validation -> validation, else test. Adding or removing samples never moves a "
+        "cube. Observed shares: " + ", ".join(f"{s} {_pct(rows[s], total)}" for s in SPLITS) + ".",
+        "",
+    ]
+    man_rows = []
+    for sp, m in stats.get("split_manifests", {}).items():
+        if not m:
+            continue
+        r = m.get("ratios") or {}
+        cps = m.get("cubes_per_split") or {}
+        man_rows.append(
+            [
+                sp,
+                m.get("cube_nm"),
+                m.get("salt"),
+                "/".join(str(r.get(s)) for s in SPLITS),
+                json.dumps(m.get("bbox_nm"), sort_keys=True),
+                "/".join(str(cps.get(s, 0)) for s in SPLITS),
+            ]
+        )
+    if man_rows:
+        parts += [
+            _table(
+                ["species", "cube_nm", "salt", "ratios (train/val/test)", "bbox_nm", "cubes (train/val/test)"], man_rows
+            ),
+            "",
+        ]
+    f = stats["failures"]
+    parts += ["## Failures", "", f"{f['total']:,} candidate samples could not be built and are not in the release."]
+    if f["total"]:
+        parts += [
+            "",
+            _table(
+                ["stage", "reason", "samples"], [[x["stage"], x["reason"], f"{x['n']:,}"] for x in f["by_stage_reason"]]
+            ),
+            "",
+            "Per species: " + ", ".join(f"{k} {v:,}" for k, v in f["by_species"].items()) + ".",
+        ]
+    parts += [
+        "",
+        "## Layout",
+        "",
+        "```",
+        "README.md",
+        "shards.csv            path, sha256, n_samples, size, split, shard_id (one row per shard)",
+        "train/train-*.parquet shards with image bytes",
+        "val/val-*.parquet",
+        "test/test-*.parquet",
+        "metadata/             sidecars: identifiers, labels, modality flags, shard_path (no bytes)",
+        "  train.parquet",
+        "  val.parquet",
+        "  test.parquet",
+        "demo.parquet          stratified mini-shard",
+        "figures/",
+        "  channel_decomposition.png",
+        "```",
+        "",
+        "## Sources and license",
+        "",
+        *[f"- {_SPECIES_SOURCES.get(sp, sp)}" for sp in species],
+        "",
+        f"License: {extra.get('license', 'other')}; users must comply with the upstream licenses, which may differ "
+        "across species and sources.",
+        "",
+        "## Citation",
+        "",
+        extra.get(
+            "citation",
+            "Brown, J., Farkas, T., Razgar, G., Boyden, E. S. ConnectomeBench2: A unified benchmark for automated "
+            "connectomic proofreading. (2026, in submission).",
+        ),
+        "",
+    ]
+    rest = {
+        k: v
+        for k, v in extra.items()
+        if k not in {"title", "description", "repo_id", "license", "pretty_name", "citation"}
+    }
+    if rest:
+        parts += [
+            "## Build",
+            "",
+            _table(["key", "value"], [[k, json.dumps(v, sort_keys=True)] for k, v in sorted(rest.items())]),
+            "",
+        ]
+    return "\n".join(parts)

@@ -1,0 +1,482 @@
+"""The release writer: merge every species' sorted render parts into parquet shards per split.
+
+One pass over a k-way merge (heapq.merge) of the species streams, each already sorted by
+combined_sample_hash, routes every row to the writer of its split. Memory: one part per species,
+one row group per split, the demo rows. Everything is written into a temp dir beside `out_dir`,
+which is swapped in only when complete, so a killed run never leaves a release that looks whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import heapq
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import atomic
+from pipeline.errors import UserError
+from pipeline.hashing import sha256_file
+from shard.card import render_card
+from shard.figure import channel_figure
+from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
+from shard.schema import (
+    METADATA_SIDECAR_SCHEMA,
+    NON_IMAGE_COLUMNS,
+    RELEASE_SCHEMA,
+    RENDER_PART_SCHEMA,
+    SPLIT_DIRS,
+    SPLITS,
+)
+
+ROW_GROUP_ROWS = 32
+SIDECAR_ROW_GROUP_ROWS = 8192
+# Fixed writer settings: the same rows give the same bytes (no timestamps in parquet).
+SHARD_OPTIONS: dict = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": ["source_archive", "sample_type", "split", "species"],
+    "write_statistics": ["combined_sample_hash", "sample_type", "split", "species"],
+    "data_page_size": 1 << 20,
+}
+SIDECAR_OPTIONS: dict = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
+SHARDS_CSV_HEADER = ("path", "sha256", "n_samples", "size", "split", "shard_id")
+_SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
+
+
+class ReleaseError(UserError):
+    """The inputs cannot make a valid release (bad row, duplicate hash, missing split, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: split assignment lookup and sorted species streams
+
+
+class _SplitLookup:
+    """hash -> split of one species, as two sorted numpy arrays (no Python dict of every hash)."""
+
+    def __init__(self, species: str, path: Path) -> None:
+        if not Path(path).exists():
+            raise ReleaseError(f"species {species}: split assignment {path} does not exist")
+        t = pq.read_table(path, columns=["combined_sample_hash", "split"])
+        hashes = np.array(t.column("combined_sample_hash").to_pylist(), dtype="S32")
+        splits = t.column("split").to_pylist()
+        unknown = sorted({s for s in splits if s not in _SPLIT_CODE}, key=str)
+        if unknown:
+            raise ReleaseError(f"species {species}: {path} has unknown split values {unknown}")
+        codes = np.array([_SPLIT_CODE[s] for s in splits], dtype=np.int8)
+        order = np.argsort(hashes, kind="stable")
+        self.species, self.path = species, path
+        self.hashes, self.codes = hashes[order], codes[order]
+        if len(self.hashes) > 1 and np.any(self.hashes[1:] == self.hashes[:-1]):
+            dup = self.hashes[1:][self.hashes[1:] == self.hashes[:-1]][0].decode()
+            raise ReleaseError(f"species {species}: {path} lists {dup} more than once")
+
+    def splits_of(self, hashes: list[str]) -> list[str]:
+        q = np.array(hashes, dtype="S32")
+        pos = np.searchsorted(self.hashes, q)
+        pos_c = np.minimum(pos, max(len(self.hashes) - 1, 0))
+        found = (pos < len(self.hashes)) & (self.hashes[pos_c] == q) if len(self.hashes) else np.zeros(len(q), bool)
+        if not np.all(found):
+            missing = [h for h, ok in zip(hashes, found, strict=True) if not ok]
+            raise ReleaseError(
+                f"species {self.species}: {len(missing)} rendered samples have no split in {self.path}, "
+                f"e.g. {missing[:3]}"
+            )
+        return [SPLITS[c] for c in self.codes[pos_c].tolist()]
+
+
+@dataclass
+class _Part:
+    path: Path
+    table: pa.Table  # RELEASE_SCHEMA
+    rows: list[dict]  # non-image columns + presence flags (from rules.check_table)
+
+
+def _load_part(species: str, path: Path, lookup: _SplitLookup) -> _Part:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ReleaseError(f"species {species}: cannot read render part {path}: {exc}") from exc
+    if not table.schema.equals(RENDER_PART_SCHEMA, check_metadata=False):
+        raise ReleaseError(f"species {species}: render part {path} does not have RENDER_PART_SCHEMA:\n{table.schema}")
+    hashes = table.column("combined_sample_hash").to_pylist()
+    split_col = pa.array(lookup.splits_of([h or "" for h in hashes]) if hashes else [], pa.string())
+    columns = [split_col if name == "split" else table.column(name) for name in RELEASE_SCHEMA.names]
+    table = pa.Table.from_arrays(columns, schema=RELEASE_SCHEMA)
+    try:
+        rows = check_table(table, species=species, where=f"{path}: ")
+    except RowError as exc:
+        raise ReleaseError(str(exc)) from exc
+    return _Part(path, table, rows)
+
+
+def _species_stream(species: str, sp_idx: int, parts: list[Path], lookup: _SplitLookup) -> Iterator[tuple]:
+    """(hash, sp_idx, row, part) in ascending hash order; fails if the parts are not sorted."""
+    prev: str | None = None
+    for path in parts:
+        part = _load_part(species, Path(path), lookup)
+        for i, r in enumerate(part.rows):
+            h = r["combined_sample_hash"]
+            if prev is not None and h == prev:
+                raise ReleaseError(f"species {species}: duplicate combined_sample_hash {h} in {path}")
+            if prev is not None and h < prev:
+                raise ReleaseError(f"species {species}: rows out of hash order: {h} after {prev} in {path}")
+            prev = h
+            yield h, sp_idx, i, part
+        del part
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+class _Shard:
+    """One open shard file (atomic: temp file renamed on close); size measured on the sink."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic.atomic_path(path))
+        self._sink = pa.OSFile(str(tmp), "wb")
+        self._writer = pq.ParquetWriter(self._sink, RELEASE_SCHEMA, **SHARD_OPTIONS)
+        self.n = 0
+
+    def write(self, table: pa.Table) -> int:
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.n += table.num_rows
+        return self._sink.tell()
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        self._stack.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._sink.close()
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+class _Sidecar:
+    """metadata/<dir>.parquet: every non-image column + shard_path, streamed in large row groups."""
+
+    def __init__(self, path: Path) -> None:
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic.atomic_path(path))
+        self._writer = pq.ParquetWriter(str(tmp), METADATA_SIDECAR_SCHEMA, **SIDECAR_OPTIONS)
+        self._buf: list[pa.Table] = []
+        self._n = 0
+
+    def add(self, rows: pa.Table, shard_path: str) -> None:
+        small = rows.select(list(NON_IMAGE_COLUMNS))
+        small = small.take(pa.array(np.arange(small.num_rows)))  # copy: do not pin the image buffers
+        small = small.append_column("shard_path", pa.array([shard_path] * small.num_rows, pa.string()))
+        self._buf.append(small)
+        self._n += small.num_rows
+        if self._n >= SIDECAR_ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            t = pa.concat_tables(self._buf).cast(METADATA_SIDECAR_SCHEMA)
+            self._writer.write_table(t, row_group_size=t.num_rows)
+        self._buf, self._n = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._stack.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+@dataclass
+class _SplitWriter:
+    """All shards of one split, plus its sidecar."""
+
+    split: str
+    root: Path
+    shard_bytes: int
+    row_group_rows: int
+    shards: list[dict] = field(default_factory=list)
+    _buf: list[tuple[int, pa.Table, int]] = field(default_factory=list)
+    _shard: _Shard | None = None
+    _sidecar: _Sidecar | None = None
+
+    def __post_init__(self) -> None:
+        self.dirname = SPLIT_DIRS[self.split]
+        self._sidecar = _Sidecar(self.root / "metadata" / f"{self.dirname}.parquet")
+
+    def _relpath(self, shard_id: int) -> str:
+        return f"{self.dirname}/{self.dirname}-{shard_id:05d}.parquet"
+
+    def add(self, part: _Part, i: int) -> None:
+        self._buf.append((id(part), part.table, i))
+        if len(self._buf) >= self.row_group_rows:
+            self._flush()
+
+    def _open(self) -> _Shard:
+        if self._shard is None:
+            self._shard = _Shard(self.root / self._relpath(len(self.shards)))
+        return self._shard
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        pieces, run, run_key, run_table = [], [], None, None
+        for key, table, i in self._buf:
+            if key != run_key and run:
+                pieces.append(run_table.take(pa.array(run, pa.int64())))
+                run = []
+            run_key, run_table = key, table
+            run.append(i)
+        pieces.append(run_table.take(pa.array(run, pa.int64())))
+        self._buf = []
+        group = pa.concat_tables(pieces).combine_chunks()
+        shard = self._open()
+        written = shard.write(group)
+        self._sidecar.add(group, self._relpath(len(self.shards)))
+        if written >= self.shard_bytes:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        shard, self._shard = self._shard, None
+        shard.close()
+        rel = self._relpath(len(self.shards))
+        self.shards.append(
+            {
+                "path": rel,
+                "sha256": sha256_file(shard.path),
+                "n_samples": shard.n,
+                "size": shard.path.stat().st_size,
+                "split": self.split,
+                "shard_id": len(self.shards),
+            }
+        )
+
+    def close(self) -> None:
+        self._flush()
+        # An empty split gets no shard (and no entry in the card's `configs`: datasets refuses an empty split).
+        if self._shard is not None:
+            self._close_shard()
+        self._sidecar.close()
+
+    def abort(self) -> None:
+        if self._shard is not None:
+            self._shard.abort()
+        if self._sidecar is not None:
+            self._sidecar.abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures ledgers and split manifests (for the card)
+
+
+def _read_failures(paths: list[Path]) -> dict:
+    by_stage_reason: Counter = Counter()
+    by_species: Counter = Counter()
+    by_type: Counter = Counter()
+    for path in sorted(Path(p) for p in paths):
+        if not path.exists():
+            raise ReleaseError(f"failures ledger {path} does not exist")
+        t = pq.read_table(path)
+        missing = {"sample_id", "species", "sample_type", "stage", "reason"} - set(t.column_names)
+        if missing:
+            raise ReleaseError(f"failures ledger {path} lacks columns {sorted(missing)}")
+        for sp, st, stage, reason in zip(
+            *(t.column(c).to_pylist() for c in ("species", "sample_type", "stage", "reason")), strict=True
+        ):
+            by_stage_reason[(str(stage), str(reason))] += 1
+            by_species[str(sp)] += 1
+            by_type[str(st)] += 1
+    return {
+        "total": sum(by_stage_reason.values()),
+        "by_stage_reason": [{"stage": s, "reason": r, "n": n} for (s, r), n in sorted(by_stage_reason.items())],
+        "by_species": dict(sorted(by_species.items())),
+        "by_sample_type": dict(sorted(by_type.items())),
+    }
+
+
+def _read_manifest(split_path: Path) -> dict | None:
+    """The split manifest beside an assignment (work/<species>/split/manifest.json), if any."""
+    for cand in (split_path.parent / "split" / "manifest.json", split_path.parent / "manifest.json"):
+        if cand.exists():
+            m = json.loads(cand.read_text())
+            cubes = Counter(c["split"] for c in m.get("cubes", []))
+            return {
+                "bbox_nm": m.get("bbox_nm"),
+                "cube_nm": m.get("cube_nm"),
+                "salt": m.get("salt"),
+                "ratios": m.get("ratios"),
+                "cubes_per_split": {s: cubes.get(s, 0) for s in SPLITS},
+            }
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer
+
+
+def _swap_in(tmp_dir: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def write_release(
+    species_parts: dict[str, list[Path]],
+    splits: dict[str, Path],
+    failures: list[Path],
+    out_dir: Path,
+    shard_bytes: int,
+    demo_rows_per_type: int = 4,
+    extra_card_info: dict | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> dict:
+    """Write the release to `out_dir` (replacing it whole at the end). Returns a summary dict.
+
+    `species_parts`: species -> its render parts in order (part k's hashes all below part k+1's).
+    `splits`: species -> its split assignment parquet (combined_sample_hash, split, ...).
+    `failures`: the failures ledgers to count in the card.
+    """
+    if shard_bytes < 1:
+        raise ReleaseError(f"shard_bytes must be positive, got {shard_bytes}")
+    if row_group_rows < 1:
+        raise ReleaseError(f"row_group_rows must be positive, got {row_group_rows}")
+    if set(species_parts) - set(splits):
+        raise ReleaseError(f"no split assignment for species {sorted(set(species_parts) - set(splits))}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.parent / f".{out_dir.name}.building"
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)  # left by a killed run
+    tmp_dir.mkdir()
+    failures_summary = _read_failures(failures)
+    species = sorted(species_parts)
+    lookups = {sp: _SplitLookup(sp, Path(splits[sp])) for sp in species}
+    manifests = {sp: _read_manifest(Path(splits[sp])) for sp in species}
+
+    writers: dict[str, _SplitWriter] = {}
+    try:
+        writers = {s: _SplitWriter(s, tmp_dir, shard_bytes, row_group_rows) for s in SPLITS}
+        counts: Counter = Counter()  # (split, species, sample_type, has_after_mask)
+        demo: dict[str, list[pa.Table]] = {t: [] for t in SAMPLE_TYPES}
+        figure_rows: dict[str, pa.Table] = {}
+        streams = [_species_stream(sp, n, species_parts[sp], lookups[sp]) for n, sp in enumerate(species)]
+        prev: str | None = None
+        for h, _sp_idx, i, part in heapq.merge(*streams, key=itemgetter(0)):
+            if h == prev:
+                raise ReleaseError(f"duplicate combined_sample_hash {h} across species (second in {part.path})")
+            prev = h
+            r = part.rows[i]
+            split, st = r["split"], r["sample_type"]
+            writers[split].add(part, i)
+            counts[(split, r["species"], st, bool(r["has_after_mask"]))] += 1
+            if split == "train" and len(demo[st]) < demo_rows_per_type:
+                demo[st].append(part.table.take([i]))
+            # The figure: the first train row of each kind (dual / single), else the first of any split.
+            kind = ("train:" if split == "train" else "any:") + ("dual" if st in DUAL_TYPES else "single")
+            if kind not in figure_rows:
+                figure_rows[kind] = part.table.take([i])
+        if not counts:
+            raise ReleaseError("no rendered rows: refusing to write an empty release")
+        for s in SPLITS:
+            writers[s].close()
+        shard_rows = sorted((row for w in writers.values() for row in w.shards), key=itemgetter("path"))
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+    try:
+        demo_rows = sorted(
+            (t for ts in demo.values() for t in ts), key=lambda t: t.column("combined_sample_hash")[0].as_py()
+        )
+        demo_table = pa.concat_tables(demo_rows).combine_chunks() if demo_rows else RELEASE_SCHEMA.empty_table()
+        atomic.write_parquet(tmp_dir / "demo.parquet", demo_table, **SHARD_OPTIONS, row_group_size=row_group_rows)
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(SHARDS_CSV_HEADER)
+        for row in shard_rows:
+            w.writerow([row[c] for c in SHARDS_CSV_HEADER])
+        atomic.write_text(tmp_dir / "shards.csv", buf.getvalue())
+
+        figure = None
+        dual = figure_rows.get("train:dual", figure_rows.get("any:dual"))
+        single = figure_rows.get("train:single", figure_rows.get("any:single"))
+        if dual is not None or single is not None:
+            figure = "figures/channel_decomposition.png"
+            pngs = channel_figure(
+                dual.to_pylist()[0] if dual is not None else None,
+                single.to_pylist()[0] if single is not None else None,
+            )
+            atomic.write_bytes(tmp_dir / figure, pngs)
+
+        stats = _stats(counts, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
+        atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
+        _swap_in(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return {"out_dir": str(out_dir), **stats}
+
+
+def _stats(
+    counts: Counter, shard_rows: list[dict], failures: dict, manifests: dict, n_demo: int, figure: str | None
+) -> dict:
+    rows = {s: 0 for s in SPLITS}
+    by_type = {s: {t: 0 for t in SAMPLE_TYPES} for s in SPLITS}
+    by_species: dict[str, dict[str, int]] = {}
+    split_edits = {"total": 0, "with_after_mask": 0}
+    for (split, sp, st, ham), n in sorted(counts.items()):
+        rows[split] += n
+        by_type[split][st] += n
+        by_species.setdefault(sp, {s: 0 for s in SPLITS})[split] += n
+        if st == "split_edit":
+            split_edits["total"] += n
+            split_edits["with_after_mask"] += n if ham else 0
+    shards = {s: {"n_shards": 0, "bytes": 0} for s in SPLITS}
+    for r in shard_rows:
+        shards[r["split"]]["n_shards"] += 1
+        shards[r["split"]]["bytes"] += r["size"]
+    return {
+        "rows": rows,
+        "total_rows": sum(rows.values()),
+        "by_type": by_type,
+        "by_species": dict(sorted(by_species.items())),
+        "split_edits": split_edits,
+        "dual_types": sorted(DUAL_TYPES),
+        "single_types": sorted(SINGLE_TYPES),
+        "shards": shards,
+        "shard_list": shard_rows,
+        "failures": failures,
+        "split_manifests": manifests,
+        "n_demo_rows": n_demo,
+        "figure": figure,
+    }

@@ -1,0 +1,252 @@
+"""The label and routing rules of the card, and the row checks shared by the writer and verify.
+
+`check_table` is cheap (no decoding): identity, labels, routing, slots, flags, magic bytes.
+`check_decoded` decodes geometry and images (verify --deep).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config.schema import SAMPLE_TYPES
+from pipeline.hashing import md5_hex
+from shard.schema import (
+    EM_COLUMNS,
+    SPLIT_MASK_A,
+    SPLIT_MASK_B,
+    SPLIT_MASK_BACKGROUND,
+    SPLIT_MASK_COLUMNS,
+    SPLITS,
+)
+
+DUAL_TYPES = frozenset({"merge_edit", "adjacent_control", "synapse_control"})
+SINGLE_TYPES = frozenset({"split_edit", "junction_control"})
+FSC, FMI, SMG = "false_split_correction", "false_merge_identification", "split_mask_generation"
+
+# sample_type -> (same_neuron, false_split_correction_label, false_merge_identification_label)
+assert set(SAMPLE_TYPES) == DUAL_TYPES | SINGLE_TYPES
+TYPE_RULES: dict[str, tuple[bool, float | None, float | None]] = {
+    "merge_edit": (True, 1.0, None),
+    "split_edit": (False, None, 1.0),
+    "adjacent_control": (False, 0.0, None),
+    "junction_control": (True, None, 0.0),
+    "synapse_control": (False, 0.0, None),
+}
+ARCHIVE_OF_TYPE = {
+    "merge_edit": "unified_{species}",
+    "split_edit": "unified_{species}",
+    "adjacent_control": "unified_{species}",
+    "junction_control": "unified_controls_{species}",
+    "synapse_control": "unified_controls_{species}",
+}
+SLOT_COLUMNS = ("geometry",) + EM_COLUMNS + SPLIT_MASK_COLUMNS
+GEOMETRY_SHAPE = (3, 7, 224, 224)
+IMAGE_SIZE = (224, 224)
+SPLIT_MASK_VALUES = frozenset({SPLIT_MASK_BACKGROUND, SPLIT_MASK_A, SPLIT_MASK_B})
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX12 = re.compile(r"^[0-9a-f]{12}$")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class RowError(ValueError):
+    """A row that breaks the release contract; the message names its combined_sample_hash."""
+
+
+def expected_routing(sample_type: str, has_after_mask: bool) -> list[str]:
+    """task_routing from sample_type + has_after_mask, in the card's order."""
+    base = [FSC] if sample_type in DUAL_TYPES else [FMI]
+    return base + [SMG] if sample_type == "split_edit" and has_after_mask else base
+
+
+def expected_slots(present: dict[str, bool]) -> list[str]:
+    """present_slots: the non-null modality columns, sorted (as in the card's examples)."""
+    return sorted(c for c in SLOT_COLUMNS if present.get(c))
+
+
+def _valid_mask(col: pa.ChunkedArray | pa.Array, inner: str | None = None) -> list[bool]:
+    valid = pc.is_valid(col)
+    if inner is not None:
+        valid = pc.and_(valid, pc.is_valid(pc.struct_field(col, inner)))
+    return valid.to_pylist()
+
+
+def _prefixes(col: pa.ChunkedArray | pa.Array, n: int, inner: str | None = None) -> list[bytes | None]:
+    if inner is not None:
+        col = pc.struct_field(col, inner)
+    return pc.binary_slice(col, 0, n).to_pylist()
+
+
+def row_problems(row: dict, species: str | None = None, split: str | None = None) -> list[str]:
+    """Problems of one row's identity/label/routing/flags (no decoding). `row` holds the non-image
+    columns plus, for every slot column, a bool `present:<col>` and optionally `magic:<col>` bytes."""
+    p: list[str] = []
+    st = row["sample_type"]
+    if st not in TYPE_RULES:
+        return [f"unknown sample_type {st!r}"]
+    same, fsc, fmi = TYPE_RULES[st]
+    h = row["combined_sample_hash"]
+    if h is None or not _HEX32.match(h):
+        p.append(f"combined_sample_hash {h!r} is not 32 lowercase hex digits")
+    sah = row["source_archive_sample_hash"]
+    if sah is None or not _HEX12.match(sah):
+        p.append(f"source_archive_sample_hash {sah!r} is not 12 lowercase hex digits")
+    sp = row["species"]
+    if species is not None and sp != species:
+        p.append(f"species {sp!r} in the parts of species {species!r}")
+    archive = ARCHIVE_OF_TYPE[st].format(species=sp)
+    if row["source_archive"] != archive:
+        p.append(f"source_archive {row['source_archive']!r}, expected {archive!r} for {st}")
+    elif h is not None and sah is not None and md5_hex(f"{row['source_archive']}|{sah}") != h:
+        p.append("combined_sample_hash is not md5(source_archive|source_archive_sample_hash)")
+    if row["same_neuron"] is not same:
+        p.append(f"same_neuron {row['same_neuron']!r}, expected {same} for {st}")
+    if row["false_split_correction_label"] != fsc:
+        p.append(f"false_split_correction_label {row['false_split_correction_label']!r}, expected {fsc} for {st}")
+    if row["false_merge_identification_label"] != fmi:
+        p.append(
+            f"false_merge_identification_label {row['false_merge_identification_label']!r}, expected {fmi} for {st}"
+        )
+    if split is not None and row.get("split") != split:
+        p.append(f"split {row.get('split')!r}, expected {split!r}")
+    elif row.get("split", SPLITS[0]) not in SPLITS:
+        p.append(f"split {row.get('split')!r} is not one of {SPLITS}")
+    present = {c: row[f"present:{c}"] for c in SLOT_COLUMNS}
+    masks = [present[c] for c in SPLIT_MASK_COLUMNS]
+    ham = row["has_after_mask"]
+    if any(masks) and not all(masks):
+        p.append("some but not all split_mask_* columns are present")
+    if ham is not all(masks):
+        p.append(f"has_after_mask {ham!r} but split masks present: {all(masks)}")
+    if ham and st != "split_edit":
+        p.append(f"has_after_mask true on a {st} row")
+    if row["has_em"] is not any(present[c] for c in EM_COLUMNS):
+        p.append(f"has_em {row['has_em']!r} disagrees with the EM columns")
+    if not present["geometry"]:
+        p.append("geometry is null")
+    want_routing = expected_routing(st, bool(ham))
+    if row["task_routing"] != want_routing:
+        p.append(f"task_routing {row['task_routing']!r}, expected {want_routing}")
+    slots = row["present_slots"]
+    want_slots = expected_slots(present)
+    if slots is None or sorted(slots) != want_slots or len(set(slots)) != len(slots):
+        p.append(f"present_slots {slots!r}, expected {want_slots}")
+    meta = row["metadata"]
+    try:
+        if not isinstance(json.loads(meta), dict):
+            p.append("metadata is not a JSON object")
+    except (TypeError, ValueError):
+        p.append("metadata is not valid JSON")
+    for c in SLOT_COLUMNS:
+        magic = row.get(f"magic:{c}")
+        if magic is None:
+            continue
+        want = _ZIP_MAGIC if c == "geometry" else _PNG_MAGIC
+        if not magic or not want.startswith(magic):
+            p.append(f"{c} does not start with the {'npz' if c == 'geometry' else 'PNG'} magic bytes")
+    return p
+
+
+def table_rows(table: pa.Table) -> list[dict]:
+    """The non-image columns as dicts, plus presence flags and magic-byte prefixes of the slots."""
+    small = [c for c in table.column_names if c not in SLOT_COLUMNS]
+    rows = table.select(small).to_pylist()
+    for c in SLOT_COLUMNS:
+        inner = None if c == "geometry" else "bytes"
+        present = _valid_mask(table.column(c), inner)
+        magic = _prefixes(table.column(c), 8 if inner else 4, inner)
+        for r, ok, m in zip(rows, present, magic, strict=True):
+            r[f"present:{c}"] = ok
+            r[f"magic:{c}"] = m
+    return rows
+
+
+def check_table(table: pa.Table, species: str | None = None, split: str | None = None, where: str = "") -> list[dict]:
+    """Check every row; raise RowError naming the first bad combined_sample_hash. Returns the rows
+    (non-image columns + flags) for counting."""
+    rows = table_rows(table)
+    bad = []
+    for r in rows:
+        problems = row_problems(r, species, split)
+        if problems:
+            bad.append((r["combined_sample_hash"], problems))
+    if bad:
+        h, problems = bad[0]
+        more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
+        raise RowError(f"{where}row {h}: " + "; ".join(problems) + more)
+    return rows
+
+
+def _png(data: bytes):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def decoded_problems(row: dict) -> list[str]:
+    """Decode geometry and images of one full row (as from Table.to_pylist) and check them."""
+    p: list[str] = []
+    st = row["sample_type"]
+    try:
+        with np.load(io.BytesIO(row["geometry"])) as z:
+            geom = z["arr_0"]
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a problem to report
+        return [f"geometry does not decode: {exc}"]
+    if geom.shape != GEOMETRY_SHAPE or geom.dtype != np.float16:
+        return [f"geometry is {geom.shape} {geom.dtype}, expected {GEOMETRY_SHAPE} float16"]
+    g = geom.astype(np.float32)
+    if not np.all(np.isfinite(g)):
+        p.append("geometry has non-finite values")
+    sil, ma, mb = g[:, 0], g[:, 5], g[:, 6]
+    for name, ch in (("silhouette", sil), ("mask A", ma), ("mask B", mb)):
+        if not np.all((ch == 0) | (ch == 1)):
+            p.append(f"geometry {name} is not binary")
+    if np.any((ma > 0) & (mb > 0)):
+        p.append("geometry masks A and B overlap")
+    if not np.array_equal(np.maximum(ma, mb), sil):
+        p.append("geometry masks A | B differ from the silhouette")
+    if st in SINGLE_TYPES and np.any(mb):
+        p.append(f"geometry mask B is not empty on a single-segment {st} row")
+    if np.any((g[:, 1] < 0) | (g[:, 1] > 1)):
+        p.append("geometry depth outside [0, 1]")
+    if np.any(np.abs(g[:, 2:5]) > 1.001):
+        p.append("geometry normals outside [-1, 1]")
+    for c in EM_COLUMNS:
+        cell = row[c]
+        if cell is None or cell.get("bytes") is None:
+            continue
+        try:
+            img = _png(cell["bytes"])
+        except Exception as exc:  # noqa: BLE001
+            p.append(f"{c} does not decode as PNG: {exc}")
+            continue
+        if img.format != "PNG" or img.mode != "RGB" or img.size != IMAGE_SIZE:
+            p.append(f"{c} is {img.format} {img.mode} {img.size}, expected PNG RGB {IMAGE_SIZE}")
+            continue
+        a = np.asarray(img)
+        if not np.all(np.isin(a[..., 1:], (0, 255))):
+            p.append(f"{c} segment mask channels are not exactly 0/255")
+    for c in SPLIT_MASK_COLUMNS:
+        cell = row[c]
+        if cell is None or cell.get("bytes") is None:
+            continue
+        try:
+            img = _png(cell["bytes"])
+        except Exception as exc:  # noqa: BLE001
+            p.append(f"{c} does not decode as PNG: {exc}")
+            continue
+        if img.format != "PNG" or img.mode != "L" or img.size != IMAGE_SIZE:
+            p.append(f"{c} is {img.format} {img.mode} {img.size}, expected PNG L {IMAGE_SIZE}")
+            continue
+        vals = set(np.unique(np.asarray(img)).tolist())
+        if not vals <= SPLIT_MASK_VALUES:
+            p.append(f"{c} has values {sorted(vals - SPLIT_MASK_VALUES)} outside {sorted(SPLIT_MASK_VALUES)}")
+    return p
