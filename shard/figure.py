@@ -8,16 +8,13 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from render.encode import decode_geometry
+
 CHANNEL_NAMES = ("silhouette", "depth", "normal_x", "normal_y", "normal_z", "mask A", "mask B")
 TILE = 224
 PAD = 6
 LEFT = 190
 TOP = 30
-
-
-def decode_geometry(data: bytes) -> np.ndarray:
-    with np.load(io.BytesIO(data)) as z:
-        return z["arr_0"]
 
 
 def channel_tiles(geom: np.ndarray, view: int = 0) -> list[np.ndarray]:

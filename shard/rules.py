@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 
 from config.schema import SAMPLE_TYPES
 from pipeline.hashing import md5_hex
+from pipeline.samples import DUAL_TYPES, LABELS, SAME_NEURON, source_archive, task_routing
+from render.encode import decode_geometry
 from shard.schema import (
     EM_COLUMNS,
     SPLIT_MASK_A,
@@ -25,25 +27,10 @@ from shard.schema import (
     SPLITS,
 )
 
-DUAL_TYPES = frozenset({"merge_edit", "adjacent_control", "synapse_control"})
-SINGLE_TYPES = frozenset({"split_edit", "junction_control"})
-FSC, FMI, SMG = "false_split_correction", "false_merge_identification", "split_mask_generation"
-
+SINGLE_TYPES = frozenset(SAMPLE_TYPES) - DUAL_TYPES
 # sample_type -> (same_neuron, false_split_correction_label, false_merge_identification_label)
-assert set(SAMPLE_TYPES) == DUAL_TYPES | SINGLE_TYPES
 TYPE_RULES: dict[str, tuple[bool, float | None, float | None]] = {
-    "merge_edit": (True, 1.0, None),
-    "split_edit": (False, None, 1.0),
-    "adjacent_control": (False, 0.0, None),
-    "junction_control": (True, None, 0.0),
-    "synapse_control": (False, 0.0, None),
-}
-ARCHIVE_OF_TYPE = {
-    "merge_edit": "unified_{species}",
-    "split_edit": "unified_{species}",
-    "adjacent_control": "unified_{species}",
-    "junction_control": "unified_controls_{species}",
-    "synapse_control": "unified_controls_{species}",
+    t: (SAME_NEURON[t], *LABELS[t]) for t in SAMPLE_TYPES
 }
 SLOT_COLUMNS = ("geometry",) + EM_COLUMNS + SPLIT_MASK_COLUMNS
 GEOMETRY_SHAPE = (3, 7, 224, 224)
@@ -57,12 +44,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 class RowError(ValueError):
     """A row that breaks the release contract; the message names its combined_sample_hash."""
-
-
-def expected_routing(sample_type: str, has_after_mask: bool) -> list[str]:
-    """task_routing from sample_type + has_after_mask, in the card's order."""
-    base = [FSC] if sample_type in DUAL_TYPES else [FMI]
-    return base + [SMG] if sample_type == "split_edit" and has_after_mask else base
 
 
 def expected_slots(present: dict[str, bool]) -> list[str]:
@@ -100,7 +81,7 @@ def row_problems(row: dict, species: str | None = None, split: str | None = None
     sp = row["species"]
     if species is not None and sp != species:
         p.append(f"species {sp!r} in the parts of species {species!r}")
-    archive = ARCHIVE_OF_TYPE[st].format(species=sp)
+    archive = source_archive(st, sp)
     if row["source_archive"] != archive:
         p.append(f"source_archive {row['source_archive']!r}, expected {archive!r} for {st}")
     elif h is not None and sah is not None and md5_hex(f"{row['source_archive']}|{sah}") != h:
@@ -130,7 +111,7 @@ def row_problems(row: dict, species: str | None = None, split: str | None = None
         p.append(f"has_em {row['has_em']!r} disagrees with the EM columns")
     if not present["geometry"]:
         p.append("geometry is null")
-    want_routing = expected_routing(st, bool(ham))
+    want_routing = task_routing(st, bool(ham))
     if row["task_routing"] != want_routing:
         p.append(f"task_routing {row['task_routing']!r}, expected {want_routing}")
     slots = row["present_slots"]
@@ -196,8 +177,7 @@ def decoded_problems(row: dict) -> list[str]:
     p: list[str] = []
     st = row["sample_type"]
     try:
-        with np.load(io.BytesIO(row["geometry"])) as z:
-            geom = z["arr_0"]
+        geom = decode_geometry(row["geometry"])
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a problem to report
         return [f"geometry does not decode: {exc}"]
     if geom.shape != GEOMETRY_SHAPE or geom.dtype != np.float16:

@@ -14,7 +14,8 @@ from PIL import Image
 
 import split_assign
 from pipeline.hashing import md5_hex, rng_for
-from shard.rules import SINGLE_TYPES, expected_routing, expected_slots
+from pipeline.samples import task_routing
+from shard.rules import SINGLE_TYPES, expected_slots
 from shard.schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
 
 TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
@@ -105,7 +106,7 @@ def make_row(species: str, sample_type: str, key: str, has_after_mask: bool | No
     for c in SPLIT_MASK_COLUMNS:
         row[c] = {"bytes": split_mask_png(h + c), "path": None} if ham else None
     present = {c: row[c] is not None for c in ("geometry", *EM_COLUMNS, *SPLIT_MASK_COLUMNS)}
-    row["task_routing"] = expected_routing(sample_type, ham)
+    row["task_routing"] = task_routing(sample_type, ham)
     row["present_slots"] = expected_slots(present)
     return row
 
