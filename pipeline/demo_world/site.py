@@ -1,0 +1,194 @@
+"""Voxel work for one site: rasterize, place edit points on voxels, EM, write chunks and meshes.
+
+Runs in a worker process; everything it returns is small. Every draw is seeded by the site, so the
+result does not depend on which process ran it or in what order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zmesh
+from cloudvolume import CloudVolume, Mesh
+from scipy import ndimage
+
+from pipeline.demo_world.em import em_image
+from pipeline.demo_world.geometry import face_contacts, rasterize
+from pipeline.demo_world.history import supervoxel_ids
+from pipeline.demo_world.plan import RES, SITE_VX, SitePlan
+from pipeline.hashing import rng_for
+
+ADJ_CUTOUT_NM = 500.0
+MAX_SYNAPSES_PER_SITE = 10
+
+
+@dataclass
+class SiteJob:
+    plan: SitePlan
+    seed: int
+    world_tmp: str
+    roots: list[tuple[int, frozenset[int]]]  # every root of this site that gets a mesh
+    merge_luts: dict[int, tuple[np.ndarray, list[int]]]  # plan op index -> (labels->roots at T-1, before roots)
+
+
+def locate(labels: np.ndarray, p_nm: np.ndarray, allowed: frozenset[int], window: int = 6) -> tuple[np.ndarray, int]:
+    """A voxel labelled with one of `allowed` nearest to p_nm: (voxel, 0 exact / 1 moved / 2 not found)."""
+    shape = np.array(labels.shape)
+    v = np.clip(np.floor(p_nm / RES).astype(np.int64), 0, shape - 1)
+    if int(labels[tuple(v)]) in allowed:
+        return v, 0
+    lo = np.maximum(v - window, 0)
+    hi = np.minimum(v + window + 1, shape)
+    sub = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    wanted = np.fromiter(allowed, dtype=np.int64)
+    idx = np.argwhere(np.isin(sub, wanted)) + lo
+    if len(idx) == 0:  # overwritten by a crossing neuron: the nearest such voxel anywhere in the site
+        idx = np.argwhere(np.isin(labels, wanted))
+        if len(idx) == 0:
+            return v, 2
+    d = np.linalg.norm((idx + 0.5) * RES - p_nm, axis=1)
+    return idx[int(np.argmin(d))], 1
+
+
+def cutout_box(center_nm: np.ndarray, size_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel box [start, stop) of a cube `size_nm` wide centred on center_nm (same rule as DemoSource)."""
+    size_vx = np.maximum(np.rint(size_nm / RES).astype(np.int64), 1)
+    start = np.floor(center_nm / RES - size_vx / 2.0 + 0.5).astype(np.int64)
+    return start, start + size_vx
+
+
+def adjacent_roots(roots_vol: np.ndarray, base: set[int]) -> set[int]:
+    """Roots face-adjacent (6-connected) to any root in `base`, not in base, non-zero."""
+    out: set[int] = set()
+    for axis in range(3):
+        n = roots_vol.shape[axis]
+        a = np.take(roots_vol, np.arange(n - 1), axis=axis).ravel()
+        b = np.take(roots_vol, np.arange(1, n), axis=axis).ravel()
+        base_arr = np.fromiter(base, dtype=np.uint64)
+        in_a, in_b = np.isin(a, base_arr), np.isin(b, base_arr)
+        out.update(int(x) for x in np.unique(b[in_a & ~in_b]))
+        out.update(int(x) for x in np.unique(a[in_b & ~in_a]))
+    out.discard(0)
+    return out - base
+
+
+def _nt_scores(rng: np.random.Generator, seed: int, site: int, neuron: int) -> list[float]:
+    """Fly-style transmitter scores (gaba, ach, glut, oct, ser, da): one dominant per presynaptic neuron."""
+    dominant = int(rng_for("demo_world", seed, "nt", site, neuron).integers(0, 6))
+    alpha = np.full(6, 0.4)
+    alpha[dominant] = 6.0
+    return rng.dirichlet(alpha).round(4).tolist()
+
+
+def run_site(job: SiteJob) -> dict:
+    plan, seed = job.plan, job.seed
+    shape = tuple(int(x) for x in SITE_VX)
+    capsules = []
+    for k, t in enumerate(plan.trees):
+        pos = t.positions()
+        for c, p in enumerate(t.parent):
+            if p >= 0:
+                capsules.append((pos[p], pos[c], t.radius[p], t.radius[c], int(plan.edge_label[k][c])))
+    labels = rasterize(shape, RES, capsules)
+    start_vx = plan.start_vx.astype(np.int64)
+
+    # Edit points on voxels of the right side.
+    points, status = [], [0, 0, 0]
+    for op in plan.ops:
+        src, s1 = locate(labels, op.src_nm, op.src_labels)
+        snk, s2 = locate(labels, op.snk_nm, op.snk_labels)
+        status[s1] += 1
+        status[s2] += 1
+        points.append(((src + start_vx).tolist(), (snk + start_vx).tolist()))
+
+    # Adjacent roots around each merge point at T-1 (the pipeline's 500 nm cutout).
+    adjacent = {}
+    for k, (lut, before) in job.merge_luts.items():
+        src, snk = (np.array(p) - start_vx for p in points[k])
+        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJ_CUTOUT_NM)
+        lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, np.array(shape))
+        crop = labels[lo_c[0] : hi_c[0], lo_c[1] : hi_c[1], lo_c[2] : hi_c[2]]
+        adjacent[k] = sorted(adjacent_roots(lut[crop], set(before)))
+
+    # EM and segmentation chunks.
+    sv_lut = supervoxel_ids(plan.index, plan.n_labels)
+    em = em_image(rng_for("demo_world", seed, "em", plan.index), labels, RES)
+    box = tuple(slice(int(start_vx[a]), int(start_vx[a] + shape[a])) for a in range(3))
+    cv_em = CloudVolume(f"file://{job.world_tmp}/em", progress=False, compress="gzip")
+    cv_em[box] = em
+    cv_seg = CloudVolume(f"file://{job.world_tmp}/segmentation", progress=False, compress="gzip")
+    cv_seg[box] = sv_lut[labels]
+
+    # Meshes of every root of the site, in nm world coordinates.
+    objects = ndimage.find_objects(labels.astype(np.int64), max_label=plan.n_labels)
+    meshes = []
+    for rid, members in job.roots:
+        sls = [objects[m - 1] for m in sorted(members) if objects[m - 1] is not None]
+        lo = np.maximum(np.min([[s.start for s in sl] for sl in sls], axis=0) - 1, 0)
+        hi = np.minimum(np.max([[s.stop for s in sl] for sl in sls], axis=0) + 1, np.array(shape))
+        lut = np.zeros(plan.n_labels + 1, dtype=np.uint32)
+        lut[sorted(members)] = 1
+        mask = lut[labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]]
+        mesher = zmesh.Mesher(tuple(RES))
+        mesher.mesh(mask, close=True)
+        m = mesher.get(1, normals=False, reduction_factor=8, max_error=40, voxel_centered=True)
+        mesher.clear()
+        vertices = (m.vertices + (start_vx + lo) * RES).astype(np.float32)
+        meshes.append(Mesh(vertices, m.faces.astype(np.uint32), segid=rid))
+    if meshes:
+        cv_seg.mesh.put(meshes, compress="gzip", skip_delete=True)
+
+    # Synapse candidates at contacts between different neurons.
+    rng = rng_for("demo_world", seed, "synapses", plan.index)
+    first, second = face_contacts(labels)
+    la = labels[tuple(first.T)].astype(np.int64)
+    lb = labels[tuple(second.T)].astype(np.int64)
+    na, nb = plan.label_neuron[la], plan.label_neuron[lb]
+    keep = na != nb
+    first, second, la, lb, na, nb = first[keep], second[keep], la[keep], lb[keep], na[keep], nb[keep]
+    n = len(plan.trees)
+    codes = np.minimum(na, nb) * n + np.maximum(na, nb)
+    synapses = []
+    pair_codes, counts = np.unique(codes, return_counts=True)
+    for code in rng.permutation(pair_codes[counts >= 4]):
+        rows = np.flatnonzero(codes == code)
+        for r in rng.choice(rows, size=min(len(rows), 1 + int(rng.random() < 0.6)), replace=False):
+            if len(synapses) >= MAX_SYNAPSES_PER_SITE:
+                break
+            flip = rng.random() < 0.5
+            pre, post = (second[r], first[r]) if flip else (first[r], second[r])
+            lpre, lpost = (lb[r], la[r]) if flip else (la[r], lb[r])
+            synapses.append(
+                {
+                    "pre_label": int(lpre),
+                    "post_label": int(lpost),
+                    "pre_neuron": int(plan.label_neuron[lpre]),
+                    "post_neuron": int(plan.label_neuron[lpost]),
+                    "pre_vx": (pre + start_vx).tolist(),
+                    "post_vx": (post + start_vx).tolist(),
+                    "cleft_score": float(rng.integers(40, 260)),
+                    "connection_score": float(np.round(rng.gamma(2.0, 30.0), 3)),
+                    "nt": _nt_scores(rng, seed, plan.index, int(plan.label_neuron[lpre])),
+                }
+            )
+
+    # A point on each neuron (its tree root) for the proofread table.
+    anchors = []
+    for k, t in enumerate(plan.trees):
+        v, st = locate(labels, t.pos[0], plan.neuron_labels(k), window=10)
+        if st == 2:
+            hits = np.argwhere(np.isin(labels, np.fromiter(plan.neuron_labels(k), dtype=np.int64)))
+            v = hits[0]
+        anchors.append((v + start_vx).tolist())
+
+    n_fg = int(np.count_nonzero(labels))
+    return {
+        "site": plan.index,
+        "points": points,
+        "point_status": status,
+        "adjacent": adjacent,
+        "synapses": synapses,
+        "anchors": anchors,
+        "foreground_voxels": n_fg,
+    }

@@ -1,0 +1,263 @@
+"""DemoSource: the Source protocol over a generated demo world (pipeline.demo_world).
+
+Volumes and meshes are read through CloudVolume from the world's `file://` precomputed layers, exactly
+as a real layer would be; the CAVE-shaped tables are parquet files read with pyarrow. CloudVolume
+objects and tables are opened lazily and dropped when pickled, so the object travels to dask workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any
+
+import fastremap
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import trimesh
+from cloudvolume import CloudVolume
+
+from config.schema import SpeciesConfig
+from pipeline.errors import SampleError, UserError
+from pipeline.sources.base import Cutout, OperationDetails, Skeleton
+
+_STATE_CACHE = 64
+
+
+class DemoSource:
+    """Reads `world_dir` (made by pipeline.demo_world.generate_world) for the demo species."""
+
+    def __init__(self, cfg: SpeciesConfig, world_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.species = cfg.species
+        self.world_dir = Path(world_dir).resolve()
+        self._reset()
+
+    # -- pickling: only the config and the path travel ---------------------------------------
+    def _reset(self) -> None:
+        self._cvs: dict[str, CloudVolume] = {}
+        self._tables: dict[str, pa.Table] = {}
+        self._states: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._ops: dict[int, OperationDetails] | None = None
+        self._creators: dict[int, list[int]] | None = None
+        self._world: dict | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "species": self.species, "world_dir": self.world_dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- lazy handles ------------------------------------------------------------------------
+    def _cloudpath(self, template: str) -> str:
+        return template.replace("{world}", str(self.world_dir))
+
+    def _cv(self, which: str) -> CloudVolume:
+        if which not in self._cvs:
+            template, mip = (
+                (self.cfg.em_cloudpath, self.cfg.em_mip)
+                if which == "em"
+                else (self.cfg.seg_cloudpath, self.cfg.seg_mip)
+            )
+            try:
+                self._cvs[which] = CloudVolume(
+                    self._cloudpath(template), mip=mip, fill_missing=True, progress=False, parallel=1
+                )
+            except Exception as exc:  # CloudVolume raises many kinds for a missing layer
+                raise UserError(f"cannot open the demo {which} layer {self._cloudpath(template)}: {exc}") from None
+        return self._cvs[which]
+
+    def _table(self, name: str) -> pa.Table:
+        if name not in self._tables:
+            path = self.world_dir / "tables" / f"{name}.parquet"
+            if not path.exists():
+                raise UserError(f"demo world table missing: {path} (regenerate the demo world)")
+            self._tables[name] = pq.read_table(path)
+        return self._tables[name]
+
+    def world(self) -> dict:
+        """The world's summary (world.json)."""
+        if self._world is None:
+            self._world = json.loads((self.world_dir / "world.json").read_text())
+        return self._world
+
+    # -- Source protocol -----------------------------------------------------------------------
+    def base_resolution_nm(self) -> tuple[float, float, float]:
+        res = self._cv("seg").meta.resolution(0)
+        return (float(res[0]), float(res[1]), float(res[2]))
+
+    def canonical_bbox_nm(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        meta = self._cv("seg").meta
+        res = np.asarray(meta.resolution(0), dtype=np.float64)
+        bounds = meta.bounds(0)
+        lo = np.asarray(bounds.minpt, dtype=np.float64) * res
+        hi = np.asarray(bounds.maxpt, dtype=np.float64) * res
+        return (tuple(float(x) for x in lo), tuple(float(x) for x in hi))
+
+    def as_of(self) -> float:
+        if self.cfg.as_of is not None:
+            return float(self.cfg.as_of)
+        return float(self.world()["time"]["as_of"])
+
+    def proofread_roots(self) -> list[int]:
+        t = self._table("proofread_neurons")
+        t = t.filter(pc.equal(t["valid"], True))
+        return sorted({int(x) for x in t["pt_root_id"].to_pylist() if x is not None})
+
+    def _operations(self) -> tuple[pa.Table, dict[int, list[int]]]:
+        ops = self._table("operations")
+        if self._creators is None:
+            creators: dict[int, list[int]] = defaultdict(list)
+            for row, after in enumerate(ops["after_root_ids"].to_pylist()):
+                for root in after:
+                    creators[int(root)].append(row)
+            self._creators = dict(creators)
+        return ops, self._creators
+
+    def change_log(self, root_ids: list[int]) -> pa.Table:
+        ops, creators = self._operations()
+        before = ops["before_root_ids"].to_pylist()
+        as_of = self.as_of()
+        times = ops["timestamp"].to_numpy()
+        out_roots, out_rows = [], []
+        for root in sorted({int(r) for r in root_ids}):
+            rows, seen, stack = set(), set(), [root]
+            while stack:
+                x = stack.pop()
+                if x in seen:
+                    continue
+                seen.add(x)
+                for row in creators.get(x, []):
+                    if times[row] <= as_of:
+                        rows.add(row)
+                        stack.extend(int(b) for b in before[row])
+            for row in sorted(rows, key=lambda r: (times[r], r)):
+                out_roots.append(root)
+                out_rows.append(row)
+        sub = ops.take(pa.array(out_rows, pa.int64()))
+        return pa.table(
+            {
+                "root_id": pa.array(out_roots, pa.uint64()),
+                "operation_id": sub["operation_id"].cast(pa.uint64()),
+                "timestamp": sub["timestamp"].cast(pa.float64()),
+                "is_merge": sub["is_merge"],
+                "before_root_ids": sub["before_root_ids"].cast(pa.list_(pa.uint64())),
+                "after_root_ids": sub["after_root_ids"].cast(pa.list_(pa.uint64())),
+            }
+        )
+
+    def operation_details(self, operation_ids: list[int]) -> dict[int, OperationDetails]:
+        if self._ops is None:
+            details: dict[int, OperationDetails] = {}
+            for row in self._table("operations").to_pylist():
+                op_id = int(row["operation_id"])
+                if op_id in details:  # a duplicated change-log row: the first one wins
+                    continue
+                details[op_id] = OperationDetails(
+                    operation_id=op_id,
+                    timestamp=float(row["timestamp"]),
+                    is_merge=bool(row["is_merge"]),
+                    before_root_ids=tuple(int(x) for x in row["before_root_ids"]),
+                    after_root_ids=tuple(int(x) for x in row["after_root_ids"]),
+                    source_coords_vx=tuple(tuple(float(v) for v in p) for p in row["source_coords_vx"] or ()),
+                    sink_coords_vx=tuple(tuple(float(v) for v in p) for p in row["sink_coords_vx"] or ()),
+                )
+            self._ops = details
+        return {int(i): self._ops[int(i)] for i in operation_ids if int(i) in self._ops}
+
+    def _state(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted supervoxel ids, their roots) at `timestamp`: roots created at or before it and not
+        yet expired; before the first roots were made, the first roots."""
+        key = float(timestamp)
+        if key in self._states:
+            self._states.move_to_end(key)
+            return self._states[key]
+        roots = self._table("roots")
+        created = roots["created_ts"].to_numpy().astype(np.float64)
+        expired = roots["expired_ts"].to_numpy(zero_copy_only=False)
+        expired = np.where(np.isnan(expired.astype(np.float64)), np.inf, expired.astype(np.float64))
+        alive = (created <= max(key, float(created.min()))) & (expired > key)
+        live = roots.filter(pa.array(alive))
+        svs = pc.list_flatten(live["supervoxel_ids"]).to_numpy()
+        owner = live["root_id"].to_numpy()[pc.list_parent_indices(live["supervoxel_ids"]).to_numpy()]
+        order = np.argsort(svs, kind="stable")
+        state = (svs[order].astype(np.uint64), owner[order].astype(np.uint64))
+        self._states[key] = state
+        if len(self._states) > _STATE_CACHE:
+            self._states.popitem(last=False)
+        return state
+
+    def roots_at(self, supervoxel_ids: np.ndarray, timestamp: float) -> np.ndarray:
+        arr = np.asarray(supervoxel_ids, dtype=np.uint64)
+        keys, values = self._state(timestamp)
+        if len(keys) == 0:
+            return np.zeros(arr.shape, dtype=np.uint64)
+        idx = np.clip(np.searchsorted(keys, arr.ravel()), 0, len(keys) - 1)
+        found = keys[idx] == arr.ravel()
+        return np.where(found, values[idx], np.uint64(0)).astype(np.uint64).reshape(arr.shape)
+
+    def synapses(self, root_ids: list[int]) -> pa.Table:
+        t = self._table("synapses")
+        wanted = pa.array(sorted({int(r) for r in root_ids}), pa.uint64())
+        pre = pc.fill_null(pc.is_in(t["pre_pt_root_id"], value_set=wanted), False)
+        post = pc.fill_null(pc.is_in(t["post_pt_root_id"], value_set=wanted), False)
+        return t.filter(pc.or_(pre, post))
+
+    def skeleton(self, root_id: int) -> Skeleton:
+        t = self._table("skeletons")
+        hit = t.filter(pc.equal(t["root_id"], pa.scalar(int(root_id), pa.uint64())))
+        if hit.num_rows == 0:
+            raise SampleError("missing_skeleton", f"no skeleton for root {int(root_id)}")
+        row = hit.slice(0, 1).to_pylist()[0]
+        vertices = np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3)
+        edges = np.asarray(row["edges"], dtype=np.int64).reshape(-1, 2)
+        return Skeleton(vertices_nm=vertices, edges=edges, extra={"root_id": int(root_id)})
+
+    def mesh(self, root_id: int) -> trimesh.Trimesh:
+        cv = self._cv("seg")
+        root_id = int(root_id)
+        if cv.mesh.exists([root_id]).get(str(root_id)) is None:
+            raise SampleError("missing_mesh", f"no mesh for root {root_id}")
+        try:
+            got = cv.mesh.get(root_id, fuse=False)
+        except ValueError as exc:
+            raise SampleError("missing_mesh", f"root {root_id}: {exc}") from None
+        m = got.get(root_id) or next(iter(got.values()), None)
+        if m is None or len(m.faces) == 0:
+            raise SampleError("missing_mesh", f"empty mesh for root {root_id}")
+        return trimesh.Trimesh(
+            vertices=np.asarray(m.vertices, dtype=np.float64), faces=np.asarray(m.faces, dtype=np.int64), process=False
+        )
+
+    def _cutout(self, which: str, center_nm: np.ndarray, size_nm: float) -> Cutout:
+        cv = self._cv(which)
+        res = np.asarray(cv.resolution, dtype=np.float64)
+        size_vx = np.maximum(np.rint(float(size_nm) / res).astype(np.int64), 1)
+        start = np.floor(np.asarray(center_nm, dtype=np.float64) / res - size_vx / 2.0 + 0.5).astype(np.int64)
+        stop = start + size_vx
+        bounds = cv.bounds
+        lo = np.maximum(start, np.asarray(bounds.minpt, dtype=np.int64))
+        hi = np.minimum(stop, np.asarray(bounds.maxpt, dtype=np.int64))
+        data = np.zeros(tuple(size_vx), dtype=cv.dtype)
+        if (hi > lo).all():
+            got = np.asarray(cv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])[..., 0]
+            a, b = lo - start, hi - start
+            data[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = got
+        return Cutout(data=data, voxel_nm=tuple(float(x) for x in res), origin_nm=tuple(float(x) for x in start * res))
+
+    def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
+        return self._cutout("em", center_nm, size_nm)
+
+    def segmentation_cutout(self, center_nm: np.ndarray, size_nm: float, timestamp: float) -> Cutout:
+        cut = self._cutout("seg", center_nm, size_nm)
+        svs = np.ascontiguousarray(cut.data, dtype=np.uint64)
+        uniq = fastremap.unique(svs)
+        roots = self.roots_at(uniq, timestamp)
+        mapping = {int(s): int(r) for s, r in zip(uniq, roots, strict=True)}
+        mapping[0] = 0
+        data = fastremap.remap(svs, mapping, preserve_missing_labels=True, in_place=False)
+        return Cutout(data=data.astype(np.uint64), voxel_nm=cut.voxel_nm, origin_nm=cut.origin_nm)
