@@ -28,6 +28,7 @@ RECENTER_FRACTION = 0.30
 SCORE_FRACTION = 0.75
 SCORE_GRID = 48
 EDT_MIN_SPACING_NM = 24.0
+_AXIS_TOL = 1e-9
 
 
 def candidate_normals() -> list[tuple[float, float, float]]:
@@ -62,6 +63,13 @@ def _in_plane_axes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u /= np.linalg.norm(u)
     v = np.cross(n, u)
     return u, v
+
+
+# computed once: the candidate normals and their in-plane axes, stacked (n_planes, 3) each
+_CANDIDATES = tuple(candidate_normals())
+_CANDIDATE_UVN = tuple(
+    np.stack(x) for x in zip(*((*_in_plane_axes(np.asarray(n)), np.asarray(n)) for n in _CANDIDATES), strict=True)
+)
 
 
 def _id_mask(labels: np.ndarray, ids) -> np.ndarray:
@@ -143,25 +151,113 @@ def _normalise(em: np.ndarray) -> np.ndarray:
     return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
-    """`seg` is uint8 with bit 0 = segment A, bit 1 = segment B."""
+def _render_view_generic(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
+    """Any plane: 3-D trilinear EM and nearest masks at every slab point (used only when no in-plane axis is
+    a coordinate axis, which never happens for the candidate planes)."""
     pts = _plane_points(center_nm, u, v, n, half_nm, res, (-slab_nm, 0.0, slab_nm))
-    em_slab = _sample(em, voxel, pts).mean(axis=0)
+    em_slab = _sample(em.astype(np.float64), voxel, pts).mean(axis=0)
     in_slab = np.bitwise_or.reduce(_nearest(seg, voxel, pts), axis=0)
-    rgb = np.zeros((res, res, 3), dtype=np.uint8)
+    return _compose(em_slab, in_slab)
+
+
+def _compose(em_slab: np.ndarray, in_slab: np.ndarray) -> np.ndarray:
+    rgb = np.empty(em_slab.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = _normalise(em_slab)
-    rgb[..., 1] = np.where(in_slab & 1, 255, 0)
-    rgb[..., 2] = np.where(in_slab & 2, 255, 0)
+    np.multiply(in_slab & 1, 255, out=rgb[..., 1], casting="unsafe")
+    np.multiply((in_slab >> 1) & 1, 255, out=rgb[..., 2], casting="unsafe")
     return rgb
 
 
-def _score(seg, voxel, center_nm, n, half_nm) -> float:
-    """log(max(area A, 1)) + log(max(area B, 1)), areas in samples of a SCORE_GRID^2 grid over the central 75%."""
-    u, v = _in_plane_axes(n)
-    pts = _plane_points(center_nm, u, v, n, half_nm * SCORE_FRACTION, SCORE_GRID, (0.0,))
-    s = _nearest(seg, voxel, pts)
-    area_a, area_b = float(np.count_nonzero(s & 1)), float(np.count_nonzero(s & 2))
-    return float(np.log(max(area_a, 1.0)) + np.log(max(area_b, 1.0)))
+def _aligned_axis(u: np.ndarray, v: np.ndarray, n: np.ndarray) -> tuple[int, bool] | None:
+    """A coordinate axis that one in-plane direction runs along and the other two vectors are orthogonal to:
+    (axis, True if it is u / False if v), or None."""
+    for a in range(3):
+        if abs(n[a]) > _AXIS_TOL:
+            continue
+        if abs(v[a]) <= _AXIS_TOL and abs(abs(u[a]) - 1.0) <= _AXIS_TOL:
+            return a, True
+        if abs(u[a]) <= _AXIS_TOL and abs(abs(v[a]) - 1.0) <= _AXIS_TOL:
+            return a, False
+    return None
+
+
+def _lin_taps(coords: np.ndarray, n: int):
+    """Linear-interpolation taps along one axis with map_coordinates(order=1, mode='constant') semantics:
+    a coordinate outside [0, n-1] gets weight 0. Returns (i0, i1, w0, w1), each shaped like `coords`."""
+    ok = (coords >= 0.0) & (coords <= n - 1)
+    c = np.where(ok, coords, 0.0)
+    i0 = np.minimum(np.floor(c).astype(np.intp), max(n - 2, 0))
+    w1 = c - i0
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, np.where(ok, 1.0 - w1, 0.0), np.where(ok, w1, 0.0)
+
+
+def _nearest_idx(p_nm: np.ndarray, voxel_k: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel containing each coordinate (clipped into range) and whether it is inside the volume."""
+    idx = np.floor(p_nm / voxel_k).astype(np.int64)
+    ok = (idx >= 0) & (idx < n)
+    return np.where(ok, idx, 0), ok
+
+
+def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
+    """`seg` is uint8 with bit 0 = segment A, bit 1 = segment B. Pixel (row, col) of slab offset o samples
+    centre + s[col] * u + s[row] * v + o * n. One in-plane direction of every candidate plane runs along a
+    coordinate axis `a`, so sampling separates: bilinear (EM) / nearest (masks) lookups in the plane of the two
+    other axes for each of the res x 3 (line, slab) positions, then linear / nearest along `a`. Same values as
+    trilinear sampling of every slab point, at a fraction of the cost."""
+    found = _aligned_axis(u, v, n)
+    if found is None:
+        return _render_view_generic(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm)
+    a, along_u = found
+    b, g = (k for k in range(3) if k != a)
+    w = v if along_u else u  # the other in-plane direction
+    s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
+    offsets = np.array([-slab_nm, 0.0, slab_nm])
+    # same float64 arithmetic as _plane_points (zero components add exact zeros)
+    p_a = center_nm[a] + s * (u[a] if along_u else v[a])  # (res,) along the aligned axis
+    p_b = (center_nm[b] + s * w[b])[:, None] + offsets[None, :] * n[b]  # (res, 3): line position, slab offset
+    p_g = (center_nm[g] + s * w[g])[:, None] + offsets[None, :] * n[g]
+    shape = em.shape
+    # EM: bilinear in the (b, g) plane for every slab position, averaged over the slab, then linear along a
+    em_t = np.moveaxis(em, (a, b, g), (0, 1, 2))
+    b0, b1, wb0, wb1 = _lin_taps(p_b / voxel[b] - 0.5, shape[b])
+    g0, g1, wg0, wg1 = _lin_taps(p_g / voxel[g] - 0.5, shape[g])
+    plane = (
+        em_t[:, b0, g0] * (wb0 * wg0 / 3.0)
+        + em_t[:, b0, g1] * (wb0 * wg1 / 3.0)
+        + em_t[:, b1, g0] * (wb1 * wg0 / 3.0)
+        + em_t[:, b1, g1] * (wb1 * wg1 / 3.0)
+    ).sum(axis=2)  # (n_a, res): slab mean
+    a0, a1, wa0, wa1 = _lin_taps(p_a / voxel[a] - 0.5, shape[a])
+    em_line = plane[a0] * wa0[:, None] + plane[a1] * wa1[:, None]  # (res along a, res along w)
+    # masks: the voxel containing each slab point, OR over the slab
+    seg_t = np.moveaxis(seg, (a, b, g), (0, 1, 2))
+    ka, oka = _nearest_idx(p_a, voxel[a], shape[a])
+    kb, okb = _nearest_idx(p_b, voxel[b], shape[b])
+    kg, okg = _nearest_idx(p_g, voxel[g], shape[g])
+    vals = seg_t[ka[:, None, None], kb[None], kg[None]]  # (res along a, res along w, slab)
+    vals *= (okb & okg)[None] & oka[:, None, None]  # outside the volume counts as 0
+    sub = np.bitwise_or.reduce(vals, axis=2)
+    if along_u:  # lines along a are columns
+        em_line, sub = em_line.T, sub.T
+    return _compose(em_line, sub)
+
+
+def _score_all(seg, voxel, center_nm, half_nm) -> np.ndarray:
+    """Scores of every candidate plane: log(max(area A, 1)) + log(max(area B, 1)), areas in samples of a
+    SCORE_GRID^2 grid over the central 75% (nearest voxel, 0 outside). All planes in one vectorised lookup."""
+    u, v, n = _CANDIDATE_UVN
+    s = ((np.arange(SCORE_GRID) + 0.5) / SCORE_GRID * 2.0 - 1.0) * (half_nm * SCORE_FRACTION)
+    pts = center_nm + s[None, None, :, None] * u[:, None, None, :] + s[None, :, None, None] * v[:, None, None, :]
+    pts = pts + 0.0 * n[:, None, None, :]
+    idx = np.floor(pts / voxel).astype(np.int64)
+    shape = np.asarray(seg.shape)
+    ok = np.all((idx >= 0) & (idx < shape), axis=-1)
+    idx = np.where(ok[..., None], idx, 0)
+    vals = np.where(ok, seg[idx[..., 0], idx[..., 1], idx[..., 2]], 0)
+    area_a = np.count_nonzero(vals & 1, axis=(1, 2)).astype(np.float64)
+    area_b = np.count_nonzero(vals & 2, axis=(1, 2)).astype(np.float64)
+    return np.log(np.maximum(area_a, 1.0)) + np.log(np.maximum(area_b, 1.0))
 
 
 def render_em_views(
@@ -201,8 +297,8 @@ def render_em_views(
         views[f"em_{name}_before"] = _render_view(
             em_w, seg, voxel, c, np.asarray(u), np.asarray(v), n, half, resolution, voxel.min()
         )
-    normals = candidate_normals()
-    scores = [_score(seg, voxel, c, np.asarray(n), half) for n in normals]
+    normals = _CANDIDATES
+    scores = _score_all(seg, voxel, c, half)
     best_i = int(np.argmax(scores))  # first maximum: cardinal planes come first in the candidate order
     best_n = np.asarray(normals[best_i])
     bu, bv = _in_plane_axes(best_n)

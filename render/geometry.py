@@ -35,13 +35,21 @@ def crop_mesh(mesh: trimesh.Trimesh, center_nm, half_size_nm: float) -> trimesh.
     f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
     if len(f) == 0:
         return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
-    inside = np.all(np.abs(v - np.asarray(center_nm, dtype=np.float64).reshape(3)) <= half_size_nm, axis=1)
-    keep = inside[f].any(axis=1)
-    tri = v[f[keep]]
-    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    f = f[keep][area2 > 0]
-    used, inverse = np.unique(f.reshape(-1), return_inverse=True)
-    return trimesh.Trimesh(v[used], inverse.reshape(-1, 3), process=False)
+    d = np.abs(v - np.asarray(center_nm, dtype=np.float64).reshape(3))
+    # elementwise over the 3 axes / corners: numpy's reductions over a length-3 axis are slow
+    inside = (d[:, 0] <= half_size_nm) & (d[:, 1] <= half_size_nm) & (d[:, 2] <= half_size_nm)
+    f = f[inside[f[:, 0]] | inside[f[:, 1]] | inside[f[:, 2]]]
+    p0 = v[f[:, 0]]
+    e1, e2 = v[f[:, 1]] - p0, v[f[:, 2]] - p0
+    cx = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
+    cy = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
+    cz = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    f = f[(cx != 0) | (cy != 0) | (cz != 0)]  # zero area <=> zero cross product
+    # keep the referenced vertices in their original order (what np.unique's sorted ids give), re-indexed
+    used = np.zeros(len(v), dtype=bool)
+    used[f.reshape(-1)] = True
+    new_id = np.cumsum(used) - 1
+    return trimesh.Trimesh(v[used], new_id[f], process=False)
 
 
 def _view_channels(cam: OrthoCamera, hits: ViewHits, dual: bool) -> np.ndarray:

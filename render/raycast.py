@@ -1,10 +1,11 @@
 """Nearest-surface ray casting of several meshes in one scene with Embree (embreex).
 
 One scene holds every mesh (faces concatenated, so a hit's face id tells which mesh it belongs to);
-every camera's parallel rays go through one `run` call. Vertices are shifted to the camera centre
-in float64 before the float32 cast, so nm-scale world coordinates lose no precision.
-We call embreex directly with plain ndarrays: trimesh's wrapper hands embreex a TrackedArray and
-its element-wise copy costs ~2x the whole cast.
+every camera's parallel rays go through one call: Embree's C API via render.embree_direct (one device per
+process with threads=1, zero-copy shared buffers, 16-wide packets), or embreex's Python API as the fallback when
+that library cannot be loaded. Vertices are shifted to the camera centre in float64 before the float32 cast, so
+nm-scale world coordinates lose no precision. Plain ndarrays only: trimesh's wrapper hands embreex a TrackedArray
+and its element-wise copy costs ~2x the whole cast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
+from render import embree_direct
 from render.camera import OrthoCamera, pixel_rays
 
 
@@ -41,10 +43,28 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
-def cast_views(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> list[ViewHits]:
+def _intersect(local_v: np.ndarray, faces: np.ndarray, origins: np.ndarray, dirs: np.ndarray):
+    """Nearest hit of every ray: (primID int64, -1 on a miss; tfar float64). Embree's C API directly when the
+    library can be loaded (render.embree_direct), else embreex's Python API."""
+    v32, f32, o32, d32 = (
+        _plain(local_v, np.float32),
+        _plain(faces, np.int32),
+        _plain(origins, np.float32),
+        _plain(dirs, np.float32),
+    )
+    if embree_direct.available():
+        prim, tfar = embree_direct.intersect(v32, f32, o32, d32)
+        return prim, tfar.astype(np.float64)
     from embreex import rtcore_scene as rtcs
     from embreex.mesh_construction import TriangleMesh
 
+    scene = rtcs.EmbreeScene()
+    TriangleMesh(scene=scene, vertices=v32, indices=f32)
+    out = scene.run(o32, d32, output=1)
+    return np.asarray(out["primID"], dtype=np.int64), np.asarray(out["tfar"], dtype=np.float64)
+
+
+def cast_views(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> list[ViewHits]:
     center = np.asarray(cameras[0].center_nm, dtype=np.float64)
     verts, faces, offsets = [], [], [0]
     for m in meshes:
@@ -72,16 +92,12 @@ def cast_views(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> lis
     # rays start behind everything: the farthest vertex from the centre plus a margin
     back_off = float(np.abs(local_v).max()) * 1.75 + 1.0
 
-    scene = rtcs.EmbreeScene()
-    TriangleMesh(scene=scene, vertices=_plain(local_v, np.float32), indices=_plain(all_f, np.int32))
     origins, dirs = [], []
     for cam in cameras:
         o, d = pixel_rays(cam, back_off)
         origins.append(o - center)
         dirs.append(d)
-    out = scene.run(_plain(np.concatenate(origins), np.float32), _plain(np.concatenate(dirs), np.float32), output=1)
-    prim = np.asarray(out["primID"], dtype=np.int64)
-    tfar = np.asarray(out["tfar"], dtype=np.float64)
+    prim, tfar = _intersect(local_v, all_f, np.concatenate(origins), np.concatenate(dirs))
 
     hits = []
     bounds = np.asarray(offsets)

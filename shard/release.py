@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import atomic
@@ -32,6 +33,7 @@ from shard.card import render_card
 from shard.figure import channel_figure
 from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
 from shard.schema import (
+    IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,
     RELEASE_SCHEMA,
@@ -102,6 +104,7 @@ class _Part:
     path: Path
     table: pa.Table  # RELEASE_SCHEMA
     rows: list[dict]  # non-image columns + presence flags (from rules.check_table)
+    row_bytes: list[int]  # encoded payload bytes per row (geometry + images)
 
 
 def _load_part(species: str, path: Path, lookup: _SplitLookup) -> _Part:
@@ -119,7 +122,17 @@ def _load_part(species: str, path: Path, lookup: _SplitLookup) -> _Part:
         rows = check_table(table, species=species, where=f"{path}: ")
     except RowError as exc:
         raise ReleaseError(str(exc)) from exc
-    return _Part(path, table, rows)
+    return _Part(path, table, rows, _payload_bytes(table))
+
+
+def _payload_bytes(table: pa.Table) -> list[int]:
+    """Bytes of each row's encoded geometry and images: what a row adds to a shard, near enough."""
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for name in ("geometry", *IMAGE_COLUMNS):
+        col = table.column(name)
+        values = pc.struct_field(col, "bytes") if pa.types.is_struct(col.type) else col
+        total += pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
+    return total.tolist()
 
 
 def _species_stream(species: str, sp_idx: int, parts: list[Path], lookup: _SplitLookup) -> Iterator[tuple]:
@@ -219,6 +232,7 @@ class _SplitWriter:
     row_group_rows: int
     shards: list[dict] = field(default_factory=list)
     _buf: list[tuple[int, pa.Table, int]] = field(default_factory=list)
+    _buf_bytes: int = 0
     _shard: _Shard | None = None
     _sidecar: _Sidecar | None = None
 
@@ -231,7 +245,10 @@ class _SplitWriter:
 
     def add(self, part: _Part, i: int) -> None:
         self._buf.append((id(part), part.table, i))
-        if len(self._buf) >= self.row_group_rows:
+        self._buf_bytes += part.row_bytes[i]
+        # a row group holds at most row_group_rows rows and about 1/16 of the byte target, so a
+        # shard overshoots its target by at most one small group
+        if len(self._buf) >= self.row_group_rows or self._buf_bytes * 16 >= self.shard_bytes:
             self._flush()
 
     def _open(self) -> _Shard:
@@ -251,6 +268,7 @@ class _SplitWriter:
             run.append(i)
         pieces.append(run_table.take(pa.array(run, pa.int64())))
         self._buf = []
+        self._buf_bytes = 0
         group = pa.concat_tables(pieces).combine_chunks()
         shard = self._open()
         written = shard.write(group)

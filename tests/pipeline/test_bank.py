@@ -7,7 +7,7 @@ from config import load_config
 from pipeline.bank import adjacent_roots, bank_table, build_bank, edit_point_nm, junction_points
 from pipeline.samples import archive_hash, combined_hash
 from pipeline.sources.base import OperationDetails
-from tests.pipeline.fakes import A, B, C, P, Q, S1, S2, X, Y, FakeSource
+from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y
 
 
 @pytest.fixture
@@ -25,7 +25,9 @@ def _by_type(rows):
 def test_all_five_types_with_contract_identity(cfg):
     result = build_bank(FakeSource(), cfg)
     rows = _by_type(result.rows)
-    assert sorted(rows) == sorted(["merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"])
+    assert sorted(rows) == sorted(
+        ["merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"]
+    )
     merge = rows["merge_edit"][0]
     assert merge["source_archive"] == "unified_demo"
     assert merge["source_archive_sample_hash"] == archive_hash("1:endpoint_error_corr:")

@@ -102,6 +102,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
-def test_unreachable_distributed_scheduler_is_a_user_error(ctx):
+def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
+    monkeypatch.setattr("pipeline.runner.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
         run_stage(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
