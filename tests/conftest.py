@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny demo species (and a second one) in their own config dir, and a CLI runner.
+
+End-to-end tests run `python -m pipeline` in subprocesses, as a user would, with CB2_CONFIG_DIR
+pointing at the tiny configs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config.schema import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "demo_world": {"n_sites": 5, "neurons_per_site": 4, "seed": 20260601},
+    "budgets": {t: 8 for t in ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")},
+    "partition_rows": 6,
+    "shard_bytes": 600_000,
+    "split_salt": "tiny-0",  # a salt under which the tiny world's few cubes fall in all three splits
+}
+
+
+def write_tiny_configs(folder: Path, **overrides: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    base = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    for species in ("demo", "demo_b"):
+        cfg = {**base, **TINY, **overrides, "species": species}
+        (folder / f"{species}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tmp_path_factory) -> Path:
+    return write_tiny_configs(tmp_path_factory.mktemp("configs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny demo world, generated once per session; tests copy it into their work dir."""
+    from pipeline.demo_world import generate_world
+
+    world = tmp_path_factory.mktemp("world") / "world"
+    d = TINY["demo_world"]
+    generate_world(world, d["n_sites"], d["neurons_per_site"], d["seed"])
+    return world
+
+
+def seed_work(work: Path, world: Path, species: str = "demo") -> Path:
+    shutil.copytree(world, work / species / "world")
+    return work
+
+
+def cli(
+    *args: str, config_dir: Path, check: bool = True, timeout: float = 600, **popen: object
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CB2_CONFIG_DIR": str(config_dir), "PYTHONHASHSEED": "random"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **popen,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

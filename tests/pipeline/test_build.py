@@ -1,0 +1,113 @@
+"""End to end on the tiny demo: build, resume, rebuild byte-identically, two species, verify, status."""
+
+import csv
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import cli, seed_work
+
+
+def _shards(out):
+    return (out / "shards.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_world, tiny_configs):
+    root = tmp_path_factory.mktemp("build")
+    work, out = seed_work(root / "work", tiny_world), root / "out"
+    first = cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    return work, out, first
+
+
+def test_build_writes_a_verified_release_of_all_five_types(built, tiny_configs):
+    work, out, first = built
+    assert "verify" in first.stdout and "OK" in first.stdout
+    bank = pq.read_table(work / "demo" / "bank.parquet")
+    assert set(bank.column("sample_type").to_pylist()) == {
+        "merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"
+    }  # fmt: skip
+    rows = list(csv.DictReader((out / "shards.csv").open()))
+    assert {r["split"] for r in rows} == {"train", "validation", "test"}
+    released = sum(int(r["n_samples"]) for r in rows)
+    ledger = pq.read_table(work / "demo" / "failures.parquet").to_pylist()
+    failed_after_bank = {f["sample_id"] for f in ledger if f["stage"] != "bank"}
+    assert released == bank.num_rows - len(failed_after_bank)  # every bank row released or its failure recorded
+    deep = cli("verify", "--out", str(out), "--deep", config_dir=tiny_configs)
+    assert "OK" in deep.stdout
+
+
+def test_rerun_skips_everything(built, tiny_configs):
+    work, out, _ = built
+    before = _shards(out)
+    again = cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    for stage in ("bank", "fetch", "render", "split"):
+        assert f"{stage}: " in again.stdout and "0 run" in again.stdout.split(f"{stage}: ")[1].split("\n")[0]
+    assert "up to date" in again.stdout
+    assert _shards(out) == before
+
+
+def test_force_rebuild_is_byte_identical(built, tiny_configs, tmp_path, tiny_world):
+    _, out, _ = built
+    work2, out2 = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    cli("build", "--work", str(work2), "--out", str(out2), "--no-progress", "--scheduler", "threads",
+        config_dir=tiny_configs)  # fmt: skip
+    assert _shards(out2) == _shards(out)
+    assert (out2 / "README.md").read_bytes() == (out / "README.md").read_bytes()
+    assert (out2 / "demo.parquet").read_bytes() == (out / "demo.parquet").read_bytes()
+
+
+def test_stage_bank_force_is_byte_identical(built, tiny_configs):
+    work, out, _ = built
+    bank = (work / "demo" / "bank.parquet").read_bytes()
+    proc = cli("stage", "bank", "--work", str(work), "--out", str(out), "--force", "--no-progress",
+               config_dir=tiny_configs)  # fmt: skip
+    assert "1 run" in proc.stdout
+    assert (work / "demo" / "bank.parquet").read_bytes() == bank
+
+
+def test_status_reports_every_stage(built, tiny_configs):
+    work, out, _ = built
+    proc = cli("status", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
+    lines = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert [cols[1] for cols in lines] == ["bank", "fetch", "render", "split"]
+    assert all(cols[3] == "0" for cols in lines)  # nothing pending
+    assert int(lines[0][5]) >= 1  # the demo world's injected defects failed in the bank
+
+
+def _released(out):
+    rows = []
+    for split in ("train", "val", "test"):
+        rows += pq.read_table(
+            out / "metadata" / f"{split}.parquet", columns=["species", "combined_sample_hash"]
+        ).to_pylist()
+    return rows
+
+
+def test_two_species_in_one_release(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    seed_work(work, tiny_world, "demo_b")
+    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    demo_only = {r["combined_sample_hash"] for r in _released(out)}
+    cli("build", "--species", "demo_b", "--work", str(work), "--out", str(out), "--no-progress",
+        config_dir=tiny_configs)  # fmt: skip
+    both = _released(out)
+    assert {r["combined_sample_hash"] for r in both if r["species"] == "demo"} == demo_only
+    assert {r["species"] for r in both} == {"demo", "demo_b"}
+    assert sum(int(r["n_samples"]) for r in csv.DictReader((out / "shards.csv").open())) == len(both)
+    assert "demo_b" in (out / "README.md").read_text()
+
+
+def test_split_regenerates_with_a_new_salt(built, tiny_configs, tmp_path, tiny_world):
+    from tests.conftest import write_tiny_configs
+
+    _, out, _ = built
+    salted = write_tiny_configs(tmp_path / "cfg", split_salt="another-salt")
+    work2, out2 = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    cli("build", "--work", str(work2), "--out", str(out2), "--no-progress", config_dir=tiny_configs)
+    cli("split", "--work", str(work2), "--out", str(out2), "--no-progress", config_dir=salted)
+    manifest = json.loads((work2 / "demo" / "split" / "manifest.json").read_text())
+    assert manifest["salt"] == "another-salt"
+    assert _shards(out2) != _shards(out)
+    cli("verify", "--out", str(out2), "--deep", config_dir=salted)
