@@ -131,7 +131,7 @@ def _compute(tasks: list, scheduler: str, workers: int | None, on_result: Callab
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
         raise UserError("dask.distributed is not installed: pip install 'dask[distributed]'") from exc
     try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
     with client:

@@ -27,6 +27,7 @@ class SourceSession:
         self.base_delay_s = base_delay_s
         self._sample: str | None = None
         self._calls = 0
+        self.transient_errors = 0  # seen (injected or real) and retried
         self.species = inner.species
 
     @contextlib.contextmanager
@@ -59,9 +60,12 @@ class SourceSession:
                 nonlocal attempt
                 try:
                     self._inject(name, key, attempt)
+                    return target(*args, **kwargs)
+                except TransientSourceError:
+                    self.transient_errors += 1
+                    raise
                 finally:
                     attempt += 1
-                return target(*args, **kwargs)
 
             return with_retries(once, attempts=self.attempts, base_delay_s=self.base_delay_s)
 

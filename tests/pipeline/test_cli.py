@@ -32,9 +32,7 @@ def test_unknown_species_is_rejected_by_click():
 
 
 def test_stage_without_bank_names_the_species_and_fix(tmp_path):
-    result = CliRunner().invoke(
-        cli, ["stage", "render", "--species", "fly", "--work", str(tmp_path), "--no-progress"]
-    )
+    result = CliRunner().invoke(cli, ["stage", "render", "--species", "fly", "--work", str(tmp_path), "--no-progress"])
     assert result.exit_code == 1
     assert "species fly: no bank at" in result.output and "STAGE=bank" in result.output
 

@@ -48,6 +48,7 @@ def test_injected_transient_faults_are_retried_away():
     session = SourceSession(inner, Faults(transient_rate=0.5), attempts=20, base_delay_s=0)
     assert [session.value(i) for i in range(20)] == [2 * i for i in range(20)]
     assert inner.calls == 20  # injected faults never reach the inner source
+    assert 5 <= session.transient_errors <= 40
 
 
 def test_injected_permanent_fault_only_for_chosen_sample():
