@@ -6,7 +6,9 @@ combined_sample_hash, so the shard stage can merge the parts of every species as
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -34,30 +36,41 @@ def _image(png: bytes | None) -> dict | None:
     return None if png is None else {"bytes": png, "path": None}
 
 
-def render_row(row: dict, arrays: dict[str, np.ndarray], cfg) -> dict:  # noqa: ANN001 - SpeciesConfig
-    """One release row (without `split`) from a bank row and its fetched arrays."""
+@contextlib.contextmanager
+def _untimed(step: str) -> Iterator[None]:
+    yield
+
+
+def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) -> dict:  # noqa: ANN001
+    """One release row (without `split`) from a bank row and its fetched arrays.
+
+    `timer(step)` is a context manager wrapped around each step (the benchmark times them).
+    """
     sample_hash = row["combined_sample_hash"]
     sample_type = row["sample_type"]
     center, extent = draw_view_params(sample_hash, row["coord_nm"], cfg.extent_nm, cfg.center_jitter_nm)
-    meshes = [crop_mesh(m, center, 1.2 * extent) for m in fetched_meshes(arrays, "mesh")]
-    dual = sample_type in DUAL_TYPES
-    if len(meshes) != (2 if dual else 1):
-        raise SampleError("wrong_mesh_count", f"{sample_type} needs {2 if dual else 1} meshes, fetched {len(meshes)}")
-    geometry = render_geometry(meshes, center, extent)
-    b_ids = {2} if row["mask_b_root"] else set()
-    views, em_info = render_em_views(
-        arrays["em"], arrays["labels"], tuple(arrays["em_voxel_nm"]), {1}, b_ids, cfg.em_window_nm
-    )
+    with timer("geometry"):
+        meshes = [crop_mesh(m, center, 1.2 * extent) for m in fetched_meshes(arrays, "mesh")]
+        dual = sample_type in DUAL_TYPES
+        if len(meshes) != (2 if dual else 1):
+            raise SampleError("wrong_mesh_count", f"{sample_type} needs {2 if dual else 1} meshes, got {len(meshes)}")
+        geometry = render_geometry(meshes, center, extent)
+    with timer("em_views"):
+        b_ids = {2} if row["mask_b_root"] else set()
+        views, em_info = render_em_views(
+            arrays["em"], arrays["labels"], tuple(arrays["em_voxel_nm"]), {1}, b_ids, cfg.em_window_nm
+        )
     masks = None
     after = fetched_meshes(arrays, "after")
-    if sample_type == "split_edit" and len(after) == 2:
-        after = [crop_mesh(m, center, 1.2 * extent) for m in after]
-        if all(len(m.faces) for m in after):
-            try:
-                masks = render_split_masks(after[0], after[1], center, extent, geometry[:, 0])
-            except SampleError as exc:  # the after state misses a view: the row keeps its other columns
-                if exc.reason != "after_mask_empty":
-                    raise
+    with timer("split_masks"):
+        if sample_type == "split_edit" and len(after) == 2:
+            after = [crop_mesh(m, center, 1.2 * extent) for m in after]
+            if all(len(m.faces) for m in after):
+                try:
+                    masks = render_split_masks(after[0], after[1], center, extent, geometry[:, 0])
+                except SampleError as exc:  # the after state misses a view: the row keeps its other columns
+                    if exc.reason != "after_mask_empty":
+                        raise
     has_after_mask = masks is not None
     image_types = list(IMAGE_TYPES) + (list(SPLIT_MASK_COLUMNS) if has_after_mask else [])
     meta = json.loads(row["metadata"])
@@ -69,7 +82,13 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg) -> dict:  # noqa: 
             "em_best_normal": [round(float(v), 6) for v in em_info["em_best_normal"]],
         }
     )
-    out = {
+    with timer("encode"):
+        encoded = {"geometry": encode_geometry(geometry)}
+        for column in EM_COLUMNS:
+            encoded[column] = _image(encode_png(views[column]))
+        for i, column in enumerate(SPLIT_MASK_COLUMNS):
+            encoded[column] = _image(encode_png(masks[i]) if has_after_mask else None)
+    return {
         "combined_sample_hash": sample_hash,
         "source_archive_sample_hash": row["source_archive_sample_hash"],
         "source_archive": row["source_archive"],
@@ -83,13 +102,8 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg) -> dict:  # noqa: 
         "has_after_mask": has_after_mask,
         "present_slots": sorted(image_types),
         "metadata": json.dumps(meta, sort_keys=True),
-        "geometry": encode_geometry(geometry),
+        **encoded,
     }
-    for column in EM_COLUMNS:
-        out[column] = _image(encode_png(views[column]))
-    for i, column in enumerate(SPLIT_MASK_COLUMNS):
-        out[column] = _image(encode_png(masks[i]) if has_after_mask else None)
-    return out
 
 
 class RenderStage:
