@@ -66,6 +66,10 @@ class Stage(Protocol):
         """Build one partition, writing its outputs atomically; return (samples built, failures)."""
         ...
 
+    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
+        """The files a finished partition leaves; the marker records their sizes."""
+        ...
+
 
 @dataclass
 class StageSummary:
@@ -91,9 +95,22 @@ def read_marker(path: Path) -> dict | None:
         return None
 
 
+def _sizes(paths: list[Path]) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in paths}
+
+
 def is_done(ctx: BuildContext, part: Partition) -> bool:
+    """Marker present, same inputs, and every recorded output still there at its recorded size."""
     marker = read_marker(part.marker_path(ctx))
-    return marker is not None and marker.get("fingerprint") == part.fingerprint
+    if marker is None or marker.get("fingerprint") != part.fingerprint:
+        return False
+    for path, size in marker.get("outputs", {}).items():
+        try:
+            if Path(path).stat().st_size != size:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def execute_partition(stage: Stage, ctx: BuildContext, part: Partition) -> PartResult:
@@ -105,7 +122,8 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition) -> PartR
     except Exception as exc:  # a bug or an unexpected source error: report, keep other partitions
         return PartResult(part.index, error=f"partition {part.index}: {describe(exc)}")
     write_failures(part.failures_path(ctx), failures)
-    marker = {**asdict(part), "n_done": n_done, "n_failures": len(failures)}
+    outputs = _sizes(stage.outputs(ctx, part))
+    marker = {**asdict(part), "n_done": n_done, "n_failures": len(failures), "outputs": outputs}
     write_json(part.marker_path(ctx), marker)
     return PartResult(part.index, n_done=n_done, failures=failures)
 

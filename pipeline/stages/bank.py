@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.atomic import write_parquet
 from pipeline.bank import STAGE, bank_table, build_bank
 from pipeline.context import BuildContext
@@ -16,6 +18,9 @@ class BankStage:
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         return [Partition(STAGE, 0, 1, config_fingerprint(ctx, STAGE))]
+
+    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
+        return [ctx.bank_path]
 
     def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
         result = build_bank(open_source(ctx), ctx.cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.context import BuildContext
 from pipeline.fetch import STAGE, fetch_sample, save_fetched
 from pipeline.ledger import Failure
@@ -15,6 +17,9 @@ class FetchStage:
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         return bank_partitions(ctx, STAGE)
+
+    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
+        return sorted(part.output_path(ctx, "").glob("*.npz"))
 
     def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
         source = open_source(ctx)

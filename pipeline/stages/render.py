@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -111,6 +112,9 @@ class RenderStage:
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         return bank_partitions(ctx, STAGE)
+
+    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
+        return [part.output_path(ctx)]
 
     def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
         fetch_dir = Partition(FETCH_STAGE, part.index, part.n_samples, "").output_path(ctx, "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from pipeline.atomic import write_json, write_parquet
@@ -16,11 +18,11 @@ from split_assign import assign, manifest
 STAGE = "split"
 
 
-def split_path(ctx: BuildContext):  # noqa: ANN201 - Path
+def split_path(ctx: BuildContext) -> Path:
     return ctx.species_dir / "split.parquet"
 
 
-def manifest_path(ctx: BuildContext):  # noqa: ANN201 - Path
+def manifest_path(ctx: BuildContext) -> Path:
     return ctx.species_dir / "split" / "manifest.json"
 
 
@@ -32,6 +34,9 @@ class SplitStage:
         bank = sha256_file(ctx.bank_path) if ctx.bank_path.exists() else "no-bank"
         fp = md5_hex(key_of(bank, cfg.split_salt, cfg.cube_nm, cfg.split_ratios, source_fingerprint(ctx)))
         return [Partition(STAGE, 0, 1, fp)]
+
+    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
+        return [split_path(ctx), manifest_path(ctx)]
 
     def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
         cfg = ctx.cfg

@@ -22,6 +22,9 @@ class CountingStage:
     def plan(self, ctx):
         return [Partition(self.name, i, 4, f"{self.fingerprint}-{i}") for i in range(self.n_parts)]
 
+    def outputs(self, ctx, part):
+        return [part.output_path(ctx, ".txt")]
+
     def run(self, ctx, part):
         if part.index in self.broken:
             raise RuntimeError("boom")
@@ -106,3 +109,13 @@ def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
     monkeypatch.setattr("pipeline.runner.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
         run_stage(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def test_a_deleted_or_truncated_output_is_not_done(ctx):
+    stage = CountingStage(n_parts=2)
+    run_stage(stage, ctx, scheduler="sync", progress=False)
+    first, second = stage.plan(ctx)
+    first.output_path(ctx, ".txt").unlink()
+    second.output_path(ctx, ".txt").write_text("trunc")
+    assert not is_done(ctx, first) and not is_done(ctx, second)
+    assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 2

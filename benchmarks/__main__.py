@@ -1,0 +1,26 @@
+"""`make bench`: every benchmark, printing figures and ratios measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks import bench_pipeline, bench_scaling, bench_verify
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks")
+    ap.add_argument("--out", type=Path, default=Path("out"), help="release to time verify on")
+    ap.add_argument("--per-type", type=int, default=15)
+    ap.add_argument("--sizes", type=int, nargs=2, default=(9, 36))
+    args = ap.parse_args()
+    print("== per-sample cost on the demo (issue: render) ==")
+    cost = bench_pipeline.run(args.per_type)
+    print("\n== verify throughput ==")
+    bench_verify.run(args.out)
+    print("\n== scaling ==")
+    bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
+
+
+if __name__ == "__main__":
+    main()
