@@ -50,6 +50,9 @@ def test_kill_mid_render_then_resume(tmp_path, tiny_world, tiny_configs, referen
     assert killed, "the build finished before it could be killed"
     done_before = len(list(render.glob("*.done")))
     assert not (out / "shards.csv").exists()
+    status = cli("status", "--work", str(work), "--out", str(out), config_dir=tiny_configs).stdout
+    render_line = next(line.split() for line in status.splitlines() if line.split()[1:2] == ["render"])
+    assert int(render_line[2]) == done_before and int(render_line[3]) > 0  # done / pending mid-build
     resumed = cli(*args, config_dir=tiny_configs)
     line = resumed.stdout.split("render: ")[1].split("\n")[0]
     assert f"{done_before} already done" in line  # finished partitions were kept, not redone
