@@ -222,7 +222,10 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dic
         if point is None:
             col.fail(sid, kind, "no_edit_point", "operation has neither source nor sink points")
             continue
-        before, after = entry["before"], entry["after"]
+        # a root's change log may list only the after roots in its own lineage; the op's details
+        # list them all, so the longer list wins
+        before = max(entry["before"], tuple(det.before_root_ids), key=len)
+        after = max(entry["after"], tuple(det.after_root_ids), key=len)
         base_meta = {
             "operation_id": op_id,
             "timestamp": entry["timestamp"],
@@ -230,6 +233,7 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dic
             "before_root_ids": [str(r) for r in before],
             "after_root_ids": [str(r) for r in after],
         }
+        entry["before"], entry["after"] = before, after
         t = entry["timestamp"]
         if entry["is_merge"]:
             if len(before) != 2:
