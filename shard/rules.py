@@ -172,6 +172,21 @@ def _png(data: bytes):
     return img
 
 
+def _checked_png(cell: dict | None, column: str, mode: str, problems: list[str]) -> np.ndarray | None:
+    """The image's pixels if the cell holds a 224 x 224 PNG of `mode`; else None (a problem noted if wrong)."""
+    if cell is None or cell.get("bytes") is None:
+        return None
+    try:
+        img = _png(cell["bytes"])
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a problem to report
+        problems.append(f"{column} does not decode as PNG: {exc}")
+        return None
+    if img.format != "PNG" or img.mode != mode or img.size != IMAGE_SIZE:
+        problems.append(f"{column} is {img.format} {img.mode} {img.size}, expected PNG {mode} {IMAGE_SIZE}")
+        return None
+    return np.asarray(img)
+
+
 def decoded_problems(row: dict) -> list[str]:
     """Decode geometry and images of one full row (as from Table.to_pylist) and check them."""
     p: list[str] = []
@@ -200,33 +215,13 @@ def decoded_problems(row: dict) -> list[str]:
     if np.any(np.abs(g[:, 2:5]) > 1.001):
         p.append("geometry normals outside [-1, 1]")
     for c in EM_COLUMNS:
-        cell = row[c]
-        if cell is None or cell.get("bytes") is None:
-            continue
-        try:
-            img = _png(cell["bytes"])
-        except Exception as exc:  # noqa: BLE001
-            p.append(f"{c} does not decode as PNG: {exc}")
-            continue
-        if img.format != "PNG" or img.mode != "RGB" or img.size != IMAGE_SIZE:
-            p.append(f"{c} is {img.format} {img.mode} {img.size}, expected PNG RGB {IMAGE_SIZE}")
-            continue
-        a = np.asarray(img)
-        if not np.all(np.isin(a[..., 1:], (0, 255))):
+        a = _checked_png(row[c], c, "RGB", p)
+        if a is not None and not np.all(np.isin(a[..., 1:], (0, 255))):
             p.append(f"{c} segment mask channels are not exactly 0/255")
     for c in SPLIT_MASK_COLUMNS:
-        cell = row[c]
-        if cell is None or cell.get("bytes") is None:
-            continue
-        try:
-            img = _png(cell["bytes"])
-        except Exception as exc:  # noqa: BLE001
-            p.append(f"{c} does not decode as PNG: {exc}")
-            continue
-        if img.format != "PNG" or img.mode != "L" or img.size != IMAGE_SIZE:
-            p.append(f"{c} is {img.format} {img.mode} {img.size}, expected PNG L {IMAGE_SIZE}")
-            continue
-        vals = set(np.unique(np.asarray(img)).tolist())
-        if not vals <= SPLIT_MASK_VALUES:
-            p.append(f"{c} has values {sorted(vals - SPLIT_MASK_VALUES)} outside {sorted(SPLIT_MASK_VALUES)}")
+        a = _checked_png(row[c], c, "L", p)
+        if a is not None:
+            vals = set(np.unique(a).tolist())
+            if not vals <= SPLIT_MASK_VALUES:
+                p.append(f"{c} has values {sorted(vals - SPLIT_MASK_VALUES)} outside {sorted(SPLIT_MASK_VALUES)}")
     return p
