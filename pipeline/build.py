@@ -63,11 +63,10 @@ def run_species(ctx: BuildContext, opts: RunOptions, stages: tuple[str, ...] = t
 
 
 def species_in(work: Path) -> list[str]:
-    return (
-        sorted(p.name for p in Path(work).iterdir() if p.is_dir() and (p / "bank.parquet").exists())
-        if Path(work).exists()
-        else []
-    )
+    """Species with a bank in the work dir: the ones a release or `split` may include."""
+    if not Path(work).exists():
+        return []
+    return sorted(p.name for p in Path(work).iterdir() if (p / "bank.parquet").exists())
 
 
 def species_ready(ctx: BuildContext) -> bool:
@@ -112,7 +111,7 @@ def write_release_all(work: Path, out: Path, opts: RunOptions) -> dict:
 def status(work: Path, out: Path) -> list[dict]:
     """Per species and stage: partitions done / pending, and failures recorded."""
     rows = []
-    for species in species_in(work) or []:
+    for species in species_in(work):
         ctx = make_context(species, work, out)
         ledger = pq.read_table(ctx.ledger_path).to_pylist() if ctx.ledger_path.exists() else []
         for name, stage in SPECIES_STAGES.items():

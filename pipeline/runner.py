@@ -51,6 +51,7 @@ class Partition:
 @dataclass
 class PartResult:
     index: int
+    n_planned: int = 0
     n_done: int = 0
     failures: list[Failure] = field(default_factory=list)
     error: str | None = None
@@ -118,14 +119,14 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition) -> PartR
     try:
         n_done, failures = stage.run(ctx, part)
     except UserError as exc:
-        return PartResult(part.index, error=f"{exc}")
+        return PartResult(part.index, part.n_samples, error=f"{exc}")
     except Exception as exc:  # a bug or an unexpected source error: report, keep other partitions
-        return PartResult(part.index, error=f"partition {part.index}: {describe(exc)}")
+        return PartResult(part.index, part.n_samples, error=f"partition {part.index}: {describe(exc)}")
     write_failures(part.failures_path(ctx), failures)
     outputs = _sizes(stage.outputs(ctx, part))
     marker = {**asdict(part), "n_done": n_done, "n_failures": len(failures), "outputs": outputs}
     write_json(part.marker_path(ctx), marker)
-    return PartResult(part.index, n_done=n_done, failures=failures)
+    return PartResult(part.index, part.n_samples, n_done=n_done, failures=failures)
 
 
 class _Progress(Callback):
@@ -187,7 +188,7 @@ def run_stage(
     def on_result(result: PartResult) -> None:
         nonlocal n_failed
         n_failed += len(result.failures)
-        bar.update(result.n_done + len(result.failures))
+        bar.update(result.n_planned)
         bar.set_postfix(failures=n_failed, refresh=False)
 
     tasks = [dask.delayed(execute_partition, pure=False)(stage, ctx, p) for p in todo]
