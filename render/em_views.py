@@ -144,8 +144,54 @@ def _plane_points(center_nm, u, v, n, half_nm, res, offsets_nm) -> np.ndarray:
     return np.stack([grid + o * n for o in offsets_nm])  # (slab, rows, cols, 3)
 
 
+_PCT = np.array([1.0, 99.0])
+_PCT_Q = np.true_divide(_PCT, 100)
+_PCT_SAMPLE_STEP = 17  # coprime with the image width, so the sample is not a set of columns
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's own linear interpolation of np.percentile (numpy/lib/_function_base_impl.py: _lerp)."""
+    diff_b_a = b - a
+    out = np.add(a, diff_b_a * t)
+    np.subtract(b, diff_b_a * (1 - t), out=out, where=t >= 0.5, casting="unsafe", dtype=out.dtype.type)
+    return out
+
+
+def percentile_1_99(x: np.ndarray) -> np.ndarray:
+    """np.percentile(x, [1, 99]) (method 'linear'), bit for bit, without partitioning all of x: the order
+    statistics needed sit among the elements <= / >= thresholds taken from a strided sample (if a threshold
+    does not leave enough elements, or x is small or not finite, it is np.percentile itself)."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    n = x.size
+    if n < 4096 or not np.isfinite(x).all():
+        return np.percentile(x, _PCT)
+    vi = (n - 1) * _PCT_Q  # numpy's virtual indexes, previous / next indexes and gamma for method 'linear'
+    prev = np.floor(vi)
+    nxt = np.minimum(prev + 1, n - 1).astype(np.intp)
+    prev = prev.astype(np.intp)
+    gamma = vi - prev
+    need_lo, need_hi = int(nxt[0]) + 1, n - int(prev[1])  # how many of the smallest / largest elements
+    step = _PCT_SAMPLE_STEP
+    sample = x[::step]
+    r_lo = need_lo // step + 2 + int(3 * np.sqrt(need_lo / step + 1))
+    r_hi = len(sample) - 1 - (need_hi // step + 2 + int(3 * np.sqrt(need_hi / step + 1)))
+    if r_lo >= r_hi:
+        return np.percentile(x, _PCT)
+    sp = np.partition(sample, [r_lo, r_hi])
+    low = x[x <= sp[r_lo]]  # the len(low) smallest elements of x
+    high = x[x >= sp[r_hi]]  # the len(high) largest
+    if len(low) < need_lo or len(high) < need_hi:
+        return np.percentile(x, _PCT)
+    off = n - len(high)
+    low = np.partition(low, [int(prev[0]), int(nxt[0])])
+    high = np.partition(high, [int(prev[1]) - off, int(nxt[1]) - off])
+    a = np.array([low[prev[0]], high[prev[1] - off]])
+    b = np.array([low[nxt[0]], high[nxt[1] - off]])
+    return _lerp(a, b, gamma)
+
+
 def _normalise(em: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(em, [1.0, 99.0])
+    lo, hi = percentile_1_99(em)
     if hi <= lo:
         return np.zeros(em.shape, dtype=np.uint8)
     return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
@@ -235,9 +281,12 @@ def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> n
     ka, oka = _nearest_idx(p_a, voxel[a], shape[a])
     kb, okb = _nearest_idx(p_b, voxel[b], shape[b])
     kg, okg = _nearest_idx(p_g, voxel[g], shape[g])
-    vals = seg_t[ka[:, None, None], kb[None], kg[None]]  # (res along a, res along w, slab)
-    vals *= (okb & okg)[None] & oka[:, None, None]  # outside the volume counts as 0
-    sub = np.bitwise_or.reduce(vals, axis=2)
+    # OR over the slab in the (b, g) plane first (the lookup along a is the same for every slab position)
+    ok = okb & okg  # (res, slab)
+    line = seg_t[:, kb[:, 0], kg[:, 0]] * ok[:, 0]  # (n_a, res along w)
+    for j in range(1, kb.shape[1]):
+        line |= seg_t[:, kb[:, j], kg[:, j]] * ok[:, j]
+    sub = line[ka] * oka[:, None]  # (res along a, res along w); outside the volume counts as 0
     if along_u:  # lines along a are columns
         em_line, sub = em_line.T, sub.T
     return _compose(em_line, sub)
@@ -245,16 +294,21 @@ def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> n
 
 def _score_all(seg, voxel, center_nm, half_nm) -> np.ndarray:
     """Scores of every candidate plane: log(max(area A, 1)) + log(max(area B, 1)), areas in samples of a
-    SCORE_GRID^2 grid over the central 75% (nearest voxel, 0 outside). All planes in one vectorised lookup."""
-    u, v, n = _CANDIDATE_UVN
+    SCORE_GRID^2 grid over the central 75% (nearest voxel, 0 outside). All planes in one vectorised lookup,
+    one coordinate axis at a time: sample (row, col) of plane p is centre + s[col] * u_p + s[row] * v_p."""
+    u, v, _ = _CANDIDATE_UVN
     s = ((np.arange(SCORE_GRID) + 0.5) / SCORE_GRID * 2.0 - 1.0) * (half_nm * SCORE_FRACTION)
-    pts = center_nm + s[None, None, :, None] * u[:, None, None, :] + s[None, :, None, None] * v[:, None, None, :]
-    pts = pts + 0.0 * n[:, None, None, :]
-    idx = np.floor(pts / voxel).astype(np.int64)
-    shape = np.asarray(seg.shape)
-    ok = np.all((idx >= 0) & (idx < shape), axis=-1)
-    idx = np.where(ok[..., None], idx, 0)
-    vals = np.where(ok, seg[idx[..., 0], idx[..., 1], idx[..., 2]], 0)
+    shape = seg.shape
+    flat = np.zeros((len(u), SCORE_GRID, SCORE_GRID), dtype=np.intp)
+    ok = np.ones(flat.shape, dtype=bool)
+    for k in range(3):
+        q = center_nm[k] + s[None, None, :] * u[:, k, None, None]
+        q = q + s[None, :, None] * v[:, k, None, None]
+        q = np.floor(q / voxel[k])  # the voxel containing the point
+        ok &= (q >= 0) & (q < shape[k])
+        flat *= shape[k]
+        flat += q.astype(np.intp)  # garbage where not ok: masked below
+    vals = np.where(ok, seg.reshape(-1)[np.where(ok, flat, 0)], 0)
     area_a = np.count_nonzero(vals & 1, axis=(1, 2)).astype(np.float64)
     area_b = np.count_nonzero(vals & 2, axis=(1, 2)).astype(np.float64)
     return np.log(np.maximum(area_a, 1.0)) + np.log(np.maximum(area_b, 1.0))

@@ -112,11 +112,12 @@ _local = threading.local()
 
 
 def _packets(npk: int):
-    """A per-thread reusable packet buffer of `npk` RTCRayHit16 (the fields Embree never writes are set once)
-    and one ctypes pointer per packet (making them costs more than the calls)."""
+    """A per-thread reusable buffer of at least `npk` RTCRayHit16 packets (the fields Embree never writes are set
+    once) and one ctypes pointer per packet (making them costs more than the calls). Grows, never shrinks."""
     cache = getattr(_local, "packets", None)
-    if cache is not None and cache[0].shape[0] == npk:
+    if cache is not None and cache[0].shape[0] >= npk:
         return cache
+    npk = max(npk, 64)
     pk = _aligned_empty((npk, _PACKET_ROWS, _W), np.float32)
     pk_u = pk.view(np.uint32)
     pk_u[:] = 0
@@ -124,8 +125,85 @@ def _packets(npk: int):
     pk_u[:, 19:_N_ROWS_USED] = _INVALID_ID  # instID, instPrimID
     base, stride = pk.ctypes.data, pk.strides[0]
     ptrs = [ctypes.c_void_p(base + i * stride) for i in range(npk)]
-    _local.packets = (pk, pk_u, ptrs)
+    valid = _aligned_empty((2, _W), np.int32)
+    _local.packets = (pk, pk_u, ptrs, valid)
     return _local.packets
+
+
+class Scene:
+    """One committed Embree scene of triangles (vertices (V, 3) float32, faces (F, 3) int), robust mode; the
+    buffers are shared with numpy and kept alive by this object. Use as a context manager (or call close())."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        if not _load():
+            raise RuntimeError(f"embree not available: {_load_error}")
+        lib = _lib
+        nv, nf = len(vertices), len(faces)
+        # float4 vertex layout: Embree reads 16 bytes per vertex, so the shared buffer gets a padded 4th lane
+        self._vbuf = np.zeros((nv + 1, 4), dtype=np.float32)
+        self._vbuf[:nv, :3] = vertices
+        self._ibuf = np.ascontiguousarray(faces, dtype=np.uint32)
+        self._scene = lib.rtcNewScene(_device)
+        try:
+            # robust mode: watertight triangle tests, so a ray through a shared edge or vertex cannot slip through
+            # the surface (the fast 16-wide kernels otherwise can, which embreex's single-ray path happens not to)
+            lib.rtcSetSceneFlags(self._scene, _RTC_SCENE_FLAG_ROBUST)
+            geom = lib.rtcNewGeometry(_device, _RTC_GEOMETRY_TYPE_TRIANGLE)
+            lib.rtcSetSharedGeometryBuffer(
+                geom, _RTC_BUFFER_TYPE_VERTEX, 0, _RTC_FORMAT_FLOAT3, self._vbuf.ctypes.data, 0, 16, nv
+            )
+            lib.rtcSetSharedGeometryBuffer(
+                geom, _RTC_BUFFER_TYPE_INDEX, 0, _RTC_FORMAT_UINT3, self._ibuf.ctypes.data, 0, 12, nf
+            )
+            lib.rtcCommitGeometry(geom)
+            lib.rtcAttachGeometry(self._scene, geom)
+            lib.rtcReleaseGeometry(geom)
+            lib.rtcCommitScene(self._scene)
+            err = lib.rtcGetDeviceError(_device)
+            if err:
+                raise RuntimeError(f"embree error {err} while building the scene")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._scene:
+            _lib.rtcReleaseScene(self._scene)
+            self._scene = None
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def intersect_packets(self, org: np.ndarray, dirs: np.ndarray, n_last: int = _W):
+        """Nearest hits of `npk` 16-ray packets given SoA as (npk, 3, 16) float32 origins and directions; the
+        last packet's lanes from `n_last` on are inactive (their results are misses). Every packet is the same
+        Embree call whatever the others are, so a ray's answer depends only on its own packet.
+        Returns (primID int32 (npk * 16,), -1 on a miss; tfar float32, inf on a miss): views into a reused
+        buffer, valid until the next call in this thread."""
+        npk = len(org)
+        pk, pk_u, ptrs, valid = _packets(npk)
+        if npk == 0:
+            return pk_u[:0, _ROW["prim"]].reshape(-1).view(np.int32), pk[:0, _ROW["tfar"]].reshape(-1)
+        pk[:npk, 0:3] = org
+        pk[:npk, 4:7] = dirs
+        pk[:npk, _ROW["tfar"]] = np.inf
+        pk_u[:npk, _ROW["prim"]] = _INVALID_ID
+        pk_u[:npk, _ROW["geom"]] = _INVALID_ID
+        valid[:] = -1
+        valid[1, n_last:] = 0
+        lib = _lib
+        fn, sc = lib.rtcIntersect16, ctypes.c_void_p(self._scene)
+        full = ctypes.c_void_p(valid.ctypes.data)
+        for p in ptrs[: npk - 1]:
+            fn(full, sc, p, None)
+        fn(ctypes.c_void_p(valid.ctypes.data + valid.strides[0]), sc, ptrs[npk - 1], None)
+        err = lib.rtcGetDeviceError(_device)
+        if err:
+            raise RuntimeError(f"embree error {err} while casting")
+        return pk_u[:npk, _ROW["prim"]].reshape(-1).view(np.int32), pk[:npk, _ROW["tfar"]].reshape(-1)
 
 
 def intersect(
@@ -136,58 +214,15 @@ def intersect(
 ):
     """One scene of triangles (vertices (V, 3) float32, faces (F, 3) int) hit by rays from `origins` (N, 3)
     along `directions` (N, 3). Returns (primID int64, -1 on a miss; tfar float32, inf on a miss)."""
-    if not _load():
-        raise RuntimeError(f"embree not available: {_load_error}")
-    lib = _lib
-    nv, nf = len(vertices), len(faces)
-    # float4 vertex layout: Embree reads 16 bytes per vertex, so the shared buffer gets a padded 4th lane
-    vbuf = np.zeros((nv + 1, 4), dtype=np.float32)
-    vbuf[:nv, :3] = vertices
-    ibuf = np.ascontiguousarray(faces, dtype=np.uint32)
     n = len(origins)
     npk = -(-n // _W)
     pad = npk * _W - n
-    pk, pk_u, ptrs = _packets(npk)
-    for rows, x in ((slice(0, 3), origins), (slice(4, 7), directions)):
+    soa = []
+    for x in (origins, directions):
         x = np.asarray(x, dtype=np.float32).reshape(n, 3)
         if pad:
             x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-        pk[:, rows, :] = x.reshape(npk, _W, 3).transpose(0, 2, 1)
-    pk[:, _ROW["tfar"]] = np.inf
-    pk_u[:, _ROW["prim"]] = _INVALID_ID
-    pk_u[:, _ROW["geom"]] = _INVALID_ID
-    valid = _aligned_empty((2, _W), np.int32)
-    valid[:] = -1
-    if pad:
-        valid[1, _W - pad :] = 0
-
-    scene = lib.rtcNewScene(_device)
-    try:
-        # robust mode: watertight triangle tests, so a ray through a shared edge or vertex cannot slip through the
-        # surface (the fast 16-wide kernels otherwise can, which embreex's single-ray path happens not to)
-        lib.rtcSetSceneFlags(scene, _RTC_SCENE_FLAG_ROBUST)
-        geom = lib.rtcNewGeometry(_device, _RTC_GEOMETRY_TYPE_TRIANGLE)
-        lib.rtcSetSharedGeometryBuffer(
-            geom, _RTC_BUFFER_TYPE_VERTEX, 0, _RTC_FORMAT_FLOAT3, vbuf.ctypes.data, 0, 16, nv
-        )
-        lib.rtcSetSharedGeometryBuffer(geom, _RTC_BUFFER_TYPE_INDEX, 0, _RTC_FORMAT_UINT3, ibuf.ctypes.data, 0, 12, nf)
-        lib.rtcCommitGeometry(geom)
-        lib.rtcAttachGeometry(scene, geom)
-        lib.rtcReleaseGeometry(geom)
-        lib.rtcCommitScene(scene)
-        err = lib.rtcGetDeviceError(_device)
-        if err:
-            raise RuntimeError(f"embree error {err} while building the scene")
-        fn, sc = lib.rtcIntersect16, ctypes.c_void_p(scene)
-        full = ctypes.c_void_p(valid.ctypes.data)
-        for p in ptrs[: npk - 1]:
-            fn(full, sc, p, None)
-        fn(ctypes.c_void_p(valid.ctypes.data + valid.strides[0]), sc, ptrs[npk - 1], None)
-        err = lib.rtcGetDeviceError(_device)
-        if err:
-            raise RuntimeError(f"embree error {err} while casting")
-    finally:
-        lib.rtcReleaseScene(scene)
-    prim = pk_u[:, _ROW["prim"]].reshape(-1)[:n].view(np.int32).astype(np.int64)
-    tfar = pk[:, _ROW["tfar"]].reshape(-1)[:n].copy()
-    return prim, tfar
+        soa.append(x.reshape(npk, _W, 3).transpose(0, 2, 1))
+    with Scene(vertices, faces) as scene:
+        prim, tfar = scene.intersect_packets(soa[0], soa[1], _W - pad)
+        return prim[:n].astype(np.int64), tfar[:n].copy()

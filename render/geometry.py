@@ -14,7 +14,7 @@ import trimesh
 from pipeline.errors import SampleError
 from pipeline.hashing import rng_for
 from render.camera import OrthoCamera, view_cameras
-from render.raycast import ViewHits, cast_views
+from render.raycast import SparseHits, cast_sparse
 
 N_CHANNELS = 7
 
@@ -52,27 +52,33 @@ def crop_mesh(mesh: trimesh.Trimesh, center_nm, half_size_nm: float) -> trimesh.
     return trimesh.Trimesh(v[used], new_id[f], process=False)
 
 
-def _view_channels(cam: OrthoCamera, hits: ViewHits, dual: bool) -> np.ndarray:
-    res = cam.resolution
-    out = np.zeros((N_CHANNELS, res, res), dtype=np.float32)
-    fg = hits.mesh >= 0
-    if not fg.any():
-        return out
-    out[0] = fg
-    d = hits.depth[fg]
-    lo, hi = d.min(), d.max()
-    out[1][fg] = (d - lo) / (hi - lo) if hi > lo else 0.0
-    n_cam = hits.normal[fg] @ cam.basis().T
+def _camera_normals(cam: OrthoCamera, normals: np.ndarray) -> np.ndarray:
+    """World face normals (F, 3) -> unit camera-space normals facing the camera, float32 (F, 3)."""
+    n_cam = normals @ cam.basis().T
     n_cam[n_cam[:, 2] < 0] *= -1.0  # face the camera
     norm = np.linalg.norm(n_cam, axis=1, keepdims=True)
-    n_cam = np.divide(n_cam, norm, out=np.zeros_like(n_cam), where=norm > 0)
-    out[2][fg], out[3][fg], out[4][fg] = n_cam[:, 0], n_cam[:, 1], n_cam[:, 2]
+    return np.divide(n_cam, norm, out=np.zeros_like(n_cam), where=norm > 0).astype(np.float32)
+
+
+def _view_channels(cam: OrthoCamera, hits: SparseHits, dual: bool, out: np.ndarray) -> None:
+    """Fill `out` (N_CHANNELS, res * res), zero on entry, at the hit pixels only (everything else is background).
+    Values are computed in float64 and rounded to float32 before they are cast to out's dtype (the same values as
+    a float32 render cast to float16). Normals are computed (and cast) per face, then looked up per pixel."""
+    pix = hits.pixels
+    if len(pix) == 0:
+        return
+    out[0, pix] = 1.0
+    d = hits.depth
+    lo, hi = d.min(), d.max()
+    if hi > lo:
+        out[1, pix] = ((d - lo) / (hi - lo)).astype(np.float32)
+    n_face = np.ascontiguousarray(_camera_normals(cam, hits.normals).T).astype(out.dtype)  # (3, F)
+    out[2:5, pix] = np.take(n_face, hits.prim, axis=1)
     if dual:
-        out[5] = hits.mesh == 0
-        out[6] = hits.mesh == 1
+        out[5, pix] = hits.mesh == 0
+        out[6, pix] = hits.mesh == 1
     else:
-        out[5] = fg
-    return out
+        out[5, pix] = 1.0
 
 
 def render_geometry(meshes: list[trimesh.Trimesh], center_nm, extent_nm: float, resolution: int = 224) -> np.ndarray:
@@ -80,9 +86,11 @@ def render_geometry(meshes: list[trimesh.Trimesh], center_nm, extent_nm: float, 
     if len(meshes) not in (1, 2):
         raise ValueError(f"render_geometry takes 1 or 2 meshes, got {len(meshes)}")
     cams = view_cameras(center_nm, extent_nm, resolution)
-    hits = cast_views(meshes, cams)
-    arr = np.stack([_view_channels(c, h, dual=len(meshes) == 2) for c, h in zip(cams, hits, strict=True)])
-    if not arr[:, 0].any():
+    hits = cast_sparse(meshes, cams)
+    arr = np.zeros((len(cams), N_CHANNELS, resolution * resolution), dtype=np.float16)
+    for i, (c, h) in enumerate(zip(cams, hits, strict=True)):
+        _view_channels(c, h, len(meshes) == 2, arr[i])
+    if not any(len(h.pixels) for h in hits):
         faces = [len(m.faces) for m in meshes]
         raise SampleError("empty_render", f"nothing visible in any view (faces per mesh {faces}, extent {extent_nm})")
-    return arr.astype(np.float16)
+    return arr.reshape(len(cams), N_CHANNELS, resolution, resolution)

@@ -14,7 +14,7 @@ from scipy import ndimage
 from pipeline.errors import SampleError
 from render.camera import view_cameras
 from render.geometry import crop_mesh
-from render.raycast import cast_views
+from render.raycast import cast_sparse
 from shard.schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
 
 CROP_FACTOR = 1.2
@@ -28,17 +28,24 @@ def render_split_masks(
         raise ValueError(f"single_silhouette must be (3, res, res), got {sil.shape}")
     res = sil.shape[1]
     meshes = [crop_mesh(m, center_nm, CROP_FACTOR * extent_nm) for m in (after_a, after_b)]
-    hits = cast_views(meshes, view_cameras(center_nm, extent_nm, res))
+    hits = cast_sparse(meshes, view_cameras(center_nm, extent_nm, res))
     lut = np.array([SPLIT_MASK_A, SPLIT_MASK_B], dtype=np.uint8)
     out = np.full((3, res, res), SPLIT_MASK_BACKGROUND, dtype=np.uint8)
     for i, h in enumerate(hits):
         if not sil[i].any():
             continue
-        labelled = h.mesh >= 0
-        if not labelled.any():
+        if len(h.pixels) == 0:
             raise SampleError("after_mask_empty", f"after roots invisible in view {i} where the silhouette is not")
-        label = np.where(labelled, lut[np.clip(h.mesh, 0, 1)], 0)
-        _, (ri, ci) = ndimage.distance_transform_edt(~labelled, return_indices=True)
-        filled = label[ri, ci]
+        labelled = np.zeros(res * res, dtype=bool)
+        labelled[h.pixels] = True
+        labelled = labelled.reshape(res, res)
+        label = np.zeros(res * res, dtype=np.uint8)
+        label[h.pixels] = lut[np.clip(h.mesh, 0, 1)]
+        label = label.reshape(res, res)
+        if (sil[i] & ~labelled).any():  # silhouette pixels the after state misses: nearest labelled pixel's label
+            _, (ri, ci) = ndimage.distance_transform_edt(~labelled, return_indices=True)
+            filled = label[ri, ci]
+        else:
+            filled = label
         out[i] = np.where(sil[i], filled, SPLIT_MASK_BACKGROUND)
     return out
