@@ -45,6 +45,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+TEMP_GLOB = ".*.tmp"
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temp files a killed writer left under `folder` (no writer may be running there)."""
+    removed = 0
+    for tmp in Path(folder).rglob(TEMP_GLOB):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -19,7 +19,7 @@ import dask
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
-from pipeline.atomic import write_json
+from pipeline.atomic import remove_stale_temps, write_json
 from pipeline.context import BuildContext
 from pipeline.errors import UserError
 from pipeline.ledger import Failure, describe, merge_ledger, write_failures
@@ -173,6 +173,7 @@ def run_stage(
     progress: bool = True,
 ) -> StageSummary:
     start = time.perf_counter()
+    remove_stale_temps(ctx.species_dir)  # left by a killed run; never taken for a result
     parts = stage.plan(ctx)
     todo = [p for p in parts if force or not is_done(ctx, p)]
     skipped = len(parts) - len(todo)

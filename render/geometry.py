@@ -19,11 +19,14 @@ from render.raycast import SparseHits, cast_sparse
 N_CHANNELS = 7
 
 
-def draw_view_params(sample_hash: str, coord_nm, extent_range, jitter_nm: float) -> tuple[np.ndarray, float]:
-    """Seeded by the sample's hash: extent ~ U(extent_range), centre = coord + N(0, jitter_nm) per axis."""
+def draw_view_params(
+    sample_hash: str, coord_nm, extent_range, jitter_nm: float, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Seeded by the sample's hash (and the species config's seed, to re-draw a whole release on purpose):
+    extent ~ U(extent_range), centre = coord + N(0, jitter_nm) per axis."""
     lo, hi = (float(x) for x in extent_range)
-    extent = float(rng_for(sample_hash, "view_extent_nm").uniform(lo, hi))
-    jitter = rng_for(sample_hash, "render_center_jitter_nm").normal(0.0, float(jitter_nm), size=3)
+    extent = float(rng_for(sample_hash, seed, "view_extent_nm").uniform(lo, hi))
+    jitter = rng_for(sample_hash, seed, "render_center_jitter_nm").normal(0.0, float(jitter_nm), size=3)
     center = np.asarray(coord_nm, dtype=np.float64).reshape(3) + jitter
     return center, extent
 

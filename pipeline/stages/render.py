@@ -49,7 +49,7 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
     """
     sample_hash = row["combined_sample_hash"]
     sample_type = row["sample_type"]
-    center, extent = draw_view_params(sample_hash, row["coord_nm"], cfg.extent_nm, cfg.center_jitter_nm)
+    center, extent = draw_view_params(sample_hash, row["coord_nm"], cfg.extent_nm, cfg.center_jitter_nm, cfg.seed)
     with timer("geometry"):
         meshes = [crop_mesh(m, center, 1.2 * extent) for m in fetched_meshes(arrays, "mesh")]
         dual = sample_type in DUAL_TYPES

@@ -119,3 +119,12 @@ def test_a_deleted_or_truncated_output_is_not_done(ctx):
     second.output_path(ctx, ".txt").write_text("trunc")
     assert not is_done(ctx, first) and not is_done(ctx, second)
     assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 2
+
+
+def test_stale_temp_files_of_a_killed_run_are_swept(ctx):
+    stage = CountingStage(n_parts=1)
+    stale = ctx.stage_dir("toy") / ".part-00000.txt.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half a file")
+    run_stage(stage, ctx, scheduler="sync", progress=False)
+    assert not stale.exists()

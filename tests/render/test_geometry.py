@@ -102,6 +102,8 @@ def test_view_params_seeded():
     c3, e3 = draw_view_params("abc124", [1, 2, 3], (2000, 4000), 300)
     assert np.array_equal(c1, c2) and e1 == e2 and 2000 <= e1 <= 4000
     assert e3 != e1 and not np.array_equal(c1, c3)
+    c4, e4 = draw_view_params("abc123", [1, 2, 3], (2000, 4000), 300, seed=1)
+    assert e4 != e1 and not np.array_equal(c1, c4)  # the config's seed re-draws on purpose
 
 
 def test_deterministic_bytes():
