@@ -84,7 +84,7 @@ def run(sizes: tuple[int, ...] = (9, 36), per_sample_cpu_ms: float | None = None
     )
     for cores in (2, 32, 128, 512):
         hours = FULL_RELEASE_ROWS * cost_s / (cores * (efficiency if cores > 1 else 1.0)) / 3600
-        print(f"  {cores:>4} cores: {hours:7.1f} h (CPU only; real fetches add network time)")
+        print(f"  {cores:>4} cores: {hours:8.2f} h = {60 * hours:7.1f} min (CPU only; real fetches add network time)")
     return results
 
 
