@@ -1,5 +1,6 @@
 # cb2-build. Every target is a thin wrapper over `python -m pipeline ...` (see README.md).
-# The first target run sets up .venv (apt packages for headless rendering, then pip), idempotently.
+# The first target run sets up .venv (pinned by constraints.txt), idempotently. Rendering is CPU ray
+# casting with Embree (bundled in the embreex wheel): no GL stack, no apt packages are needed.
 
 SPECIES   ?= demo
 OUT       ?= out
@@ -13,11 +14,9 @@ DEEP      ?=
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cb2-installed
-APT_PACKAGES := libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri
 
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
-export PYOPENGL_PLATFORM ?= osmesa
 
 .PHONY: build stage split verify status preview demo-world test bench lint clean setup
 
@@ -55,14 +54,9 @@ lint: $(STAMP)
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@if command -v apt-get >/dev/null 2>&1 && ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
-	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
-	$(PY) -m pip install -q --no-deps PyOpenGL==3.1.10
 	touch $(STAMP)
 
 clean:
