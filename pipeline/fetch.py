@@ -18,6 +18,7 @@ from config import SpeciesConfig
 from pipeline.atomic import write_bytes
 from pipeline.errors import SampleError
 from pipeline.sources.base import Cutout
+from render.geometry import crop_mesh
 
 STAGE = "fetch"
 JITTER_REACH = 4.0  # standard deviations of centre jitter covered by the fetch crop
@@ -29,13 +30,9 @@ def crop_box_half_nm(cfg: SpeciesConfig) -> float:
 
 
 def crop_to_box(mesh: trimesh.Trimesh, center_nm: np.ndarray, half_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Faces with every vertex inside the box, and the vertices they use (float32 nm, int32)."""
-    verts = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    inside = np.all(np.abs(verts - center_nm) <= half_nm, axis=1)
-    keep = faces[np.all(inside[faces], axis=1)]
-    used, inverse = np.unique(keep, return_inverse=True)
-    return verts[used].astype(np.float32), inverse.reshape(-1, 3).astype(np.int32)
+    """The render's crop (render.geometry.crop_mesh) at the fetch box, as compact arrays (float32 nm, int32)."""
+    cropped = crop_mesh(mesh, center_nm, half_nm)
+    return np.asarray(cropped.vertices, dtype=np.float32), np.asarray(cropped.faces, dtype=np.int32)
 
 
 def resample_nearest(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
