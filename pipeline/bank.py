@@ -355,12 +355,20 @@ def _apply_budgets(rows: list[dict], budgets: dict[str, int | None]) -> list[dic
     return sorted(chosen, key=lambda r: r["combined_sample_hash"])
 
 
+def score_columns(synapses: pa.Table) -> tuple[str, ...]:
+    """The table's extra scalar columns (neurotransmitter scores and the like) that synapse rows carry."""
+    skip = set(SYNAPSE_COLUMNS) | NON_SCORE_SYNAPSE_COLUMNS
+    return tuple(
+        sorted(f.name for f in synapses.schema if f.name not in skip and not pa.types.is_nested(f.type))
+    )
+
+
 def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
     """All candidate rows of one species, budgets applied, sorted by combined_sample_hash."""
     as_of = source.as_of()
     roots = sorted(set(source.proofread_roots()))
     synapses = source.synapses(roots)
-    nt_keys = tuple(sorted(set(synapses.column_names) - set(SYNAPSE_COLUMNS) - NON_SCORE_SYNAPSE_COLUMNS))
+    nt_keys = score_columns(synapses)
     col = _Collector(cfg, nt_keys)
     budgets = cfg.budgets.model_dump()
     ops = _operations(source, col, roots)

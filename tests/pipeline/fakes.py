@@ -68,6 +68,7 @@ class FakeSource:
                 "cleft_score": [50.0, 60.0, 70.0, 80.0],
                 "connection_score": [1.5, 2.5, 3.5, 4.5],
                 "gaba": [0.1, 0.2, 0.3, 0.4],
+                "pre_pt_position_nm": [[1.0, 2.0, 2.0]] * 4,  # a point, not a score: not in metadata
             }
         )
 

@@ -71,6 +71,7 @@ def test_junctions_and_synapses(cfg):
     assert (meta["pre_pt_root_id"], meta["post_pt_root_id"], meta["gaba"]) == (str(P), str(Q), 0.1)
     assert syn["coord_key"] == "synapse_ctr_pt_nm" and syn["coord_nm"] == [1.0, 2.0, 3.0]
     assert set(json.loads(junctions[0]["metadata"])) == set(meta)
+    assert "gaba" in meta and "pre_pt_position_nm" not in meta
 
 
 def test_bad_input_goes_to_the_ledger(cfg):
