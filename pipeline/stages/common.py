@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import __version__
 from pipeline.context import BuildContext
 from pipeline.errors import SampleError, TransientSourceError, UserError
 from pipeline.hashing import key_of, md5_hex, sha256_file
@@ -28,7 +29,8 @@ def source_fingerprint(ctx: BuildContext) -> str:
 
 def config_fingerprint(ctx: BuildContext, *extra: object) -> str:
     cfg = {k: v for k, v in ctx.cfg.model_dump(mode="json").items() if k not in RELEASE_ONLY_KEYS}
-    return md5_hex(key_of(json.dumps(cfg, sort_keys=True), source_fingerprint(ctx), *extra))
+    # the code's version too: a new release of cb2-build redoes what it may render differently
+    return md5_hex(key_of(__version__, json.dumps(cfg, sort_keys=True), source_fingerprint(ctx), *extra))
 
 
 def read_bank(ctx: BuildContext, columns: list[str] | None = None) -> pa.Table:
