@@ -138,7 +138,7 @@ def render_card(stats: dict, extra: dict) -> str:
         f"Geometry is dual-segment when `sample_type` is one of {', '.join(stats['dual_types'])}, and "
         f"single-segment when it is one of {', '.join(stats['single_types'])}. In dual renders both segments share "
         "one scene: each pixel belongs to the nearest surface, the masks never overlap and their union is the "
-        "silhouette.",
+        "silhouette. A segment wholly hidden behind the other in one view leaves its mask empty in that view.",
         "",
         "EM views (`em_xy_before`, `em_xz_before`, `em_yz_before`, `em_best_before`) are RGB PNGs, 224 x 224, of "
         "the before-edit state:",
@@ -147,6 +147,11 @@ def render_card(stats: dict, extra: dict) -> str:
             ["ch", "content"],
             [[0, "raw EM intensity"], [1, "segment A mask (0/255)"], [2, "segment B mask (0/255)"]],
         ),
+        "",
+        "Each view is the mean of a 3-voxel slab; a mask channel is 255 where its segment occurs anywhere in the "
+        "slab, so A and B can both be 255 at a pixel near their boundary. Segment A is the first root of the row "
+        "(the first before root, the base root, the pre-synaptic root; for split_edit rows the first after root, "
+        "the EM being labelled by the after state), B the second.",
         "",
         "`em_best_before` is an oblique slice that maximises the visible area of both segments; it sees both labels, "
         "so do not test single-segment tasks on it. For single-segment tasks, merge the A and B channels.",

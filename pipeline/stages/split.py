@@ -52,5 +52,7 @@ class SplitStage:
         kwargs = {"cube_nm": cfg.cube_nm, "ratios": tuple(cfg.split_ratios)}
         table = assign(points, lo, hi, ctx.species, cfg.split_salt, **kwargs)
         write_parquet(split_path(ctx), table)
-        write_json(manifest_path(ctx), manifest(table, lo, hi, ctx.species, cfg.split_salt, **kwargs))
+        doc = manifest(table, lo, hi, ctx.species, cfg.split_salt, **kwargs)
+        doc["sample_counts"] = "bank rows, including samples that later fail fetch or render (see failures.parquet)"
+        write_json(manifest_path(ctx), doc)
         return table.num_rows, []
