@@ -13,7 +13,7 @@ from pipeline.atomic import write_json
 from pipeline.context import BuildContext
 from pipeline.errors import UserError
 from pipeline.hashing import key_of, md5_hex, sha256_file
-from pipeline.runner import Stage, StageSummary, is_done, read_marker, run_stage
+from pipeline.runner import Stage, StageSummary, corrupt_outputs, is_done, read_marker, run_stage
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.render import RenderStage
@@ -76,6 +76,20 @@ def species_ready(ctx: BuildContext) -> bool:
     return all(is_done(ctx, p) for name in ("render", "split") for p in SPECIES_STAGES[name].plan(ctx))
 
 
+def _check_render_parts(contexts: list[BuildContext]) -> None:
+    """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
+    for ctx in contexts:
+        for part in SPECIES_STAGES["render"].plan(ctx):
+            bad = corrupt_outputs(ctx, part)
+            if bad:
+                part.marker_path(ctx).unlink(missing_ok=True)
+                raise UserError(
+                    f"species {ctx.species}: render part {bad[0]} does not match the sha256 in its marker "
+                    f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
+                    "to render that partition again"
+                )
+
+
 def write_release_all(work: Path, out: Path, opts: RunOptions) -> dict:
     """The release from the render parts of every built species (CONTRACT.md section 6)."""
     from shard.release import write_release
@@ -84,6 +98,7 @@ def write_release_all(work: Path, out: Path, opts: RunOptions) -> dict:
     ready = [c for c in contexts if species_ready(c)]
     if not ready:
         raise UserError(f"no species in {work} is rendered and split yet: run `make build` first")
+    _check_render_parts(ready)
     parts = {c.species: [p.output_path(c) for p in SPECIES_STAGES["render"].plan(c)] for c in ready}
     shard_bytes = min(c.cfg.shard_bytes for c in ready)
     fingerprint = md5_hex(

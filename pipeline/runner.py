@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from pipeline.atomic import remove_stale_temps, write_json
 from pipeline.context import BuildContext
 from pipeline.errors import UserError
+from pipeline.hashing import sha256_file
 from pipeline.ledger import Failure, describe, merge_ledger, write_failures
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
@@ -96,18 +97,33 @@ def read_marker(path: Path) -> dict | None:
         return None
 
 
-def _sizes(paths: list[Path]) -> dict[str, int]:
-    return {str(p): p.stat().st_size for p in paths}
+def _digests(ctx: BuildContext, paths: list[Path]) -> dict[str, dict]:
+    """Size and sha256 of each output, keyed by its path relative to the work dir (which may move)."""
+    return {
+        str(p.relative_to(ctx.work_dir)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths
+    }
+
+
+def corrupt_outputs(ctx: BuildContext, part: Partition) -> list[str]:
+    """Outputs of a finished partition whose bytes no longer match its marker (the full sha256 check)."""
+    marker = read_marker(part.marker_path(ctx)) or {}
+    bad = []
+    for rel, recorded in marker.get("outputs", {}).items():
+        path = ctx.work_dir / rel
+        if not path.exists() or sha256_file(path) != recorded["sha256"]:
+            bad.append(str(path))
+    return bad
 
 
 def is_done(ctx: BuildContext, part: Partition) -> bool:
-    """Marker present, same inputs, and every recorded output still there at its recorded size."""
+    """Marker present, same inputs, and every recorded output still there at its recorded size (cheap;
+    `corrupt_outputs` does the full hash check where a stage consumes another's outputs)."""
     marker = read_marker(part.marker_path(ctx))
     if marker is None or marker.get("fingerprint") != part.fingerprint:
         return False
-    for path, size in marker.get("outputs", {}).items():
+    for rel, recorded in marker.get("outputs", {}).items():
         try:
-            if Path(path).stat().st_size != size:
+            if (ctx.work_dir / rel).stat().st_size != recorded["size"]:
                 return False
         except FileNotFoundError:
             return False
@@ -123,7 +139,7 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition) -> PartR
     except Exception as exc:  # a bug or an unexpected source error: report, keep other partitions
         return PartResult(part.index, part.n_samples, error=f"partition {part.index}: {describe(exc)}")
     write_failures(part.failures_path(ctx), failures)
-    outputs = _sizes(stage.outputs(ctx, part))
+    outputs = _digests(ctx, stage.outputs(ctx, part))
     marker = {**asdict(part), "n_done": n_done, "n_failures": len(failures), "outputs": outputs}
     write_json(part.marker_path(ctx), marker)
     return PartResult(part.index, part.n_samples, n_done=n_done, failures=failures)

@@ -111,3 +111,22 @@ def test_split_regenerates_with_a_new_salt(built, tiny_configs, tmp_path, tiny_w
     assert manifest["salt"] == "another-salt"
     assert _shards(out2) != _shards(out)
     cli("verify", "--out", str(out2), "--deep", config_dir=salted)
+
+
+def test_corrupt_render_part_is_caught_and_redone_in_a_moved_work_dir(built, tiny_configs, tmp_path):
+    import shutil
+
+    work, out, _ = built
+    moved = tmp_path / "moved-work"
+    shutil.copytree(work, moved)  # markers hold paths relative to the work dir: a moved one still resumes
+    part = moved / "demo" / "render" / "part-00001.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    args = ["build", "--work", str(moved), "--out", str(tmp_path / "out"), "--no-progress"]
+    failed = cli(*args, config_dir=tiny_configs, check=False)
+    assert failed.returncode == 1
+    assert "part-00001.parquet does not match the sha256 in its marker" in failed.stderr
+    again = cli(*args, config_dir=tiny_configs)
+    assert "render: " in again.stdout and "1 run" in again.stdout.split("render: ")[1].split("\n")[0]
+    assert (tmp_path / "out" / "shards.csv").read_text() == _shards(out)
