@@ -142,7 +142,7 @@ def _verify(out: Path, deep: bool) -> None:
     from shard.verify import verify_release
 
     report = verify_release(Path(out), deep=deep)
-    click.echo(report.text() if hasattr(report, "text") else str(report))
+    click.echo(report.text())
     if not report.ok:
         raise UserError(f"verify failed for {out}: {report.problems[0]}" + (
             f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""))  # fmt: skip
