@@ -32,18 +32,22 @@ class SourceSession:
 
     @contextlib.contextmanager
     def sample(self, sample_hash: str) -> Iterator[None]:
-        """Calls made inside belong to this sample (for permanent injected faults)."""
-        previous, self._sample = self._sample, sample_hash
+        """Calls made inside belong to this sample (for permanent injected faults, and so that the
+        injected transient ones depend on the sample and its own call order, not on which worker
+        process ran which samples before)."""
+        previous, self._sample = (self._sample, self._calls), sample_hash
+        self._calls = 0
         try:
             yield
         finally:
-            self._sample = previous
+            self._sample, self._calls = previous
 
     def _inject(self, name: str, key: str, attempt: int) -> None:
         if self._sample is not None and self._sample in self.faults.permanent_samples:
             raise SampleError("injected_permanent_fault", f"{name} for sample {self._sample}")
         rate = self.faults.transient_rate
-        if rate and unit_interval("fault", name, key, attempt) < rate:
+        # injected transient faults stay within the retry budget: a drill shows them retried away
+        if rate and attempt < self.attempts - 1 and unit_interval("fault", name, key, attempt) < rate:
             raise TransientSourceError(f"injected transient fault in {name} (attempt {attempt + 1})")
 
     def __getattr__(self, name: str) -> Any:

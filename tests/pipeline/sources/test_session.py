@@ -58,3 +58,20 @@ def test_injected_permanent_fault_only_for_chosen_sample():
     with session.sample("def"):
         assert session.value(1) == 2
     assert session.species == "demo"
+
+
+def test_injected_transient_faults_never_exhaust_retries_and_do_not_depend_on_history():
+    def draws(prior_calls):
+        inner = Flaky(0)
+        session = SourceSession(inner, Faults(transient_rate=0.9), attempts=3, base_delay_s=0)
+        for i in range(prior_calls):  # another sample's calls, earlier in the same worker
+            with session.sample(f"other-{i}"):
+                session.value(i)
+        before = session.transient_errors
+        with session.sample("s"):
+            values = [session.value(i) for i in range(10)]
+        return values, session.transient_errors - before
+
+    values, errors = draws(0)
+    assert values == [2 * i for i in range(10)] and errors > 0
+    assert draws(7) == (values, errors)
