@@ -21,6 +21,7 @@ from pipeline.ledger import Failure, describe
 from pipeline.samples import (
     COORD_KEY,
     LABELS,
+    OP_TYPES,
     SAME_NEURON,
     archive_hash,
     combined_hash,
@@ -104,7 +105,7 @@ class _Collector:
         coord = [float(v) for v in coord_nm]
         keys = (
             OP_META_KEYS
-            if sample_type in ("merge_edit", "split_edit", "adjacent_control")
+            if sample_type in OP_TYPES
             else (CONTROL_META_KEYS + self.nt_keys)
         )
         full = {k: None for k in keys}

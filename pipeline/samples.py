@@ -8,7 +8,6 @@ from typing import Any
 from pipeline.hashing import md5_hex
 
 OP_TYPES = ("merge_edit", "split_edit", "adjacent_control")
-CONTROL_TYPES = ("junction_control", "synapse_control")
 DUAL_TYPES = frozenset({"merge_edit", "adjacent_control", "synapse_control"})
 COORD_KEY = {
     "merge_edit": "edit_point_nm",

@@ -6,11 +6,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from render.encode import decode_geometry, decode_png
+from shard.schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 
 TILE = 112
 LABEL_W = 150
-EM_KEYS = ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")
-SPLIT_KEYS = ("split_mask_front", "split_mask_side", "split_mask_top")
 
 
 def _as_array(x, png: bool) -> np.ndarray | None:
@@ -35,7 +34,7 @@ def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
     """samples: dicts with `sample_type`, `geometry` (array or npz bytes) and optional EM / split-mask arrays,
     PNG bytes or {"bytes": ...} image structs. Front view only unless all_views."""
     n_views = 3 if all_views else 1
-    n_cols = 7 * n_views + len(EM_KEYS) + len(SPLIT_KEYS)
+    n_cols = 7 * n_views + len(EM_COLUMNS) + len(SPLIT_MASK_COLUMNS)
     sheet = Image.new("RGB", (LABEL_W + n_cols * TILE, max(1, len(samples)) * TILE), (40, 40, 40))
     draw = ImageDraw.Draw(sheet)
     for r, s in enumerate(samples):
@@ -50,7 +49,7 @@ def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
                 if geom is not None:
                     sheet.paste(_channel_tile(geom[v, c], c), (x, y))
                 x += TILE
-        for key in EM_KEYS + SPLIT_KEYS:
+        for key in EM_COLUMNS + SPLIT_MASK_COLUMNS:
             img = _as_array(s.get(key), png=True)
             if img is not None:
                 mode = "RGB" if img.ndim == 3 else "L"

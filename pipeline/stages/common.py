@@ -59,12 +59,6 @@ def partition_rows(ctx: BuildContext, part: Partition) -> list[dict]:
     return read_bank(ctx).slice(part.index * size, part.n_samples).to_pylist()
 
 
-def stage_complete(ctx: BuildContext, parts: list[Partition]) -> bool:
-    from pipeline.runner import is_done
-
-    return all(is_done(ctx, p) for p in parts)
-
-
 def run_samples(ctx: BuildContext, part: Partition, build: Callable[[dict], None]) -> tuple[int, list[Failure]]:
     """Call `build(row)` for every row of the partition; a sample that fails becomes a ledger row.
 

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.atomic import write_json, write_parquet
 from pipeline.context import BuildContext
 from pipeline.hashing import key_of, md5_hex, sha256_file
 from pipeline.ledger import Failure
 from pipeline.runner import Partition
 from pipeline.sources import open_source
 from pipeline.stages.common import read_bank, source_fingerprint
-from split_assign import assign, manifest
+from split_assign import assign, manifest, write_assignment, write_manifest
 
 STAGE = "split"
 
@@ -51,8 +50,8 @@ class SplitStage:
         )
         kwargs = {"cube_nm": cfg.cube_nm, "ratios": tuple(cfg.split_ratios)}
         table = assign(points, lo, hi, ctx.species, cfg.split_salt, **kwargs)
-        write_parquet(split_path(ctx), table)
+        write_assignment(split_path(ctx), table)
         doc = manifest(table, lo, hi, ctx.species, cfg.split_salt, **kwargs)
         doc["sample_counts"] = "bank rows, including samples that later fail fetch or render (see failures.parquet)"
-        write_json(manifest_path(ctx), doc)
+        write_manifest(manifest_path(ctx), doc)
         return table.num_rows, []
