@@ -13,11 +13,13 @@ import zmesh
 from cloudvolume import CloudVolume, Mesh
 from scipy import ndimage
 
+from pipeline.bank import adjacent_roots
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import face_contacts, rasterize
 from pipeline.demo_world.history import supervoxel_ids
 from pipeline.demo_world.plan import RES, SITE_VX, SitePlan
 from pipeline.hashing import rng_for
+from pipeline.sources.base import cutout_box
 
 ADJ_CUTOUT_NM = 500.0
 MAX_SYNAPSES_PER_SITE = 10
@@ -49,28 +51,6 @@ def locate(labels: np.ndarray, p_nm: np.ndarray, allowed: frozenset[int], window
             return v, 2
     d = np.linalg.norm((idx + 0.5) * RES - p_nm, axis=1)
     return idx[int(np.argmin(d))], 1
-
-
-def cutout_box(center_nm: np.ndarray, size_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel box [start, stop) of a cube `size_nm` wide centred on center_nm (same rule as DemoSource)."""
-    size_vx = np.maximum(np.rint(size_nm / RES).astype(np.int64), 1)
-    start = np.floor(center_nm / RES - size_vx / 2.0 + 0.5).astype(np.int64)
-    return start, start + size_vx
-
-
-def adjacent_roots(roots_vol: np.ndarray, base: set[int]) -> set[int]:
-    """Roots face-adjacent (6-connected) to any root in `base`, not in base, non-zero."""
-    out: set[int] = set()
-    for axis in range(3):
-        n = roots_vol.shape[axis]
-        a = np.take(roots_vol, np.arange(n - 1), axis=axis).ravel()
-        b = np.take(roots_vol, np.arange(1, n), axis=axis).ravel()
-        base_arr = np.fromiter(base, dtype=np.uint64)
-        in_a, in_b = np.isin(a, base_arr), np.isin(b, base_arr)
-        out.update(int(x) for x in np.unique(b[in_a & ~in_b]))
-        out.update(int(x) for x in np.unique(a[in_b & ~in_a]))
-    out.discard(0)
-    return out - base
 
 
 def _nt_scores(rng: np.random.Generator, seed: int, site: int, neuron: int) -> list[float]:
@@ -106,10 +86,11 @@ def run_site(job: SiteJob) -> dict:
     adjacent = {}
     for k, (lut, before) in job.merge_luts.items():
         src, snk = (np.array(p) - start_vx for p in points[k])
-        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJ_CUTOUT_NM)
+        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJ_CUTOUT_NM, RES)
         lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, np.array(shape))
         crop = labels[lo_c[0] : hi_c[0], lo_c[1] : hi_c[1], lo_c[2] : hi_c[2]]
-        adjacent[k] = sorted(adjacent_roots(lut[crop], set(before)))
+        found = adjacent_roots(lut[crop], sorted(before), exclude=set(before))
+        adjacent[k] = sorted({adj for _base, adj, _contact in found})
 
     # EM and segmentation chunks.
     sv_lut = supervoxel_ids(plan.index, plan.n_labels)

@@ -52,6 +52,28 @@ class Skeleton:
     extra: dict = field(default_factory=dict)
 
 
+def cutout_box(center_nm, size_nm: float, resolution_nm) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel box [start, stop) of the cube `size_nm` wide centred on `center_nm`: rint(size / resolution)
+    voxels per axis (at least 1), centred on the nearest voxel. The one rule of every source."""
+    res = np.asarray(resolution_nm, dtype=np.float64)
+    size_vx = np.maximum(np.rint(float(size_nm) / res).astype(np.int64), 1)
+    start = np.floor(np.asarray(center_nm, dtype=np.float64) / res - size_vx / 2.0 + 0.5).astype(np.int64)
+    return start, start + size_vx
+
+
+def read_padded(read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype) -> np.ndarray:  # noqa: ANN001
+    """The box [start, stop): `read(lo, hi)` for the part inside the volume bounds, zeros outside."""
+    data = np.zeros(tuple(int(v) for v in stop - start), dtype=dtype)
+    lo = np.maximum(start, np.asarray(bounds_lo, dtype=np.int64))
+    hi = np.minimum(stop, np.asarray(bounds_hi, dtype=np.int64))
+    if (hi > lo).all():
+        got = np.asarray(read(lo, hi))
+        got = got[..., 0] if got.ndim == 4 else got
+        a, b = lo - start, hi - start
+        data[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = got
+    return data
+
+
 @runtime_checkable
 class Source(Protocol):
     """Everything the stages read from the outside world. Stages never know which one they use."""

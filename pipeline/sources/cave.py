@@ -43,6 +43,8 @@ from pipeline.sources.base import (
     Cutout,
     OperationDetails,
     Skeleton,
+    cutout_box,
+    read_padded,
 )
 
 TOKEN_ENV = "CAVE_TOKEN"
@@ -615,20 +617,14 @@ class CaveSource:
         from cloudvolume.lib import Bbox
 
         res = np.asarray(cv.meta.resolution(mip), dtype=np.float64)
-        center = np.asarray(center_nm, dtype=np.float64).reshape(3)
-        n = np.maximum(np.ceil(float(size_nm) / res).astype(np.int64), 1)
-        lo = np.floor(center / res - n / 2.0).astype(np.int64)
-        hi = lo + n
-        bounds = cv.meta.bounds(mip)
-        blo = np.maximum(lo, np.asarray(bounds.minpt, dtype=np.int64))
-        bhi = np.minimum(hi, np.asarray(bounds.maxpt, dtype=np.int64))
-        data = np.zeros(tuple(int(v) for v in n), dtype=cv.meta.dtype)
-        if np.all(bhi > blo):
+        lo, hi = cutout_box(np.asarray(center_nm, dtype=np.float64).reshape(3), size_nm, res)
+
+        def read(blo: np.ndarray, bhi: np.ndarray) -> np.ndarray:
             with self._guard(what, url):
-                img = cv.download(Bbox(blo, bhi), mip=mip)
-            img = np.asarray(img)[..., 0] if np.asarray(img).ndim == 4 else np.asarray(img)
-            off = blo - lo
-            data[off[0] : off[0] + img.shape[0], off[1] : off[1] + img.shape[1], off[2] : off[2] + img.shape[2]] = img
+                return cv.download(Bbox(blo, bhi), mip=mip)
+
+        bounds = cv.meta.bounds(mip)
+        data = read_padded(read, lo, hi, bounds.minpt, bounds.maxpt, cv.meta.dtype)
         return Cutout(data=data, voxel_nm=tuple(float(v) for v in res), origin_nm=tuple(float(v) for v in lo * res))
 
     def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:

@@ -22,7 +22,7 @@ from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
 from pipeline.errors import SampleError, UserError
-from pipeline.sources.base import Cutout, OperationDetails, Skeleton
+from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 
 _STATE_CACHE = 64
 
@@ -236,17 +236,12 @@ class DemoSource:
     def _cutout(self, which: str, center_nm: np.ndarray, size_nm: float) -> Cutout:
         cv = self._cv(which)
         res = np.asarray(cv.resolution, dtype=np.float64)
-        size_vx = np.maximum(np.rint(float(size_nm) / res).astype(np.int64), 1)
-        start = np.floor(np.asarray(center_nm, dtype=np.float64) / res - size_vx / 2.0 + 0.5).astype(np.int64)
-        stop = start + size_vx
-        bounds = cv.bounds
-        lo = np.maximum(start, np.asarray(bounds.minpt, dtype=np.int64))
-        hi = np.minimum(stop, np.asarray(bounds.maxpt, dtype=np.int64))
-        data = np.zeros(tuple(size_vx), dtype=cv.dtype)
-        if (hi > lo).all():
-            got = np.asarray(cv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])[..., 0]
-            a, b = lo - start, hi - start
-            data[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = got
+        start, stop = cutout_box(center_nm, size_nm, res)
+
+        def read(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            return cv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+
+        data = read_padded(read, start, stop, cv.bounds.minpt, cv.bounds.maxpt, cv.dtype)
         return Cutout(data=data, voxel_nm=tuple(float(x) for x in res), origin_nm=tuple(float(x) for x in start * res))
 
     def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
