@@ -24,10 +24,22 @@ def _as_array(x, png: bool) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _channel_tile(ch: np.ndarray, index: int) -> Image.Image:
-    ch = ch.astype(np.float32)
-    img = (ch + 1.0) / 2.0 if 2 <= index <= 4 else ch  # normals are in [-1, 1]
-    return Image.fromarray(np.clip(img * 255.0, 0, 255).astype(np.uint8), mode="L").resize((TILE, TILE))
+def channel_tiles(geom: np.ndarray, view: int = 0) -> list[np.ndarray]:
+    """Seven uint8 (224, 224) tiles of one view: binary channels as is, depth shown near = bright
+    inside the silhouette, normals mapped from [-1, 1] to [0, 255] inside the silhouette."""
+    g = geom[view].astype(np.float32)
+    sil = g[0] > 0
+    tiles = []
+    for c in range(7):
+        ch = g[c]
+        if c == 1:
+            img = np.where(sil, 1.0 - 0.8 * np.clip(ch, 0, 1), 0.0)
+        elif c in (2, 3, 4):
+            img = np.where(sil, (np.clip(ch, -1, 1) + 1) / 2, 0.0)
+        else:
+            img = np.clip(ch, 0, 1)
+        tiles.append(np.round(img * 255).astype(np.uint8))
+    return tiles
 
 
 def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
@@ -45,9 +57,10 @@ def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
         x = LABEL_W
         geom = _as_array(s.get("geometry"), png=False)
         for v in range(n_views):
-            for c in range(7):
-                if geom is not None:
-                    sheet.paste(_channel_tile(geom[v, c], c), (x, y))
+            tiles = channel_tiles(geom, v) if geom is not None else [None] * 7
+            for tile in tiles:
+                if tile is not None:
+                    sheet.paste(Image.fromarray(tile, mode="L").resize((TILE, TILE)), (x, y))
                 x += TILE
         for key in EM_COLUMNS + SPLIT_MASK_COLUMNS:
             img = _as_array(s.get(key), png=True)

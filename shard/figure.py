@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from render.contact_sheet import channel_tiles
 from render.encode import decode_geometry
 
 CHANNEL_NAMES = ("silhouette", "depth", "normal_x", "normal_y", "normal_z", "mask A", "mask B")
@@ -15,24 +15,6 @@ TILE = 224
 PAD = 6
 LEFT = 190
 TOP = 30
-
-
-def channel_tiles(geom: np.ndarray, view: int = 0) -> list[np.ndarray]:
-    """Seven uint8 (224, 224) tiles of one view: binary channels as is, depth shown near = bright
-    inside the silhouette, normals mapped from [-1, 1] to [0, 255] inside the silhouette."""
-    g = geom[view].astype(np.float32)
-    sil = g[0] > 0
-    tiles = []
-    for c in range(7):
-        ch = g[c]
-        if c == 1:
-            img = np.where(sil, 1.0 - 0.8 * np.clip(ch, 0, 1), 0.0)
-        elif c in (2, 3, 4):
-            img = np.where(sil, (np.clip(ch, -1, 1) + 1) / 2, 0.0)
-        else:
-            img = np.clip(ch, 0, 1)
-        tiles.append(np.round(img * 255).astype(np.uint8))
-    return tiles
 
 
 def _font() -> ImageFont.ImageFont:
