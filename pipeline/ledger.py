@@ -61,10 +61,12 @@ def read_failures(path: Path) -> list[Failure]:
 
 
 def merge_ledger(species_dir: Path) -> pa.Table:
-    """Rebuild `failures.parquet` from every partition's failures file; returns the ledger."""
-    failures: list[Failure] = []
-    for path in sorted(species_dir.glob("*/part-*.failures.parquet")):
-        failures.extend(read_failures(path))
-    table = failures_table(failures)
+    """Rebuild `failures.parquet` from the failures files of every stage's current partitions (an older layout's,
+    in `<stage>/previous/`, are not read); the same failure found by two partitions (an operation in two roots'
+    histories) is listed once. Returns the ledger."""
+    failures: set[Failure] = set()
+    for path in sorted(species_dir.glob("*/*.failures.parquet")):
+        failures.update(read_failures(path))
+    table = failures_table(list(failures))
     write_parquet(species_dir / "failures.parquet", table)
     return table

@@ -1,17 +1,23 @@
-"""The stage runner: a plan of deterministic partitions, executed on dask, resumable.
+"""The stage runner: a plan of partitions, executed on dask, resumable, reusing what did not change.
 
-Planning and executing are separate: `plan()` lists partitions (with a fingerprint of their
-inputs); `run_stage()` executes the ones not yet done. A partition is done when its marker
-exists and carries the same fingerprint; the marker is written last, after the outputs and
-the partition's failures file have been renamed into place.
+Planning and executing are separate: `stage.plan()` lists partitions, each with a fingerprint of its inputs;
+`run_stage()` checks that the upstream stage is complete (else it refuses, naming what is missing), executes
+the partitions whose marker does not match, then runs the stage's `finish` step. A partition that runs again
+reuses the samples whose own inputs did not change (pipeline.reuse), unless `force`.
+
+A partition's outputs are written atomically, then its failures file, then its marker (last). A partition
+that crashes writes no marker: its traceback and the samples it did not build go to `part-NNNNN.log`, and
+`status --failed` lists it. A sample that fails on an unexpected exception is a ledger row whose exception
+column keeps the traceback (and the partition's log lists it too).
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,14 +25,19 @@ import dask
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
-from pipeline.atomic import remove_stale_temps, write_json
-from pipeline.context import BuildContext
+from pipeline import __version__
+from pipeline.atomic import remove_stale_temps, write_json, write_text
+from pipeline.context import PREVIOUS, BuildContext
 from pipeline.errors import UserError
-from pipeline.hashing import sha256_file
+from pipeline.hashing import key_of, md5_hex
 from pipeline.ledger import Failure, describe, merge_ledger, write_failures
+from pipeline.markers import digests, marker_is_current, read_marker, write_marker
+from pipeline.partitions import bucket_range
+from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 CONNECT_TIMEOUT = "20s"  # to reach a dask.distributed scheduler
+SHOWN = 5  # partitions or samples named in one line
 
 
 @dataclass(frozen=True)
@@ -35,9 +46,19 @@ class Partition:
     index: int
     n_samples: int
     fingerprint: str
+    level: int = 0
+    members: tuple[str, ...] = ()  # the sample hashes (or root ids) it covers, in order
 
     def base(self, ctx: BuildContext) -> Path:
-        return ctx.stage_dir(self.stage) / f"part-{self.index:05d}"
+        return ctx.part_base(self.stage, self.index)
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}"
+
+    @property
+    def hash_range(self) -> tuple[int, int]:
+        return bucket_range(self.index, self.level)
 
     def marker_path(self, ctx: BuildContext) -> Path:
         return Path(f"{self.base(ctx)}.done")
@@ -45,31 +66,52 @@ class Partition:
     def failures_path(self, ctx: BuildContext) -> Path:
         return Path(f"{self.base(ctx)}.failures.parquet")
 
-    def output_path(self, ctx: BuildContext, suffix: str = ".parquet") -> Path:
+    def log_path(self, ctx: BuildContext) -> Path:
+        return Path(f"{self.base(ctx)}.log")
+
+    def output_file(self, ctx: BuildContext, suffix: str = ".parquet") -> Path:
         return Path(f"{self.base(ctx)}{suffix}")
+
+
+@dataclass
+class Outcome:
+    """What one partition's run did."""
+
+    built: int = 0  # samples built in this run
+    reused: int = 0  # samples whose earlier output (or recorded failure) was kept
+    failures: list[Failure] = field(default_factory=list)  # every failure of the partition, reused ones too
+    new_failures: int = 0  # failures found in this run
+    samples: dict[str, str] = field(default_factory=dict)  # sample id -> key of its inputs (for later reuse)
+    crashed: dict[str, str] = field(default_factory=dict)  # sample id -> traceback of an unexpected exception
+    outputs: list[Path] = field(default_factory=list)  # the files the partition leaves (recorded in its marker)
 
 
 @dataclass
 class PartResult:
     index: int
     n_planned: int = 0
-    n_done: int = 0
-    failures: list[Failure] = field(default_factory=list)
+    built: int = 0
+    reused: int = 0
+    failures: int = 0  # found in this run
+    crashed: int = 0
     error: str | None = None
-    skipped: bool = False
+    log: str | None = None
 
 
 class Stage(Protocol):
     name: str
+    reads: tuple[str, ...]  # the config keys its outputs depend on
+    consumes: str | None  # the stage whose outputs it reads (None: the source only)
 
     def plan(self, ctx: BuildContext) -> list[Partition]: ...
 
-    def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
-        """Build one partition, writing its outputs atomically; return (samples built, failures)."""
+    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
+        """None when every input is done, else one line naming what is missing and the command to run."""
         ...
 
-    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
-        """The files a finished partition leaves; the marker records their sizes."""
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        """Build one partition, writing its outputs atomically; `Outcome.outputs` lists them. `prior` (what
+        earlier runs left for reuse) is None when forced."""
         ...
 
 
@@ -82,67 +124,133 @@ class StageSummary:
     samples: int
     failures: int
     seconds: float
+    reused: int = 0
+    crashed_samples: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (
+        text = (
             f"{self.stage}: {self.partitions} partitions ({self.ran} run, {self.skipped} already done), "
             f"{self.samples} samples, {self.failures} failures, {self.seconds:.1f} s"
         )
+        if self.reused:
+            text += f", {self.reused} reused"
+        return text + "".join(f"; {n}" for n in self.notes)
 
 
-def read_marker(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def config_values(ctx: BuildContext, keys: tuple[str, ...]) -> dict:
+    dumped = ctx.cfg.model_dump(mode="json")
+    return {k: dumped[k] for k in keys}
 
 
-def _digests(ctx: BuildContext, paths: list[Path]) -> dict[str, dict]:
-    """Size and sha256 of each output, keyed by its path relative to the work dir (which may move)."""
-    return {
-        str(p.relative_to(ctx.work_dir)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths
-    }
+def fingerprint(ctx: BuildContext, stage: Stage, *inputs: object) -> str:
+    """The digest of a stage's declared config keys, the code version and the given inputs."""
+    import json
 
-
-def corrupt_outputs(ctx: BuildContext, part: Partition) -> list[str]:
-    """Outputs of a finished partition whose bytes no longer match its marker (the full sha256 check)."""
-    marker = read_marker(part.marker_path(ctx)) or {}
-    bad = []
-    for rel, recorded in marker.get("outputs", {}).items():
-        path = ctx.work_dir / rel
-        if not path.exists() or sha256_file(path) != recorded["sha256"]:
-            bad.append(str(path))
-    return bad
+    cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
+    return md5_hex(key_of(__version__, stage.name, cfg, *inputs))
 
 
 def is_done(ctx: BuildContext, part: Partition) -> bool:
-    """Marker present, same inputs, and every recorded output still there at its recorded size (cheap;
-    `corrupt_outputs` does the full hash check where a stage consumes another's outputs)."""
-    marker = read_marker(part.marker_path(ctx))
-    if marker is None or marker.get("fingerprint") != part.fingerprint:
-        return False
-    for rel, recorded in marker.get("outputs", {}).items():
-        try:
-            if (ctx.work_dir / rel).stat().st_size != recorded["size"]:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
+    """Marker present, same inputs, and every recorded output still there at its recorded size."""
+    return marker_is_current(ctx.work_dir, part.marker_path(ctx), part.fingerprint)
 
 
-def execute_partition(stage: Stage, ctx: BuildContext, part: Partition) -> PartResult:
+# ------------------------------------------------------------------------------------------ one partition
+
+
+def _log_text(ctx: BuildContext, part: Partition, head: str, not_built: list[str], body: str) -> str:
+    lines = [f"species {ctx.species}, stage {part.stage}, {part.name}: {head}"]
+    if not_built:
+        lines.append(f"samples not built ({len(not_built)}): " + " ".join(not_built))
+    return "\n".join(lines) + "\n\n" + body
+
+
+def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: bool) -> PartResult:
     """Run one partition in a worker: outputs, then failures file, then the marker, last."""
+    log = part.log_path(ctx)
+    result = PartResult(part.index, part.n_samples)
     try:
-        n_done, failures = stage.run(ctx, part)
+        prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
+        outcome = stage.run(ctx, part, prior)
     except UserError as exc:
-        return PartResult(part.index, part.n_samples, error=f"{exc}")
-    except Exception as exc:  # a bug or an unexpected source error: report, keep other partitions
-        return PartResult(part.index, part.n_samples, error=f"partition {part.index}: {describe(exc)}")
-    write_failures(part.failures_path(ctx), failures)
-    outputs = _digests(ctx, stage.outputs(ctx, part))
-    marker = {**asdict(part), "n_done": n_done, "n_failures": len(failures), "outputs": outputs}
-    write_json(part.marker_path(ctx), marker)
-    return PartResult(part.index, part.n_samples, n_done=n_done, failures=failures)
+        write_text(log, _log_text(ctx, part, str(exc), list(part.members), ""))
+        result.error, result.log = str(exc), str(log)
+        return result
+    except Exception as exc:  # a bug or an unexpected source error: keep its traceback, keep other partitions
+        body = "".join(traceback.format_exception(exc))
+        write_text(log, _log_text(ctx, part, describe(exc), list(part.members), body))
+        result.error, result.log = f"{part.name}: {describe(exc)}", str(log)
+        return result
+    write_failures(part.failures_path(ctx), outcome.failures)
+    if outcome.crashed:
+        body = "\n".join(f"sample {sid}:\n{tb}" for sid, tb in sorted(outcome.crashed.items()))
+        head = f"{len(outcome.crashed)} samples failed on unexpected exceptions (recorded in the ledger)"
+        write_text(log, _log_text(ctx, part, head, sorted(outcome.crashed), body))
+        result.log = str(log)
+    else:
+        log.unlink(missing_ok=True)
+    prior_digests = prior.digests if prior is not None else {}
+    outputs = digests(ctx.work_dir, outcome.outputs, prior_digests)
+    marker = {
+        "stage": part.stage,
+        "index": part.index,
+        "level": part.level,
+        "n_samples": part.n_samples,
+        "fingerprint": part.fingerprint,
+        "n_built": outcome.built,
+        "n_reused": outcome.reused,
+        "n_failures": len(outcome.failures),
+        "outputs": outputs,
+        "samples": dict(sorted(outcome.samples.items())),
+    }
+    write_marker(part.marker_path(ctx), marker)
+    result.built, result.reused, result.failures, result.crashed = (
+        outcome.built, outcome.reused, outcome.new_failures, len(outcome.crashed)
+    )  # fmt: skip
+    return result
+
+
+# ------------------------------------------------------------------------------------------ layout changes
+
+
+def relayout(ctx: BuildContext, stage: str, parts: list[Partition]) -> None:
+    """When the plan's level differs from the markers on disk, move the old layout's partition files into
+    `<stage>/previous/` (kept for reuse until the stage completes). If `previous/` already holds an older
+    layout (a relayout run was interrupted and the layout changed again), the middle layout is dropped."""
+    folder = ctx.stage_dir(stage)
+    if not parts or not folder.exists():
+        return
+    level = parts[0].level
+    stale = []
+    for marker_path in folder.glob("part-*.done"):
+        marker = read_marker(marker_path) or {}
+        if marker.get("level") != level or int(marker.get("index", -1)) >= len(parts):
+            stale.append(marker_path)
+    if not stale:
+        return
+    files = [p for p in folder.glob("part-*") if p.is_file()]
+    previous = folder / PREVIOUS
+    if previous.exists():
+        stale_names = {m.name.split(".")[0] for m in stale}
+        for p in files:
+            name = p.name.split(".")[0]
+            if name in stale_names or int(name[len("part-") :]) >= len(parts):
+                p.unlink(missing_ok=True)
+        return
+    old_level = (read_marker(stale[0]) or {}).get("level")
+    previous.mkdir()
+    for p in files:
+        p.rename(previous / p.name)
+    if isinstance(old_level, int):
+        write_json(previous / LEVEL_FILE, {"level": old_level})
+
+
+def drop_previous(ctx: BuildContext, stage: str) -> None:
+    shutil.rmtree(ctx.stage_dir(stage) / PREVIOUS, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ execution
 
 
 class _Progress(Callback):
@@ -157,7 +265,8 @@ class _Progress(Callback):
             self._on_result(result)
 
 
-def _compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[PartResult], None]) -> list:
+def compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[object], None]) -> list:
+    """Run dask delayed tasks on the local scheduler or a dask.distributed cluster, reporting each result."""
     if scheduler in LOCAL_SCHEDULERS:
         with _Progress(on_result):
             return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
@@ -179,6 +288,11 @@ def _compute(tasks: list, scheduler: str, workers: int | None, on_result: Callab
         return results
 
 
+def _names(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
 def run_stage(
     stage: Stage,
     ctx: BuildContext,
@@ -190,9 +304,15 @@ def run_stage(
 ) -> StageSummary:
     start = time.perf_counter()
     remove_stale_temps(ctx.species_dir)  # left by a killed run; never taken for a result
+    prepare = getattr(stage, "prepare", None)
+    if prepare is not None:
+        prepare(ctx, force)
     parts = stage.plan(ctx)
+    missing = stage.missing_upstream(ctx, parts)
+    if missing:
+        raise UserError(f"species {ctx.species}, stage {stage.name}: {missing}")
+    relayout(ctx, stage.name, parts)
     todo = [p for p in parts if force or not is_done(ctx, p)]
-    skipped = len(parts) - len(todo)
     bar = tqdm(
         total=sum(p.n_samples for p in todo),
         desc=f"{ctx.species} {stage.name}",
@@ -202,31 +322,49 @@ def run_stage(
     )
     n_failed = 0
 
-    def on_result(result: PartResult) -> None:
+    def on_result(result: object) -> None:
         nonlocal n_failed
-        n_failed += len(result.failures)
-        bar.update(result.n_planned)
-        bar.set_postfix(failures=n_failed, refresh=False)
+        if isinstance(result, PartResult):
+            n_failed += result.failures
+            bar.update(result.n_planned)
+            bar.set_postfix(failures=n_failed, refresh=False)
 
-    tasks = [dask.delayed(execute_partition, pure=False)(stage, ctx, p) for p in todo]
+    tasks = [dask.delayed(execute_partition, pure=False)(stage, ctx, p, force) for p in todo]
     try:
-        results = _compute(tasks, scheduler, workers, on_result) if tasks else []
+        results = compute(tasks, scheduler, workers, on_result) if tasks else []
     finally:
         bar.close()
-    merge_ledger(ctx.species_dir)
     errors = sorted((r for r in results if r.error), key=lambda r: r.index)
     if errors:
+        merge_ledger(ctx.species_dir)
         more = f" (and {len(errors) - 1} more partitions)" if len(errors) > 1 else ""
         raise UserError(
-            f"species {ctx.species}, stage {stage.name}: {errors[0].error}{more}; "
-            "finished partitions are kept, rerun to resume"
+            f"species {ctx.species}, stage {stage.name}: {errors[0].error}{more}; traceback in {errors[0].log}; "
+            "finished partitions are kept, rerun to resume (`python -m pipeline status --failed` lists what crashed)"
         )
-    return StageSummary(
+    summary = StageSummary(
         stage=stage.name,
         partitions=len(parts),
         ran=len(todo),
-        skipped=skipped,
-        samples=sum(r.n_done for r in results),
-        failures=sum(len(r.failures) for r in results),
-        seconds=time.perf_counter() - start,
+        skipped=len(parts) - len(todo),
+        samples=sum(r.built for r in results),
+        failures=sum(r.failures for r in results),
+        seconds=0.0,
+        reused=sum(r.reused for r in results),
+        crashed_samples=sum(r.crashed for r in results),
     )
+    crashed = [r for r in results if r.crashed]
+    if crashed:
+        summary.notes.append(
+            f"{summary.crashed_samples} samples failed on unexpected exceptions, tracebacks in "
+            + _names([r.log or "" for r in crashed])
+        )
+    finish = getattr(stage, "finish", None)
+    if finish is not None:
+        note = finish(ctx, parts, force)
+        if note:
+            summary.notes.append(note)
+    merge_ledger(ctx.species_dir)
+    drop_previous(ctx, stage.name)
+    summary.seconds = time.perf_counter() - start
+    return summary
