@@ -71,6 +71,7 @@ class SpeciesConfig(_Strict):
     junctions_per_neuron: int = Field(default=8, ge=1)
     adjacent_per_op: int = Field(default=3, ge=0)
     partition_rows: int = Field(default=64, ge=1)
+    bank_roots_per_partition: int = Field(default=64, ge=1)
     shard_bytes: int = Field(default=250_000_000, ge=1)
     split_salt: str = "cb2-v2"
     cube_nm: float = Field(default=80_000.0, gt=0)

@@ -7,6 +7,7 @@ same rows. Bad input becomes a failures-ledger row with its reason; the run goes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from scipy import ndimage
 
 from config import SAMPLE_TYPES, SpeciesConfig
 from pipeline.errors import SampleError
-from pipeline.hashing import unit_interval
+from pipeline.hashing import md5_hex, unit_interval
 from pipeline.ledger import Failure, describe
 from pipeline.samples import (
     COORD_KEY,
@@ -45,7 +46,7 @@ CONTROL_META_KEYS = (
     "root_id", "synapse_ctr_pt_nm", "synapse_id",
 )  # fmt: skip
 
-BANK_SCHEMA = pa.schema(
+CANDIDATE_SCHEMA = pa.schema(
     [
         ("combined_sample_hash", pa.string()),
         ("source_archive_sample_hash", pa.string()),
@@ -67,13 +68,14 @@ BANK_SCHEMA = pa.schema(
         ("metadata", pa.string()),
     ]
 )
+# The bank: candidates selected by budget, plus the digest of each row's content (pipeline.stages keys).
+BANK_SCHEMA = CANDIDATE_SCHEMA.append(pa.field("row_digest", pa.string()))
 
 
 @dataclass
 class BankResult:
     rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 class _Collector:
@@ -184,7 +186,6 @@ def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, 
         col.fail("table:change_log", "merge_edit", "missing_column", f"table change_log has no column {missing[0]!r}")
         return {}
     ops: dict[int, dict] = {}
-    duplicates = 0
     for row in log.select(list(CHANGE_LOG_COLUMNS)).to_pylist():
         op_id = int(row["operation_id"])
         entry = {
@@ -194,20 +195,17 @@ def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, 
             "after": tuple(int(r) for r in row["after_root_ids"] or ()),
         }
         if op_id in ops:
-            duplicates += 1
             if ops[op_id] != entry:
                 ops[op_id]["conflict"] = True
             continue
         ops[op_id] = entry
-    col.result.stats["change_log_rows"] = log.num_rows
-    col.result.stats["duplicate_operation_rows"] = duplicates
     return ops
 
 
-def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dict[str, int | None]) -> None:
+def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
     details = source.operation_details(sorted(ops))
     res = source.base_resolution_nm()
-    merges: list[tuple[float, int, np.ndarray, OperationDetails]] = []
+    merges: list[tuple[int, np.ndarray]] = []
     for op_id in sorted(ops):
         entry = ops[op_id]
         kind = "merge_edit" if entry["is_merge"] else "split_edit"
@@ -243,7 +241,7 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dic
             a, b = before
             meta = {**base_meta, "strategy": "merge_correction"}
             col.add(kind, op_key(kind, op_id), point, t, t - 1, [a, b], a, b, [], meta)
-            merges.append((unit_interval("adjacent", op_id), op_id, point, det))
+            merges.append((op_id, point))
         else:
             if len(before) != 1 or len(after) != 2:
                 col.fail(sid, kind, "unexpected_root_count", f"split with {len(before)} before, {len(after)} after")
@@ -251,15 +249,12 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dic
             (c,), (a, b) = before, after
             meta = {**base_meta, "strategy": "split_correction"}
             col.add(kind, op_key(kind, op_id, a, b), point, t, t, [c], a, b, [a, b], meta)
-    _adjacent_rows(source, col, ops, sorted(merges, key=lambda m: (m[0], m[1])), budgets["adjacent_control"])
+    _adjacent_rows(source, col, ops, merges)
 
 
-def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list, budget: int | None) -> None:
-    """Adjacent controls, visiting merge ops in hashed priority order until the budget is met."""
-    made = 0
-    for _, op_id, point, _det in merges:
-        if budget is not None and made >= budget:
-            break
+def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list[tuple[int, np.ndarray]]) -> None:
+    """Adjacent controls of every merge op (the budget picks among them by hashed priority, like every type)."""
+    for op_id, point in merges:
         entry = ops[op_id]
         t = entry["timestamp"]
         try:
@@ -283,7 +278,6 @@ def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list, bud
             }
             key = op_key("adjacent_control", op_id, base, adj)
             col.add("adjacent_control", key, point, t, t - 1, [base, adj], base, adj, [], meta)
-            made += 1
 
 
 def junction_points(vertices_nm: np.ndarray, edges: np.ndarray) -> list[tuple[np.ndarray, int]]:
@@ -312,25 +306,27 @@ def _junction_rows(source: Source, col: _Collector, roots: list[int], as_of: flo
             col.add("junction_control", key, point, as_of, as_of, [root], root, None, [], meta)
 
 
-def _synapse_rows(col: _Collector, table: pa.Table, roots: list[int], as_of: float) -> None:
+def _synapse_rows(col: _Collector, table: pa.Table, batch: set[int], proofread: set[int], as_of: float) -> None:
+    """Synapses between two different proofread neurons, each in the batch of its pre root (a synapse with a null
+    pre root in the batch of its post root), so every synapse is seen by exactly one batch."""
     missing = _missing_columns(table, SYNAPSE_COLUMNS)
     if missing:
         col.fail("table:synapses", "synapse_control", "missing_column", f"table synapses has no column {missing[0]!r}")
         return
-    proofread = set(roots)
     seen: set[int] = set()
     for row in table.to_pylist():
         syn_id = int(row["id"])
         sid = f"synapse:{syn_id}"
         pre, post = row["pre_pt_root_id"], row["post_pt_root_id"]
-        if syn_id in seen:
+        owner = pre if pre is not None else post
+        if syn_id in seen or owner is None or int(owner) not in batch:
             continue
         seen.add(syn_id)
         if pre is None or post is None or row["ctr_pt_position_nm"] is None:
             col.fail(sid, "synapse_control", "synapse_null_root_or_point", f"pre={pre} post={post}")
             continue
         pre, post = int(pre), int(post)
-        if pre == post or pre not in proofread or post not in proofread:
+        if pre == post or post not in proofread:
             continue
         meta = {
             "synapse_id": syn_id,
@@ -344,18 +340,6 @@ def _synapse_rows(col: _Collector, table: pa.Table, roots: list[int], as_of: flo
                 post, [], meta)  # fmt: skip
 
 
-def _apply_budgets(rows: list[dict], budgets: dict[str, int | None]) -> list[dict]:
-    chosen: list[dict] = []
-    for sample_type in SAMPLE_TYPES:
-        of_type = sorted(
-            (r for r in rows if r["sample_type"] == sample_type),
-            key=lambda r: (r["priority"], r["combined_sample_hash"]),
-        )
-        budget = budgets[sample_type]
-        chosen.extend(of_type if budget is None else of_type[:budget])
-    return sorted(chosen, key=lambda r: r["combined_sample_hash"])
-
-
 def score_columns(synapses: pa.Table) -> tuple[str, ...]:
     """The table's extra scalar columns (neurotransmitter scores and the like) that synapse rows carry."""
     skip = set(SYNAPSE_COLUMNS) | NON_SCORE_SYNAPSE_COLUMNS
@@ -364,27 +348,76 @@ def score_columns(synapses: pa.Table) -> tuple[str, ...]:
     )
 
 
-def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
-    """All candidate rows of one species, budgets applied, sorted by combined_sample_hash."""
+def bank_candidates(source: Source, cfg: SpeciesConfig, batch: list[int], proofread: list[int]) -> BankResult:
+    """Every candidate row one batch of proofread roots gives: its roots' edits (and their adjacent controls),
+    junctions and outgoing synapses to any proofread neuron. No budget here: `select_bank` applies them."""
     as_of = source.as_of()
-    roots = sorted(set(source.proofread_roots()))
+    roots = sorted({int(r) for r in batch})
     synapses = source.synapses(roots)
-    nt_keys = score_columns(synapses)
-    col = _Collector(cfg, nt_keys)
-    budgets = cfg.budgets.model_dump()
+    col = _Collector(cfg, score_columns(synapses))
     ops = _operations(source, col, roots)
-    _op_rows(source, col, ops, budgets)
+    _op_rows(source, col, ops)
     _junction_rows(source, col, roots, as_of)
-    _synapse_rows(col, synapses, roots, as_of)
-    rows = _apply_budgets(col.result.rows, budgets)
-    hashes = [r["combined_sample_hash"] for r in rows]
-    if len(set(hashes)) != len(hashes):
-        dup = sorted(h for h in set(hashes) if hashes.count(h) > 1)[0]
-        raise AssertionError(f"duplicate combined_sample_hash {dup} in bank of {cfg.species}")
-    col.result.rows = rows
-    col.result.stats["proofread_roots"] = len(roots)
-    col.result.stats["candidates"] = len(col.result.rows)
+    _synapse_rows(col, synapses, set(roots), {int(r) for r in proofread}, as_of)
+    col.result.rows.sort(key=lambda r: r["combined_sample_hash"])
     return col.result
+
+
+def _with_archive_keys(rows: list[dict]) -> list[dict]:
+    """Rows of one archive share one metadata key set: a key some rows lack (a batch whose synapse table came
+    back empty knows no neurotransmitter columns) is added to them as null."""
+    keys: dict[str, set[str]] = {}
+    metas = [json.loads(r["metadata"]) for r in rows]
+    for r, meta in zip(rows, metas, strict=True):
+        keys.setdefault(r["source_archive"], set()).update(meta)
+    out = []
+    for r, meta in zip(rows, metas, strict=True):
+        missing = keys[r["source_archive"]] - set(meta)
+        out.append({**r, "metadata": dumps_metadata({**meta, **dict.fromkeys(missing)})} if missing else r)
+    return out
+
+
+def row_digest(row: dict) -> str:
+    """Digest of a bank row's content: a sample's downstream work is redone only when this changes."""
+    return md5_hex(json.dumps({k: row[k] for k in sorted(row) if k != "row_digest"}, sort_keys=True))
+
+
+def select_bank(candidates: list[dict], budgets: dict[str, int | None], species: str) -> BankResult:
+    """The bank: candidates of every batch, deduplicated (the same op can sit in two roots' histories), with
+    per-type budgets keeping the rows of smallest hashed priority, never the first to arrive; sorted by hash."""
+    result = BankResult()
+    by_hash: dict[str, dict] = {}
+    conflicts: set[str] = set()
+    for r in candidates:
+        h = r["combined_sample_hash"]
+        if h in by_hash and by_hash[h] != r:
+            conflicts.add(h)
+        by_hash.setdefault(h, r)
+    for h in sorted(conflicts):
+        r = by_hash.pop(h)
+        result.failures.append(Failure(h, species, r["sample_type"], STAGE, "conflicting_duplicate_sample",
+                                       "two batches built this sample with different content"))  # fmt: skip
+    rows = _with_archive_keys(list(by_hash.values()))
+    chosen: list[dict] = []
+    for sample_type in SAMPLE_TYPES:
+        of_type = sorted((r for r in rows if r["sample_type"] == sample_type),
+                         key=lambda r: (r["priority"], r["combined_sample_hash"]))  # fmt: skip
+        budget = budgets[sample_type]
+        chosen.extend(of_type if budget is None else of_type[:budget])
+    result.rows = [{**r, "row_digest": row_digest(r)} for r in sorted(chosen, key=lambda r: r["combined_sample_hash"])]
+    return result
+
+
+def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
+    """The whole bank in one batch (tests, small sources): candidates of every proofread root, then selection."""
+    roots = sorted({int(r) for r in source.proofread_roots()})
+    found = bank_candidates(source, cfg, roots, roots)
+    selected = select_bank(found.rows, cfg.budgets.model_dump(), cfg.species)
+    return BankResult(selected.rows, found.failures + selected.failures)
+
+
+def candidate_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
 
 
 def bank_table(rows: list[dict]) -> pa.Table:

@@ -1,4 +1,10 @@
-"""Orchestration: which stages run for a species, the release of every built species, status."""
+"""Orchestration: the one list of stages, a species' build under its lock, the release, status.
+
+Stage order is safe: a stage whose upstream is not complete under the current config refuses in one line,
+naming what is missing and the command to run (`make build` runs every stage in order, so it never refuses).
+Locks: a species' stages hold `work/<species>/.lock`; the shard stage holds the release's lock and shared locks
+on every species it reads.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from config import load_config
-from pipeline.atomic import write_json
-from pipeline.context import BuildContext
+from pipeline.context import BuildContext, release_lock_path
 from pipeline.errors import UserError
-from pipeline.hashing import key_of, md5_hex, sha256_file
-from pipeline.runner import Stage, StageSummary, corrupt_outputs, is_done, read_marker, run_stage
+from pipeline.locks import LockSet
+from pipeline.markers import read_marker
+from pipeline.runner import Stage, StageSummary, is_done, run_stage
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.render import RenderStage
-from pipeline.stages.split import SplitStage, split_path
+from pipeline.stages.shard import ShardStage, make_context, species_in
+from pipeline.stages.split import SplitStage
 
 SPECIES_STAGES: dict[str, Stage] = {
     "bank": BankStage(),
@@ -25,8 +31,13 @@ SPECIES_STAGES: dict[str, Stage] = {
     "render": RenderStage(),
     "split": SplitStage(),
 }
-ALL_STAGES = (*SPECIES_STAGES, "shard")
-RELEASE_MARKER = "release.done"
+SHARD = ShardStage()
+STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
+# Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
+# demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
+NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "demo_world")
+
+__all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +46,6 @@ class RunOptions:
     workers: int | None = None
     force: bool = False
     progress: bool = True
-
-
-def make_context(species: str, work: Path, out: Path) -> BuildContext:
-    return BuildContext(species, load_config(species), Path(work).resolve(), Path(out).resolve())
 
 
 def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
@@ -53,97 +60,134 @@ def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
     return generate_world(ctx.world_dir, params.n_sites, params.neurons_per_site, params.seed)
 
 
-def run_species(ctx: BuildContext, opts: RunOptions, stages: tuple[str, ...] = tuple(SPECIES_STAGES)) -> list:
-    ensure_world(ctx)
-    summaries: list[StageSummary] = []
-    for name in stages:
+def invalidation() -> dict[str, list[str]]:
+    """config key -> the stages whose outputs it changes (what a changed key redoes), from the stages' own
+    declarations. `extent_nm` and `center_jitter_nm` also redo fetch when the mesh crop box must grow."""
+    stages: list[tuple[str, tuple[str, ...]]] = [(n, s.reads) for n, s in SPECIES_STAGES.items()]
+    stages.insert(1, ("bank selection", BankStage.select_reads))
+    stages.append((SHARD.name, SHARD.reads))
+    out: dict[str, list[str]] = {}
+    for name, reads in stages:
+        for key in reads:
+            if name not in out.setdefault(key, []):
+                out[key].append(name)
+    return out
+
+
+def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> None:
+    locks.take(ctx.lock_path, f"the work dir of species {ctx.species} ({ctx.species_dir})", shared)
+
+
+def run_species(
+    ctx: BuildContext, opts: RunOptions, stages: tuple[str, ...] = tuple(SPECIES_STAGES), locks: LockSet | None = None
+) -> list[StageSummary]:
+    """Run `stages` of one species in order, under its lock."""
+    with LockSet() as own:
+        _lock_species(locks or own, ctx)
+        ensure_world(ctx)
         kw = {"scheduler": opts.scheduler, "workers": opts.workers, "force": opts.force, "progress": opts.progress}
-        summaries.append(run_stage(SPECIES_STAGES[name], ctx, **kw))
-    return summaries
+        return [run_stage(SPECIES_STAGES[name], ctx, **kw) for name in stages]
 
 
-def species_in(work: Path) -> list[str]:
-    """Species with a bank in the work dir: the ones a release or `split` may include."""
-    if not Path(work).exists():
-        return []
-    return sorted(p.name for p in Path(work).iterdir() if (p / "bank.parquet").exists())
+def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None) -> dict:
+    """The shard stage: the release from every species built in `work` (CONTRACT.md section 6)."""
+    with LockSet() as own:
+        held = locks or own
+        held.take(release_lock_path(out), f"the release {out}")
+        plan = SHARD.plan(work, out)
+        for ctx in plan.contexts:
+            _lock_species(held, ctx, shared=True)
+        if not opts.force and SHARD.is_done(plan, work, out):
+            return {"species": [c.species for c in plan.contexts], "skipped": True}
+        return SHARD.run(plan, work, out)
 
 
-def species_ready(ctx: BuildContext) -> bool:
-    """Rendered and split under the current plan: the release may include it."""
-    if not ctx.bank_path.exists():
-        return False
-    return all(is_done(ctx, p) for name in ("render", "split") for p in SPECIES_STAGES[name].plan(ctx))
+def build(species: str, work: Path, out: Path, opts: RunOptions) -> tuple[list[StageSummary], dict]:
+    """`make build`: every stage of `species`, then the release of every species in `work`."""
+    ctx = make_context(species, work, out)
+    with LockSet() as locks:
+        summaries = run_species(ctx, opts, locks=locks)
+        return summaries, write_release_all(work, out, opts, locks)
 
 
-def _check_render_parts(contexts: list[BuildContext]) -> None:
-    """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
-    for ctx in contexts:
-        for part in SPECIES_STAGES["render"].plan(ctx):
-            bad = corrupt_outputs(ctx, part)
-            if bad:
-                part.marker_path(ctx).unlink(missing_ok=True)
-                raise UserError(
-                    f"species {ctx.species}: render part {bad[0]} does not match the sha256 in its marker "
-                    f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
-                    "to render that partition again"
-                )
+def regenerate_splits(work: Path, out: Path, opts: RunOptions) -> tuple[list[tuple[str, StageSummary]], dict]:
+    """`make split`: the split of every species in `work` again, then the release."""
+    with LockSet() as locks:
+        done = []
+        for species in species_in(work):
+            ctx = make_context(species, work, out)
+            done += [(species, s) for s in run_species(ctx, opts, ("split",), locks)]
+        return done, write_release_all(work, out, opts, locks)
 
 
-def write_release_all(work: Path, out: Path, opts: RunOptions) -> dict:
-    """The release from the render parts of every built species (CONTRACT.md section 6)."""
-    from shard.release import write_release
-
-    contexts = [make_context(sp, work, out) for sp in species_in(work)]
-    ready = [c for c in contexts if species_ready(c)]
-    if not ready:
-        raise UserError(f"no species in {work} is rendered and split yet: run `make build` first")
-    _check_render_parts(ready)
-    parts = {c.species: [p.output_path(c) for p in SPECIES_STAGES["render"].plan(c)] for c in ready}
-    shard_bytes = min(c.cfg.shard_bytes for c in ready)
-    fingerprint = md5_hex(
-        key_of(
-            shard_bytes,
-            *(read_marker(p.marker_path(c))["fingerprint"] for c in ready for p in SPECIES_STAGES["render"].plan(c)),
-            *(sha256_file(split_path(c)) for c in ready),
-        )
-    )
-    marker_path = Path(work) / RELEASE_MARKER
-    marker = read_marker(marker_path)
-    if not opts.force and marker and marker.get("fingerprint") == fingerprint and (Path(out) / "shards.csv").exists():
-        return {**marker, "skipped": True}
-    summary = write_release(
-        species_parts=parts,
-        splits={c.species: split_path(c) for c in ready},
-        failures=[c.ledger_path for c in ready if c.ledger_path.exists()],
-        out_dir=Path(out),
-        shard_bytes=shard_bytes,
-    )
-    write_json(marker_path, {"fingerprint": fingerprint, "species": [c.species for c in ready]})
-    return {"fingerprint": fingerprint, "species": [c.species for c in ready], "summary": summary}
+def _ledger(ctx: BuildContext) -> list[dict]:
+    return pq.read_table(ctx.ledger_path).to_pylist() if ctx.ledger_path.exists() else []
 
 
 def status(work: Path, out: Path) -> list[dict]:
-    """Per species and stage: partitions done / pending, and failures recorded."""
+    """Per species and stage: partitions done / pending, samples done, failures recorded; then the release."""
     rows = []
-    for species in species_in(work):
+    for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()) if Path(work).exists() else []:
         ctx = make_context(species, work, out)
-        ledger = pq.read_table(ctx.ledger_path).to_pylist() if ctx.ledger_path.exists() else []
+        ledger = _ledger(ctx)
         for name, stage in SPECIES_STAGES.items():
             try:
                 parts = stage.plan(ctx)
             except UserError:
                 parts = []
-            done = sum(is_done(ctx, p) for p in parts)
-            samples_done = sum(p.n_samples for p in parts if is_done(ctx, p))
+            done = [p for p in parts if is_done(ctx, p)]
             rows.append(
                 {
                     "species": species,
                     "stage": name,
-                    "partitions_done": done,
-                    "partitions_pending": len(parts) - done,
-                    "samples_done": samples_done,
+                    "partitions_done": len(done),
+                    "partitions_pending": len(parts) - len(done),
+                    "samples_done": sum(p.n_samples for p in done),
                     "failed": sum(1 for f in ledger if f["stage"] == name),
                 }
             )
+    if rows:
+        plan = SHARD.plan(work, out)
+        ok = SHARD.is_done(plan, work, out)
+        marker = read_marker(Path(work) / "release.done") or {}
+        rows.append(
+            {
+                "species": "release",
+                "stage": SHARD.name,
+                "partitions_done": int(ok),
+                "partitions_pending": int(not ok),
+                "samples_done": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
+                "failed": 0,
+                "species_in": ",".join(marker.get("species", [])) if ok else "",
+            }
+        )
     return rows
+
+
+def _shard_rows(out: Path) -> list[dict]:
+    import csv
+
+    path = Path(out) / "shards.csv"
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def crashed(work: Path, out: Path) -> list[dict]:
+    """Partitions whose last run crashed (a log and no current marker), and samples that failed on unexpected
+    exceptions: what `status --failed` lists."""
+    found = []
+    if not Path(work).exists():
+        return found
+    for species_dir in sorted(p for p in Path(work).iterdir() if p.is_dir()):
+        for log in sorted(species_dir.glob("*/part-*.log")):
+            head = log.read_text().splitlines()
+            found.append(
+                {
+                    "species": species_dir.name,
+                    "stage": log.parent.name,
+                    "partition": log.name.split(".")[0],
+                    "what": head[0].split(": ", 1)[-1] if head else "",
+                    "not_built": head[1].split(": ", 1)[-1].split() if len(head) > 1 and ": " in head[1] else [],
+                    "log": str(log),
+                }
+            )
+    return found

@@ -80,14 +80,12 @@ def cli() -> None:
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify) -> None:  # noqa: ANN001
     """Build SPECIES end to end and (re)write the release from every built species."""
-    from pipeline.build import make_context, run_species, write_release_all
+    from pipeline.build import build as build_all
 
-    opts = _opts(scheduler, workers, force, no_progress)
-    ctx = make_context(species, work, out)
     start = time.perf_counter()
-    for summary in run_species(ctx, opts):
+    summaries, result = build_all(species, work, out, _opts(scheduler, workers, force, no_progress))
+    for summary in summaries:
         click.echo(summary.line())
-    result = write_release_all(work, out, opts)
     click.echo(_release_line(result, out))
     if verify:
         _verify(out, deep=False)
@@ -100,27 +98,29 @@ def _release_line(result: dict, out: Path) -> str:
     return f"shard: wrote release to {out} from {', '.join(result['species'])}"
 
 
+def _stage_names() -> list[str]:
+    from pipeline.build import STAGE_NAMES
+
+    return list(STAGE_NAMES)
+
+
 @cli.command()
-@click.argument("stage", type=click.Choice(["bank", "fetch", "render", "split", "shard"]))
+@click.argument("stage", type=click.Choice(_stage_names()))
 @_species_option
 @_common
 @_run_options
 @_user_errors
 def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> None:  # noqa: ANN001
-    """Run one STAGE of SPECIES; finished partitions are skipped unless --force."""
-    from pipeline.build import SPECIES_STAGES, ensure_world, make_context, write_release_all
-    from pipeline.runner import run_stage
+    """Run one STAGE of SPECIES (shard: the release of every species); finished partitions are skipped unless
+    --force. A stage whose upstream is not done refuses, naming it."""
+    from pipeline.build import SHARD, make_context, run_species, write_release_all
 
     opts = _opts(scheduler, workers, force, no_progress)
-    if stage == "shard":
+    if stage == SHARD.name:
         click.echo(_release_line(write_release_all(work, out, opts), out))
         return
-    ctx = make_context(species, work, out)
-    ensure_world(ctx)
-    summary = run_stage(
-        SPECIES_STAGES[stage], ctx, scheduler=scheduler, workers=workers, force=force, progress=not no_progress
-    )
-    click.echo(summary.line())
+    for summary in run_species(make_context(species, work, out), opts, (stage,)):
+        click.echo(summary.line())
 
 
 @cli.command()
@@ -128,14 +128,13 @@ def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> 
 @_run_options
 @_user_errors
 def split(work, out, scheduler, workers, force, no_progress) -> None:  # noqa: ANN001
-    """Regenerate the split of every built species and rewrite the shards that depend on it."""
-    from pipeline.build import make_context, run_species, species_in, write_release_all
+    """Regenerate the split of every built species where its inputs changed (or --force), then the release."""
+    from pipeline.build import regenerate_splits
 
-    opts = _opts(scheduler, workers, True, no_progress)
-    for species in species_in(work):
-        for summary in run_species(make_context(species, work, out), opts, ("split",)):
-            click.echo(f"{species} {summary.line()}")
-    click.echo(_release_line(write_release_all(work, out, opts), out))
+    done, result = regenerate_splits(work, out, _opts(scheduler, workers, force, no_progress))
+    for species, summary in done:
+        click.echo(f"{species} {summary.line()}")
+    click.echo(_release_line(result, out))
 
 
 def _verify(out: Path, deep: bool) -> None:
@@ -161,9 +160,11 @@ def verify(out, deep) -> None:  # noqa: ANN001
 
 @cli.command()
 @_common
+@click.option("--failed", is_flag=True, help="list crashed partitions, the samples they did not build, their logs")
 @_user_errors
-def status(work, out) -> None:  # noqa: ANN001
-    """Per species and stage: partitions done / pending, failures recorded."""
+def status(work, out, failed) -> None:  # noqa: ANN001
+    """Per species and stage: partitions done / pending, failures recorded; then the release."""
+    from pipeline.build import crashed
     from pipeline.build import status as build_status
 
     rows = build_status(work, out)
@@ -176,6 +177,14 @@ def status(work, out) -> None:  # noqa: ANN001
             f"{r['species']:<10} {r['stage']:<7} {r['partitions_done']:>6} {r['partitions_pending']:>8} "
             f"{r['samples_done']:>8} {r['failed']:>7}"
         )
+    if failed:
+        logs = crashed(work, out)
+        click.echo(f"{len(logs)} partitions with a crash log" + (":" if logs else ""))
+        for c in logs:
+            click.echo(f"{c['species']} {c['stage']} {c['partition']}: {c['what']}")
+            if c["not_built"]:
+                click.echo(f"  not built ({len(c['not_built'])}): {' '.join(c['not_built'])}")
+            click.echo(f"  log: {c['log']}")
 
 
 @cli.command("demo-world")

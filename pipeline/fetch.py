@@ -79,6 +79,7 @@ def fetch_sample(source, cfg: SpeciesConfig, row: dict) -> dict[str, np.ndarray]
     out["em"] = np.asarray(em.data, dtype=np.uint8)
     out["labels"] = ab_labels(seg, out["em"].shape, int(row["mask_a_root"]), b_root)
     out["em_voxel_nm"] = np.asarray(em.voxel_nm, dtype=np.float64)
+    out["crop_half_nm"] = np.asarray(half, dtype=np.float64)  # a later run keeps this file while it is wide enough
     return out
 
 

@@ -1,28 +1,121 @@
-"""The bank stage as a runner stage: one partition, output `work/<species>/bank.parquet`."""
+"""The bank stage: candidates per batch of proofread roots (partitions on dask), then one selection step.
+
+1. `prepare`: the proofread roots at the pinned time, queried once and kept in `bank/roots.parquet` (re-queried
+   only when the keys that define them change).
+2. Partitions: buckets of a hash of the root id, about `bank_roots_per_partition` roots each. Each writes the
+   candidate rows its roots give (`bank/part-NNNNN.parquet`): a failed batch is retried or ledgered alone.
+3. `finish`: every batch's candidates, deduplicated, budgets applied -> `bank.parquet` (+ `bank.done`). A budget
+   change reruns this step only.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline.atomic import write_parquet
-from pipeline.bank import STAGE, bank_table, build_bank
+from pipeline.bank import STAGE, bank_candidates, bank_table, candidate_table, select_bank
 from pipeline.context import BuildContext
-from pipeline.ledger import Failure
-from pipeline.runner import Partition
+from pipeline.hashing import key_of, md5_hex
+from pipeline.ledger import write_failures
+from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
+from pipeline.partitions import buckets, level_for, root_digest
+from pipeline.reuse import PriorRun
+from pipeline.runner import Outcome, Partition, config_values, fingerprint
 from pipeline.sources import open_source
-from pipeline.stages.common import config_fingerprint
+from pipeline.stages.common import SOURCE_KEYS, source_identity
+
+# What defines the set of proofread roots.
+ROOTS_KEYS = (*SOURCE_KEYS, "as_of", "materialization_version", "proofread_table", "proofread_from_delta_roots")
+ROOTS_SCHEMA = pa.schema([("root_id", pa.uint64())])
+BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads only the groups of its hash range
 
 
 class BankStage:
     name = STAGE
+    reads = (*ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op")
+    consumes = None
+    select_reads = ("budgets",)
 
+    # -- the proofread roots ----------------------------------------------------------------------------
+    def _roots_fingerprint(self, ctx: BuildContext) -> str:
+        return md5_hex(key_of("roots", sorted(config_values(ctx, ROOTS_KEYS).items()), source_identity(ctx)))
+
+    def _roots_marker(self, ctx: BuildContext) -> Path:
+        return ctx.roots_path.with_suffix(".done")
+
+    def prepare(self, ctx: BuildContext, force: bool) -> None:
+        fp = self._roots_fingerprint(ctx)
+        if not force and marker_is_current(ctx.work_dir, self._roots_marker(ctx), fp):
+            return
+        roots = sorted({int(r) for r in open_source(ctx).proofread_roots()})
+        write_parquet(ctx.roots_path, pa.table({"root_id": pa.array(roots, pa.uint64())}, schema=ROOTS_SCHEMA))
+        write_marker(self._roots_marker(ctx), {"fingerprint": fp, "n_roots": len(roots),
+                                               "outputs": digests(ctx.work_dir, [ctx.roots_path])})  # fmt: skip
+
+    def _roots(self, ctx: BuildContext) -> list[int] | None:
+        if not marker_is_current(ctx.work_dir, self._roots_marker(ctx), self._roots_fingerprint(ctx)):
+            return None
+        return [int(r) for r in pq.read_table(ctx.roots_path).column("root_id").to_pylist()]
+
+    # -- partitions -------------------------------------------------------------------------------------
     def plan(self, ctx: BuildContext) -> list[Partition]:
-        return [Partition(STAGE, 0, 1, config_fingerprint(ctx, STAGE))]
+        roots = self._roots(ctx)
+        if roots is None:
+            return []
+        keyed = sorted((root_digest(r), r) for r in roots)
+        level = level_for(len(keyed), ctx.cfg.bank_roots_per_partition)
+        everyone = md5_hex(key_of(*roots))  # synapse rows depend on the whole proofread set
+        parts = []
+        for index, (start, stop) in enumerate(buckets([d for d, _ in keyed], level)):
+            members = tuple(str(r) for r in sorted(r for _, r in keyed[start:stop]))
+            fp = fingerprint(ctx, self, source_identity(ctx), everyone, index, level, *members)
+            parts.append(Partition(STAGE, index, len(members), fp, level, members))
+        return parts
 
-    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
-        return [ctx.bank_path]
+    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
+        return None
 
-    def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
-        result = build_bank(open_source(ctx), ctx.cfg)
-        write_parquet(ctx.bank_path, bank_table(result.rows))
-        return len(result.rows), result.failures
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        proofread = self._roots(ctx)
+        if proofread is None:
+            raise RuntimeError(f"{ctx.roots_path} changed while the bank ran")
+        found = bank_candidates(open_source(ctx), ctx.cfg, [int(m) for m in part.members], proofread)
+        out = part.output_file(ctx)
+        write_parquet(out, candidate_table(found.rows))
+        return Outcome(built=len(found.rows), failures=found.failures, new_failures=len(found.failures), outputs=[out])
+
+    # -- selection --------------------------------------------------------------------------------------
+    def _select_fingerprint(self, ctx: BuildContext, parts: list[Partition]) -> str:
+        inputs = [outputs_digest(read_marker(p.marker_path(ctx))) for p in parts]
+        return fingerprint(ctx, self, "select", sorted(config_values(ctx, self.select_reads).items()), *inputs)
+
+    def select_failures_path(self, ctx: BuildContext) -> Path:
+        return ctx.stage_dir(STAGE) / "select.failures.parquet"
+
+    def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str:
+        fp = self._select_fingerprint(ctx, parts)
+        if not force and marker_is_current(ctx.work_dir, ctx.bank_marker_path, fp):
+            return f"{read_marker(ctx.bank_marker_path)['n_rows']} bank rows (unchanged)"
+        candidates = [r for p in parts for r in pq.read_table(p.output_file(ctx)).to_pylist()]
+        selected = select_bank(candidates, ctx.cfg.budgets.model_dump(), ctx.species)
+        write_parquet(ctx.bank_path, bank_table(selected.rows), row_group_size=BANK_ROW_GROUP)
+        write_failures(self.select_failures_path(ctx), selected.failures)
+        write_marker(ctx.bank_marker_path, {"fingerprint": fp, "n_rows": len(selected.rows),
+                                            "outputs": digests(ctx.work_dir, [ctx.bank_path])})  # fmt: skip
+        return f"{len(selected.rows)} bank rows selected from {len(candidates)} candidates"
+
+    def incomplete(self, ctx: BuildContext) -> str | None:
+        """None when bank.parquet is the selection of the current plan, else one line saying what to run."""
+        run = f"run `make stage STAGE=bank SPECIES={ctx.species}` (or `make build SPECIES={ctx.species}`)"
+        parts = self.plan(ctx)
+        if not parts and self._roots(ctx) is None:
+            return f"the bank has not run under the current config; {run}"
+        pending = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]
+        if pending:
+            return f"{len(pending)} of {len(parts)} bank partitions are not done ({', '.join(pending[:5])}); {run}"
+        if not marker_is_current(ctx.work_dir, ctx.bank_marker_path, self._select_fingerprint(ctx, parts)):
+            return f"bank.parquet is not the selection of the current bank (budgets changed?); {run}"
+        return None

@@ -1,81 +1,158 @@
-"""What the per-sample stages share: the bank, its partitions, and input fingerprints."""
+"""What the per-sample stages share: the bank's partitions, sample keys, the source identity, the sample loop."""
 
 from __future__ import annotations
 
-import json
+import traceback
 from collections.abc import Callable
 
-import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.context import BuildContext
 from pipeline.errors import SampleError, TransientSourceError, UserError
 from pipeline.hashing import key_of, md5_hex, sha256_file
-from pipeline.ledger import Failure, describe
-from pipeline.runner import Partition
+from pipeline.ledger import Failure
+from pipeline.markers import marker_is_current
+from pipeline.partitions import PREFIX_BITS, buckets, level_for
+from pipeline.reuse import PriorRun
+from pipeline.runner import Outcome, Partition, Stage, config_values, fingerprint
 
-# Keys that only change the split or the shards: they never invalidate bank, fetch or render.
-RELEASE_ONLY_KEYS = frozenset({"shard_bytes", "split_salt", "cube_nm", "split_ratios"})
+# The config keys naming where a species' data comes from (read by every stage that reads the source).
+SOURCE_KEYS = ("source", "datastack", "server_address")
 
 
-def source_fingerprint(ctx: BuildContext) -> str:
-    """Identity of the data behind the source: the demo world's summary, or the pinned real endpoints."""
+def source_identity(ctx: BuildContext) -> str:
+    """Identity of the data behind the source beyond its config keys: the demo world's summary digest."""
     if ctx.cfg.source == "demo":
         marker = ctx.world_dir / "world.json"
         return sha256_file(marker) if marker.exists() else "no-world"
     return ""
 
 
-def config_fingerprint(ctx: BuildContext, *extra: object) -> str:
-    cfg = {k: v for k, v in ctx.cfg.model_dump(mode="json").items() if k not in RELEASE_ONLY_KEYS}
-    # the code's version too: a new release of cb2-build redoes what it may render differently
-    return md5_hex(key_of(__version__, json.dumps(cfg, sort_keys=True), source_fingerprint(ctx), *extra))
+def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object) -> str:
+    """The key of one sample's inputs for `stage`: its bank row, the stage's config keys, the code version and
+    any upstream input. Equal keys mean an earlier output of the sample can be kept as it is."""
+    import json
+
+    cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
+    return md5_hex(key_of(__version__, stage.name, cfg, row_digest, *inputs))[:16]
 
 
-def read_bank(ctx: BuildContext, columns: list[str] | None = None) -> pa.Table:
+# ------------------------------------------------------------------------------------------ the bank
+
+
+def bank_complete(ctx: BuildContext) -> str | None:
+    """None when bank.parquet is the selection of the current bank plan, else why not (one line)."""
+    from pipeline.stages.bank import BankStage
+
+    return BankStage().incomplete(ctx)
+
+
+def read_bank_index(ctx: BuildContext) -> tuple[list[str], list[str]]:
+    """(combined_sample_hash, row_digest) of every bank row, sorted by hash."""
     if not ctx.bank_path.exists():
-        raise UserError(
-            f"species {ctx.species}: no bank at {ctx.bank_path}; "
-            f"run `make stage STAGE=bank SPECIES={ctx.species}` first"
-        )
-    return pq.read_table(ctx.bank_path, columns=columns)
+        return [], []
+    t = pq.read_table(ctx.bank_path, columns=["combined_sample_hash", "row_digest"])
+    return t.column(0).to_pylist(), t.column(1).to_pylist()
 
 
-def bank_partitions(ctx: BuildContext, stage: str) -> list[Partition]:
-    """Consecutive runs of `partition_rows` bank rows (the bank is sorted by combined_sample_hash)."""
-    hashes = read_bank(ctx, ["combined_sample_hash"]).column(0).to_pylist()
-    size = ctx.cfg.partition_rows
-    base = config_fingerprint(ctx, stage)
+def bank_partitions(
+    ctx: BuildContext, stage: Stage, *inputs: object, upstream: Callable[[int], str] | None = None
+) -> list[Partition]:
+    """Buckets of the bank's combined_sample_hash prefix, about `partition_rows` rows each: a row keeps its
+    partition when others are added or removed. A fingerprint covers the stage's config keys, `inputs`, the
+    upstream partition's output digest (`upstream(index)`) and the members' row digests."""
+    hashes, row_digests = read_bank_index(ctx)
+    level = level_for(len(hashes), ctx.cfg.partition_rows)
     parts = []
-    for index, start in enumerate(range(0, len(hashes), size)):
-        chunk = hashes[start : start + size]
-        parts.append(Partition(stage, index, len(chunk), md5_hex(key_of(base, *chunk))))
+    for index, (start, stop) in enumerate(buckets(hashes, level)):
+        members = tuple(hashes[start:stop])
+        up = upstream(index) if upstream is not None else ""
+        rows = (f"{h}:{d}" for h, d in zip(members, row_digests[start:stop], strict=True))
+        fp = fingerprint(ctx, stage, *inputs, up, index, level, *rows)
+        parts.append(Partition(stage.name, index, len(members), fp, level, members))
     return parts
 
 
 def partition_rows(ctx: BuildContext, part: Partition) -> list[dict]:
-    size = ctx.cfg.partition_rows
-    return read_bank(ctx).slice(part.index * size, part.n_samples).to_pylist()
+    """The bank rows of a partition, read from the row groups that hold its hash range only."""
+    lo, hi = part.hash_range
+    col = pc.field("combined_sample_hash")
+    cond = col >= f"{lo:08x}"
+    if hi < 1 << PREFIX_BITS:
+        cond = cond & (col < f"{hi:08x}")
+    rows = pq.read_table(ctx.bank_path, filters=cond).to_pylist()
+    rows.sort(key=lambda r: r["combined_sample_hash"])
+    if [r["combined_sample_hash"] for r in rows] != list(part.members):
+        raise UserError(f"species {ctx.species}: {ctx.bank_path} changed while {part.stage} ran; rerun the build")
+    return rows
 
 
-def run_samples(ctx: BuildContext, part: Partition, build: Callable[[dict], None]) -> tuple[int, list[Failure]]:
-    """Call `build(row)` for every row of the partition; a sample that fails becomes a ledger row.
+def upstream_not_done(ctx: BuildContext, upstream: str, parts: list[Partition]) -> str | None:
+    """One line naming the upstream partitions (same layout) that are not done, and what to run."""
+    missing = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (
+        f"{len(missing)} of {len(parts)} {upstream} partitions are not done ({shown}); run "
+        f"`make stage STAGE={upstream} SPECIES={ctx.species}` first, or `make build SPECIES={ctx.species}`"
+    )
 
-    Unreachable servers (UserError) and retries exhausted (TransientSourceError) stop the
-    partition instead: they say nothing about the sample, and a rerun resumes.
-    """
-    failures: list[Failure] = []
-    done = 0
-    for row in partition_rows(ctx, part):
+
+# ------------------------------------------------------------------------------------------ the sample loop
+
+
+def run_samples(
+    ctx: BuildContext,
+    part: Partition,
+    rows: list[dict],
+    key_of_row: Callable[[dict], str | None],
+    reuse: Callable[[dict, str], bool],
+    build: Callable[[dict, str], None],
+    prior: PriorRun | None,
+) -> Outcome:
+    """For each row: skip it when `key_of_row` is None (nothing to build from), keep its earlier result when
+    `reuse(row, key)` says it is still there (or a failure recorded under the same key), else `build` it.
+
+    A SampleError is a ledger row with its reason; an unexpected exception is a ledger row whose exception
+    keeps the traceback, listed in the partition's log and never reused. Unreachable servers (UserError) and
+    exhausted retries (TransientSourceError) stop the partition instead: they say nothing about the sample,
+    and a rerun resumes."""
+    out = Outcome()
+    for row in rows:
         sample_id = row["combined_sample_hash"]
+        key = key_of_row(row)
+        if key is None:
+            continue
+        failed = prior.failure(sample_id, key) if prior is not None else None
+        if failed is not None:
+            out.failures.append(failed)
+            out.samples[sample_id] = key
+            out.reused += 1
+            continue
+        if prior is not None and reuse(row, key):
+            out.samples[sample_id] = key
+            out.reused += 1
+            continue
         try:
-            build(row)
+            build(row, key)
         except (UserError, TransientSourceError):
             raise
-        except Exception as exc:  # a sample the code cannot handle: record it, go on
-            reason = exc.reason if isinstance(exc, SampleError) else f"unexpected_{type(exc).__name__}"
-            failures.append(Failure(sample_id, ctx.species, row["sample_type"], part.stage, reason, describe(exc)))
+        except SampleError as exc:
+            out.failures.append(Failure(sample_id, ctx.species, row["sample_type"], part.stage, exc.reason, str(exc)))
+            out.samples[sample_id] = key
+            out.new_failures += 1
+        except Exception as exc:  # a bug or a library error: not the sample's reason, keep the traceback
+            tb = "".join(traceback.format_exception(exc))
+            out.failures.append(
+                Failure(sample_id, ctx.species, row["sample_type"], part.stage, f"unexpected_{type(exc).__name__}", tb)
+            )
+            out.crashed[sample_id] = tb
+            out.new_failures += 1
         else:
-            done += 1
-    return done, failures
+            out.samples[sample_id] = key
+            out.built += 1
+    return out
+

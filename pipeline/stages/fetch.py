@@ -1,35 +1,99 @@
-"""The fetch stage as a runner stage: one `fetch/part-NNNNN/<hash>.npz` per sample."""
+"""The fetch stage: each bank row's meshes and cutouts, one npz per sample named by the key of its inputs.
+
+`fetch/samples/HH/<hash>-<key>.npz`: the key covers the bank row, the fetch keys of the config (source, mips,
+EM window), the source's identity and the code version. A sample whose file exists, with a mesh crop box at
+least as wide as the current config needs, is kept: the crop box covers the extent range's max, so a new camera
+(`seed`, `extent_nm` within the fetched box, `center_jitter_nm`) re-renders without refetching.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.context import BuildContext
-from pipeline.fetch import STAGE, fetch_sample, save_fetched
-from pipeline.ledger import Failure
-from pipeline.runner import Partition
+from pipeline.fetch import STAGE, crop_box_half_nm, fetch_sample, save_fetched
+from pipeline.markers import read_marker
+from pipeline.reuse import PriorRun
+from pipeline.runner import Outcome, Partition
 from pipeline.sources import open_source
-from pipeline.stages.common import bank_partitions, run_samples
+from pipeline.stages.common import (
+    SOURCE_KEYS,
+    bank_complete,
+    bank_partitions,
+    partition_rows,
+    run_samples,
+    sample_key,
+    source_identity,
+)
+
+
+def fetched_half_nm(path: Path) -> float:
+    """The mesh crop half-width a fetched file was made with (-1 when there is no such file)."""
+    try:
+        with np.load(path) as data:
+            return float(data["crop_half_nm"]) if "crop_half_nm" in data.files else -1.0
+    except (FileNotFoundError, OSError, ValueError):
+        return -1.0
+
+
+def fetched_files(ctx: BuildContext, marker: dict | None) -> dict[str, tuple[Path, str]]:
+    """sample hash -> (npz path, sha256) of a fetch partition's marker."""
+    out = {}
+    for rel, rec in (marker or {}).get("outputs", {}).items():
+        path = ctx.work_dir / rel
+        out[path.name.split("-")[0]] = (path, rec["sha256"])
+    return out
 
 
 class FetchStage:
     name = STAGE
+    reads = (*SOURCE_KEYS, "em_cloudpath", "seg_cloudpath", "em_mip", "seg_mip", "em_window_nm", "faults")
+    consumes = "bank"
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
-        return bank_partitions(ctx, STAGE)
+        return bank_partitions(ctx, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))
 
-    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
-        return sorted(part.output_path(ctx, "").glob("*.npz"))
+    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
+        return bank_complete(ctx)
 
-    def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
         source = open_source(ctx)
-        folder = part.output_path(ctx, "")
+        half = crop_box_half_nm(ctx.cfg)
+        identity = source_identity(ctx)
+        paths: dict[str, Path] = {}
 
-        def build(row: dict) -> None:
+        def key_of_row(row: dict) -> str:
+            return sample_key(ctx, self, row["row_digest"], identity)
+
+        def reuse(row: dict, key: str) -> bool:
+            path = ctx.fetched_path(row["combined_sample_hash"], key)
+            if fetched_half_nm(path) >= half:
+                paths[row["combined_sample_hash"]] = path
+                return True
+            return False
+
+        def build(row: dict, key: str) -> None:
             h = row["combined_sample_hash"]
-            (folder / f"{h}.npz").unlink(missing_ok=True)
+            path = ctx.fetched_path(h, key)
+            for stale in path.parent.glob(f"{h}-*.npz"):  # an earlier key's file: its inputs changed
+                stale.unlink(missing_ok=True)
             with source.sample(h):
                 arrays = fetch_sample(source, ctx.cfg, row)
-            save_fetched(folder / f"{h}.npz", arrays)
+            save_fetched(path, arrays)
+            paths[h] = path
 
-        return run_samples(ctx, part, build)
+        outcome = run_samples(ctx, part, partition_rows(ctx, part), key_of_row, reuse, build, prior)
+        outcome.outputs = sorted(paths.values())
+        return outcome
+
+    def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str | None:
+        """Delete fetched files no current partition records (samples that left the bank, older keys)."""
+        kept = {str(path) for p in parts for path, _ in fetched_files(ctx, read_marker(p.marker_path(ctx))).values()}
+        removed = 0
+        for path in (ctx.stage_dir(STAGE) / "samples").glob("*/*.npz"):
+            if str(path) not in kept:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return f"{removed} stale fetched files removed" if removed else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +18,19 @@ from pipeline.context import BuildContext
 from pipeline.errors import SampleError
 from pipeline.fetch import STAGE as FETCH_STAGE
 from pipeline.fetch import fetched_meshes, load_fetched
-from pipeline.ledger import Failure
-from pipeline.runner import Partition
+from pipeline.markers import outputs_digest, read_marker
+from pipeline.reuse import PriorRun
+from pipeline.runner import Outcome, Partition, is_done
 from pipeline.samples import DUAL_TYPES, task_routing
-from pipeline.stages.common import bank_partitions, run_samples
+from pipeline.stages.common import (
+    bank_complete,
+    bank_partitions,
+    partition_rows,
+    run_samples,
+    sample_key,
+    upstream_not_done,
+)
+from pipeline.stages.fetch import FetchStage, fetched_files
 from render.em_views import render_em_views
 from render.encode import encode_geometry, encode_png
 from render.geometry import crop_mesh, draw_view_params, render_geometry
@@ -109,24 +117,56 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
 
 class RenderStage:
     name = STAGE
+    reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm")
+    consumes = FETCH_STAGE
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
-        return bank_partitions(ctx, STAGE)
+        fetch = {p.index: p for p in FetchStage().plan(ctx)}
 
-    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
-        return [part.output_path(ctx)]
+        def upstream(index: int) -> str:
+            part = fetch[index]
+            return outputs_digest(read_marker(part.marker_path(ctx))) if is_done(ctx, part) else "fetch-not-done"
 
-    def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
-        fetch_dir = Partition(FETCH_STAGE, part.index, part.n_samples, "").output_path(ctx, "")
-        rows: list[dict] = []
+        return bank_partitions(ctx, self, upstream=upstream)
 
-        def build(row: dict) -> None:
-            path = fetch_dir / f"{row['combined_sample_hash']}.npz"
-            if not path.exists():  # its fetch failed, and the ledger says why
-                return
-            rows.append(render_row(row, load_fetched(path), ctx.cfg))
+    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
+        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().plan(ctx))
 
-        n_done, failures = run_samples(ctx, part, build)
-        rows.sort(key=lambda r: r["combined_sample_hash"])
-        write_parquet(part.output_path(ctx), pa.Table.from_pylist(rows, schema=RENDER_PART_SCHEMA))
-        return len(rows), failures
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        fetch_marker = read_marker(ctx.part_base(FETCH_STAGE, part.index).with_suffix(".done"))
+        fetched = fetched_files(ctx, fetch_marker)
+        rows = partition_rows(ctx, part)
+
+        def key_of_row(row: dict) -> str | None:
+            found = fetched.get(row["combined_sample_hash"])  # none: its fetch failed, and the ledger says why
+            return None if found is None else sample_key(ctx, self, row["row_digest"], found[1])
+
+        reusable = set()
+        if prior is not None:
+            keys = {r["combined_sample_hash"]: key_of_row(r) for r in rows}
+            reusable = {h for h, k in keys.items() if k is not None and prior.reusable(h, k)}
+        old = prior.rows(ctx, reusable) if reusable else None
+        old_index = {h: i for i, h in enumerate(old.column("combined_sample_hash").to_pylist())} if old else {}
+        kept: list[int] = []
+        built: list[dict] = []
+
+        def reuse(row: dict, key: str) -> bool:
+            i = old_index.get(row["combined_sample_hash"])
+            if i is None:
+                return False
+            kept.append(i)
+            return True
+
+        def build(row: dict, key: str) -> None:
+            path = fetched[row["combined_sample_hash"]][0]
+            built.append(render_row(row, load_fetched(path), ctx.cfg))
+
+        outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior)
+        table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)
+        if kept:
+            table = pa.concat_tables([old.take(pa.array(kept, pa.int64())).cast(RENDER_PART_SCHEMA), table])
+        table = table.sort_by("combined_sample_hash").combine_chunks()
+        out = part.output_file(ctx)
+        write_parquet(out, table)
+        outcome.outputs = [out]
+        return outcome

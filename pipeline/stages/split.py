@@ -2,56 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 
 from pipeline.context import BuildContext
-from pipeline.hashing import key_of, md5_hex, sha256_file
-from pipeline.ledger import Failure
-from pipeline.runner import Partition
+from pipeline.markers import read_marker
+from pipeline.reuse import PriorRun
+from pipeline.runner import Outcome, Partition, fingerprint
 from pipeline.sources import open_source
-from pipeline.stages.common import read_bank, source_fingerprint
+from pipeline.stages.common import SOURCE_KEYS, bank_complete, source_identity
 from split_assign import assign, manifest, write_assignment, write_manifest
 
 STAGE = "split"
 
 
-def split_path(ctx: BuildContext) -> Path:
-    return ctx.species_dir / "split.parquet"
-
-
-def manifest_path(ctx: BuildContext) -> Path:
-    return ctx.species_dir / "split" / "manifest.json"
-
-
 class SplitStage:
     name = STAGE
+    reads = (*SOURCE_KEYS, "seg_cloudpath", "split_salt", "cube_nm", "split_ratios")
+    consumes = "bank"
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
-        cfg = ctx.cfg
-        bank = sha256_file(ctx.bank_path) if ctx.bank_path.exists() else "no-bank"
-        fp = md5_hex(key_of(bank, cfg.split_salt, cfg.cube_nm, cfg.split_ratios, source_fingerprint(ctx)))
-        return [Partition(STAGE, 0, 1, fp)]
+        bank = (read_marker(ctx.bank_marker_path) or {}).get("outputs", {})
+        digest = ",".join(rec["sha256"] for _, rec in sorted(bank.items())) or "no-bank"
+        return [Partition(STAGE, 0, 1, fingerprint(ctx, self, source_identity(ctx), digest))]
 
-    def outputs(self, ctx: BuildContext, part: Partition) -> list[Path]:
-        return [split_path(ctx), manifest_path(ctx)]
+    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
+        return bank_complete(ctx)
 
-    def run(self, ctx: BuildContext, part: Partition) -> tuple[int, list[Failure]]:
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        import pyarrow.parquet as pq
+
         cfg = ctx.cfg
-        bank = read_bank(ctx, ["combined_sample_hash", "species", "coord_nm"])
+        points = pq.read_table(ctx.bank_path, columns=["combined_sample_hash", "species", "coord_nm"])
         lo, hi = open_source(ctx).canonical_bbox_nm()
-        points = pa.table(
-            {
-                "combined_sample_hash": bank.column("combined_sample_hash"),
-                "species": bank.column("species"),
-                "coord_nm": bank.column("coord_nm"),
-            }
-        )
         kwargs = {"cube_nm": cfg.cube_nm, "ratios": tuple(cfg.split_ratios)}
-        table = assign(points, lo, hi, ctx.species, cfg.split_salt, **kwargs)
-        write_assignment(split_path(ctx), table)
+        table = assign(pa.table(points), lo, hi, ctx.species, cfg.split_salt, **kwargs)
+        write_assignment(ctx.split_path, table)
         doc = manifest(table, lo, hi, ctx.species, cfg.split_salt, **kwargs)
         doc["sample_counts"] = "bank rows, including samples that later fail fetch or render (see failures.parquet)"
-        write_manifest(manifest_path(ctx), doc)
-        return table.num_rows, []
+        write_manifest(ctx.manifest_path, doc)
+        return Outcome(built=table.num_rows, outputs=[ctx.split_path, ctx.manifest_path])

@@ -1,0 +1,127 @@
+"""The shard stage: the release from the render parts and splits of every species built in the work dir.
+
+Its scope is the release, not one species: one partition whose fingerprint covers `shard_bytes` and the digests
+of every species' render parts and split. Every species with a bank in the work dir goes in: if one is not
+rendered and split under its current config, the stage refuses and names it (a release never silently omits a
+species). Its marker is `work/release.done`; it records the release files' sizes, relative to the release dir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import load_config
+from pipeline import __version__
+from pipeline.context import BuildContext, release_marker_path
+from pipeline.errors import UserError
+from pipeline.hashing import key_of, md5_hex
+from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
+from pipeline.runner import is_done
+from pipeline.stages.render import RenderStage
+from pipeline.stages.split import SplitStage
+
+STAGE = "shard"
+RELEASE_FILES = ("shards.csv", "README.md")
+
+
+def make_context(species: str, work: Path, out: Path) -> BuildContext:
+    return BuildContext(species, load_config(species), Path(work).resolve(), Path(out).resolve())
+
+
+def species_in(work: Path) -> list[str]:
+    """Species whose bank has been built in the work dir: the ones a release includes."""
+    if not Path(work).exists():
+        return []
+    return sorted(p.name for p in Path(work).iterdir() if (p / "bank.parquet").exists())
+
+
+@dataclass
+class ReleasePlan:
+    contexts: list[BuildContext]
+    fingerprint: str
+    problem: str | None  # why the release cannot be written yet (one line), or None
+
+
+class ShardStage:
+    name = STAGE
+    reads = ("shard_bytes",)
+    consumes = "render"  # and split
+
+    def plan(self, work: Path, out: Path) -> ReleasePlan:
+        contexts = [make_context(sp, work, out) for sp in species_in(work)]
+        if not contexts:
+            return ReleasePlan([], "", f"no species in {work} has a bank yet: run `make build` first")
+        inputs, problems = [], []
+        for ctx in contexts:
+            for stage in (RenderStage(), SplitStage()):
+                parts = stage.plan(ctx)
+                missing = stage.missing_upstream(ctx, parts)
+                pending = [p.name for p in parts if not is_done(ctx, p)]
+                if missing or pending:
+                    problems.append(f"{ctx.species} ({stage.name} not done)")
+                    break
+                inputs += [f"{ctx.species}:{stage.name}:{outputs_digest(read_marker(p.marker_path(ctx)))}"
+                           for p in parts]  # fmt: skip
+        fp = md5_hex(key_of(__version__, STAGE, shard_bytes(contexts), *inputs))
+        problem = None
+        if problems:
+            names = ", ".join(problems)
+            first = problems[0].split(" ")[0]
+            problem = (
+                f"every species with a bank in {work} goes into the release, and {names} is not ready: run "
+                f"`make build SPECIES={first}`, or remove {Path(work) / first} to leave it out"
+            )
+        return ReleasePlan(contexts, fp, problem)
+
+    def is_done(self, plan: ReleasePlan, work: Path, out: Path) -> bool:
+        marker = read_marker(release_marker_path(work))
+        if marker is None or plan.problem or marker.get("fingerprint") != plan.fingerprint:
+            return False
+        if marker.get("out_dir") != str(Path(out).resolve()):
+            return False
+        for name, size in marker.get("files", {}).items():
+            path = Path(out) / name
+            if not path.exists() or path.stat().st_size != size:
+                return False
+        return True
+
+    def run(self, plan: ReleasePlan, work: Path, out: Path) -> dict:
+        from shard.release import write_release
+
+        if plan.problem:
+            raise UserError(plan.problem)
+        check_render_parts(plan.contexts)
+        render = RenderStage()
+        summary = write_release(
+            species_parts={c.species: [p.output_file(c) for p in render.plan(c)] for c in plan.contexts},
+            splits={c.species: c.split_path for c in plan.contexts},
+            failures=[c.ledger_path for c in plan.contexts if c.ledger_path.exists()],
+            out_dir=Path(out),
+            shard_bytes=shard_bytes(plan.contexts),
+        )
+        files = {name: (Path(out) / name).stat().st_size for name in RELEASE_FILES}
+        species = [c.species for c in plan.contexts]
+        write_marker(release_marker_path(work), {"fingerprint": plan.fingerprint, "species": species,
+                                                 "out_dir": str(Path(out).resolve()), "files": files})  # fmt: skip
+        return {"species": species, "summary": summary}
+
+
+def shard_bytes(contexts: list[BuildContext]) -> int:
+    """One shard byte target for the release: the smallest any included species asks for."""
+    return min((c.cfg.shard_bytes for c in contexts), default=0)
+
+
+def check_render_parts(contexts: list[BuildContext]) -> None:
+    """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
+    render = RenderStage()
+    for ctx in contexts:
+        for part in render.plan(ctx):
+            bad = corrupt_outputs(ctx.work_dir, part.marker_path(ctx))
+            if bad:
+                part.marker_path(ctx).unlink(missing_ok=True)
+                raise UserError(
+                    f"species {ctx.species}: render part {bad[0]} does not match the sha256 in its marker "
+                    f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
+                    "to render that partition again"
+                )
