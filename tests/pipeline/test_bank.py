@@ -125,3 +125,52 @@ def test_junction_points_degree():
     verts = np.zeros((5, 3))
     assert [d for _, d in junction_points(verts, np.array([[0, 1], [0, 2], [0, 3], [3, 4]]))] == [3]
     assert junction_points(verts, np.zeros((0, 2))) == []
+
+
+def _candidate(i, sample_type="junction_control"):
+    from pipeline.hashing import md5_hex, unit_interval
+
+    h = md5_hex(f"candidate-{i}")
+    return {"combined_sample_hash": h, "sample_type": sample_type, "source_archive": "unified_controls_demo",
+            "priority": unit_interval("budget", h), "metadata": json.dumps({"species": "demo"})}  # fmt: skip
+
+
+def test_budgets_keep_the_smallest_hashed_priorities_whatever_the_arrival_order():
+    import random
+
+    from pipeline.bank import select_bank
+
+    rows = [_candidate(i) for i in range(40)]
+    budgets = {t: None for t in ("merge_edit", "split_edit", "adjacent_control", "synapse_control")}
+    budgets["junction_control"] = 10
+    by_priority = sorted(rows, key=lambda r: r["priority"])
+    expected = {r["combined_sample_hash"] for r in by_priority[:10]}
+    arrivals = [by_priority[::-1], rows, random.Random(3).sample(rows, len(rows))]
+    assert {r["combined_sample_hash"] for r in arrivals[0][:10]}.isdisjoint(expected)  # arrival order would differ
+    for arrival in arrivals:
+        got = select_bank(arrival, budgets, "demo").rows
+        assert {r["combined_sample_hash"] for r in got} == expected
+        assert [r["combined_sample_hash"] for r in got] == sorted(expected)
+
+
+def test_selection_merges_duplicates_and_fails_conflicts():
+    from pipeline.bank import select_bank
+
+    a, b = _candidate(1), _candidate(2)
+    conflict = {**b, "metadata": json.dumps({"species": "demo", "degree": 4})}
+    budgets = dict.fromkeys(("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"))
+    result = select_bank([a, a, b, conflict], budgets, "demo")
+    assert [r["combined_sample_hash"] for r in result.rows] == [a["combined_sample_hash"]]
+    failed = [(f.sample_id, f.reason) for f in result.failures]
+    assert failed == [(b["combined_sample_hash"], "conflicting_duplicate_sample")]
+
+
+def test_rows_of_an_archive_share_one_key_set_across_batches():
+    from pipeline.bank import select_bank
+
+    a = _candidate(1)
+    b = {**_candidate(2), "metadata": json.dumps({"species": "demo", "gaba": 0.5})}
+    budgets = dict.fromkeys(("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"))
+    rows = select_bank([a, b], budgets, "demo").rows
+    assert [set(json.loads(r["metadata"])) for r in rows] == [{"species", "gaba"}] * 2
+    assert all(r["row_digest"] for r in rows)

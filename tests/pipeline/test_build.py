@@ -71,7 +71,8 @@ def test_status_reports_every_stage(built, tiny_configs):
     work, out, _ = built
     proc = cli("status", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
-    assert [cols[1] for cols in lines] == ["bank", "fetch", "render", "split"]
+    assert [cols[1] for cols in lines] == ["bank", "fetch", "render", "split", "shard"]
+    assert lines[-1][:4] == ["release", "shard", "1", "0"]  # the release is a stage with its marker
     assert all(cols[3] == "0" for cols in lines)  # nothing pending
     assert int(lines[0][5]) >= 1  # the demo world's injected defects failed in the bank
 

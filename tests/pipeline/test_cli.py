@@ -34,7 +34,7 @@ def test_unknown_species_is_rejected_by_click():
 def test_stage_without_bank_names_the_species_and_fix(tmp_path):
     result = CliRunner().invoke(cli, ["stage", "render", "--species", "fly", "--work", str(tmp_path), "--no-progress"])
     assert result.exit_code == 1
-    assert "species fly: no bank at" in result.output and "STAGE=bank" in result.output
+    assert "species fly, stage render: the bank has not run" in result.output and "STAGE=bank" in result.output
 
 
 def test_status_of_empty_work_dir(tmp_path):

@@ -8,34 +8,40 @@ from pipeline.atomic import atomic_path, write_text
 from pipeline.context import BuildContext
 from pipeline.errors import UserError
 from pipeline.ledger import Failure
-from pipeline.runner import Partition, is_done, run_stage
+from pipeline.runner import Outcome, Partition, is_done, run_stage
 
 
 class CountingStage:
     """Writes one text file per partition; partition 3's sample 0 fails; `broken` partitions raise."""
 
     name = "toy"
+    reads = ()
+    consumes = None
 
     def __init__(self, n_parts=5, fingerprint="v1", broken=()):
         self.n_parts, self.fingerprint, self.broken = n_parts, fingerprint, set(broken)
 
     def plan(self, ctx):
-        return [Partition(self.name, i, 4, f"{self.fingerprint}-{i}") for i in range(self.n_parts)]
+        return [
+            Partition(self.name, i, 4, f"{self.fingerprint}-{i}", members=tuple(f"s{i}-{k}" for k in range(4)))
+            for i in range(self.n_parts)
+        ]
 
-    def outputs(self, ctx, part):
-        return [part.output_path(ctx, ".txt")]
+    def missing_upstream(self, ctx, parts):
+        return None
 
-    def run(self, ctx, part):
+    def run(self, ctx, part, prior):
         if part.index in self.broken:
             raise RuntimeError("boom")
-        runs = part.output_path(ctx, ".runs")
+        runs = part.output_file(ctx, ".runs")
         count = int(runs.read_text()) + 1 if runs.exists() else 1
         write_text(runs, str(count))
-        write_text(part.output_path(ctx, ".txt"), f"partition {part.index}")
+        write_text(part.output_file(ctx, ".txt"), f"partition {part.index}")
         failures = []
         if part.index == 3:
             failures.append(Failure(f"s{part.index}-0", ctx.species, "merge_edit", self.name, "bad_point", "x"))
-        return part.n_samples - len(failures), failures
+        return Outcome(built=part.n_samples - len(failures), failures=failures, new_failures=len(failures),
+                       outputs=[part.output_file(ctx, ".txt")])  # fmt: skip
 
 
 @pytest.fixture
@@ -44,7 +50,7 @@ def ctx(tmp_path):
 
 
 def _runs(ctx, stage):
-    return [int(p.output_path(ctx, ".runs").read_text()) for p in stage.plan(ctx)]
+    return [int(p.output_file(ctx, ".runs").read_text()) for p in stage.plan(ctx)]
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
@@ -77,13 +83,18 @@ def test_changed_fingerprint_reruns(ctx):
 
 
 def test_broken_partition_keeps_the_others_and_resumes(ctx):
-    with pytest.raises(UserError, match=r"stage toy: partition 2: RuntimeError: boom.*rerun to resume"):
+    with pytest.raises(UserError, match=r"stage toy: part-00002: RuntimeError: boom.*part-00002.log.*rerun to resume"):
         run_stage(CountingStage(broken={2}), ctx, scheduler="sync", progress=False)
     stage = CountingStage()
     assert [is_done(ctx, p) for p in stage.plan(ctx)] == [True, True, False, True, True]
+    log = stage.plan(ctx)[2].log_path(ctx).read_text()
+    assert "part-00002: RuntimeError: boom" in log.splitlines()[0]
+    assert log.splitlines()[1] == "samples not built (4): s2-0 s2-1 s2-2 s2-3"
+    assert "Traceback (most recent call last)" in log and 'raise RuntimeError("boom")' in log
     summary = run_stage(stage, ctx, scheduler="sync", progress=False)
     assert (summary.ran, summary.skipped) == (1, 4)
     assert _runs(ctx, stage) == [1] * 5
+    assert not stage.plan(ctx)[2].log_path(ctx).exists()  # the crash log goes once the partition is done
 
 
 def test_marker_is_written_last_and_names_the_partition(ctx):
@@ -91,7 +102,7 @@ def test_marker_is_written_last_and_names_the_partition(ctx):
     run_stage(stage, ctx, scheduler="sync", progress=False)
     part = stage.plan(ctx)[0]
     marker = json.loads(part.marker_path(ctx).read_text())
-    assert marker["fingerprint"] == "v1-0" and marker["n_done"] == 4
+    assert marker["fingerprint"] == "v1-0" and marker["n_built"] == 4
     assert part.marker_path(ctx).stat().st_mtime_ns >= part.failures_path(ctx).stat().st_mtime_ns
 
 
@@ -115,8 +126,8 @@ def test_a_deleted_or_truncated_output_is_not_done(ctx):
     stage = CountingStage(n_parts=2)
     run_stage(stage, ctx, scheduler="sync", progress=False)
     first, second = stage.plan(ctx)
-    first.output_path(ctx, ".txt").unlink()
-    second.output_path(ctx, ".txt").write_text("trunc")
+    first.output_file(ctx, ".txt").unlink()
+    second.output_file(ctx, ".txt").write_text("trunc")
     assert not is_done(ctx, first) and not is_done(ctx, second)
     assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 2
 

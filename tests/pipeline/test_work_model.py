@@ -1,0 +1,250 @@
+"""The work model end to end on the tiny demo: cost follows change, stage order is safe, one lock per work dir.
+
+Each config change is applied to one work dir in turn, and what every stage redid is read off its summary
+line; at the end the release must equal a from-scratch build of the final config, byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO, TINY, cli, seed_work, write_tiny_configs
+
+LINE = re.compile(
+    r"^(?P<stage>\w+): (?P<parts>\d+) partitions \((?P<ran>\d+) run, (?P<done>\d+) already done\), "
+    r"(?P<samples>\d+) samples, (?P<failures>\d+) failures, [\d.]+ s(?:, (?P<reused>\d+) reused)?",
+    re.M,
+)
+
+
+def summary(stdout: str) -> dict[str, dict[str, int]]:
+    return {
+        m["stage"]: {k: int(m[k] or 0) for k in ("parts", "ran", "done", "samples", "failures", "reused")}
+        for m in LINE.finditer(stdout)
+    }
+
+
+def build(work, out, cfg, *extra):
+    return cli("build", "--work", str(work), "--out", str(out), "--no-progress", *extra, config_dir=cfg)
+
+
+def _budgets(**more):
+    return {**TINY["budgets"], **more}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_world):
+    """One work dir carried through a sequence of config changes; each step's summary by name."""
+    root = tmp_path_factory.mktemp("chain")
+    work, out = seed_work(root / "work", tiny_world), root / "out"
+    steps = {}
+    cfgs = {
+        "first": {},
+        "more_rows": {"budgets": _budgets(merge_edit=9, split_edit=9)},  # +2 rows, 5%
+        "seed": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8},
+        "salt": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1"},
+        "shard_bytes": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1",
+                        "shard_bytes": 400_000},
+        "narrower": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1",
+                     "shard_bytes": 400_000, "extent_nm": [1000, 1500]},
+        "relayout": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1",
+                     "shard_bytes": 400_000, "extent_nm": [1000, 1500], "partition_rows": 3},
+    }  # fmt: skip
+    for name, overrides in cfgs.items():
+        cfg = write_tiny_configs(root / f"cfg-{name}", **overrides)
+        proc = build(work, out, cfg)
+        steps[name] = summary(proc.stdout)
+        steps[name]["_stdout"] = proc.stdout
+    bank = pq.read_table(work / "demo" / "bank.parquet")
+    return {"work": work, "out": out, "steps": steps, "root": root, "final_cfg": cfg, "bank_rows": bank.num_rows}
+
+
+def test_adding_five_percent_rows_refetches_and_rerenders_only_them(chain):
+    first, more = chain["steps"]["first"], chain["steps"]["more_rows"]
+    new_rows = 2
+    assert "42 bank rows selected" in more["_stdout"]  # 40 + 2
+    for stage in ("fetch", "render"):
+        built = more[stage]["samples"] + more[stage]["failures"]
+        assert 0 < built <= 1.2 * new_rows, (stage, more[stage])
+        assert more[stage]["reused"] > 0 and more[stage]["ran"] < first[stage]["parts"]  # the rest is kept
+
+
+def test_seed_refetches_nothing_and_rerenders_everything(chain):
+    seed = chain["steps"]["seed"]
+    assert (seed["bank"]["ran"], seed["fetch"]["ran"], seed["fetch"]["samples"]) == (0, 0, 0)
+    assert seed["render"]["ran"] == seed["render"]["parts"] and seed["render"]["reused"] == 0
+    assert seed["split"]["ran"] == 0
+
+
+def test_split_keys_and_shard_bytes_never_rerender(chain):
+    for step in ("salt", "shard_bytes"):
+        s = chain["steps"][step]
+        assert (s["bank"]["ran"], s["fetch"]["ran"], s["render"]["ran"]) == (0, 0, 0), step
+    assert chain["steps"]["salt"]["split"]["ran"] == 1
+    assert chain["steps"]["shard_bytes"]["split"]["ran"] == 0
+    assert "wrote release" in chain["steps"]["shard_bytes"]["_stdout"]
+
+
+def test_an_extent_range_inside_the_fetched_box_refetches_nothing(chain):
+    s = chain["steps"]["narrower"]
+    assert s["fetch"]["samples"] == 0 and s["fetch"]["reused"] > 0  # partitions ran, every sample kept
+    assert s["render"]["ran"] == s["render"]["parts"] and s["render"]["reused"] == 0
+
+
+def test_a_new_layout_reuses_every_sample(chain):
+    s = chain["steps"]["relayout"]
+    assert s["fetch"]["parts"] > chain["steps"]["narrower"]["fetch"]["parts"]  # smaller partitions
+    assert s["fetch"]["samples"] == 0 and s["render"]["samples"] == 0
+    assert not (chain["work"] / "demo" / "render" / "previous").exists()  # dropped once the stage completed
+    assert not [p for p in (chain["work"] / "demo" / "render").glob("part-*.done")
+                if int(p.name[5:10]) >= s["render"]["parts"]]  # fmt: skip
+
+
+def test_the_incremental_release_equals_a_from_scratch_build(chain, tiny_world):
+    work, out = seed_work(chain["root"] / "scratch-work", tiny_world), chain["root"] / "scratch-out"
+    build(work, out, chain["final_cfg"])
+    assert (out / "shards.csv").read_bytes() == (chain["out"] / "shards.csv").read_bytes()
+    assert (out / "README.md").read_bytes() == (chain["out"] / "README.md").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ stage order
+
+
+def stage(name, work, out, cfg, check=True):
+    return cli("stage", name, "--work", str(work), "--out", str(out), "--no-progress", config_dir=cfg, check=check)
+
+
+def _refused(proc, *needles):
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+def test_every_stage_before_its_upstream_refuses_and_leaves_no_marker(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    for name in ("fetch", "render", "split"):
+        _refused(stage(name, work, out, tiny_configs, check=False), f"stage {name}", "STAGE=bank")
+    _refused(stage("shard", work, out, tiny_configs, check=False), "no species")
+    stage("bank", work, out, tiny_configs)
+    _refused(stage("render", work, out, tiny_configs, check=False), "fetch partitions are not done", "STAGE=fetch")
+    _refused(stage("shard", work, out, tiny_configs, check=False), "demo (render not done)")
+    assert not list((work / "demo").glob("render/*.done")) and not (work / "release.done").exists()
+    stage("split", work, out, tiny_configs)
+    _refused(stage("shard", work, out, tiny_configs, check=False), "demo (render not done)")
+    stage("fetch", work, out, tiny_configs)
+    stage("render", work, out, tiny_configs)
+    stage("shard", work, out, tiny_configs)
+    cli("verify", "--out", str(out), config_dir=tiny_configs)
+
+    # an upstream rerun that changes its outputs invalidates what consumed them
+    more = write_tiny_configs(tmp_path / "cfg", budgets=_budgets(merge_edit=9))
+    stage("bank", work, out, more)
+    _refused(stage("render", work, out, more, check=False), "fetch partitions are not done")
+    _refused(stage("shard", work, out, more, check=False), "not ready")
+    stage("fetch", work, out, more)
+    rendered = summary(stage("render", work, out, more).stdout)["render"]
+    assert rendered["samples"] + rendered["failures"] <= 1 and rendered["reused"] > 0
+    _refused(stage("shard", work, out, more, check=False), "demo (split not done)")
+    stage("split", work, out, more)
+    stage("shard", work, out, more)
+
+
+def test_a_second_species_that_is_not_built_blocks_the_release(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    seed_work(work, tiny_world, "demo_b")
+    build(work, out, tiny_configs)
+    stage_b = cli("stage", "bank", "--species", "demo_b", "--work", str(work), "--out", str(out), "--no-progress",
+                  config_dir=tiny_configs)  # fmt: skip
+    assert stage_b.returncode == 0
+    _refused(stage("shard", work, out, tiny_configs, check=False), "demo_b (render not done)", "SPECIES=demo_b")
+
+
+# ------------------------------------------------------------------------------------------ locks and crashes
+
+
+def test_a_second_build_on_the_same_work_dir_refuses_in_one_line(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs)}
+    args = [sys.executable, "-m", "pipeline", "build", "--work", str(work), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
+    lock = work / "demo" / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.01)
+    second = cli("build", "--work", str(work), "--out", str(out), "--no-progress", "--force",
+                 config_dir=tiny_configs, check=False)  # fmt: skip
+    _refused(second, "is in use by pid", str(first.pid), "species demo")
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    cli("verify", "--out", str(out), "--deep", config_dir=tiny_configs)
+
+
+def test_the_lock_dies_with_its_holder(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs)}
+    args = [sys.executable, "-m", "pipeline", "build", "--work", str(work), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    lock = work / "demo" / ".lock"
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        time.sleep(0.01)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    build(work, out, tiny_configs)  # not refused: the kernel released the lock with the process
+
+
+def test_an_unexpected_sample_error_keeps_its_traceback_and_shows_in_status(tmp_path, tiny_world, tiny_configs):
+    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
+    for name in ("bank", "fetch"):
+        stage(name, work, out, tiny_configs)
+    victim = sorted((work / "demo" / "fetch" / "samples").glob("*/*.npz"))[0]
+    victim.write_bytes(b"\0" * victim.stat().st_size)  # same size: the fetch marker still looks done
+    rendered = stage("render", work, out, tiny_configs)
+    assert "samples failed on unexpected exceptions" in rendered.stdout
+    ledger = pq.read_table(work / "demo" / "failures.parquet").to_pylist()
+    (bad,) = [f for f in ledger if f["reason"].startswith("unexpected_")]
+    assert bad["sample_id"] == victim.name.split("-")[0] and bad["stage"] == "render"
+    assert "Traceback (most recent call last)" in bad["exception"]
+    status = cli("status", "--work", str(work), "--out", str(out), "--failed", config_dir=tiny_configs).stdout
+    assert "1 partitions with a crash log" in status and bad["sample_id"] in status and ".log" in status
+
+
+def test_every_config_key_is_an_input_of_some_stage_or_declared_not_one():
+    from config.schema import SpeciesConfig
+    from pipeline.build import NOT_INPUTS, invalidation
+
+    inv = invalidation()
+    for key in SpeciesConfig.model_fields:
+        assert (key in inv) != (key in NOT_INPUTS), key
+    assert inv["seed"] == ["render"] and inv["budgets"] == ["bank selection"]
+    assert set(inv["split_salt"]) == {"split"} and inv["shard_bytes"] == ["shard"]
+
+
+def test_the_readme_table_says_what_each_key_redoes():
+    from pipeline.build import NOT_INPUTS, invalidation
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("<!-- invalidation table -->")[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`"):
+            for key in re.findall(r"`(\w+)`", cells[0]):
+                rows[key] = cells[1]
+    for key, stages in invalidation().items():
+        assert key in rows, key
+        assert all(s in rows[key] for s in stages), (key, rows[key])
+    for key in NOT_INPUTS:
+        assert rows.get(key, "").startswith("nothing"), key
