@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import bench_pipeline, bench_scaling, bench_verify
+from benchmarks import bench_incremental, bench_pipeline, bench_scaling, bench_verify
 
 
 def main() -> None:
@@ -18,6 +18,8 @@ def main() -> None:
     cost = bench_pipeline.run(args.per_type)
     print("\n== verify throughput ==")
     bench_verify.run(args.out)
+    print("\n== cost follows change (issue: work model) ==")
+    bench_incremental.run()
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
 

@@ -78,6 +78,7 @@ class SpeciesConfig(_Strict):
     split_ratios: tuple[float, float, float] = (0.75, 0.125, 0.125)
     seed: int = 0
     timeout_s: float = Field(default=30.0, gt=0)
+    fetch_threads: int = Field(default=8, ge=1)  # I/O threads per worker: samples fetched ahead while one renders
     faults: Faults = Faults()
     demo_world: DemoWorld | None = None
 

@@ -21,6 +21,7 @@ from pipeline.markers import read_marker
 from pipeline.runner import Stage, StageSummary, is_done, run_stage
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
+from pipeline.stages.fetch_render import run_fetch_render
 from pipeline.stages.render import RenderStage
 from pipeline.stages.shard import ShardStage, make_context, species_in
 from pipeline.stages.split import SplitStage
@@ -35,7 +36,7 @@ SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
 # Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
 # demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
-NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "demo_world")
+NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "demo_world")
 
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
 
@@ -86,7 +87,16 @@ def run_species(
         _lock_species(locks or own, ctx)
         ensure_world(ctx)
         kw = {"scheduler": opts.scheduler, "workers": opts.workers, "force": opts.force, "progress": opts.progress}
-        return [run_stage(SPECIES_STAGES[name], ctx, **kw) for name in stages]
+        summaries: list[StageSummary] = []
+        todo = list(stages)
+        while todo:
+            name = todo.pop(0)
+            if name == "fetch" and todo[:1] == ["render"]:  # one task per partition: fetches overlap renders
+                todo.pop(0)
+                summaries += run_fetch_render(ctx, **kw)
+            else:
+                summaries.append(run_stage(SPECIES_STAGES[name], ctx, **kw))
+        return summaries
 
 
 def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None) -> dict:

@@ -8,6 +8,7 @@ Segment labels are resolved at the row's cutout timestamp and stored as a small 
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import trimesh
 
 from config import SpeciesConfig
 from pipeline.atomic import write_bytes
-from pipeline.errors import SampleError
+from pipeline.errors import SampleError, UserError
 from pipeline.sources.base import Cutout
 from render.geometry import crop_mesh
 
@@ -83,15 +84,27 @@ def fetch_sample(source, cfg: SpeciesConfig, row: dict) -> dict[str, np.ndarray]
     return out
 
 
-def save_fetched(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_fetched(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write the arrays (atomically); returns the sha256 of the bytes written."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_fetched(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+def load_fetched(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a fetched file; with `sha256`, the bytes must match it (the fetch marker's record): a file
+    altered on disk is removed, so that the next run fetches it again, and the partition stops (UserError)."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        Path(path).unlink(missing_ok=True)
+        raise UserError(
+            f"fetched file {path} does not match the sha256 in its fetch marker (altered on disk); it was removed: "
+            "rerun the build to fetch that sample again"
+        )
+    with np.load(io.BytesIO(data)) as arrays:
+        return {k: arrays[k] for k in arrays.files}
 
 
 def fetched_meshes(arrays: dict[str, np.ndarray], prefix: str) -> list[trimesh.Trimesh]:

@@ -13,6 +13,7 @@ column keeps the traceback (and the partition's log lists it too).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import traceback
@@ -96,6 +97,7 @@ class PartResult:
     crashed: int = 0
     error: str | None = None
     log: str | None = None
+    skipped: bool = False  # already done: nothing ran
 
 
 class Stage(Protocol):
@@ -138,6 +140,19 @@ class StageSummary:
         return text + "".join(f"; {n}" for n in self.notes)
 
 
+SUMMARY_LINE = re.compile(
+    r"^(?P<stage>\w+): (?P<parts>\d+) partitions \((?P<ran>\d+) run, (?P<done>\d+) already done\), "
+    r"(?P<samples>\d+) samples, (?P<failures>\d+) failures, [\d.]+ s(?:, (?P<reused>\d+) reused)?",
+    re.M,
+)
+
+
+def parse_summaries(text: str) -> dict[str, dict[str, int]]:
+    """The figures of every `StageSummary.line()` in `text`, by stage (for scripts reading a build's output)."""
+    keys = ("parts", "ran", "done", "samples", "failures", "reused")
+    return {m["stage"]: {k: int(m[k] or 0) for k in keys} for m in SUMMARY_LINE.finditer(text)}
+
+
 def config_values(ctx: BuildContext, keys: tuple[str, ...]) -> dict:
     dumped = ctx.cfg.model_dump(mode="json")
     return {k: dumped[k] for k in keys}
@@ -166,22 +181,28 @@ def _log_text(ctx: BuildContext, part: Partition, head: str, not_built: list[str
     return "\n".join(lines) + "\n\n" + body
 
 
-def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: bool) -> PartResult:
-    """Run one partition in a worker: outputs, then failures file, then the marker, last."""
+def attempt(
+    stage: Stage, ctx: BuildContext, part: Partition, prior: PriorRun | None, **kw: object
+) -> Outcome | PartResult:
+    """`stage.run` of one partition; a crash becomes a PartResult with the error, its traceback in the log."""
     log = part.log_path(ctx)
     result = PartResult(part.index, part.n_samples)
     try:
-        prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
-        outcome = stage.run(ctx, part, prior)
+        return stage.run(ctx, part, prior, **kw)
     except UserError as exc:
         write_text(log, _log_text(ctx, part, str(exc), list(part.members), ""))
         result.error, result.log = str(exc), str(log)
-        return result
     except Exception as exc:  # a bug or an unexpected source error: keep its traceback, keep other partitions
         body = "".join(traceback.format_exception(exc))
         write_text(log, _log_text(ctx, part, describe(exc), list(part.members), body))
         result.error, result.log = f"{part.name}: {describe(exc)}", str(log)
-        return result
+    return result
+
+
+def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun | None) -> PartResult:
+    """Finish a partition that ran: its failures file, its log (or none), then its marker, last."""
+    log = part.log_path(ctx)
+    result = PartResult(part.index, part.n_samples)
     write_failures(part.failures_path(ctx), outcome.failures)
     if outcome.crashed:
         body = "\n".join(f"sample {sid}:\n{tb}" for sid, tb in sorted(outcome.crashed.items()))
@@ -190,8 +211,7 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: b
         result.log = str(log)
     else:
         log.unlink(missing_ok=True)
-    prior_digests = prior.digests if prior is not None else {}
-    outputs = digests(ctx.work_dir, outcome.outputs, prior_digests)
+    outputs = digests(ctx.work_dir, outcome.outputs, prior.digests if prior is not None else {})
     marker = {
         "stage": part.stage,
         "index": part.index,
@@ -209,6 +229,13 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: b
         outcome.built, outcome.reused, outcome.new_failures, len(outcome.crashed)
     )  # fmt: skip
     return result
+
+
+def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: bool, **kw: object) -> PartResult:
+    """Run one partition in a worker: outputs, then failures file, then the marker, last."""
+    prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
+    outcome = attempt(stage, ctx, part, prior, **kw)
+    return outcome if isinstance(outcome, PartResult) else seal(ctx, part, outcome, prior)
 
 
 # ------------------------------------------------------------------------------------------ layout changes
@@ -254,15 +281,14 @@ def drop_previous(ctx: BuildContext, stage: str) -> None:
 
 
 class _Progress(Callback):
-    """Feeds the local dask scheduler's finished tasks into one tqdm bar."""
+    """Feeds the local dask scheduler's finished tasks' results to a callback (which picks its own)."""
 
     def __init__(self, on_result: Callable[[PartResult], None]) -> None:
         super().__init__()
         self._on_result = on_result
 
     def _posttask(self, key, result, dsk, state, worker_id) -> None:  # noqa: ANN001 - dask's signature
-        if isinstance(result, PartResult):
-            self._on_result(result)
+        self._on_result(result)
 
 
 def compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[object], None]) -> list:
@@ -286,6 +312,39 @@ def compute(tasks: list, scheduler: str, workers: int | None, on_result: Callabl
             on_result(result)
             results.append(result)
         return results
+
+
+def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> StageSummary:
+    """A stage's summary from the results of the partitions that ran (the others were already done)."""
+    ran = [r for r in results if not r.skipped]
+    summary = StageSummary(
+        stage=stage,
+        partitions=len(parts),
+        ran=len(ran),
+        skipped=len(parts) - len(ran),
+        samples=sum(r.built for r in ran),
+        failures=sum(r.failures for r in ran),
+        seconds=0.0,
+        reused=sum(r.reused for r in ran),
+        crashed_samples=sum(r.crashed for r in ran),
+    )
+    crashed = [r for r in ran if r.crashed]
+    if crashed:
+        summary.notes.append(
+            f"{summary.crashed_samples} samples failed on unexpected exceptions, tracebacks in "
+            + _names([r.log or "" for r in crashed])
+        )
+    return summary
+
+
+def stage_failed(species: str, stage: str, errors: list[PartResult]) -> UserError:
+    """One line for the partitions of a stage that crashed: the first, how many more, where its traceback is."""
+    errors = sorted(errors, key=lambda r: r.index)
+    more = f" (and {len(errors) - 1} more partitions)" if len(errors) > 1 else ""
+    return UserError(
+        f"species {species}, stage {stage}: {errors[0].error}{more}; traceback in {errors[0].log}; "
+        "finished partitions are kept, rerun to resume (`python -m pipeline status --failed` lists what crashed)"
+    )
 
 
 def _names(items: list[str]) -> str:
@@ -334,31 +393,11 @@ def run_stage(
         results = compute(tasks, scheduler, workers, on_result) if tasks else []
     finally:
         bar.close()
-    errors = sorted((r for r in results if r.error), key=lambda r: r.index)
+    errors = [r for r in results if r.error]
     if errors:
         merge_ledger(ctx.species_dir)
-        more = f" (and {len(errors) - 1} more partitions)" if len(errors) > 1 else ""
-        raise UserError(
-            f"species {ctx.species}, stage {stage.name}: {errors[0].error}{more}; traceback in {errors[0].log}; "
-            "finished partitions are kept, rerun to resume (`python -m pipeline status --failed` lists what crashed)"
-        )
-    summary = StageSummary(
-        stage=stage.name,
-        partitions=len(parts),
-        ran=len(todo),
-        skipped=len(parts) - len(todo),
-        samples=sum(r.built for r in results),
-        failures=sum(r.failures for r in results),
-        seconds=0.0,
-        reused=sum(r.reused for r in results),
-        crashed_samples=sum(r.crashed for r in results),
-    )
-    crashed = [r for r in results if r.crashed]
-    if crashed:
-        summary.notes.append(
-            f"{summary.crashed_samples} samples failed on unexpected exceptions, tracebacks in "
-            + _names([r.log or "" for r in crashed])
-        )
+        raise stage_failed(ctx.species, stage.name, errors)
+    summary = summarize(stage.name, parts, results)
     finish = getattr(stage, "finish", None)
     if finish is not None:
         note = finish(ctx, parts, force)

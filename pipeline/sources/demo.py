@@ -8,6 +8,7 @@ objects and tables are opened lazily and dropped when pickled, so the object tra
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class DemoSource:
         self._cvs: dict[str, CloudVolume] = {}
         self._tables: dict[str, pa.Table] = {}
         self._states: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._states_lock = threading.Lock()  # fetch threads share the cache
         self._ops: dict[int, OperationDetails] | None = None
         self._creators: dict[int, list[int]] | None = None
         self._world: dict | None = None
@@ -173,9 +175,10 @@ class DemoSource:
         """(sorted supervoxel ids, their roots) at `timestamp`: roots created at or before it and not
         yet expired; before the first roots were made, the first roots."""
         key = float(timestamp)
-        if key in self._states:
-            self._states.move_to_end(key)
-            return self._states[key]
+        with self._states_lock:
+            if key in self._states:
+                self._states.move_to_end(key)
+                return self._states[key]
         roots = self._table("roots")
         created = roots["created_ts"].to_numpy().astype(np.float64)
         expired = roots["expired_ts"].to_numpy(zero_copy_only=False)
@@ -186,9 +189,10 @@ class DemoSource:
         owner = live["root_id"].to_numpy()[pc.list_parent_indices(live["supervoxel_ids"]).to_numpy()]
         order = np.argsort(svs, kind="stable")
         state = (svs[order].astype(np.uint64), owner[order].astype(np.uint64))
-        self._states[key] = state
-        if len(self._states) > _STATE_CACHE:
-            self._states.popitem(last=False)
+        with self._states_lock:
+            self._states[key] = state
+            if len(self._states) > _STATE_CACHE:
+                self._states.popitem(last=False)
         return state
 
     def roots_at(self, supervoxel_ids: np.ndarray, timestamp: float) -> np.ndarray:

@@ -8,6 +8,7 @@ the failures ledger). Draws are hashed from the call, never random, so a drill i
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,10 +26,34 @@ class SourceSession:
         self.faults = faults or Faults()
         self.attempts = attempts
         self.base_delay_s = base_delay_s
-        self._sample: str | None = None
-        self._calls = 0
+        self._local = threading.local()  # the sample a thread works on, and its call count
+        self._lock = threading.Lock()
         self.transient_errors = 0  # seen (injected or real) and retried
         self.species = inner.species
+
+    @property
+    def _sample(self) -> str | None:
+        return getattr(self._local, "sample", None)
+
+    @_sample.setter
+    def _sample(self, value: str | None) -> None:
+        self._local.sample = value
+
+    @property
+    def _calls(self) -> int:
+        return getattr(self._local, "calls", 0)
+
+    @_calls.setter
+    def _calls(self, value: int) -> None:
+        self._local.calls = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_local", "_lock")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local, self._lock = threading.local(), threading.Lock()
 
     @contextlib.contextmanager
     def sample(self, sample_hash: str) -> Iterator[None]:
@@ -51,6 +76,8 @@ class SourceSession:
             raise TransientSourceError(f"injected transient fault in {name} (attempt {attempt + 1})")
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("inner", "_local", "_lock"):
+            raise AttributeError(name)
         target = getattr(self.inner, name)
         if name in _NOT_WRAPPED or not callable(target):
             return target
@@ -66,7 +93,8 @@ class SourceSession:
                     self._inject(name, key, attempt)
                     return target(*args, **kwargs)
                 except TransientSourceError:
-                    self.transient_errors += 1
+                    with self._lock:
+                        self.transient_errors += 1
                     raise
                 finally:
                     attempt += 1

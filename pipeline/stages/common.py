@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import traceback
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -67,12 +71,25 @@ def bank_partitions(
     level = level_for(len(hashes), ctx.cfg.partition_rows)
     parts = []
     for index, (start, stop) in enumerate(buckets(hashes, level)):
-        members = tuple(hashes[start:stop])
         up = upstream(index) if upstream is not None else ""
-        rows = (f"{h}:{d}" for h, d in zip(members, row_digests[start:stop], strict=True))
-        fp = fingerprint(ctx, stage, *inputs, up, index, level, *rows)
-        parts.append(Partition(stage.name, index, len(members), fp, level, members))
+        parts.append(bank_partition(ctx, stage, index, level, hashes[start:stop], row_digests[start:stop], up, inputs))
     return parts
+
+
+def bank_partition(
+    ctx: BuildContext,
+    stage: Stage,
+    index: int,
+    level: int,
+    members: list[str],
+    row_digests: list[str],
+    upstream: str,
+    inputs: tuple = (),
+) -> Partition:
+    """One partition of the bank's rows (see bank_partitions)."""
+    rows = (f"{h}:{d}" for h, d in zip(members, row_digests, strict=True))
+    fp = fingerprint(ctx, stage, *inputs, upstream, index, level, *rows)
+    return Partition(stage.name, index, len(members), fp, level, tuple(members))
 
 
 def partition_rows(ctx: BuildContext, part: Partition) -> list[dict]:
@@ -110,49 +127,83 @@ def run_samples(
     rows: list[dict],
     key_of_row: Callable[[dict], str | None],
     reuse: Callable[[dict, str], bool],
-    build: Callable[[dict, str], None],
+    build: Callable[[dict, str], object],
     prior: PriorRun | None,
+    threads: int = 1,
+    on_sample: Callable[[dict, object], None] | None = None,
 ) -> Outcome:
     """For each row: skip it when `key_of_row` is None (nothing to build from), keep its earlier result when
-    `reuse(row, key)` says it is still there (or a failure recorded under the same key), else `build` it.
+    `reuse(row, key)` says it is still there (or a failure recorded under the same key), else `build` it, on
+    `threads` I/O threads when more than one (results are taken in row order). `on_sample(row, value)` hears of
+    every row in order once it is settled: `value` is what `build` returned, True when kept, None otherwise.
 
     A SampleError is a ledger row with its reason; an unexpected exception is a ledger row whose exception
     keeps the traceback, listed in the partition's log and never reused. Unreachable servers (UserError) and
     exhausted retries (TransientSourceError) stop the partition instead: they say nothing about the sample,
     and a rerun resumes."""
     out = Outcome()
-    for row in rows:
-        sample_id = row["combined_sample_hash"]
+
+    def decide(row: dict) -> tuple[dict, str | None, str]:
         key = key_of_row(row)
         if key is None:
-            continue
-        failed = prior.failure(sample_id, key) if prior is not None else None
-        if failed is not None:
+            return row, key, "skip"
+        if prior is not None and (failed := prior.failure(row["combined_sample_hash"], key)) is not None:
             out.failures.append(failed)
-            out.samples[sample_id] = key
-            out.reused += 1
-            continue
+            return row, key, "kept"
         if prior is not None and reuse(row, key):
-            out.samples[sample_id] = key
-            out.reused += 1
-            continue
-        try:
-            build(row, key)
-        except (UserError, TransientSourceError):
-            raise
-        except SampleError as exc:
-            out.failures.append(Failure(sample_id, ctx.species, row["sample_type"], part.stage, exc.reason, str(exc)))
-            out.samples[sample_id] = key
-            out.new_failures += 1
-        except Exception as exc:  # a bug or a library error: not the sample's reason, keep the traceback
-            tb = "".join(traceback.format_exception(exc))
-            out.failures.append(
-                Failure(sample_id, ctx.species, row["sample_type"], part.stage, f"unexpected_{type(exc).__name__}", tb)
-            )
-            out.crashed[sample_id] = tb
-            out.new_failures += 1
-        else:
-            out.samples[sample_id] = key
-            out.built += 1
+            return row, key, "kept"
+        return row, key, "build"
+
+    # with threads, every row is decided first so builds can run ahead; alone, each row when its turn comes
+    # (a render fused with its fetch learns a row's key only once that row is fetched)
+    todo = [decide(r) for r in rows] if threads > 1 else (decide(r) for r in rows)
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else contextlib.nullcontext() as pool:
+        jobs = [(r, k) for r, k, what in todo if what == "build"] if pool is not None else None
+        results = _in_order(jobs, build, pool, 2 * threads) if pool is not None else None
+        for row, key, what in todo:
+            sample_id = row["combined_sample_hash"]
+            value = None
+            if what == "kept":
+                out.samples[sample_id] = key
+                out.reused += 1
+                value = True
+            elif what == "build":
+                try:
+                    value = next(results)() if results is not None else build(row, key)
+                except (UserError, TransientSourceError):
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+                except SampleError as exc:
+                    out.failures.append(
+                        Failure(sample_id, ctx.species, row["sample_type"], part.stage, exc.reason, str(exc))
+                    )
+                    out.samples[sample_id] = key
+                    out.new_failures += 1
+                except Exception as exc:  # a bug or a library error: not the sample's reason, keep the traceback
+                    tb = "".join(traceback.format_exception(exc))
+                    reason = f"unexpected_{type(exc).__name__}"
+                    out.failures.append(Failure(sample_id, ctx.species, row["sample_type"], part.stage, reason, tb))
+                    out.crashed[sample_id] = tb
+                    out.new_failures += 1
+                else:
+                    out.samples[sample_id] = key
+                    out.built += 1
+            if on_sample is not None:
+                on_sample(row, value)
     return out
 
+
+def _in_order(jobs: list[tuple[dict, str]], build: Callable, pool: ThreadPoolExecutor, window: int) -> Iterator:
+    """`build(row, key)` of each job on the pool, at most `window` ahead of the one taken; yields, in order, each
+    future's `result` (call it to get the value or the exception)."""
+    pending: deque = deque()
+    it = iter(jobs)
+    for row, key in itertools.islice(it, window):
+        pending.append(pool.submit(build, row, key))
+    while pending:
+        future = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(build, *nxt))
+        yield future.result

@@ -8,12 +8,14 @@ least as wide as the current config needs, is kept: the crop box covers the exte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.context import BuildContext
 from pipeline.fetch import STAGE, crop_box_half_nm, fetch_sample, save_fetched
+from pipeline.hashing import sha256_file
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition
@@ -38,6 +40,15 @@ def fetched_half_nm(path: Path) -> float:
         return -1.0
 
 
+def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:
+    """A kept file's sha256: an earlier marker's record when size and mtime still match, else read it."""
+    rec = prior.digests.get(str(path.relative_to(ctx.work_dir))) if prior is not None else None
+    st = path.stat()
+    if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+        return rec["sha256"]
+    return sha256_file(path)
+
+
 def fetched_files(ctx: BuildContext, marker: dict | None) -> dict[str, tuple[Path, str]]:
     """sample hash -> (npz path, sha256) of a fetch partition's marker."""
     out = {}
@@ -58,11 +69,19 @@ class FetchStage:
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
         return bank_complete(ctx)
 
-    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+    def run(
+        self,
+        ctx: BuildContext,
+        part: Partition,
+        prior: PriorRun | None,
+        on_sample: Callable[[str, tuple[Path, str] | None], None] | None = None,
+    ) -> Outcome:
+        """Fetch the partition's samples on `fetch_threads` I/O threads. `on_sample(hash, (path, sha256) or None)`
+        hears of each sample, in order, as soon as its file is settled (a render fused with this fetch)."""
         source = open_source(ctx)
         half = crop_box_half_nm(ctx.cfg)
         identity = source_identity(ctx)
-        paths: dict[str, Path] = {}
+        paths: dict[str, tuple[Path, str | None]] = {}
 
         def key_of_row(row: dict) -> str:
             return sample_key(ctx, self, row["row_digest"], identity)
@@ -70,22 +89,33 @@ class FetchStage:
         def reuse(row: dict, key: str) -> bool:
             path = ctx.fetched_path(row["combined_sample_hash"], key)
             if fetched_half_nm(path) >= half:
-                paths[row["combined_sample_hash"]] = path
+                paths[row["combined_sample_hash"]] = (path, None)
                 return True
             return False
 
-        def build(row: dict, key: str) -> None:
+        def build(row: dict, key: str) -> tuple[Path, str]:
             h = row["combined_sample_hash"]
             path = ctx.fetched_path(h, key)
             for stale in path.parent.glob(f"{h}-*.npz"):  # an earlier key's file: its inputs changed
                 stale.unlink(missing_ok=True)
             with source.sample(h):
                 arrays = fetch_sample(source, ctx.cfg, row)
-            save_fetched(path, arrays)
-            paths[h] = path
+            paths[h] = (path, save_fetched(path, arrays))
+            return paths[h]
 
-        outcome = run_samples(ctx, part, partition_rows(ctx, part), key_of_row, reuse, build, prior)
-        outcome.outputs = sorted(paths.values())
+        def settled(row: dict, value: object) -> None:
+            if on_sample is None:
+                return
+            found = paths.get(row["combined_sample_hash"])
+            if found is None or value is None:
+                on_sample(row["combined_sample_hash"], None)
+                return
+            path, sha = found
+            on_sample(row["combined_sample_hash"], (path, sha or _known_sha256(ctx, prior, path)))
+
+        rows = partition_rows(ctx, part)
+        outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior, ctx.cfg.fetch_threads, settled)
+        outcome.outputs = sorted(p for p, _ in paths.values())
         return outcome
 
     def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str | None:

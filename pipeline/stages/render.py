@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from pipeline.runner import Outcome, Partition, is_done
 from pipeline.samples import DUAL_TYPES, task_routing
 from pipeline.stages.common import (
     bank_complete,
+    bank_partition,
     bank_partitions,
     partition_rows,
     run_samples,
@@ -122,49 +124,70 @@ class RenderStage:
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         fetch = {p.index: p for p in FetchStage().plan(ctx)}
+        return bank_partitions(ctx, self, upstream=lambda index: self._upstream(ctx, fetch[index]))
 
-        def upstream(index: int) -> str:
-            part = fetch[index]
-            return outputs_digest(read_marker(part.marker_path(ctx))) if is_done(ctx, part) else "fetch-not-done"
+    def _upstream(self, ctx: BuildContext, fetch_part: Partition) -> str:
+        done = is_done(ctx, fetch_part)
+        return outputs_digest(read_marker(fetch_part.marker_path(ctx))) if done else "fetch-not-done"
 
-        return bank_partitions(ctx, self, upstream=upstream)
+    def partition_of(self, ctx: BuildContext, fetch_part: Partition) -> Partition:
+        """The render partition over the same rows as `fetch_part`, fingerprinted by that fetch's outputs now."""
+        rows = partition_rows(ctx, fetch_part)
+        hashes, digests = [r["combined_sample_hash"] for r in rows], [r["row_digest"] for r in rows]
+        return bank_partition(ctx, self, fetch_part.index, fetch_part.level, hashes, digests,
+                              self._upstream(ctx, fetch_part))  # fmt: skip
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
         return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().plan(ctx))
 
-    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
-        fetch_marker = read_marker(ctx.part_base(FETCH_STAGE, part.index).with_suffix(".done"))
-        fetched = fetched_files(ctx, fetch_marker)
-        rows = partition_rows(ctx, part)
+    def run(
+        self,
+        ctx: BuildContext,
+        part: Partition,
+        prior: PriorRun | None,
+        fetched: Callable[[str], tuple[Path, str] | None] | None = None,
+    ) -> Outcome:
+        """Render the partition's fetched samples, keeping the rows whose key is unchanged. `fetched(hash)` gives
+        a sample's fetched file and its sha256 (None: its fetch failed, and the ledger says why); by default
+        from the fetch partition's marker, or, fused with a running fetch, as each sample is fetched."""
+        if fetched is None:
+            fetched = fetched_files(ctx, read_marker(ctx.part_base(FETCH_STAGE, part.index).with_suffix(".done"))).get
+        found: dict[str, tuple[Path, str]] = {}
+        old: dict[str, object] = {}  # the earlier rows, read on the first sample that can keep its row
 
         def key_of_row(row: dict) -> str | None:
-            found = fetched.get(row["combined_sample_hash"])  # none: its fetch failed, and the ledger says why
-            return None if found is None else sample_key(ctx, self, row["row_digest"], found[1])
+            got = fetched(row["combined_sample_hash"])
+            if got is None:
+                return None
+            found[row["combined_sample_hash"]] = got
+            return sample_key(ctx, self, row["row_digest"], got[1])
 
-        reusable = set()
-        if prior is not None:
-            keys = {r["combined_sample_hash"]: key_of_row(r) for r in rows}
-            reusable = {h for h, k in keys.items() if k is not None and prior.reusable(h, k)}
-        old = prior.rows(ctx, reusable) if reusable else None
-        old_index = {h: i for i, h in enumerate(old.column("combined_sample_hash").to_pylist())} if old else {}
         kept: list[int] = []
         built: list[dict] = []
 
         def reuse(row: dict, key: str) -> bool:
-            i = old_index.get(row["combined_sample_hash"])
+            h = row["combined_sample_hash"]
+            if prior is None or not prior.reusable(h, key):
+                return False
+            if not old:
+                table = prior.rows(ctx, {m for m in part.members if m in prior.keys})
+                old["table"] = table
+                hashes = table.column("combined_sample_hash").to_pylist() if table is not None else []
+                old["index"] = {x: i for i, x in enumerate(hashes)}
+            i = old["index"].get(h)
             if i is None:
                 return False
             kept.append(i)
             return True
 
         def build(row: dict, key: str) -> None:
-            path = fetched[row["combined_sample_hash"]][0]
-            built.append(render_row(row, load_fetched(path), ctx.cfg))
+            path, sha256 = found[row["combined_sample_hash"]]
+            built.append(render_row(row, load_fetched(path, sha256), ctx.cfg))
 
-        outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior)
+        outcome = run_samples(ctx, part, partition_rows(ctx, part), key_of_row, reuse, build, prior)
         table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)
         if kept:
-            table = pa.concat_tables([old.take(pa.array(kept, pa.int64())).cast(RENDER_PART_SCHEMA), table])
+            table = pa.concat_tables([old["table"].take(pa.array(kept, pa.int64())).cast(RENDER_PART_SCHEMA), table])
         table = table.sort_by("combined_sample_hash").combine_chunks()
         out = part.output_file(ctx)
         write_parquet(out, table)
