@@ -138,10 +138,12 @@ def split(work, out, scheduler, workers, force, no_progress) -> None:  # noqa: A
     click.echo(_release_line(write_release_all(work, out, opts), out))
 
 
-def _verify(out: Path, deep: bool) -> None:
+def _verify(
+    out: Path, deep: bool, scheduler: str = "processes", workers: int | None = None, progress: bool = False
+) -> None:
     from shard.verify import verify_release
 
-    report = verify_release(Path(out), deep=deep)
+    report = verify_release(Path(out), deep=deep, scheduler=scheduler, workers=workers, progress=progress)
     click.echo(report.text())
     if not report.ok:
         raise UserError(f"verify failed for {out}: {report.problems[0]}" + (
@@ -151,12 +153,17 @@ def _verify(out: Path, deep: bool) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
 @click.option("--deep", is_flag=True, help="also decode every row and check it against the contract")
+@click.option("--scheduler", default=os.environ.get("SCHEDULER") or "processes", show_default=True,
+              help="where --deep runs, one task per shard: " + SCHEDULER_HELP)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="hashing threads and local --deep worker processes (default: one per core)")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="no progress bar")
 @_user_errors
-def verify(out, deep) -> None:  # noqa: ANN001
+def verify(out, deep, scheduler, workers, no_progress) -> None:  # noqa: ANN001
     """Check every shard's sha256 and size against shards.csv; non-zero exit on any problem."""
     if not (Path(out) / "shards.csv").exists():
         raise UserError(f"no release at {out}: {Path(out) / 'shards.csv'} is missing (run `make build`)")
-    _verify(out, deep)
+    _verify(out, deep, scheduler, workers, progress=deep and not no_progress)
 
 
 @cli.command()
