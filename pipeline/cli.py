@@ -221,5 +221,40 @@ def preview(species, work, out, per_type, output) -> None:  # noqa: ANN001
     click.echo(f"wrote {path}")
 
 
+@cli.command()
+@click.argument("combined_sample_hash")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
+@click.option("--png", type=click.Path(path_type=Path), default=None,
+              help="picture of the row (default: <hash>.png in the current directory)")  # fmt: skip
+@_user_errors
+def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
+    """Print one row's labels and metadata, write a labelled picture of it, and for a real species a
+    Neuroglancer link at its point and time."""
+    import json
+
+    from config import load_config
+    from pipeline.atomic import atomic_path
+    from pipeline.show import describe, find_row, neuroglancer_state, neuroglancer_url
+    from render.contact_sheet import sample_sheet
+
+    found = find_row(Path(out), combined_sample_hash.strip().lower())
+    click.echo(describe(found))
+    side = found.sidecar
+    title = f"{side['combined_sample_hash']}  {side['sample_type']}  {side['species']}  {side['split']}"
+    png = png or Path(f"{side['combined_sample_hash']}.png")
+    with atomic_path(png) as tmp:
+        sample_sheet(found.row, title).save(tmp, format="PNG")
+    click.echo(f"picture: {png}")
+    if side["species"] in known_species():
+        cfg = load_config(side["species"])
+        if cfg.source == "cave":
+            state = neuroglancer_state(cfg, side["sample_type"], json.loads(side["metadata"]))
+            click.echo(f"neuroglancer: {neuroglancer_url(state)}")
+        else:
+            click.echo(f"neuroglancer: none for {side['species']} (source {cfg.source}: no public layers)")
+    else:
+        click.echo(f"neuroglancer: no config for species {side['species']}")
+
+
 def main() -> None:
     cli(prog_name="python -m pipeline")
