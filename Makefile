@@ -31,7 +31,7 @@ split: $(STAMP)
 	$(PY) -m pipeline split $(COMMON) $(RUN_FLAGS)
 
 verify: $(STAMP)
-	$(PY) -m pipeline verify --out $(OUT) $(if $(DEEP),--deep)
+	$(PY) -m pipeline verify --out $(OUT) $(if $(DEEP),--deep --scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS))
 
 status: $(STAMP)
 	$(PY) -m pipeline status $(COMMON)

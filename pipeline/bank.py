@@ -27,7 +27,10 @@ from pipeline.samples import (
     archive_hash,
     combined_hash,
     dumps_metadata,
+    epoch_ms,
+    epoch_seconds,
     junction_key,
+    metadata_keys,
     op_key,
     source_archive,
     synapse_key,
@@ -37,14 +40,6 @@ from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Operation
 STAGE = "bank"
 ADJACENT_CUTOUT_NM = 500.0
 NON_SCORE_SYNAPSE_COLUMNS = frozenset({"pre_pt_supervoxel_id", "post_pt_supervoxel_id", "valid", "size"})
-OP_META_KEYS = (
-    "adjacent_root", "after_root_ids", "base_root", "before_root_ids", "edit_point_nm", "is_merge",
-    "operation_id", "source_operation_id", "strategy", "timestamp",
-)  # fmt: skip
-CONTROL_META_KEYS = (
-    "cleft_score", "connection_score", "degree", "interface_point_nm", "post_pt_root_id", "pre_pt_root_id",
-    "root_id", "synapse_ctr_pt_nm", "synapse_id",
-)  # fmt: skip
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -105,20 +100,15 @@ class _Collector:
         sah = archive_hash(key)
         chash = combined_hash(archive, sah)
         coord = [float(v) for v in coord_nm]
-        keys = (
-            OP_META_KEYS
-            if sample_type in OP_TYPES
-            else (CONTROL_META_KEYS + self.nt_keys)
-        )
-        full = {k: None for k in keys}
+        full = {k: None for k in metadata_keys(sample_type, self.nt_keys, rendered=False)}
         full.update(meta)
-        full.update(
-            {
-                "species": self.species,
-                COORD_KEY[sample_type]: coord,
-                "cutout_timestamp": cutout_timestamp,
-            }
-        )
+        full.update({"species": self.species, COORD_KEY[sample_type]: coord})
+        # the release's forms: integer epoch seconds; null cutout_timestamp on operation rows (the exact
+        # operation time is kept in timestamp_ms; the bank's own float columns below stay exact)
+        if sample_type in OP_TYPES:
+            full.update({"timestamp": epoch_seconds(timestamp), "timestamp_ms": epoch_ms(timestamp)})
+        else:
+            full["cutout_timestamp"] = epoch_seconds(cutout_timestamp)
         fsc, fmi = LABELS[sample_type]
         self.result.rows.append(
             {
@@ -227,7 +217,6 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
         after = max(entry["after"], tuple(det.after_root_ids), key=len)
         base_meta = {
             "operation_id": op_id,
-            "timestamp": entry["timestamp"],
             "is_merge": entry["is_merge"],
             "before_root_ids": [str(r) for r in before],
             "after_root_ids": [str(r) for r in after],
@@ -268,10 +257,9 @@ def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list[tupl
             meta = {
                 "source_operation_id": op_id,
                 "operation_id": op_id,
-                "timestamp": t,
                 "is_merge": True,
                 "before_root_ids": [str(r) for r in entry["before"]],
-                "after_root_ids": [str(r) for r in entry["after"]],
+                "after_root_ids": None,  # a control has no after state (null in the release)
                 "base_root": str(base),
                 "adjacent_root": str(adj),
                 "strategy": "merge_correction",
@@ -302,7 +290,7 @@ def _junction_rows(source: Source, col: _Collector, roots: list[int], as_of: flo
             key=lambda t: (t[0], t[1]),
         )[:cap]
         for _, key, point, degree in keyed:
-            meta = {"root_id": str(root), "degree": degree}
+            meta = {"root_id": str(root), "degree": float(degree)}  # a float, as in the release
             col.add("junction_control", key, point, as_of, as_of, [root], root, None, [], meta)
 
 
@@ -332,8 +320,6 @@ def _synapse_rows(col: _Collector, table: pa.Table, batch: set[int], proofread: 
             "synapse_id": syn_id,
             "pre_pt_root_id": str(pre),
             "post_pt_root_id": str(post),
-            "cleft_score": row["cleft_score"],
-            "connection_score": row["connection_score"],
             **{k: row.get(k) for k in col.nt_keys},
         }
         col.add("synapse_control", synapse_key(syn_id), row["ctr_pt_position_nm"], as_of, as_of, [pre, post], pre,
@@ -341,7 +327,8 @@ def _synapse_rows(col: _Collector, table: pa.Table, batch: set[int], proofread: 
 
 
 def score_columns(synapses: pa.Table) -> tuple[str, ...]:
-    """The table's extra scalar columns (neurotransmitter scores and the like) that synapse rows carry."""
+    """The table's scalar score columns that synapse rows carry (cleft_score, connection_score, neurotransmitter
+    scores, ... where the table has them)."""
     skip = set(SYNAPSE_COLUMNS) | NON_SCORE_SYNAPSE_COLUMNS
     return tuple(
         sorted(f.name for f in synapses.schema if f.name not in skip and not pa.types.is_nested(f.type))

@@ -137,10 +137,12 @@ def split(work, out, scheduler, workers, force, no_progress) -> None:  # noqa: A
     click.echo(_release_line(result, out))
 
 
-def _verify(out: Path, deep: bool) -> None:
+def _verify(
+    out: Path, deep: bool, scheduler: str = "processes", workers: int | None = None, progress: bool = False
+) -> None:
     from shard.verify import verify_release
 
-    report = verify_release(Path(out), deep=deep)
+    report = verify_release(Path(out), deep=deep, scheduler=scheduler, workers=workers, progress=progress)
     click.echo(report.text())
     if not report.ok:
         raise UserError(f"verify failed for {out}: {report.problems[0]}" + (
@@ -150,12 +152,17 @@ def _verify(out: Path, deep: bool) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
 @click.option("--deep", is_flag=True, help="also decode every row and check it against the contract")
+@click.option("--scheduler", default=os.environ.get("SCHEDULER") or "processes", show_default=True,
+              help="where --deep runs, one task per shard: " + SCHEDULER_HELP)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="hashing threads and local --deep worker processes (default: one per core)")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="no progress bar")
 @_user_errors
-def verify(out, deep) -> None:  # noqa: ANN001
+def verify(out, deep, scheduler, workers, no_progress) -> None:  # noqa: ANN001
     """Check every shard's sha256 and size against shards.csv; non-zero exit on any problem."""
     if not (Path(out) / "shards.csv").exists():
         raise UserError(f"no release at {out}: {Path(out) / 'shards.csv'} is missing (run `make build`)")
-    _verify(out, deep)
+    _verify(out, deep, scheduler, workers, progress=deep and not no_progress)
 
 
 @cli.command()
@@ -221,6 +228,41 @@ def preview(species, work, out, per_type, output) -> None:  # noqa: ANN001
 
     path = write_preview(species, work, out, per_type, output)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("combined_sample_hash")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
+@click.option("--png", type=click.Path(path_type=Path), default=None,
+              help="picture of the row (default: <hash>.png in the current directory)")  # fmt: skip
+@_user_errors
+def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
+    """Print one row's labels and metadata, write a labelled picture of it, and for a real species a
+    Neuroglancer link at its point and time."""
+    import json
+
+    from config import load_config
+    from pipeline.atomic import atomic_path
+    from pipeline.show import describe, find_row, neuroglancer_state, neuroglancer_url
+    from render.contact_sheet import sample_sheet
+
+    found = find_row(Path(out), combined_sample_hash.strip().lower())
+    click.echo(describe(found))
+    side = found.sidecar
+    title = f"{side['combined_sample_hash']}  {side['sample_type']}  {side['species']}  {side['split']}"
+    png = png or Path(f"{side['combined_sample_hash']}.png")
+    with atomic_path(png) as tmp:
+        sample_sheet(found.row, title).save(tmp, format="PNG")
+    click.echo(f"picture: {png}")
+    if side["species"] in known_species():
+        cfg = load_config(side["species"])
+        if cfg.source == "cave":
+            state = neuroglancer_state(cfg, side["sample_type"], json.loads(side["metadata"]))
+            click.echo(f"neuroglancer: {neuroglancer_url(state)}")
+        else:
+            click.echo(f"neuroglancer: none for {side['species']} (source {cfg.source}: no public layers)")
+    else:
+        click.echo(f"neuroglancer: no config for species {side['species']}")
 
 
 def main() -> None:

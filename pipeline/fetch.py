@@ -4,6 +4,13 @@ Meshes are cropped to the largest box any render of the row can need (the extent
 times 1.2, plus the centre jitter's reach), so a re-render with another camera needs no refetch.
 Segment labels are resolved at the row's cutout timestamp and stored as a small mask volume:
 0 = neither, 1 = segment A, 2 = segment B.
+
+Absent chunks are found, not painted black: the sources mark the voxels that came from chunks missing from
+the layer (pipeline.sources.base.read_padded). A sample fails as `em_chunks_missing` / `seg_chunks_missing`
+when more than `max_missing_fraction` of its EM window's voxels come from such chunks (the window, not the
+whole 1.5 x cutout: the views are cut from the window). Below that the fractions travel with the sample, and
+so does the mask (`missing`: bit 0 EM, bit 1 segmentation, on the EM grid) so that render can check the
+views' own pixels too.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import trimesh
 from config import SpeciesConfig
 from pipeline.atomic import write_bytes
 from pipeline.errors import SampleError, UserError
-from pipeline.sources.base import Cutout
+from pipeline.sources.base import Cutout, window_fraction
 from render.geometry import crop_mesh
 
 STAGE = "fetch"
@@ -75,13 +82,41 @@ def fetch_sample(source, cfg: SpeciesConfig, row: dict) -> dict[str, np.ndarray]
             out[f"after{i}_vertices"], out[f"after{i}_faces"] = verts, faces
     size = EM_FACTOR * cfg.em_window_nm
     em = source.em_cutout(center, size)
+    em_frac = _check_missing(em, cfg, "em")
     seg = source.segmentation_cutout(center, size, row["cutout_timestamp"])
+    seg_frac = _check_missing(seg, cfg, "seg")
     b_root = int(row["mask_b_root"]) if row["mask_b_root"] else None
     out["em"] = np.asarray(em.data, dtype=np.uint8)
     out["labels"] = ab_labels(seg, out["em"].shape, int(row["mask_a_root"]), b_root)
     out["em_voxel_nm"] = np.asarray(em.voxel_nm, dtype=np.float64)
+    out["em_origin_nm"] = np.asarray(em.origin_nm, dtype=np.float64)
+    out["em_missing_fraction"] = np.float64(em_frac)
+    out["seg_missing_fraction"] = np.float64(seg_frac)
+    if em.missing is not None or seg.missing is not None:
+        missing = np.zeros(out["em"].shape, dtype=np.uint8)
+        if em.missing is not None:
+            missing |= np.asarray(em.missing, dtype=np.uint8)
+        if seg.missing is not None:
+            missing |= resample_nearest(np.asarray(seg.missing, dtype=np.uint8), out["em"].shape) << 1
+        out["missing"] = missing
     out["crop_half_nm"] = np.asarray(half, dtype=np.float64)  # a later run keeps this file while it is wide enough
     return out
+
+
+MISSING_REASON = {"em": "em_chunks_missing", "seg": "seg_chunks_missing"}
+_LAYER = {"em": "EM", "seg": "segmentation"}
+
+
+def _check_missing(cut: Cutout, cfg: SpeciesConfig, which: str) -> float:
+    """The fraction of the EM window's voxels from absent chunks of this layer; over the limit, the sample fails."""
+    frac = window_fraction(cut.missing, cut.voxel_nm, cfg.em_window_nm)
+    if frac > cfg.max_missing_fraction:
+        raise SampleError(
+            MISSING_REASON[which],
+            f"{frac:.1%} of the {cfg.em_window_nm:g} nm EM window comes from absent {_LAYER[which]} chunks "
+            f"(max_missing_fraction {cfg.max_missing_fraction:g})",
+        )
+    return frac
 
 
 def save_fetched(path: Path, arrays: dict[str, np.ndarray]) -> str:

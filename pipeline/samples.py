@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pipeline.hashing import md5_hex
@@ -31,6 +32,47 @@ LABELS: dict[str, tuple[float | None, float | None]] = {
     "junction_control": (None, 0.0),
     "synapse_control": (0.0, None),
 }
+
+
+# Metadata keys (JSON, sorted). Rows of one archive share one key set, null where a key does not apply.
+# unified_{species} (merge_edit, split_edit, adjacent_control): `timestamp` is the operation's time in whole
+# epoch seconds as in the release; `timestamp_ms` keeps it exactly (epoch milliseconds, CAVE's precision).
+OP_META_KEYS = (
+    "adjacent_root", "after_root_ids", "base_root", "before_root_ids", "is_merge", "operation_id",
+    "source_operation_id", "strategy", "timestamp", "timestamp_ms",
+)  # fmt: skip
+# unified_controls_{species} (junction_control, synapse_control), plus the synapse table's scalar score
+# columns where it has them (cleft_score, connection_score, neurotransmitter scores)
+CONTROL_META_KEYS = (
+    "degree", "interface_point_nm", "post_pt_root_id", "pre_pt_root_id", "root_id", "synapse_ctr_pt_nm",
+    "synapse_id",
+)  # fmt: skip
+# every row: `cutout_timestamp` is when the EM masks' labels were resolved, integer epoch seconds on control
+# rows and null on operation rows (whose masks are resolved at the operation's time: T - 1 s for merges and
+# adjacent controls, T for splits), as in the release
+COMMON_META_KEYS = ("cutout_timestamp", "species")
+# added by render: the rendered extent and centre, the EM views' centre, best plane and scores, and the
+# fractions of the EM window from absent EM / segmentation chunks
+RENDER_META_KEYS = (
+    "em_best_normal", "em_best_score", "em_cardinal_scores", "em_missing_fraction", "em_view_center_nm",
+    "image_types", "render_center_nm", "seg_missing_fraction", "view_extent_nm",
+)  # fmt: skip
+
+
+def metadata_keys(sample_type: str, score_keys: tuple[str, ...] = (), rendered: bool = True) -> tuple[str, ...]:
+    """The sorted metadata key set of a row of `sample_type` (as the bank writes it, plus render's keys)."""
+    own = OP_META_KEYS if sample_type in OP_TYPES else CONTROL_META_KEYS + tuple(score_keys)
+    keys = {*own, *COMMON_META_KEYS, COORD_KEY[sample_type], *(RENDER_META_KEYS if rendered else ())}
+    return tuple(sorted(keys))
+
+
+def epoch_seconds(t: float) -> int:
+    """Whole epoch seconds (the release's form of a timestamp): the second that `t` falls in."""
+    return int(math.floor(float(t)))
+
+
+def epoch_ms(t: float) -> int:
+    return int(round(float(t) * 1000.0))
 
 
 def source_archive(sample_type: str, species: str) -> str:

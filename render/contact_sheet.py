@@ -71,3 +71,38 @@ def contact_sheet(samples: list[dict], all_views: bool = False) -> Image.Image:
                 )
             x += TILE
     return sheet
+
+
+CHANNEL_NAMES = ("silhouette", "depth", "normal x", "normal y", "normal z", "mask A", "mask B")
+VIEW_NAMES = ("front", "side", "top")
+
+
+def sample_sheet(row: dict, title: str = "", tile: int = 160) -> Image.Image:
+    """One row, labelled: the 3 x 7 geometry channels (a line per view), then the 4 EM views and, when
+    present, the 3 split masks. `row` as in contact_sheet (arrays, PNG bytes or image structs)."""
+    label_w, head, gap = 70, 18, 4
+    geom = _as_array(row.get("geometry"), png=False)
+    images = [(c, _as_array(row.get(c), png=True)) for c in EM_COLUMNS + SPLIT_MASK_COLUMNS]
+    images = [(c, a) for c, a in images if a is not None]
+    cols = max(7, len(images))
+    width = label_w + cols * (tile + gap)
+    height = 30 + 4 * (head + tile + gap)
+    sheet = Image.new("RGB", (width, height), (30, 30, 30))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 8), title, fill=(255, 255, 255))
+    y = 30
+    for v, view in enumerate(VIEW_NAMES):
+        draw.text((6, y + head + tile // 2 - 6), view, fill=(220, 220, 220))
+        tiles = channel_tiles(geom, v) if geom is not None else []
+        for c, t in enumerate(tiles):
+            x = label_w + c * (tile + gap)
+            draw.text((x + 2, y + 3), CHANNEL_NAMES[c], fill=(200, 200, 200))
+            sheet.paste(Image.fromarray(t, mode="L").resize((tile, tile), Image.NEAREST), (x, y + head))
+        y += head + tile + gap
+    draw.text((6, y + head + tile // 2 - 6), "EM /\nsplit", fill=(220, 220, 220))
+    for c, (name, a) in enumerate(images):
+        x = label_w + c * (tile + gap)
+        draw.text((x + 2, y + 3), name.replace("_before", "").replace("split_mask_", "split "), fill=(200, 200, 200))
+        img = Image.fromarray(a.astype(np.uint8), mode="RGB" if a.ndim == 3 else "L").convert("RGB")
+        sheet.paste(img.resize((tile, tile), Image.NEAREST), (x, y + head))
+    return sheet

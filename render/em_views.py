@@ -1,13 +1,17 @@
 """EM views: three cardinal slabs and the best oblique slab, RGB uint8 (CONTRACT.md section 3).
 
-R = EM (mean of a 3-voxel slab) normalised to its 1st-99th percentile; G = 255 where segment A is in the
-slab, B = 255 where segment B is (exactly 0/255). Resampling to isotropic voxels is done in one step:
-every view samples an isotropic grid (slab spacing = the finest voxel axis, W/res in
-plane) straight from the anisotropic cutout, EM trilinear, masks nearest; no second 2D resize, so the
-masks can never be blurred by the EM's filter.
+R = EM (mean of a 3-voxel slab) normalised to its 1st-99th percentile; G = 255 where the slab's central plane
+is labelled segment A, B = 255 where it is labelled B (exactly 0/255). The segmentation's labels are exclusive,
+so G and B never overlap. Resampling to isotropic voxels is done in one step: every view samples an isotropic
+grid (slab spacing = the finest voxel axis, W/res in plane) straight from the anisotropic cutout, EM trilinear,
+masks nearest; no second 2D resize, so the masks can never be blurred by the EM's filter.
 
 Orientation: xy = slab along z, columns x, rows y; xz = along y, columns x, rows z; yz = along x,
 columns y, rows z (row 0 at the low coordinate).
+
+Best view: every candidate plane is scored on a coarse grid; the best few are then rendered at the output
+resolution and scored, with the three cardinal views, on their 224 px masks (central 75%); the highest wins,
+ties going to a cardinal view (xy, xz, yz) first. When a cardinal view wins, the best view is that view.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ _CARDINAL_AXES = {
 RECENTER_FRACTION = 0.30
 SCORE_FRACTION = 0.75
 SCORE_GRID = 48
+RESCORE_CANDIDATES = 6  # oblique planes of the coarse search re-scored at the output resolution
 EDT_MIN_SPACING_NM = 24.0
 _AXIS_TOL = 1e-9
 
@@ -197,20 +202,24 @@ def _normalise(em: np.ndarray) -> np.ndarray:
     return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _render_view_generic(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
-    """Any plane: 3-D trilinear EM and nearest masks at every slab point (used only when no in-plane axis is
+def _em_slab_generic(em, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
+    """Any plane: the mean of trilinear EM samples at the three slab offsets (used only when no in-plane axis is
     a coordinate axis, which never happens for the candidate planes)."""
     pts = _plane_points(center_nm, u, v, n, half_nm, res, (-slab_nm, 0.0, slab_nm))
-    em_slab = _sample(em.astype(np.float64), voxel, pts).mean(axis=0)
-    in_slab = np.bitwise_or.reduce(_nearest(seg, voxel, pts), axis=0)
-    return _compose(em_slab, in_slab)
+    return _sample(em.astype(np.float64), voxel, pts).mean(axis=0)
 
 
-def _compose(em_slab: np.ndarray, in_slab: np.ndarray) -> np.ndarray:
+def _plane_generic(vol, voxel, center_nm, u, v, n, half_nm, res) -> np.ndarray:
+    """Any plane: the voxel of `vol` containing each pixel's point on the central plane, 0 outside."""
+    return _nearest(vol, voxel, _plane_points(center_nm, u, v, n, half_nm, res, (0.0,))[0])
+
+
+def _compose(em_slab: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """RGB from the slab mean and the central plane's bits (bit 0 = segment A, bit 1 = segment B)."""
     rgb = np.empty(em_slab.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = _normalise(em_slab)
-    np.multiply(in_slab & 1, 255, out=rgb[..., 1], casting="unsafe")
-    np.multiply((in_slab >> 1) & 1, 255, out=rgb[..., 2], casting="unsafe")
+    np.multiply(labels & 1, 255, out=rgb[..., 1], casting="unsafe")
+    np.multiply((labels >> 1) & 1, 255, out=rgb[..., 2], casting="unsafe")
     return rgb
 
 
@@ -245,51 +254,66 @@ def _nearest_idx(p_nm: np.ndarray, voxel_k: float, n: int) -> tuple[np.ndarray, 
     return np.where(ok, idx, 0), ok
 
 
-def _render_view(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
-    """`seg` is uint8 with bit 0 = segment A, bit 1 = segment B. Pixel (row, col) of slab offset o samples
+class _Plane:
+    """Where the pixels of one view sample the cutout. Pixel (row, col) of slab offset o samples
     centre + s[col] * u + s[row] * v + o * n. One in-plane direction of every candidate plane runs along a
-    coordinate axis `a`, so sampling separates: bilinear (EM) / nearest (masks) lookups in the plane of the two
-    other axes for each of the res x 3 (line, slab) positions, then linear / nearest along `a`. Same values as
-    trilinear sampling of every slab point, at a fraction of the cost."""
-    found = _aligned_axis(u, v, n)
-    if found is None:
-        return _render_view_generic(em, seg, voxel, center_nm, u, v, n, half_nm, res, slab_nm)
-    a, along_u = found
-    b, g = (k for k in range(3) if k != a)
-    w = v if along_u else u  # the other in-plane direction
-    s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
-    offsets = np.array([-slab_nm, 0.0, slab_nm])
-    # same float64 arithmetic as _plane_points (zero components add exact zeros)
-    p_a = center_nm[a] + s * (u[a] if along_u else v[a])  # (res,) along the aligned axis
-    p_b = (center_nm[b] + s * w[b])[:, None] + offsets[None, :] * n[b]  # (res, 3): line position, slab offset
-    p_g = (center_nm[g] + s * w[g])[:, None] + offsets[None, :] * n[g]
-    shape = em.shape
-    # EM: bilinear in the (b, g) plane for every slab position, averaged over the slab, then linear along a
-    em_t = np.moveaxis(em, (a, b, g), (0, 1, 2))
-    b0, b1, wb0, wb1 = _lin_taps(p_b / voxel[b] - 0.5, shape[b])
-    g0, g1, wg0, wg1 = _lin_taps(p_g / voxel[g] - 0.5, shape[g])
-    plane = (
-        em_t[:, b0, g0] * (wb0 * wg0 / 3.0)
-        + em_t[:, b0, g1] * (wb0 * wg1 / 3.0)
-        + em_t[:, b1, g0] * (wb1 * wg0 / 3.0)
-        + em_t[:, b1, g1] * (wb1 * wg1 / 3.0)
-    ).sum(axis=2)  # (n_a, res): slab mean
-    a0, a1, wa0, wa1 = _lin_taps(p_a / voxel[a] - 0.5, shape[a])
-    em_line = plane[a0] * wa0[:, None] + plane[a1] * wa1[:, None]  # (res along a, res along w)
-    # masks: the voxel containing each slab point, OR over the slab
-    seg_t = np.moveaxis(seg, (a, b, g), (0, 1, 2))
-    ka, oka = _nearest_idx(p_a, voxel[a], shape[a])
-    kb, okb = _nearest_idx(p_b, voxel[b], shape[b])
-    kg, okg = _nearest_idx(p_g, voxel[g], shape[g])
-    # OR over the slab in the (b, g) plane first (the lookup along a is the same for every slab position)
-    ok = okb & okg  # (res, slab)
-    line = seg_t[:, kb[:, 0], kg[:, 0]] * ok[:, 0]  # (n_a, res along w)
-    for j in range(1, kb.shape[1]):
-        line |= seg_t[:, kb[:, j], kg[:, j]] * ok[:, j]
-    sub = line[ka] * oka[:, None]  # (res along a, res along w); outside the volume counts as 0
-    if along_u:  # lines along a are columns
-        em_line, sub = em_line.T, sub.T
-    return _compose(em_line, sub)
+    coordinate axis `a`, so sampling separates: lookups in the plane of the two other axes for each of the
+    res (line) positions, then along `a`. Same values as sampling every point in 3-D, at a fraction of the cost;
+    planes without such an axis fall back to the plain 3-D sampling."""
+
+    def __init__(self, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> None:
+        self.voxel, self.center, self.u, self.v, self.n = voxel, center_nm, u, v, n
+        self.half, self.res, self.slab = half_nm, res, slab_nm
+        found = _aligned_axis(u, v, n)
+        self.separable = found is not None
+        if not self.separable:
+            return
+        a, self.along_u = found
+        b, g = (k for k in range(3) if k != a)
+        self.axes = (a, b, g)
+        w = v if self.along_u else u  # the other in-plane direction
+        s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
+        offsets = np.array([-slab_nm, 0.0, slab_nm])
+        # same float64 arithmetic as _plane_points (zero components add exact zeros)
+        self.p_a = center_nm[a] + s * (u[a] if self.along_u else v[a])  # (res,) along the aligned axis
+        self.p_b = (center_nm[b] + s * w[b])[:, None] + offsets[None, :] * n[b]  # (res, 3): line, slab offset
+        self.p_g = (center_nm[g] + s * w[g])[:, None] + offsets[None, :] * n[g]
+
+    def _oriented(self, img: np.ndarray) -> np.ndarray:
+        return img.T if self.along_u else img  # lines along a are columns when a is u's axis
+
+    def em_slab(self, em: np.ndarray) -> np.ndarray:
+        """Mean of the trilinear EM samples of the three slab offsets, (res, res) float64."""
+        if not self.separable:
+            return _em_slab_generic(em, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res,
+                                    self.slab)  # fmt: skip
+        a, b, g = self.axes
+        voxel, shape = self.voxel, em.shape
+        # bilinear in the (b, g) plane for every slab position, averaged over the slab, then linear along a
+        em_t = np.moveaxis(em, (a, b, g), (0, 1, 2))
+        b0, b1, wb0, wb1 = _lin_taps(self.p_b / voxel[b] - 0.5, shape[b])
+        g0, g1, wg0, wg1 = _lin_taps(self.p_g / voxel[g] - 0.5, shape[g])
+        plane = (
+            em_t[:, b0, g0] * (wb0 * wg0 / 3.0)
+            + em_t[:, b0, g1] * (wb0 * wg1 / 3.0)
+            + em_t[:, b1, g0] * (wb1 * wg0 / 3.0)
+            + em_t[:, b1, g1] * (wb1 * wg1 / 3.0)
+        ).sum(axis=2)  # (n_a, res): slab mean
+        a0, a1, wa0, wa1 = _lin_taps(self.p_a / voxel[a] - 0.5, shape[a])
+        return self._oriented(plane[a0] * wa0[:, None] + plane[a1] * wa1[:, None])
+
+    def central(self, vol: np.ndarray) -> np.ndarray:
+        """The voxel of `vol` containing each pixel's point on the slab's central plane (0 outside), (res, res)."""
+        if not self.separable:
+            return _plane_generic(vol, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res)
+        a, b, g = self.axes
+        voxel, shape = self.voxel, vol.shape
+        vol_t = np.moveaxis(vol, (a, b, g), (0, 1, 2))
+        ka, oka = _nearest_idx(self.p_a, voxel[a], shape[a])
+        kb, okb = _nearest_idx(self.p_b[:, 1], voxel[b], shape[b])
+        kg, okg = _nearest_idx(self.p_g[:, 1], voxel[g], shape[g])
+        line = vol_t[:, kb, kg] * (okb & okg)  # (n_a, res along w); outside the volume counts as 0
+        return self._oriented(line[ka] * oka[:, None])
 
 
 def _score_all(seg, voxel, center_nm, half_nm) -> np.ndarray:
@@ -314,15 +338,44 @@ def _score_all(seg, voxel, center_nm, half_nm) -> np.ndarray:
     return np.log(np.maximum(area_a, 1.0)) + np.log(np.maximum(area_b, 1.0))
 
 
+def score_central(a: np.ndarray, b: np.ndarray) -> float:
+    """The best-view score of one output view: log(max(area A, 1)) + log(max(area B, 1)), areas in pixels whose
+    centre lies in the central SCORE_FRACTION of the view (rows and columns 28..195 of 224). `a` and `b` are the
+    view's mask channels (non-zero = set)."""
+    res = a.shape[0]
+    i = np.abs((np.arange(res) + 0.5) / res * 2.0 - 1.0) <= SCORE_FRACTION
+    lo, hi = int(np.argmax(i)), int(res - np.argmax(i[::-1]))
+    area_a = np.count_nonzero(a[lo:hi, lo:hi])
+    area_b = np.count_nonzero(b[lo:hi, lo:hi])
+    return float(np.log(max(area_a, 1)) + np.log(max(area_b, 1)))
+
+
+def _bits_score(bits: np.ndarray) -> float:
+    return score_central(bits & 1, bits & 2)
+
+
 def render_em_views(
-    em: np.ndarray, labels: np.ndarray, voxel_nm, a_ids, b_ids, window_nm: float, resolution: int = 224
+    em: np.ndarray,
+    labels: np.ndarray,
+    voxel_nm,
+    a_ids,
+    b_ids,
+    window_nm: float,
+    resolution: int = 224,
+    missing: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """EM cutout (X, Y, Z) uint8 and root-id labels on the same grid, 1.5 x window wide, centred on the sample
-    coordinate -> the four EM views (224, 224, 3) uint8 and an info dict."""
+    coordinate -> the four EM views (224, 224, 3) uint8 and an info dict.
+
+    `missing` (optional, same grid, uint8): bit 0 where the EM voxel came from an absent chunk, bit 1 where the
+    segmentation's did. info["missing_view_fraction"] then gives, per bit ("em", "seg"), the largest fraction
+    of a view's pixels whose central-plane point lies in such a voxel (the views' own pixels, not the window)."""
     em = np.asarray(em)
     labels = np.asarray(labels)
     if em.shape != labels.shape or em.ndim != 3:
         raise ValueError(f"em {em.shape} and labels {labels.shape} must be the same 3-D grid")
+    if missing is not None and np.shape(missing) != em.shape:
+        raise ValueError(f"missing {np.shape(missing)} must be on the EM grid {em.shape}")
     voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
     shape = np.asarray(em.shape)
     two = len(b_ids) > 0
@@ -344,24 +397,51 @@ def render_em_views(
     c = new_centre - origin_nm
     em_w = np.ascontiguousarray(em[win])
     seg = a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+    slab = voxel.min()
+
+    def plane(u, v, n) -> _Plane:
+        return _Plane(voxel, c, np.asarray(u), np.asarray(v), np.asarray(n), half, resolution, slab)
+
+    planes = {name: plane(*_CARDINAL_AXES[name], CARDINAL[name]) for name in CARDINAL}
+    bits = {name: p.central(seg) for name, p in planes.items()}
+    scores = {name: _bits_score(b) for name, b in bits.items()}
+    # the best few oblique planes of the coarse search, rendered at the output resolution and scored there
+    coarse = _score_all(seg, voxel, c, half)
+    oblique = [i for i in np.argsort(-coarse, kind="stable") if i >= len(CARDINAL)][:RESCORE_CANDIDATES]
+    best_name, best_score, best_n = "xy", scores["xy"], np.asarray(CARDINAL["xy"])
+    for name in CARDINAL:  # cardinal first: an oblique plane must score strictly higher to win
+        if scores[name] > best_score:
+            best_name, best_score, best_n = name, scores[name], np.asarray(CARDINAL[name])
+    for i in oblique:
+        n = np.asarray(_CANDIDATES[i])
+        p = plane(*_in_plane_axes(n), n)
+        b = p.central(seg)
+        sc = _bits_score(b)
+        if sc > best_score:
+            best_name, best_score, best_n = f"candidate {int(i)}", sc, n
+            planes["best"], bits["best"] = p, b
 
     views: dict[str, np.ndarray] = {}
-    for name, (u, v) in _CARDINAL_AXES.items():
-        n = np.asarray(CARDINAL[name])
-        views[f"em_{name}_before"] = _render_view(
-            em_w, seg, voxel, c, np.asarray(u), np.asarray(v), n, half, resolution, voxel.min()
-        )
-    normals = _CANDIDATES
-    scores = _score_all(seg, voxel, c, half)
-    best_i = int(np.argmax(scores))  # first maximum: cardinal planes come first in the candidate order
-    best_n = np.asarray(normals[best_i])
-    bu, bv = _in_plane_axes(best_n)
-    views["em_best_before"] = _render_view(em_w, seg, voxel, c, bu, bv, best_n, half, resolution, voxel.min())
+    for name in CARDINAL:
+        views[f"em_{name}_before"] = _compose(planes[name].em_slab(em_w), bits[name])
+    if best_name in CARDINAL:
+        views["em_best_before"] = views[f"em_{best_name}_before"].copy()
+    else:
+        views["em_best_before"] = _compose(planes["best"].em_slab(em_w), bits["best"])
     info = {
         "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
+        "em_view_center_nm": [float(x) for x in new_centre],
         "em_best_normal": [float(x) for x in best_n],
-        "em_best_score": float(scores[best_i]),
-        "em_cardinal_scores": {name: float(scores[i]) for i, name in enumerate(CARDINAL)},
-        "em_n_candidate_planes": len(normals),
+        "em_best_score": best_score,
+        "em_cardinal_scores": scores,
+        "em_n_candidate_planes": len(_CANDIDATES),
     }
+    if missing is not None:
+        miss_w = np.asarray(missing, dtype=np.uint8)[win]
+        view_planes = [planes[name] for name in CARDINAL] + [planes[best_name if best_name in CARDINAL else "best"]]
+        looked = [p.central(miss_w) for p in view_planes]
+        info["missing_view_fraction"] = {
+            what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked)
+            for what, bit in (("em", 1), ("seg", 2))
+        }
     return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}, info

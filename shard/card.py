@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
+from config.schema import SAMPLE_TYPES, SpeciesConfig
+from pipeline.samples import OP_TYPES, metadata_keys, source_archive
 from shard.schema import SPLIT_DIRS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND, SPLITS
+
+MAX_MISSING_DEFAULT = SpeciesConfig.model_fields["max_missing_fraction"].default
 
 _SPECIES_SOURCES = {
     "mouse": "MICrONS (mouse cortex): https://www.microns-explorer.org/cortical-mm3",
@@ -46,6 +50,41 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def _metadata_section(stats: dict) -> list[str]:
+    """The metadata key set of each archive, from the constants the bank and render write them with
+    (pipeline.samples); the synapse table's score columns, which vary by species, from this build's rows."""
+    observed: dict[str, list[str]] = stats.get("metadata_keys", {})
+    rows = []
+    for sp in stats["by_species"]:
+        for ops in (True, False):
+            types = [t for t in SAMPLE_TYPES if (t in OP_TYPES) == ops]
+            archive = source_archive(types[0], sp)
+            if archive not in observed:
+                continue
+            fixed = set(metadata_keys(types[0]))
+            scores = () if ops else tuple(sorted(k for k in observed[archive] if k not in fixed))
+            keys = metadata_keys(types[0], scores)
+            rows.append([f"`{archive}`", ", ".join(types), ", ".join(f"`{k}`" for k in keys)])
+    if not rows:
+        return []
+    return [
+        "## Metadata",
+        "",
+        "Rows of one archive share one key set (null where a key does not apply):",
+        "",
+        _table(["archive", "sample types", "keys"], rows),
+        "",
+        "Timestamps are integer epoch seconds (UTC). `timestamp` is the operation's time; `timestamp_ms` keeps it "
+        "exactly (epoch milliseconds). `cutout_timestamp` is when a control row's EM labels were resolved; it is "
+        "null on operation rows, whose labels are resolved at the operation (T - 1 s for merge_edit and "
+        "adjacent_control, T for split_edit). `after_root_ids` is null on adjacent controls. Control rows carry the "
+        "synapse table's score columns where it has them (`cleft_score`, `connection_score`, neurotransmitter "
+        "scores). `render_center_nm` and `view_extent_nm` are the geometry camera's centre and half-width; "
+        "`em_view_center_nm` the EM views' centre after recentring; `em_best_normal` the best plane's normal.",
+        "",
+    ]
 
 
 def render_card(stats: dict, extra: dict) -> str:
@@ -148,13 +187,25 @@ def render_card(stats: dict, extra: dict) -> str:
             [[0, "raw EM intensity"], [1, "segment A mask (0/255)"], [2, "segment B mask (0/255)"]],
         ),
         "",
-        "Each view is the mean of a 3-voxel slab; a mask channel is 255 where its segment occurs anywhere in the "
-        "slab, so A and B can both be 255 at a pixel near their boundary. Segment A is the first root of the row "
-        "(the first before root, the base root, the pre-synaptic root; for split_edit rows the first after root, "
-        "the EM being labelled by the after state), B the second.",
+        "R is the mean of a 3-voxel EM slab; G and B are the segmentation's labels on the slab's central plane (a "
+        "slice, like the segmentation they come from): G = 255 where it is segment A, B = 255 where it is segment "
+        "B, so the two masks never overlap. Segment A is the first root of the row (the first before root, the base "
+        "root, the pre-synaptic root; for split_edit rows the first after root, the EM being labelled by the after "
+        "state), B the second. Cardinal views: `em_xy_before` has columns x and rows y, `em_xz_before` columns x "
+        "and rows z, `em_yz_before` columns y and rows z, row 0 at the low coordinate.",
         "",
-        "`em_best_before` is an oblique slice that maximises the visible area of both segments; it sees both labels, "
-        "so do not test single-segment tasks on it. For single-segment tasks, merge the A and B channels.",
+        "`em_best_before` is the plane that maximises log(area A) + log(area B) in the central 75% of the view: "
+        "about 51 candidate planes are searched on a coarse grid, the best few are rendered and scored on their "
+        "224 px masks together with the three cardinal views, and the highest wins (a cardinal view on ties, and "
+        "then `em_best_before` is that view). So it never scores below a cardinal view; the scores are in the "
+        "metadata (`em_best_score`, `em_cardinal_scores`). It sees both labels, so do not test single-segment tasks "
+        "on it. For single-segment tasks, merge the A and B channels.",
+        "",
+        "Absent data is not tissue. Where a chunk of the EM or segmentation layer is missing (inside the volume's "
+        "bounds; outside them is padding), its voxels are not shown as black or unlabelled: a sample with more than "
+        f"`max_missing_fraction` (default {MAX_MISSING_DEFAULT:g}) of its EM window's voxels, or of any view's "
+        "pixels, from missing chunks is left out (failures `em_chunks_missing` / `seg_chunks_missing`); shipped "
+        "rows record the window's fractions in `em_missing_fraction` and `seg_missing_fraction`.",
         "",
         "Split masks (`split_mask_front`, `split_mask_side`, `split_mask_top`, split_edit rows with an after state "
         "only) are single-channel PNGs aligned pixel for pixel with the single-segment geometry views:",
@@ -199,8 +250,9 @@ def render_card(stats: dict, extra: dict) -> str:
         "`has_after_mask`: the three split masks present (split_edit only). `present_slots`: the modality "
         "columns present, sorted.",
         "- `metadata`: JSON (sorted keys) of the sample's provenance: operation ids, root ids, coordinates, "
-        "render extent and centre, timestamps.",
+        "render extent and centre, timestamps (see Metadata below).",
         "",
+        *_metadata_section(stats),
         "## Task routing and labels",
         "",
         _table(

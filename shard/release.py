@@ -404,6 +404,7 @@ def write_release(
         counts: Counter = Counter()  # (split, species, sample_type, has_after_mask)
         demo: dict[str, list[pa.Table]] = {t: [] for t in SAMPLE_TYPES}
         figure_rows: dict[str, pa.Table] = {}
+        metadata_keys: dict[str, list[str]] = {}  # archive -> the metadata keys of its first row (for the card)
         streams = [_species_stream(sp, n, species_parts[sp], lookups[sp]) for n, sp in enumerate(species)]
         prev: str | None = None
         for h, _sp_idx, i, part in heapq.merge(*streams, key=itemgetter(0)):
@@ -414,6 +415,8 @@ def write_release(
             split, st = r["split"], r["sample_type"]
             writers[split].add(part, i)
             counts[(split, r["species"], st, bool(r["has_after_mask"]))] += 1
+            if r["source_archive"] not in metadata_keys:
+                metadata_keys[r["source_archive"]] = sorted(json.loads(r["metadata"]))
             if split == "train" and len(demo[st]) < demo_rows_per_type:
                 demo[st].append(part.table.take([i]))
             # The figure: the first train row of each kind (dual / single), else the first of any split.
@@ -457,6 +460,7 @@ def write_release(
             atomic.write_bytes(tmp_dir / figure, pngs)
 
         stats = _stats(counts, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
+        stats["metadata_keys"] = dict(sorted(metadata_keys.items()))
         atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
         _swap_in(tmp_dir, out_dir)
     except BaseException:

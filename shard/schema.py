@@ -64,3 +64,10 @@ RENDER_PART_SCHEMA = _with_hf_metadata([f for f in _FIELDS if f[0] != "split"])
 METADATA_SIDECAR_SCHEMA = _with_hf_metadata(
     [f for f in _FIELDS if f[0] in NON_IMAGE_COLUMNS] + [("shard_path", pa.string())]
 )
+
+
+def same_schema(got: pa.Schema, want: pa.Schema) -> bool:
+    """Names, types and the Hugging Face features equal. (Parquet names list items `element` on
+    read-back, which pyarrow's equality ignores without metadata; the HF metadata must match exactly.)"""
+    hf = b"huggingface"
+    return got.equals(want, check_metadata=False) and (got.metadata or {}).get(hf) == want.metadata[hf]

@@ -18,7 +18,9 @@ import trimesh
 
 # Columns each table method must return; the bank checks them and names the table and column.
 CHANGE_LOG_COLUMNS = ("root_id", "operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids")
-SYNAPSE_COLUMNS = ("id", "pre_pt_root_id", "post_pt_root_id", "ctr_pt_position_nm", "cleft_score", "connection_score")
+SYNAPSE_COLUMNS = ("id", "pre_pt_root_id", "post_pt_root_id", "ctr_pt_position_nm")
+# Score columns a synapse table may have (present only where it does; scalar columns the bank passes on).
+SYNAPSE_SCORE_COLUMNS = ("cleft_score", "connection_score")
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,15 @@ class OperationDetails:
 
 @dataclass(frozen=True)
 class Cutout:
-    """A volume cutout: `data[i, j, k]` is the voxel whose lower corner is origin_nm + (i, j, k) * voxel_nm."""
+    """A volume cutout: `data[i, j, k]` is the voxel whose lower corner is origin_nm + (i, j, k) * voxel_nm.
+
+    `missing` marks the voxels that came from chunks absent from the layer (read as 0, not data); None when
+    every chunk the cutout needed was there. Voxels outside the volume's bounds are padding, never missing."""
 
     data: np.ndarray
     voxel_nm: tuple[float, float, float]
     origin_nm: tuple[float, float, float]
+    missing: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,77 @@ def cutout_box(center_nm, size_nm: float, resolution_nm) -> tuple[np.ndarray, np
     return start, start + size_vx
 
 
-def read_padded(read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype) -> np.ndarray:  # noqa: ANN001
-    """The box [start, stop): `read(lo, hi)` for the part inside the volume bounds, zeros outside."""
+def read_padded(
+    read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype, chunk_size, chunk_origin  # noqa: ANN001
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The box [start, stop) and its missing-voxel mask: `read(lo, hi)` for the part inside the volume bounds,
+    zeros outside (padding, not missing).
+
+    `read` must raise cloud-volume's EmptyVolumeException when a chunk it needs is absent (a CloudVolume opened
+    with fill_missing=False does, for unsharded, sharded and graphene layers alike). Then the part is read
+    again chunk by chunk on the layer's grid (`chunk_size`, chunks starting at `chunk_origin`, the voxel
+    offset): absent chunks stay 0 and are marked in the mask. The mask is None when nothing was missing."""
+    from cloudvolume.exceptions import EmptyVolumeException
+
     data = np.zeros(tuple(int(v) for v in stop - start), dtype=dtype)
     lo = np.maximum(start, np.asarray(bounds_lo, dtype=np.int64))
     hi = np.minimum(stop, np.asarray(bounds_hi, dtype=np.int64))
-    if (hi > lo).all():
-        got = np.asarray(read(lo, hi))
+    if not (hi > lo).all():
+        return data, None
+
+    def put(a: np.ndarray, b: np.ndarray, got: np.ndarray) -> None:
+        got = np.asarray(got)
         got = got[..., 0] if got.ndim == 4 else got
-        a, b = lo - start, hi - start
+        a, b = a - start, b - start
         data[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = got
-    return data
+
+    try:
+        put(lo, hi, read(lo, hi))
+        return data, None
+    except EmptyVolumeException:
+        pass
+    missing = np.zeros(data.shape, dtype=bool)
+    for a, b in chunk_boxes(lo, hi, chunk_size, chunk_origin):
+        try:
+            put(a, b, read(a, b))
+        except EmptyVolumeException:
+            a, b = a - start, b - start
+            missing[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = True
+    return data, missing
+
+
+def chunk_boxes(lo: np.ndarray, hi: np.ndarray, chunk_size, chunk_origin) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The box [lo, hi) cut along the layer's chunk grid: one [a, b) piece per chunk it touches, in x, y, z order."""
+    size = np.asarray(chunk_size, dtype=np.int64)
+    origin = np.asarray(chunk_origin, dtype=np.int64)
+    first = (lo - origin) // size
+    last = (hi - 1 - origin) // size
+    out = []
+    for k in np.ndindex(*(last - first + 1)):
+        c0 = origin + (first + np.asarray(k)) * size
+        out.append((np.maximum(c0, lo), np.minimum(c0 + size, hi)))
+    return out
+
+
+def window_fraction(mask: np.ndarray | None, voxel_nm, window_nm: float) -> float:
+    """Fraction of the EM window's voxels set in `mask` (a cutout-shaped bool mask, None = none set).
+
+    The window is the cube `window_nm` wide at the centre of the cutout (the cutout is 1.5 x the window): the
+    voxels whose centre lies within window_nm / 2 of the cutout's centre on every axis. Views are cut from it
+    (after recentring on the two segments, by at most 15% of the cutout; render checks each view's own pixels)."""
+    if mask is None:
+        return 0.0
+    mask = np.asarray(mask)
+    voxel = np.asarray(voxel_nm, dtype=np.float64)
+    box = []
+    for n, v in zip(mask.shape, voxel, strict=True):
+        centres = (np.arange(n) + 0.5) * v - n * v / 2.0
+        inside = np.flatnonzero(np.abs(centres) <= window_nm / 2.0)
+        if inside.size == 0:
+            return 0.0
+        box.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    win = mask[tuple(box)]
+    return float(np.count_nonzero(win)) / win.size
 
 
 @runtime_checkable
@@ -107,7 +173,8 @@ class Source(Protocol):
     def synapses(self, root_ids: list[int]) -> pa.Table:
         """Synapses whose pre or post root is in `root_ids`, at `as_of`; SYNAPSE_COLUMNS at least.
 
-        ctr_pt_position_nm is list<float64>[3]; optional neurotransmitter score columns follow.
+        ctr_pt_position_nm is list<float64>[3]; the table's score columns follow where it has them
+        (SYNAPSE_SCORE_COLUMNS, neurotransmitter scores).
         """
 
     def skeleton(self, root_id: int) -> Skeleton:

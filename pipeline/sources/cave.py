@@ -18,6 +18,7 @@ cloud-volume's default secret files. This module never writes them anywhere and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import os
@@ -40,6 +41,7 @@ from pipeline.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources.base import (
     CHANGE_LOG_COLUMNS,
     SYNAPSE_COLUMNS,
+    SYNAPSE_SCORE_COLUMNS,
     Cutout,
     OperationDetails,
     Skeleton,
@@ -303,7 +305,7 @@ class CaveSource:
                     self.cfg.em_cloudpath,
                     mip=self.cfg.em_mip,
                     use_https=True,
-                    fill_missing=True,
+                    fill_missing=False,
                     progress=False,
                     bounded=False,
                     cache=False,
@@ -322,7 +324,7 @@ class CaveSource:
                     self.cfg.seg_cloudpath,
                     mip=self.cfg.seg_mip,
                     use_https=True,
-                    fill_missing=True,
+                    fill_missing=False,
                     progress=False,
                     bounded=False,
                     cache=False,
@@ -518,15 +520,15 @@ class CaveSource:
         return self._normalise_synapses(df, table)
 
     def _normalise_synapses(self, df: pd.DataFrame, table: str) -> pa.Table:
-        nts = [c for c in NT_COLUMNS if c in df.columns]
+        """SYNAPSE_COLUMNS, then the score columns the table has: cleft_score, connection_score (FlyWire's
+        tables have them, MICrONS' synapses_pni_2 has neither) and neurotransmitter scores."""
+        scores = [c for c in SYNAPSE_SCORE_COLUMNS + NT_COLUMNS if c in df.columns]
         fields = [
             ("id", pa.int64()),
             ("pre_pt_root_id", pa.uint64()),
             ("post_pt_root_id", pa.uint64()),
             ("ctr_pt_position_nm", pa.list_(pa.float64(), 3)),
-            ("cleft_score", pa.float64()),
-            ("connection_score", pa.float64()),
-        ] + [(c, pa.float64()) for c in nts]
+        ] + [(c, pa.float64()) for c in scores]
         schema = pa.schema(fields)
         if len(df) == 0:
             return pa.Table.from_pydict({name: [] for name, _ in fields}, schema=schema)
@@ -541,11 +543,8 @@ class CaveSource:
             ctr = (pre + post) / 2.0
         else:
             self._need(df, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
-        n = len(df)
 
         def _score(name: str) -> list:
-            if name not in df.columns:
-                return [None] * n
             vals = pd.to_numeric(df[name], errors="coerce")
             return [None if pd.isna(v) else float(v) for v in vals]
 
@@ -554,10 +553,8 @@ class CaveSource:
             "pre_pt_root_id": [int(v) for v in df["pre_pt_root_id"].astype(np.uint64)],
             "post_pt_root_id": [int(v) for v in df["post_pt_root_id"].astype(np.uint64)],
             "ctr_pt_position_nm": [list(map(float, p)) for p in ctr],
-            "cleft_score": _score("cleft_score"),
-            "connection_score": _score("connection_score"),
         }
-        for c in nts:
+        for c in scores:
             cols[c] = _score(c)
         assert tuple(cols)[: len(SYNAPSE_COLUMNS)] == SYNAPSE_COLUMNS
         return pa.Table.from_pydict(cols, schema=schema)
@@ -624,13 +621,16 @@ class CaveSource:
                 return cv.download(Bbox(blo, bhi), mip=mip)
 
         bounds = cv.meta.bounds(mip)
-        data = read_padded(read, lo, hi, bounds.minpt, bounds.maxpt, cv.meta.dtype)
-        return Cutout(data=data, voxel_nm=tuple(float(v) for v in res), origin_nm=tuple(float(v) for v in lo * res))
+        data, missing = read_padded(
+            read, lo, hi, bounds.minpt, bounds.maxpt, cv.meta.dtype, cv.meta.chunk_size(mip), cv.meta.voxel_offset(mip)
+        )
+        origin = tuple(float(v) for v in lo * res)
+        return Cutout(data=data, voxel_nm=tuple(float(v) for v in res), origin_nm=origin, missing=missing)
 
     def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
         cv = self._em()
         cut = self._cutout(cv, self.cfg.em_mip, center_nm, size_nm, "EM cutout", _https_url(self.cfg.em_cloudpath))
-        return Cutout(data=cut.data.astype(np.uint8, copy=False), voxel_nm=cut.voxel_nm, origin_nm=cut.origin_nm)
+        return dataclasses.replace(cut, data=cut.data.astype(np.uint8, copy=False))
 
     def segmentation_cutout(self, center_nm: np.ndarray, size_nm: float, timestamp: float) -> Cutout:
         """Supervoxels from the graphene layer's watershed, resolved to roots at `timestamp`.
@@ -643,4 +643,4 @@ class CaveSource:
             cv, self.cfg.seg_mip, center_nm, size_nm, "segmentation cutout", _https_url(self.cfg.seg_cloudpath)
         )
         roots = self.roots_at(cut.data.astype(np.uint64, copy=False), timestamp)
-        return Cutout(data=roots, voxel_nm=cut.voxel_nm, origin_nm=cut.origin_nm)
+        return dataclasses.replace(cut, data=roots)

@@ -7,6 +7,7 @@ objects and tables are opened lazily and dropped when pickled, so the object tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict, defaultdict
@@ -66,8 +67,9 @@ class DemoSource:
                 else (self.cfg.seg_cloudpath, self.cfg.seg_mip)
             )
             try:
+                # fill_missing=False: an absent chunk raises, and read_padded marks it missing (never black data)
                 self._cvs[which] = CloudVolume(
-                    self._cloudpath(template), mip=mip, fill_missing=True, progress=False, parallel=1
+                    self._cloudpath(template), mip=mip, fill_missing=False, progress=False, parallel=1
                 )
             except Exception as exc:  # CloudVolume raises many kinds for a missing layer
                 raise UserError(f"cannot open the demo {which} layer {self._cloudpath(template)}: {exc}") from None
@@ -245,8 +247,15 @@ class DemoSource:
         def read(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
             return cv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
 
-        data = read_padded(read, start, stop, cv.bounds.minpt, cv.bounds.maxpt, cv.dtype)
-        return Cutout(data=data, voxel_nm=tuple(float(x) for x in res), origin_nm=tuple(float(x) for x in start * res))
+        data, missing = read_padded(
+            read, start, stop, cv.bounds.minpt, cv.bounds.maxpt, cv.dtype, cv.chunk_size, cv.voxel_offset
+        )
+        return Cutout(
+            data=data,
+            voxel_nm=tuple(float(x) for x in res),
+            origin_nm=tuple(float(x) for x in start * res),
+            missing=missing,
+        )
 
     def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
         return self._cutout("em", center_nm, size_nm)
@@ -259,4 +268,4 @@ class DemoSource:
         mapping = {int(s): int(r) for s, r in zip(uniq, roots, strict=True)}
         mapping[0] = 0
         data = fastremap.remap(svs, mapping, preserve_missing_labels=True, in_place=False)
-        return Cutout(data=data.astype(np.uint64), voxel_nm=cut.voxel_nm, origin_nm=cut.origin_nm)
+        return dataclasses.replace(cut, data=data.astype(np.uint64))

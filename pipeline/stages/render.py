@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from pipeline.atomic import write_parquet
 from pipeline.context import BuildContext
+from pipeline.em_record import check_views_missing, em_metadata
 from pipeline.errors import SampleError
 from pipeline.fetch import STAGE as FETCH_STAGE
 from pipeline.fetch import fetched_meshes, load_fetched
@@ -69,8 +70,10 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
     with timer("em_views"):
         b_ids = {2} if row["mask_b_root"] else set()
         views, em_info = render_em_views(
-            arrays["em"], arrays["labels"], tuple(arrays["em_voxel_nm"]), {1}, b_ids, cfg.em_window_nm
-        )
+            arrays["em"], arrays["labels"], tuple(arrays["em_voxel_nm"]), {1}, b_ids, cfg.em_window_nm,
+            missing=arrays.get("missing"),
+        )  # fmt: skip
+        check_views_missing(em_info, cfg.max_missing_fraction)
     masks = None
     after = fetched_meshes(arrays, "after")
     with timer("split_masks"):
@@ -90,7 +93,7 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
             "image_types": image_types,
             "render_center_nm": [round(float(v), 3) for v in center],
             "view_extent_nm": round(float(extent), 3),
-            "em_best_normal": [round(float(v), 6) for v in em_info["em_best_normal"]],
+            **em_metadata(arrays, em_info),
         }
     )
     with timer("encode"):
@@ -119,7 +122,7 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
 
 class RenderStage:
     name = STAGE
-    reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm")
+    reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
     consumes = FETCH_STAGE
 
     def plan(self, ctx: BuildContext) -> list[Partition]:

@@ -58,3 +58,5 @@ def test_cluster_build_is_byte_identical_to_local(cluster, tmp_path, tiny_world,
                config_dir=tiny_configs)  # fmt: skip
     assert "render:" in proc.stdout
     assert (out / "shards.csv").read_bytes() == (local_out / "shards.csv").read_bytes()
+    deep = cli("verify", "--out", str(out), "--deep", "--scheduler", cluster, "--no-progress", config_dir=tiny_configs)
+    assert "OK" in deep.stdout and "rows decoded" in deep.stdout

@@ -67,8 +67,9 @@ def em_png(seed: str) -> bytes:
     rng = rng_for("em", seed)
     a = np.zeros((224, 224, 3), np.uint8)
     a[..., 0] = (np.arange(224)[None, :] + int(rng.integers(0, 100))) % 256
-    a[..., 1] = _disc(rng) * 255
-    a[..., 2] = _disc(rng) * 255
+    seg_a = _disc(rng)
+    a[..., 1] = seg_a * 255
+    a[..., 2] = (_disc(rng) & ~seg_a) * 255  # slices of exclusive labels: never both
     return png_bytes(a)
 
 

@@ -1,12 +1,13 @@
 import csv
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.hashing import sha256_file
 from shard.release import SHARD_OPTIONS, SHARDS_CSV_HEADER, write_release
-from shard.schema import RELEASE_SCHEMA
+from shard.schema import RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from shard.verify import verify_release
 from tests.shard import fakes
 
@@ -44,8 +45,9 @@ def test_a_good_release_verifies_shallow_and_deep(release):
     assert r.shards_checked == len(shard_rows(release))
     assert r.bytes_hashed == sum(int(x["size"]) for x in shard_rows(release))
     assert r.seconds > 0 and "MB/s" in r.text() and "OK" in r.text()
-    d = verify_release(release, deep=True)
+    d = verify_release(release, deep=True, scheduler="processes", workers=2)
     assert d.ok, d.text()
+    assert d.deep_cpu_seconds > 0 and "rows per CPU second" in d.text()
     assert d.rows_checked == 40 + pq.read_metadata(release / "demo.parquet").num_rows
 
 
@@ -72,6 +74,43 @@ def test_extra_shard_is_caught(release):
     shutil.copy(src, extra)
     r = verify_release(release)
     assert any("train/train-09999.parquet" in p and "not listed" in p for p in r.problems), r.text()
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_unlisted_and_missing_shards_are_caught_in_every_split_folder(release, split):
+    rows = [r for r in shard_rows(release) if r["split"] == split]
+    assert rows, f"the fake release must have {split} shards"
+    gone = rows[0]["path"]
+    folder = SPLIT_DIRS[split]
+    extra = f"{folder}/{folder}-09999.parquet"
+    shutil.copy(release / gone, release / extra)
+    (release / gone).unlink()
+    r = verify_release(release)
+    assert any(gone in p and "shard missing" in p for p in r.problems), r.text()
+    assert any(extra in p and "not listed" in p for p in r.problems), r.text()
+    others = [p for p in r.problems if gone not in p and extra not in p]
+    assert not others, others
+
+
+def test_deep_verify_catches_overlapping_em_masks(release):
+    """EM masks are slices of exclusive labels: a pixel in both A and B is a problem deep verify names."""
+    import pyarrow as pa
+
+    from tests.shard.fakes import png_bytes
+
+    rows = shard_rows(release)
+    entry = next(r for r in rows if r["split"] == "train")
+    path = release / entry["path"]
+    data = pq.read_table(path).to_pylist()
+    img = np.zeros((224, 224, 3), np.uint8)
+    img[10:20, 10:20, 1:] = 255
+    data[0]["em_xz_before"] = {"bytes": png_bytes(img), "path": None}
+    pq.write_table(pa.Table.from_pylist(data, schema=RELEASE_SCHEMA), path, row_group_size=4, **SHARD_OPTIONS)
+    entry["sha256"], entry["size"] = sha256_file(path), path.stat().st_size
+    rewrite_csv(release, rows)
+    deep = verify_release(release, deep=True, scheduler="sync")
+    assert any(data[0]["combined_sample_hash"] in p and "em_xz_before segment masks A and B overlap" in p
+               for p in deep.problems), deep.text()  # fmt: skip
 
 
 def test_truncated_shard_is_caught(release):

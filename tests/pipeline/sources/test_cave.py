@@ -183,7 +183,7 @@ def test_synapses_live_query_at_as_of(human, cave_server):
     rows = table.to_pylist()
     assert [r["id"] for r in rows] == [601, 602]
     assert rows[0]["ctr_pt_position_nm"] == pytest.approx([11 * RES[0], 11 * RES[1], 2 * RES[2]])
-    assert rows[0]["cleft_score"] is None and rows[0]["connection_score"] is None  # table has neither
+    assert "cleft_score" not in table.column_names and "connection_score" not in table.column_names  # has neither
     assert "gaba" not in table.column_names
     paths = [p for _, p, _, _ in cave_server.requests[n:]]
     assert any(p.endswith("/version/2/table/synapses_pni/query") for p in paths)  # latest version before as_of
@@ -319,3 +319,37 @@ def test_token_never_written_to_disk(make_cfg, isolated_home, tmp_path):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
     assert not (isolated_home / ".cloudvolume" / "secrets").exists()
+
+
+# ---------------------------------------------------------------- absent chunks (fill_missing=False)
+def test_absent_chunks_are_marked_missing_on_the_https_and_graphene_paths(fly, cave_server):
+    """A chunk the server answers 404 for is absent: zeros there, marked in `missing`; the others are data.
+    Chunks are 32 x 32 x 16 voxels; the cutout [12, 52) x [12, 52) x [4, 12) touches 4 of them."""
+    center = np.array([256.0, 256.0, 320.0])
+    whole = fly.em_cutout(center, 320.0)
+    assert whole.missing is None
+    cave_server.faults["/em/8_8_40/32-64_0-32_0-16"] = 404
+    cave_server.faults["/ws/8_8_40/0-32_32-64_0-16"] = 404
+    em = fly.em_cutout(center, 320.0)
+    seg = fly.segmentation_cutout(center, 320.0, T_MERGE - 1)
+    assert em.data.shape == (40, 40, 8) and em.origin_nm == (96.0, 96.0, 160.0)
+    want_em = np.zeros((40, 40, 8), bool)
+    want_em[20:, :20] = True  # x >= 32, y < 32 voxels
+    assert np.array_equal(em.missing, want_em)
+    assert not em.data[want_em].any() and np.array_equal(em.data[~want_em], whole.data[~want_em])
+    want_seg = np.zeros((40, 40, 8), bool)
+    want_seg[:20, 20:] = True  # x < 32, y >= 32
+    assert np.array_equal(seg.missing, want_seg)
+    assert not seg.data[want_seg].any() and np.all(seg.data[~want_seg] != 0)
+
+
+def test_a_server_error_on_a_chunk_is_not_a_missing_chunk(fly, cave_server):
+    fly.em_cutout(np.array([256.0, 256.0, 320.0]), 80.0)  # reach the server first: later errors are transient
+    cave_server.faults["/em/8_8_40/"] = 503
+    with pytest.raises(TransientSourceError):
+        fly.em_cutout(np.array([256.0, 256.0, 320.0]), 80.0)
+
+
+def test_padding_outside_the_bounds_is_not_missing(fly):
+    cut = fly.em_cutout(np.array([0.0, 0.0, 0.0]), 160.0)
+    assert cut.missing is None and not cut.data[:10].any()
