@@ -368,7 +368,7 @@ def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
     """All candidate rows of one species, budgets applied, sorted by combined_sample_hash."""
     as_of = source.as_of()
     roots = sorted(set(source.proofread_roots()))
-    synapses = source.synapses(roots)
+    synapses = source.synapses(roots, roots)
     nt_keys = score_columns(synapses)
     col = _Collector(cfg, nt_keys)
     budgets = cfg.budgets.model_dump()

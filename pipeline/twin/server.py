@@ -98,7 +98,7 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
             app.log.add(
                 method=self.command,
                 path=parsed.path,
-                query=parsed.query,
+                query=parsed.query if len(parsed.query) <= 1024 else parsed.query[:1024] + "...",
                 status=resp.status,
                 bytes_sent=len(payload),
                 url_bytes=len(self.path.encode()),
