@@ -195,8 +195,12 @@ def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, 
         }
         if op_id in ops:
             duplicates += 1
-            if ops[op_id] != entry:
-                ops[op_id]["conflict"] = True
+            prev = ops[op_id]
+            same = ("timestamp", "is_merge", "before")
+            if any(prev[k] != entry[k] for k in same):
+                prev["conflict"] = True
+            else:  # a split in two roots' logs: each lists the after root of its own lineage (caveclient)
+                prev["after"] += tuple(r for r in entry["after"] if r not in prev["after"])
             continue
         ops[op_id] = entry
     col.result.stats["change_log_rows"] = log.num_rows
@@ -226,7 +230,8 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], budgets: dic
         # a root's change log may list only the after roots in its own lineage; the op's details
         # list them all, so the longer list wins
         before = max(entry["before"], tuple(det.before_root_ids), key=len)
-        after = max(entry["after"], tuple(det.after_root_ids), key=len)
+        det_after = tuple(det.after_root_ids)
+        after = det_after if set(entry["after"]) <= set(det_after) else max(entry["after"], det_after, key=len)
         base_meta = {
             "operation_id": op_id,
             "timestamp": entry["timestamp"],

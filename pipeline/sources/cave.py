@@ -494,7 +494,9 @@ class CaveSource:
     def _columns(self, table: str) -> list[str]:
         """The table's columns, from a one-row query (asked once per table)."""
         if table not in self._columns_of:
-            df = self._query(table, limit=1)
+            cap = self._cap.cap
+            df = self._query(table, limit=1)  # its one row "reaches the limit": not the server's cap
+            self._cap.cap = cap
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
 

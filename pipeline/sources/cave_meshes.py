@@ -54,7 +54,7 @@ def install_cloudfiles_timeouts(timeout: tuple[float, float]) -> None:
     current = _INSTALLED.get("timeout")
     if current is not None and current[1] >= timeout[1]:
         return
-    HttpInterface.adaptor = TimeoutAdapter(timeout)
+    HttpInterface.adaptor = TimeoutAdapter(timeout, pool_maxsize=32)  # cloud-files reads with many threads
     _INSTALLED["timeout"] = timeout
 
 

@@ -9,6 +9,7 @@ handler; and every request, whatever its answer, is logged with its status and t
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 import urllib.parse
@@ -73,6 +74,16 @@ class TwinApp:
             return error(400, f"{type(exc).__name__}: {exc}")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """A client closing its keep-alive connection is not an error worth a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -130,8 +141,7 @@ class TwinServer:
         self.app = TwinApp(
             world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled
         )
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self.app))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), _handler(self.app))
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app.url = self.url
