@@ -214,12 +214,15 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="most roots per change-log request before 504 [50]")  # fmt: skip
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
               help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
+@click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
+              help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
 @_user_errors
-def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path) -> None:  # noqa: ANN001
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     from pipeline.twin.serve import run_twin_cli
 
-    run_twin_cli(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, click.echo)
+    limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
 
 
 @cli.command()

@@ -19,21 +19,21 @@ def run_twin_cli(
     port: int,
     flavor: str,
     latency_ms: float,
-    row_cap: int | None,
-    url_bytes: int | None,
-    change_log_roots: int | None,
+    changes: dict[str, int | None],
     log_path: Path | None,
+    draco_bin_nm: float | None,
     echo: Callable[[str], None],
 ) -> None:
     from pipeline.build import ensure_world, make_context
 
     ctx = make_context("demo", Path(work), Path("out"))
     ensure_world(ctx)
-    changes = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
     limits = dataclasses.replace(TwinLimits(latency_ms=latency_ms), **{k: v for k, v in changes.items() if v})
     log_path = Path(log_path) if log_path else ctx.species_dir / "twin-requests.jsonl"
     try:
-        server = TwinServer(ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path)
+        server = TwinServer(
+            ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path, draco_bin_nm=draco_bin_nm
+        )
     except OSError as exc:
         reason = exc.strerror or exc
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({reason}); pick another --port") from None
@@ -44,7 +44,7 @@ def run_twin_cli(
     echo(f"twin ({flavor}) of {ctx.world_dir} at {server.url}")
     echo(f"  datastack {DATASTACK} (server_address {server.url}), token {server.token} (CAVE_TOKEN)")
     echo(f"  segmentation graphene://{server.url}/segmentation/table/{TABLE_ID}, EM precomputed://{server.url}/em")
-    echo(f"  limits: {limits.describe()}")
+    echo(f"  limits: {limits.describe()}; Draco bin {server.cache_summary['draco_bin_nm']:g} nm")
     echo(f"  request log: {log_path}")
     try:
         while not stop.wait(0.5):
