@@ -331,6 +331,10 @@ class CaveSource:
                 )
         self._checked = True
 
+    def _opened(self, make, what: str):  # noqa: ANN001, ANN202
+        """A sub-client (its constructor asks the server for versions, on a session not yet bounded)."""
+        return _with_deadline(make, 3 * self.cfg.timeout_s, f"opening the {what} client", self._reached)
+
     @property
     def _local(self) -> str:
         return self.client().local_server or self._server
@@ -339,7 +343,7 @@ class CaveSource:
         if self._cg_client is None:
             client = self.client()
             with self._guard("chunkedgraph", self._local):
-                cg = client.chunkedgraph
+                cg = self._opened(lambda: client.chunkedgraph, "chunkedgraph")
             self._bound_session(cg.session)
             self._cg_client = cg
         return self._cg_client
@@ -348,7 +352,7 @@ class CaveSource:
         if self._mat_client is None:
             client = self._client if self._client is not None else self.client()
             with self._guard("materialization", self._local):
-                mat = client.materialize
+                mat = self._opened(lambda: client.materialize, "materialization")
             self._bound_session(mat.session)
             mat.session.hooks["response"].append(self._cap.hook)
             self._mat_client = mat
@@ -358,7 +362,7 @@ class CaveSource:
         if self._l2_client is None:
             client = self.client()
             with self._guard("l2cache", self._local):
-                l2 = client.l2cache
+                l2 = self._opened(lambda: client.l2cache, "l2cache")
             self._bound_session(l2.session)
             self._l2_client = l2
         return self._l2_client
