@@ -198,6 +198,51 @@ def rasterize_outside(
     return origin, svs, em
 
 
+@dataclass
+class OutsideChunkJob:
+    """One chunk outside every site: the capsules that may touch it (global nm, label = index into sv_of)."""
+
+    seed: int
+    world_tmp: str
+    chunk: tuple[int, int, int]
+    capsules: list[tuple[np.ndarray, np.ndarray, float, float, int]]
+    sv_of: np.ndarray
+    site_svs: dict[int, np.ndarray]  # site -> its long neuron's supervoxels
+
+
+def capsules_near(capsules: list, chunk: tuple[int, int, int], res: np.ndarray, chunk_vx: np.ndarray,
+                  voxel_offset: np.ndarray) -> list:  # fmt: skip
+    """The capsules whose box (radius + a voxel) meets the chunk."""
+    lo = (voxel_offset + np.asarray(chunk) * chunk_vx) * res
+    hi = lo + chunk_vx * res
+    out = []
+    for a, b, ra, rb, label in capsules:
+        r = max(ra, rb) + float(res.max())
+        if (np.minimum(a, b) - r < hi).all() and (np.maximum(a, b) + r > lo).all():
+            out.append((a, b, ra, rb, label))
+    return out
+
+
+def run_outside_chunk(job: OutsideChunkJob) -> dict:
+    """Rasterize, write (EM + supervoxels) and mesh one chunk; runs in a worker, returns small results."""
+    from cloudvolume import CloudVolume
+
+    from pipeline.demo_world.plan import CHUNK, RES, VOXEL_OFFSET
+
+    origin, svs, em = rasterize_outside(job.seed, job.capsules, job.sv_of, job.chunk, RES, CHUNK, VOXEL_OFFSET)
+    if not svs.any():
+        return {"chunk": job.chunk, "foreground": 0, "pieces": {}}
+    box = tuple(slice(int(origin[a]), int(origin[a] + CHUNK[a])) for a in range(3))
+    CloudVolume(f"file://{job.world_tmp}/em", progress=False, compress="gzip")[box] = em
+    CloudVolume(f"file://{job.world_tmp}/segmentation", progress=False, compress="gzip")[box] = svs
+    pieces = {}
+    for site, wanted in job.site_svs.items():
+        mask = np.isin(svs, wanted)
+        if mask.any():
+            pieces[site] = mesh_mask(mask, origin, RES)
+    return {"chunk": job.chunk, "foreground": int(np.count_nonzero(svs)), "pieces": pieces}
+
+
 def mesh_mask(mask: np.ndarray, origin_vx: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The closed surface of a chunk's mask, in global nm (as the site meshes: voxel-centred, simplified)."""
     mesher = zmesh.Mesher(tuple(float(x) for x in res))

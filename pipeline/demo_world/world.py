@@ -27,10 +27,11 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.demo_world.history import AS_OF, OPS_START, WORLD_START, History, simulate, supervoxel_ids
 from pipeline.demo_world.longrange import (
     AxonSpec,
+    OutsideChunkJob,
+    capsules_near,
     chunks_outside_sites,
     long_neuron_sites,
-    mesh_mask,
-    rasterize_outside,
+    run_outside_chunk,
 )
 from pipeline.demo_world.plan import CHUNK, CUBE_NM, RES, SITE_VX, VOLUME_SIZE, VOXEL_OFFSET, place_sites, plan_site
 from pipeline.demo_world.site import ADJ_CUTOUT_NM, SiteJob, run_site
@@ -108,6 +109,14 @@ def _create_layers(tmp: Path) -> None:
     seg.mesh.meta.commit_info()
 
 
+def _map(fn, jobs: list, workers: int) -> list:  # noqa: ANN001
+    """fn over jobs, in order, in `workers` forked processes (1: here)."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    return [fn(job) for job in jobs]
+
+
 def _pick(rng: np.random.Generator, items: list, n: int, exclude: set) -> list:
     pool = [x for x in items if x not in exclude]
     return [pool[int(i)] for i in sorted(rng.permutation(len(pool))[:n])] if pool else []
@@ -130,8 +139,11 @@ def _axon_specs(starts: list[np.ndarray], nps: int, seed: int) -> dict[int, Axon
     return specs
 
 
-def _write_outside(tmp: Path, plans: list, starts: list[np.ndarray], seed: int) -> tuple[dict, list[dict], int]:
-    """Rasterize, write and mesh the long axons outside every site box (chunk by chunk, in order).
+def _write_outside(
+    tmp: Path, plans: list, starts: list[np.ndarray], seed: int, workers: int
+) -> tuple[dict, list[dict], int]:
+    """Rasterize, write and mesh the long axons outside every site box (chunk by chunk, in parallel over
+    chunks; the results, gathered in chunk order, do not depend on the worker).
 
     Returns ({site: [(labels, vertices, faces)]}, a summary per long neuron, foreground voxels written).
     """
@@ -152,27 +164,22 @@ def _write_outside(tmp: Path, plans: list, starts: list[np.ndarray], seed: int) 
     sv_arr = np.array(sv_of, dtype=np.uint64)
     site_boxes = [(s, s + SITE_VX) for s in starts]
     chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
-    cv_em = CloudVolume(f"file://{tmp}/em", progress=False, compress="gzip")
-    cv_seg = CloudVolume(f"file://{tmp}/segmentation", progress=False, compress="gzip")
     site_svs = {
         plan.index: np.unique(sv_arr[1:][np.array(owner) == plan.index]) for plan in plans if plan.long_neuron >= 0
     }
+    jobs = [
+        OutsideChunkJob(seed, str(tmp), c, capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET), sv_arr, site_svs)
+        for c in chunks
+    ]
+    results = _map(run_outside_chunk, jobs, workers)
     pieces: dict[int, list] = {s: [] for s in site_svs}
     n_chunks: dict[int, int] = {s: 0 for s in site_svs}
     fg = 0
-    for c in chunks:
-        origin, svs, em = rasterize_outside(seed, capsules, sv_arr, c, RES, CHUNK, VOXEL_OFFSET)
-        if not svs.any():
-            continue
-        box = tuple(slice(int(origin[a]), int(origin[a] + CHUNK[a])) for a in range(3))
-        cv_em[box] = em
-        cv_seg[box] = svs
-        fg += int(np.count_nonzero(svs))
-        for s, wanted in site_svs.items():
-            mask = np.isin(svs, wanted)
-            if mask.any():
-                pieces[s].append(mesh_mask(mask, origin, RES))
-                n_chunks[s] += 1
+    for res in results:
+        fg += res["foreground"]
+        for s, piece in res["pieces"].items():
+            pieces[s].append(piece)
+            n_chunks[s] += 1
     outside, summary = {}, []
     for plan in plans:
         if plan.long_neuron < 0:
@@ -242,7 +249,9 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
 
     # Voxel work per site (parallel over sites; results do not depend on the worker).
     _create_layers(tmp)
-    outside, long_summary, fg_outside = _write_outside(tmp, plans, starts, seed)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if n_sites >= 8 else 1
+    outside, long_summary, fg_outside = _write_outside(tmp, plans, starts, seed, workers)
     jobs = []
     for plan in plans:
         site_roots = [(rid, r.labels) for rid, r in sorted(hist.roots.items()) if r.site == plan.index]
@@ -253,13 +262,7 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
         }
         kept = [x for x in site_roots if x[0] not in no_mesh]
         jobs.append(SiteJob(plan, seed, str(tmp), kept, merge_luts, outside.get(plan.index, [])))
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if n_sites >= 8 else 1
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(run_site, jobs))
-    else:
-        results = [run_site(job) for job in jobs]
+    results = _map(run_site, jobs, workers)
 
     # Tables.
     tables_dir = tmp / "tables"
