@@ -499,7 +499,7 @@ class CaveSource:
         """The table's columns, from a one-row query (asked once per table)."""
         if table not in self._columns_of:
             cap = self._cap.cap
-            df = self._query(table, limit=1)  # its one row "reaches the limit": not the server's cap
+            df = self._query(table, limit=1, log_warning=False)  # its one row "reaches the limit": not the cap
             self._cap.cap = cap
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
