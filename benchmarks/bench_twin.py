@@ -137,6 +137,7 @@ def report(flavor: str, res: dict, n_rows: int) -> dict:
         ratios = [r["mesh_bytes"] / r["inside_bytes"] for r in recs if r["inside_bytes"] > 0]
         if kind in by_type:
             ratios_all += ratios
+
         def mean(key: str, recs: list[dict] = recs) -> float:
             return statistics.fmean(r[key] for r in recs)
 

@@ -118,7 +118,11 @@ class PreparedManifests:
 
 
 def fetch_manifest(
-    session: requests.Session, seg, root: int, bbox, timeout: tuple[float, float]  # noqa: ANN001
+    session: requests.Session,
+    seg,
+    root: int,
+    bbox,
+    timeout: tuple[float, float],  # noqa: ANN001
 ) -> dict | None:
     """The manifest request cloud-volume would send (same URL, query and body); None for a 404."""
     meta = seg.meta

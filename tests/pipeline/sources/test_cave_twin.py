@@ -259,6 +259,7 @@ def test_fetch_through_the_twin_matches_demo_with_each_root_once(cave, demo, dem
     session = SourceSession(cave)
     meshes = PartitionMeshes(session, cfg, rows)
     n = len(twin.requests)
+
     def attempt(fn):  # noqa: ANN001, ANN202
         try:
             return fn()
