@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import bench_incremental, bench_pipeline, bench_scaling, bench_verify
+from benchmarks import bench_incremental, bench_pipeline, bench_scaling, bench_twin, bench_verify
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out"), help="release to time verify on")
     ap.add_argument("--per-type", type=int, default=15)
     ap.add_argument("--sizes", type=int, nargs=2, default=(9, 36))
+    ap.add_argument("--twin-per-type", type=int, default=10)
     args = ap.parse_args()
     print("== per-sample cost on the demo (issue: render) ==")
     cost = bench_pipeline.run(args.per_type)
@@ -20,6 +21,8 @@ def main() -> None:
     bench_verify.run(args.out)
     print("\n== cost follows change (issue: work model) ==")
     bench_incremental.run()
+    print("\n== real sources: requests and bytes per sample through the twin (issue 10) ==")
+    bench_twin.run(args.twin_per_type)
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
 

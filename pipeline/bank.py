@@ -185,8 +185,12 @@ def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, 
             "after": tuple(int(r) for r in row["after_root_ids"] or ()),
         }
         if op_id in ops:
-            if ops[op_id] != entry:
-                ops[op_id]["conflict"] = True
+            prev = ops[op_id]
+            same = ("timestamp", "is_merge", "before")
+            if any(prev[k] != entry[k] for k in same):
+                prev["conflict"] = True
+            else:  # a split in two roots' logs: each lists the after root of its own lineage (caveclient)
+                prev["after"] += tuple(r for r in entry["after"] if r not in prev["after"])
             continue
         ops[op_id] = entry
     return ops
@@ -214,7 +218,8 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
         # a root's change log may list only the after roots in its own lineage; the op's details
         # list them all, so the longer list wins
         before = max(entry["before"], tuple(det.before_root_ids), key=len)
-        after = max(entry["after"], tuple(det.after_root_ids), key=len)
+        det_after = tuple(det.after_root_ids)
+        after = det_after if set(entry["after"]) <= set(det_after) else max(entry["after"], det_after, key=len)
         base_meta = {
             "operation_id": op_id,
             "is_merge": entry["is_merge"],
@@ -340,7 +345,7 @@ def bank_candidates(source: Source, cfg: SpeciesConfig, batch: list[int], proofr
     junctions and outgoing synapses to any proofread neuron. No budget here: `select_bank` applies them."""
     as_of = source.as_of()
     roots = sorted({int(r) for r in batch})
-    synapses = source.synapses(roots)
+    synapses = source.synapses(roots, sorted({int(r) for r in proofread}))
     col = _Collector(cfg, score_columns(synapses))
     ops = _operations(source, col, roots)
     _op_rows(source, col, ops)

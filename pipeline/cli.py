@@ -217,6 +217,31 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
 
 
 @cli.command()
+@click.option("--work", type=click.Path(path_type=Path), default=Path("work"), show_default=True,
+              help="work dir; the twin serves WORK/demo/world (generated if missing)")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8710, show_default=True, help="0: any free port")
+@click.option("--flavor", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
+              help="v1: FlyWire-like (unsharded, bounds ignored); v2: MICrONS-like (sharded, bounds)")  # fmt: skip
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="added to every request")  # fmt: skip
+@click.option("--row-cap", type=click.IntRange(min=1), default=None, help="materialization row cap [50; real 200000]")
+@click.option("--url-bytes", type=click.IntRange(min=256), default=None, help="longest URL before 414 [8192]")
+@click.option("--change-log-roots", type=click.IntRange(min=1), default=None,
+              help="most roots per change-log request before 504 [50]")  # fmt: skip
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
+              help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
+@click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
+              help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
+@_user_errors
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
+    """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
+    from pipeline.twin.serve import run_twin_cli
+
+    limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+
+
+@cli.command()
 @_species_option
 @_common
 @click.option("--per-type", type=click.IntRange(min=1), default=2, show_default=True)

@@ -61,19 +61,28 @@ def ab_labels(seg: Cutout, shape: tuple[int, ...], a_root: int, b_root: int | No
     return labels
 
 
-def fetch_sample(source, cfg: SpeciesConfig, row: dict) -> dict[str, np.ndarray]:  # noqa: ANN001 - a Source
-    """Everything render needs for one bank row, as named arrays."""
+def fetch_sample(source, cfg: SpeciesConfig, row: dict, meshes=None) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Everything render needs for one bank row, as named arrays.
+
+    Meshes come from `meshes` (a PartitionMeshes: each root fetched once per partition) when given, else
+    from the source, bounded to this sample's fetch box.
+    """
     center = np.asarray(row["coord_nm"], dtype=np.float64)
     half = crop_box_half_nm(cfg)
+    box = (center - half, center + half)
+
+    def mesh_of(root: int) -> trimesh.Trimesh:
+        return meshes.mesh(root) if meshes is not None else source.mesh(root, box_nm=box)
+
     out: dict[str, np.ndarray] = {}
     for i, root in enumerate(row["geometry_roots"]):
-        verts, faces = crop_to_box(source.mesh(int(root)), center, half)
+        verts, faces = crop_to_box(mesh_of(int(root)), center, half)
         if len(faces) == 0:
             raise SampleError("mesh_outside_window", f"root {root} has no faces within {half:.0f} nm of the point")
         out[f"mesh{i}_vertices"], out[f"mesh{i}_faces"] = verts, faces
     if row["sample_type"] == "split_edit":
         try:
-            after = [crop_to_box(source.mesh(int(r)), center, half) for r in row["after_roots"]]
+            after = [crop_to_box(mesh_of(int(r)), center, half) for r in row["after_roots"]]
         except SampleError as exc:
             if exc.reason != "missing_mesh":
                 raise

@@ -68,3 +68,31 @@ def cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def twin_world(tiny_world, tmp_path_factory) -> Path:
+    """A copy of the tiny world for the twin (whose cache lands inside the world dir)."""
+    world = tmp_path_factory.mktemp("twin") / "world"
+    shutil.copytree(tiny_world, world)
+    return world
+
+
+@pytest.fixture(scope="session")
+def twins(twin_world):
+    """One running twin per flavour, shared by the session: {"v1": TwinServer, "v2": TwinServer}."""
+    from pipeline.twin import TwinServer
+
+    servers = {flavor: TwinServer(twin_world, flavor=flavor).start() for flavor in ("v1", "v2")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(params=["v1", "v2"])
+def twin(request, twins):
+    """Each test using it runs against both flavours; limits are restored after the test."""
+    server = twins[request.param]
+    limits = server.limits
+    yield server
+    server.limits = limits

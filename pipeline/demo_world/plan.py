@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
+from pipeline.demo_world.longrange import AxonSpec, grow_axon
 from pipeline.hashing import rng_for
 
 RES = np.array([32.0, 32.0, 45.0])
@@ -46,6 +47,8 @@ class SitePlan:
     initial_groups: list[frozenset[int]]
     ops: list[OpPlan]
     bystanders: list[list[int]] = field(default_factory=list)  # per merge op, in ops order
+    long_neuron: int = -1  # the neuron with a long axon leaving the site (-1: none)
+    long_nodes: list[int] = field(default_factory=list)  # its axon's nodes (tree indices)
 
     @property
     def n_labels(self) -> int:
@@ -84,7 +87,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int) -> SitePlan:
+def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: AxonSpec | None = None) -> SitePlan:
     rng = rng_for("demo_world", seed, "site", site)
     box = SITE_VX * RES
     trees = [grow_neuron(rng, box, MARGIN_NM) for _ in range(n_neurons)]
@@ -142,6 +145,12 @@ def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int) -> Sit
             if br:
                 cut["bystanders"].append(k)
 
+    # A long axon (own seeded stream: every other draw of the site is unchanged by it).
+    long_nodes: list[int] = []
+    if axon is not None:
+        k = axon.neuron
+        long_nodes = grow_axon(rng_for("demo_world", seed, "axon", site), trees[k], n_orig[k], start_vx * RES, axon)
+
     # Supervoxels: pieces of the trees, cut nodes forced to be piece boundaries.
     breaks = {k: {cut["u"] for cut in cuts if cut["i"] == k} for k in range(n_neurons)}
     edge_label, label_neuron, next_label = [], [-1], 1
@@ -195,4 +204,6 @@ def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int) -> Sit
         initial_groups=initial,
         ops=ops,
         bystanders=bystanders,
+        long_neuron=axon.neuron if axon is not None else -1,
+        long_nodes=long_nodes,
     )

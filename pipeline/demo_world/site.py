@@ -6,7 +6,7 @@ result does not depend on which process ran it or in what order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zmesh
@@ -32,6 +32,8 @@ class SiteJob:
     world_tmp: str
     roots: list[tuple[int, frozenset[int]]]  # every root of this site that gets a mesh
     merge_luts: dict[int, tuple[np.ndarray, list[int]]]  # plan op index -> (labels->roots at T-1, before roots)
+    # a long axon's mesh outside every site (global nm), appended to the mesh of each root holding its labels
+    outside: list[tuple[frozenset[int], np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 def locate(labels: np.ndarray, p_nm: np.ndarray, allowed: frozenset[int], window: int = 6) -> tuple[np.ndarray, int]:
@@ -116,7 +118,12 @@ def run_site(job: SiteJob) -> dict:
         m = mesher.get(1, normals=False, reduction_factor=8, max_error=40, voxel_centered=True)
         mesher.clear()
         vertices = (m.vertices + (start_vx + lo) * RES).astype(np.float32)
-        meshes.append(Mesh(vertices, m.faces.astype(np.uint32), segid=rid))
+        faces = m.faces.astype(np.uint32)
+        for labels_out, v_out, f_out in job.outside:
+            if labels_out <= members:
+                faces = np.concatenate([faces, f_out + np.uint32(len(vertices))])
+                vertices = np.concatenate([vertices, v_out])
+        meshes.append(Mesh(vertices, faces, segid=rid))
     if meshes:
         cv_seg.mesh.put(meshes, compress="gzip", skip_delete=True)
 

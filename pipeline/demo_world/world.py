@@ -4,6 +4,7 @@ Layout of a world directory (see world.json for counts and the injected defects)
   em/                   CloudVolume precomputed image layer, uint8, gzip raw chunks
   segmentation/         CloudVolume precomputed segmentation layer, uint64 supervoxel ids
   segmentation/mesh/    legacy precomputed meshes, one per root id that ever existed (nm)
+                        (a few neurons send a long axon across the volume: see longrange.py)
   tables/roots.parquet, operations.parquet, proofread_neurons.parquet, synapses.parquet,
         skeletons.parquet
   world.json            the summary, written last: its presence marks a complete world
@@ -24,11 +25,19 @@ from cloudvolume import CloudVolume
 
 from pipeline.atomic import write_json, write_parquet
 from pipeline.demo_world.history import AS_OF, OPS_START, WORLD_START, History, simulate, supervoxel_ids
+from pipeline.demo_world.longrange import (
+    AxonSpec,
+    OutsideChunkJob,
+    capsules_near,
+    chunks_outside_sites,
+    long_neuron_sites,
+    run_outside_chunk,
+)
 from pipeline.demo_world.plan import CHUNK, CUBE_NM, RES, SITE_VX, VOLUME_SIZE, VOXEL_OFFSET, place_sites, plan_site
 from pipeline.demo_world.site import ADJ_CUTOUT_NM, SiteJob, run_site
 from pipeline.hashing import rng_for, unit_interval
 
-FORMAT = "cb2-demo-world/1"
+FORMAT = "cb2-demo-world/2"  # 2: long-range neurons
 PROOFREAD_FRACTION = 0.85
 NEUROTRANSMITTERS = ("gaba", "ach", "glut", "oct", "ser", "da")
 TABLES = ("roots", "operations", "proofread_neurons", "synapses", "skeletons")
@@ -100,14 +109,107 @@ def _create_layers(tmp: Path) -> None:
     seg.mesh.meta.commit_info()
 
 
+def _map(fn, jobs: list, workers: int) -> list:  # noqa: ANN001
+    """fn over jobs, in order, in `workers` forked processes (1: here)."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    return [fn(job) for job in jobs]
+
+
 def _pick(rng: np.random.Generator, items: list, n: int, exclude: set) -> list:
     pool = [x for x in items if x not in exclude]
     return [pool[int(i)] for i in sorted(rng.permutation(len(pool))[:n])] if pool else []
 
 
+def _axon_specs(starts: list[np.ndarray], nps: int, seed: int) -> dict[int, AxonSpec]:
+    """The long neuron of each chosen site: its first proofread neuron (so its junctions are sampled)."""
+    boxes = [(s * RES, (s + SITE_VX) * RES) for s in starts]
+    specs = {}
+    for s in long_neuron_sites(len(starts), seed):
+        proofread = [k for k in range(nps) if unit_interval("demo_world", seed, "proofread", s, k) < PROOFREAD_FRACTION]
+        specs[s] = AxonSpec(
+            neuron=proofread[0] if proofread else 0,
+            site_lo_nm=boxes[s][0],
+            site_hi_nm=boxes[s][1],
+            avoid_nm=tuple(b for i, b in enumerate(boxes) if i != s),
+            volume_lo_nm=VOXEL_OFFSET * RES,
+            volume_hi_nm=(VOXEL_OFFSET + VOLUME_SIZE) * RES,
+        )
+    return specs
+
+
+def _write_outside(
+    tmp: Path, plans: list, starts: list[np.ndarray], seed: int, workers: int
+) -> tuple[dict, list[dict], int]:
+    """Rasterize, write and mesh the long axons outside every site box (chunk by chunk, in parallel over
+    chunks; the results, gathered in chunk order, do not depend on the worker).
+
+    Returns ({site: [(labels, vertices, faces)]}, a summary per long neuron, foreground voxels written).
+    """
+    capsules, sv_of, owner = [], [np.uint64(0)], []
+    for plan in plans:
+        if plan.long_neuron < 0:
+            continue
+        k, tree = plan.long_neuron, plan.trees[plan.long_neuron]
+        pos = tree.positions() + starts[plan.index] * RES
+        luts = supervoxel_ids(plan.index, plan.n_labels)
+        for c in plan.long_nodes:
+            p = tree.parent[c]
+            capsules.append((pos[p], pos[c], tree.radius[p], tree.radius[c], len(sv_of)))
+            sv_of.append(luts[int(plan.edge_label[k][c])])
+            owner.append(plan.index)
+    if not capsules:
+        return {}, [], 0
+    sv_arr = np.array(sv_of, dtype=np.uint64)
+    site_boxes = [(s, s + SITE_VX) for s in starts]
+    chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
+    site_svs = {
+        plan.index: np.unique(sv_arr[1:][np.array(owner) == plan.index]) for plan in plans if plan.long_neuron >= 0
+    }
+    jobs = [
+        OutsideChunkJob(seed, str(tmp), c, capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET), sv_arr, site_svs)
+        for c in chunks
+    ]
+    results = _map(run_outside_chunk, jobs, workers)
+    pieces: dict[int, list] = {s: [] for s in site_svs}
+    n_chunks: dict[int, int] = {s: 0 for s in site_svs}
+    fg = 0
+    for res in results:
+        fg += res["foreground"]
+        for s, piece in res["pieces"].items():
+            pieces[s].append(piece)
+            n_chunks[s] += 1
+    outside, summary = {}, []
+    for plan in plans:
+        if plan.long_neuron < 0:
+            continue
+        s, k = plan.index, plan.long_neuron
+        verts, faces, base = [], [], 0
+        for v, f in pieces[s]:
+            verts.append(v)
+            faces.append(f + np.uint32(base))
+            base += len(v)
+        labels = frozenset(int(plan.edge_label[k][c]) for c in plan.long_nodes)
+        outside[s] = [(labels, np.concatenate(verts), np.concatenate(faces))]
+        skel = plan.trees[k].positions() + starts[s] * RES
+        summary.append(
+            {
+                "site": s,
+                "neuron_id": s * len(plan.trees) + k,
+                "extent_nm": (skel.max(axis=0) - skel.min(axis=0)).round(1).tolist(),
+                "diagonal_nm": round(float(np.linalg.norm(skel.max(axis=0) - skel.min(axis=0))), 1),
+                "axon_nodes": len(plan.long_nodes),
+                "chunks_outside_sites": n_chunks[s],
+            }
+        )
+    return outside, summary, fg
+
+
 def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None) -> dict:
     starts = place_sites(n_sites, seed)
-    plans = [plan_site(seed, s, starts[s], nps) for s in range(n_sites)]
+    specs = _axon_specs(starts, nps, seed)
+    plans = [plan_site(seed, s, starts[s], nps, specs.get(s)) for s in range(n_sites)]
     hist: History = simulate(plans, seed)
 
     # Proofread neurons: most true neurons, by their final root.
@@ -147,6 +249,9 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
 
     # Voxel work per site (parallel over sites; results do not depend on the worker).
     _create_layers(tmp)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if n_sites >= 8 else 1
+    outside, long_summary, fg_outside = _write_outside(tmp, plans, starts, seed, workers)
     jobs = []
     for plan in plans:
         site_roots = [(rid, r.labels) for rid, r in sorted(hist.roots.items()) if r.site == plan.index]
@@ -155,14 +260,9 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
             for op in hist.ops
             if op.site == plan.index and op.is_merge
         }
-        jobs.append(SiteJob(plan, seed, str(tmp), [x for x in site_roots if x[0] not in no_mesh], merge_luts))
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if n_sites >= 8 else 1
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(run_site, jobs))
-    else:
-        results = [run_site(job) for job in jobs]
+        kept = [x for x in site_roots if x[0] not in no_mesh]
+        jobs.append(SiteJob(plan, seed, str(tmp), kept, merge_luts, outside.get(plan.index, [])))
+    results = _map(run_site, jobs, workers)
 
     # Tables.
     tables_dir = tmp / "tables"
@@ -332,6 +432,10 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
         ),
     )
 
+    final_root = {gid: root for _s, _k, gid, root, _pr in neurons}
+    for item in long_summary:
+        item["root_id"] = final_root[item["neuron_id"]]
+
     # Counts: what the pipeline can draw from this world.
     eligible = {op.operation_id for op in hist.ops if in_proofread_history(op)}
     with_points = eligible - set(no_points)
@@ -378,7 +482,8 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
             "synapses_between_proofread_neurons": len(good_syn) - len(null_syn),
             "edit_points_exact_moved_unresolved": status,
             "adjacent_cutout_nm": ADJ_CUTOUT_NM,
-            "foreground_voxels": sum(r["foreground_voxels"] for r in results),
+            "foreground_voxels": sum(r["foreground_voxels"] for r in results) + fg_outside,
+            "long_neurons": len(long_summary),
             "files": len(files),
             "bytes_on_disk": sum(p.stat().st_size for p in files),
         },
@@ -388,6 +493,7 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
             "synapses_with_null_root": null_syn,
             "roots_without_mesh": no_mesh,
         },
+        "long_neurons": long_summary,
         "tables": {name: f"tables/{name}.parquet" for name in TABLES},
     }
     write_json(tmp / "world.json", summary)

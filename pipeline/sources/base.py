@@ -67,6 +67,20 @@ def cutout_box(center_nm, size_nm: float, resolution_nm) -> tuple[np.ndarray, np
     return start, start + size_vx
 
 
+def crop_to_box_nm(mesh: trimesh.Trimesh, lo_nm, hi_nm) -> trimesh.Trimesh:  # noqa: ANN001
+    """The faces with at least one vertex in [lo, hi] (whole), vertices kept in their order, re-indexed:
+    cropping this again with a smaller box gives what cropping the whole mesh with it gives."""
+    v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    lo, hi = np.asarray(lo_nm, dtype=np.float64).reshape(3), np.asarray(hi_nm, dtype=np.float64).reshape(3)
+    inside = ((v >= lo) & (v <= hi)).all(axis=1)
+    f = f[inside[f].any(axis=1)]
+    used = np.zeros(len(v), dtype=bool)
+    used[f.reshape(-1)] = True
+    new_id = np.cumsum(used) - 1
+    return trimesh.Trimesh(v[used], new_id[f].reshape(-1, 3), process=False)
+
+
 def read_padded(
     read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype, chunk_size, chunk_origin  # noqa: ANN001
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -170,8 +184,9 @@ class Source(Protocol):
     def roots_at(self, supervoxel_ids: np.ndarray, timestamp: float) -> np.ndarray:
         """Root id of each supervoxel at `timestamp` (uint64 array, same shape)."""
 
-    def synapses(self, root_ids: list[int]) -> pa.Table:
-        """Synapses whose pre or post root is in `root_ids`, at `as_of`; SYNAPSE_COLUMNS at least.
+    def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
+        """Synapses with pre root in `pre_root_ids` AND post root in `post_root_ids`, at `as_of`;
+        SYNAPSE_COLUMNS at least (a real source batches by pre roots: ask only for the pairs you need).
 
         ctr_pt_position_nm is list<float64>[3]; the table's score columns follow where it has them
         (SYNAPSE_SCORE_COLUMNS, neurotransmitter scores).
@@ -180,8 +195,10 @@ class Source(Protocol):
     def skeleton(self, root_id: int) -> Skeleton:
         """The neuron's level-2 graph (real) or skeleton (demo), for junction points."""
 
-    def mesh(self, root_id: int) -> trimesh.Trimesh:
-        """The root's mesh in nm. Raises SampleError('missing_mesh') when there is none."""
+    def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
+        """The root's mesh in nm; with box_nm = (lo_nm, hi_nm) at least every face with a vertex in the box
+        (a real source fetches only the chunks the box touches, so faces beyond it may come too; an empty
+        mesh if the neuron does not reach the box). Raises SampleError('missing_mesh') when there is none."""
 
     def em_cutout(self, center_nm: np.ndarray, size_nm: float) -> Cutout:
         """EM (uint8) of a cube `size_nm` wide centred on `center_nm`, zero-padded outside the volume."""

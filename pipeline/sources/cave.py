@@ -12,6 +12,12 @@ Errors (see pipeline.errors):
 - other HTTP 4xx -> UserError naming the URL (wrong datastack, table or version in the config);
 - a table without a needed column -> UserError naming the table and the column.
 
+Requests are sized for the real servers (pipeline/sources/cave_limits.py): change logs and operation
+details in batches, synapse queries batched by presynaptic roots and split when the server caps them
+(cave_tables.py), meshes fetched within a box (cave_meshes.py). Every request has a timeout. At first
+contact the source checks that the datastack's segmentation is `seg_cloudpath`'s and that the pinned
+materialization version still exists.
+
 Tokens come from the `token` argument, the `CAVE_TOKEN` environment variable or caveclient's /
 cloud-volume's default secret files. This module never writes them anywhere and never prints them.
 """
@@ -23,6 +29,7 @@ import datetime as dt
 import email.utils
 import os
 import socket
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,41 +40,17 @@ import pandas as pd
 import pyarrow as pa
 import requests
 import trimesh
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
 from pipeline.errors import SampleError, TransientSourceError, UserError
-from pipeline.sources.base import (
-    CHANGE_LOG_COLUMNS,
-    SYNAPSE_COLUMNS,
-    SYNAPSE_SCORE_COLUMNS,
-    Cutout,
-    OperationDetails,
-    Skeleton,
-    cutout_box,
-    read_padded,
-)
+from pipeline.sources import cave_meshes as meshes
+from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
+from pipeline.sources.cave_limits import CaveLimits, chunks, url_batches
+from pipeline.sources.cave_tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
 
 TOKEN_ENV = "CAVE_TOKEN"
 CONNECT_TIMEOUT_S = 10.0
-# Neurotransmitter score columns passed through when the synapse table has them (FlyWire synapses_nt_v1).
-NT_COLUMNS = ("gaba", "ach", "glut", "oct", "ser", "da")
-_ROOT_BATCH = 100_000
-_L2_BATCH = 5_000
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """An HTTPAdapter that applies a default (connect, read) timeout to every request it sends."""
-
-    def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
-        self._timeout = timeout
-        super().__init__(**kwargs)
-
-    def send(self, request, **kwargs):  # noqa: ANN001 - requests' signature
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -113,38 +96,78 @@ def _uint64_list(values: Any) -> list[int]:
     return [int(v) for v in np.asarray(values, dtype=np.uint64).ravel()]
 
 
+def _graphene_identity(cloudpath: str) -> tuple[str, str] | None:
+    """(host, dataset) a graphene cloudpath names, whatever its form (`table/X`, `1.0/X`, `api/v1/X`)."""
+    from cloudvolume.datasource.graphene.metadata import extract_graphene_path
+
+    path = cloudpath
+    for prefix in ("graphene://", "middleauth+"):
+        path = path.replace(prefix, "")
+    try:
+        parsed = extract_graphene_path(path)
+    except Exception:  # noqa: BLE001 - not a graphene path
+        return None
+    return parsed.fqdn.lower(), parsed.dataset
+
+
+def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN001, ANN202
+    """fn() in a thread, given up after `seconds` (for client constructors that take no timeout)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name="cb2-cave-deadline")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        kind = TransientSourceError if transient else UserError
+        raise kind(f"{what}: no answer within {seconds:.0f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 class CaveSource:
     """Source backed by a CAVE datastack and its CloudVolume layers (see base.Source)."""
 
-    def __init__(self, cfg: SpeciesConfig, token: str | None = None) -> None:
+    def __init__(self, cfg: SpeciesConfig, token: str | None = None, limits: CaveLimits | None = None) -> None:
         if cfg.source != "cave":
             raise UserError(f"config/{cfg.species}.yaml: CaveSource needs source: cave (got {cfg.source})")
         self.cfg = cfg
         self.species = cfg.species
+        self.limits = limits or CaveLimits()
         self._token_arg = token
         self._reached = False  # survives pickling: once reached, connection errors are transient
+        self._checked = False  # the start-up checks passed (survives pickling: workers do not repeat them)
         self._as_of: float | None = None
         self._oplog: dict[int, tuple[tuple[int, ...], float, bool]] = {}
+        self._columns_of: dict[str, list[str]] = {}
+        self._l2cache: bool | None = None
         self._reset_handles()
 
     # ------------------------------------------------------------------ lifecycle
+    _HANDLES = ("_client", "_cg_client", "_mat_client", "_l2_client", "_em_cv", "_seg_cv", "_mesh_session")
+
     def _reset_handles(self) -> None:
-        self._client = None
-        self._cg_client = None
-        self._mat_client = None
-        self._l2_client = None
-        self._em_cv = None
-        self._seg_cv = None
+        for key in self._HANDLES:
+            setattr(self, key, None)
+        self._cap = CapWatch(self.limits.known_row_cap)
+        self._manifests = meshes.PreparedManifests()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_client", "_cg_client", "_mat_client", "_l2_client", "_em_cv", "_seg_cv"):
-            state[key] = None
+        for key in (*self._HANDLES, "_cap", "_manifests"):
+            state.pop(key, None)
         state["_oplog"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._reset_handles()
 
     def __repr__(self) -> str:  # never shows the token
         return f"CaveSource(species={self.species!r}, datastack={self.cfg.datastack!r})"
@@ -160,6 +183,10 @@ class CaveSource:
     def _redact(self, text: str) -> str:
         token = self._token()
         return text.replace(token, "***") if token else text
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (min(CONNECT_TIMEOUT_S, self.cfg.timeout_s), self.cfg.timeout_s)
 
     # ------------------------------------------------------------------ errors
     def _auth_error(self, url: str) -> UserError:
@@ -192,14 +219,14 @@ class CaveSource:
                 raise TransientSourceError(f"{what}: HTTP {status} from {where}") from None
             body = self._redact(resp.text[:300]) if resp is not None else ""
             raise UserError(
-                f"{what}: HTTP {status} from {where} ({body.strip()}); check datastack, tables and "
+                f"{what}: HTTP {status} from {where[:300]} ({body.strip()}); check datastack, tables and "
                 f"versions in {self._config_file}"
             ) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             where = getattr(getattr(exc, "request", None), "url", None) or url
             if not self._reached:
                 raise self._unreachable(where, exc) from None
-            raise TransientSourceError(f"{what}: {type(exc).__name__} talking to {where}") from None
+            raise TransientSourceError(f"{what}: {type(exc).__name__} talking to {where[:300]}") from None
         except (AuthException, cv_exc.AuthenticationError):
             raise self._auth_error(url) from None
         except ServerIncompatibilityError as exc:
@@ -212,9 +239,8 @@ class CaveSource:
         if not host:
             raise UserError(f"cannot read a host from {url!r}; check {self._config_file}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        timeout = min(CONNECT_TIMEOUT_S, self.cfg.timeout_s)
         try:
-            with socket.create_connection((host, port), timeout=timeout):
+            with socket.create_connection((host, port), timeout=self._timeout[0]):
                 pass
         except OSError as exc:
             if self._reached:
@@ -230,7 +256,7 @@ class CaveSource:
             allowed_methods=frozenset(["GET", "POST"]),
             raise_on_status=False,
         )
-        adapter = _TimeoutAdapter((min(CONNECT_TIMEOUT_S, self.cfg.timeout_s), self.cfg.timeout_s), max_retries=retries)
+        adapter = meshes.TimeoutAdapter(self._timeout, max_retries=retries)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
 
@@ -242,26 +268,73 @@ class CaveSource:
         return self.cfg.server_address.rstrip("/")
 
     def client(self):
-        """The CAVEclient (opened on first use)."""
+        """The CAVEclient (opened on first use; its constructor's requests are bounded by a deadline)."""
         if self._client is None:
             from caveclient import CAVEclient
 
             self._probe(self._server)
             with self._guard(f"opening datastack '{self.cfg.datastack}'", self._server):
-                client = CAVEclient(
-                    self.cfg.datastack,
-                    server_address=self._server,
-                    auth_token=self._token(),
-                    max_retries=2,
-                    write_server_cache=False,
-                )
+
+                def open_client():  # noqa: ANN202
+                    return CAVEclient(
+                        self.cfg.datastack,
+                        server_address=self._server,
+                        auth_token=self._token(),
+                        max_retries=2,
+                        write_server_cache=False,
+                    )
+
+                client = _with_deadline(open_client, 3 * self.cfg.timeout_s, f"opening {self._server}", self._reached)
                 self._bound_session(client.info.session)
                 local = client.local_server
             if local and urllib.parse.urlsplit(local).netloc != urllib.parse.urlsplit(self._server).netloc:
                 self._probe(local)
             self._reached = True
             self._client = client
+            if not self._checked:
+                self._startup_checks()
         return self._client
+
+    def _startup_checks(self) -> None:
+        """The datastack's segmentation is the one `seg_cloudpath` reads; the pinned version still exists."""
+        client = self._client
+        with self._guard("datastack info", self._server):
+            source = client.info.segmentation_source()
+        ours, theirs = _graphene_identity(self.cfg.seg_cloudpath), _graphene_identity(source or "")
+        if ours is not None and theirs is not None and ours != theirs:
+            raise UserError(
+                f"{self._config_file}: seg_cloudpath {self.cfg.seg_cloudpath} is not datastack "
+                f"'{self.cfg.datastack}''s segmentation ({source}): roots would come from one and voxels from "
+                "the other; point seg_cloudpath at the datastack's segmentation_source"
+            )
+        if self.cfg.materialization_version is not None:
+            mat = self._mat()
+            with self._guard("materialization versions", self._local):
+                versions = sorted(int(v) for v in mat.get_versions())
+            if int(self.cfg.materialization_version) not in versions:
+                raise UserError(
+                    f"{self._config_file}: materialization_version {self.cfg.materialization_version} of datastack "
+                    f"'{self.cfg.datastack}' does not exist (any more); versions that do: "
+                    f"{', '.join(map(str, versions)) or 'none'}"
+                )
+        elif self.cfg.proofread_table or self.cfg.synapse_table:
+            mat = self._mat()
+            with self._guard("materialization versions", self._local):
+                meta = mat.get_versions_metadata()
+            older = [m for m in meta if _epoch(m["time_stamp"]) <= float(self.cfg.as_of)]
+            if not older:
+                ordered = sorted(meta, key=lambda m: m["version"])
+                stamps = ", ".join(f"{m['version']} ({m['time_stamp']})" for m in ordered)
+                raise UserError(
+                    f"{self._config_file}: as_of {_utc(float(self.cfg.as_of)).isoformat()} is older than every "
+                    f"materialization version of '{self.cfg.datastack}' that still exists ({stamps or 'none'}): a "
+                    "live query needs one before it; move as_of later or pin materialization_version"
+                )
+        self._checked = True
+
+    def _opened(self, make, what: str):  # noqa: ANN001, ANN202
+        """A sub-client (its constructor asks the server for versions, on a session not yet bounded)."""
+        return _with_deadline(make, 3 * self.cfg.timeout_s, f"opening the {what} client", self._reached)
 
     @property
     def _local(self) -> str:
@@ -271,17 +344,18 @@ class CaveSource:
         if self._cg_client is None:
             client = self.client()
             with self._guard("chunkedgraph", self._local):
-                cg = client.chunkedgraph
+                cg = self._opened(lambda: client.chunkedgraph, "chunkedgraph")
             self._bound_session(cg.session)
             self._cg_client = cg
         return self._cg_client
 
     def _mat(self):
         if self._mat_client is None:
-            client = self.client()
+            client = self._client if self._client is not None else self.client()
             with self._guard("materialization", self._local):
-                mat = client.materialize
+                mat = self._opened(lambda: client.materialize, "materialization")
             self._bound_session(mat.session)
+            mat.session.hooks["response"].append(self._cap.hook)
             self._mat_client = mat
         return self._mat_client
 
@@ -289,7 +363,7 @@ class CaveSource:
         if self._l2_client is None:
             client = self.client()
             with self._guard("l2cache", self._local):
-                l2 = client.l2cache
+                l2 = self._opened(lambda: client.l2cache, "l2cache")
             self._bound_session(l2.session)
             self._l2_client = l2
         return self._l2_client
@@ -298,6 +372,7 @@ class CaveSource:
         if self._em_cv is None:
             from cloudvolume import CloudVolume
 
+            meshes.install_cloudfiles_timeouts(self._timeout)
             url = _https_url(self.cfg.em_cloudpath)
             self._probe(url, "em_cloudpath")
             with self._guard("EM volume", url):
@@ -313,14 +388,37 @@ class CaveSource:
             self._reached = True
         return self._em_cv
 
+    def _seg_token(self, fqdn: str) -> str | None:
+        token = self._token()
+        if token is None:
+            from cloudvolume.secrets import cave_credentials
+
+            found = cave_credentials(fqdn)
+            token = found.get("token") if isinstance(found, dict) else found
+        return token
+
     def _seg(self):
+        """The graphene segmentation; its info is read here (with a timeout) and handed to CloudVolume."""
         if self._seg_cv is None:
             from cloudvolume import CloudVolume
+            from cloudvolume.datasource.graphene.metadata import extract_graphene_path
 
+            meshes.install_cloudfiles_timeouts(self._timeout)
             url = _https_url(self.cfg.seg_cloudpath)
             self._probe(url, "seg_cloudpath")
+            info = None
+            if self.cfg.seg_cloudpath.startswith("graphene://"):
+                gp = extract_graphene_path(url)
+                info_url = f"{gp.scheme}://{gp.fqdn}/{gp.modality}/table/{gp.dataset}/info"
+                token = self._seg_token(gp.fqdn)
+                with self._guard("segmentation info", info_url):
+                    resp = self._session().get(
+                        info_url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=self._timeout
+                    )
+                    resp.raise_for_status()
+                    info = resp.json()
             with self._guard("segmentation volume", url):
-                self._seg_cv = CloudVolume(
+                seg = CloudVolume(
                     self.cfg.seg_cloudpath,
                     mip=self.cfg.seg_mip,
                     use_https=True,
@@ -330,9 +428,20 @@ class CaveSource:
                     cache=False,
                     agglomerate=False,
                     secrets=self._token(),
+                    info=info,
                 )
+            if info is not None:
+                seg.mesh.fetch_manifest_remote = self._manifests  # answers with the manifest fetched here
             self._reached = True
+            self._seg_cv = seg
         return self._seg_cv
+
+    def _session(self) -> requests.Session:
+        if self._mesh_session is None:
+            session = requests.Session()
+            self._bound_session(session)
+            self._mesh_session = session
+        return self._mesh_session
 
     # ------------------------------------------------------------------ geometry of the volume
     def base_resolution_nm(self) -> tuple[float, float, float]:
@@ -359,31 +468,49 @@ class CaveSource:
                 self._as_of = _epoch(ts)
         return self._as_of
 
+    # ------------------------------------------------------------------ tables
+    @property
+    def _live(self) -> bool:
+        return self.cfg.materialization_version is None
+
     def _query(self, table: str, **filters: Any) -> pd.DataFrame:
         """A table query pinned to the materialization version, else a live query at as_of (never now)."""
         mat = self._mat()
+        common = {
+            "desired_resolution": [1, 1, 1],
+            "split_positions": False,
+            "merge_reference": False,  # our tables are not reference tables: no metadata request per query
+            "metadata": False,
+        }
         with self._guard(f"querying table '{table}'", self._local):
-            if self.cfg.materialization_version is not None:
+            if not self._live:
                 return mat.query_table(
-                    table,
-                    materialization_version=self.cfg.materialization_version,
-                    desired_resolution=[1, 1, 1],
-                    split_positions=False,
-                    **filters,
+                    table, materialization_version=self.cfg.materialization_version, **common, **filters
                 )
-            return mat.live_query(
-                table,
-                _utc(self.as_of()),
-                desired_resolution=[1, 1, 1],
-                split_positions=False,
-                **filters,
-            )
+            return mat.live_query(table, _utc(self.as_of()), **common, **filters)
 
-    def _need(self, df: pd.DataFrame, table: str, column: str, purpose: str) -> None:
-        if column not in df.columns:
+    def _query_checked(self, table: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
+        """The query and whether the server capped it (its Warning header, or exactly the cap's rows)."""
+        self._mat()
+        self._cap.reset()
+        df = self._query(table, **filters)
+        return df, self._cap.capped(len(df))
+
+    def _columns(self, table: str) -> list[str]:
+        """The table's columns, from a one-row query (asked once per table)."""
+        if table not in self._columns_of:
+            cap = self._cap.cap
+            df = self._query(table, limit=1, log_warning=False)  # its one row "reaches the limit": not the cap
+            self._cap.cap = cap
+            self._columns_of[table] = [str(c) for c in df.columns]
+        return self._columns_of[table]
+
+    def _need(self, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
+        columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
+        if column not in columns:
             raise UserError(
                 f"table '{table}' (datastack {self.cfg.datastack}) has no column '{column}', needed for {purpose}; "
-                f"columns are: {', '.join(map(str, df.columns))}. Check {self._config_file}"
+                f"columns are: {', '.join(map(str, columns))}. Check {self._config_file}"
             )
 
     # ------------------------------------------------------------------ proofread neurons
@@ -398,38 +525,42 @@ class CaveSource:
         table = self.cfg.proofread_table
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
-        df = self._query(table)
-        self._need(df, table, "pt_root_id", "proofread roots")
+        present = self._columns(table)
+        self._need(present, table, "pt_root_id", "proofread roots")
+        wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "") if c in present]
+        df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
         roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
         return sorted({int(r) for r in roots if int(r) != 0})
 
     # ------------------------------------------------------------------ edit history
     def change_log(self, root_ids: list[int]) -> pa.Table:
         cols: dict[str, list] = {c: [] for c in CHANGE_LOG_COLUMNS}
-        if root_ids:
+        roots = sorted({int(r) for r in root_ids})
+        if roots:
             cg = self._cg()
-            with self._guard("chunkedgraph tabular change log", self._local):
-                logs = cg.get_tabular_change_log([int(r) for r in root_ids], filtered=True)
             as_of = self.as_of()
-            for root, df in sorted(logs.items()):
-                if df is None or len(df) == 0:
-                    continue
-                for name in ("operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids"):
-                    self._need(df, "tabular_change_log", name, "the change log")
-                for row in df.itertuples(index=False):
-                    ts = _epoch(row.timestamp)
-                    if ts > as_of:
+            for batch in chunks(roots, self.limits.change_log_batch):
+                with self._guard("chunkedgraph tabular change log", self._local):
+                    logs = cg.get_tabular_change_log(batch, filtered=True)
+                for root, df in sorted(logs.items()):
+                    if df is None or len(df) == 0:
                         continue
-                    op = int(row.operation_id)
-                    before = _uint64_list(row.before_root_ids)
-                    is_merge = bool(row.is_merge)
-                    self._oplog[op] = (tuple(before), ts, is_merge)
-                    cols["root_id"].append(int(root))
-                    cols["operation_id"].append(op)
-                    cols["timestamp"].append(ts)
-                    cols["is_merge"].append(is_merge)
-                    cols["before_root_ids"].append(before)
-                    cols["after_root_ids"].append(_uint64_list(row.after_root_ids))
+                    for name in ("operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids"):
+                        self._need(df, "tabular_change_log", name, "the change log")
+                    for row in df.itertuples(index=False):
+                        ts = _epoch(row.timestamp)
+                        if ts > as_of:
+                            continue
+                        op = int(row.operation_id)
+                        before = _uint64_list(row.before_root_ids)
+                        is_merge = bool(row.is_merge)
+                        self._oplog[op] = (tuple(before), ts, is_merge)
+                        cols["root_id"].append(int(root))
+                        cols["operation_id"].append(op)
+                        cols["timestamp"].append(ts)
+                        cols["is_merge"].append(is_merge)
+                        cols["before_root_ids"].append(before)
+                        cols["after_root_ids"].append(_uint64_list(row.after_root_ids))
         schema = pa.schema(
             [
                 ("root_id", pa.uint64()),
@@ -444,18 +575,27 @@ class CaveSource:
         return table.sort_by([("root_id", "ascending"), ("timestamp", "ascending"), ("operation_id", "ascending")])
 
     def operation_details(self, operation_ids: list[int]) -> dict[int, OperationDetails]:
-        if not operation_ids:
+        ids = sorted({int(o) for o in operation_ids})
+        if not ids:
             return {}
         cg = self._cg()
-        with self._guard("chunkedgraph operation details", self._local):
-            raw = cg.get_operation_details([int(o) for o in operation_ids])
+        base = cg._endpoints["operation_details"].format_map(cg.default_url_mapping)
+        raw: dict = {}
+        for batch in url_batches(base, ids, self.limits.url_budget_bytes):
+            with self._guard("chunkedgraph operation details", self._local):
+                raw.update(cg.get_operation_details(batch))
+        created = self._edit_times({int(k): det for k, det in raw.items() if det and int(k) not in self._oplog})
         out: dict[int, OperationDetails] = {}
         for key, det in raw.items():
             if not det:
                 continue
             op = int(key)
             known = self._oplog.get(op)
-            ts = _epoch(det["timestamp"]) if det.get("timestamp") is not None else (known[1] if known else None)
+            # the edit's own time: the change log's, else its after roots' creation time; the details'
+            # `timestamp` can be the log row's later write time (pcgv1), seconds after the edit
+            ts = known[1] if known else created.get(op)
+            if ts is None and det.get("timestamp") is not None:
+                ts = _epoch(det["timestamp"])
             if ts is None:
                 continue
             if "added_edges" in det or "removed_edges" in det:
@@ -477,6 +617,20 @@ class CaveSource:
             )
         return out
 
+    def _edit_times(self, details: dict[int, dict]) -> dict[int, float]:
+        """Each edit's time as its after roots' creation time (one request for all of them)."""
+        after = {op: _uint64_list(det.get("roots", [])) for op, det in details.items()}
+        roots = sorted({r for rs in after.values() for r in rs})
+        if not roots:
+            return {}
+        cg = self._cg()
+        stamps: dict[int, float] = {}
+        for batch in chunks(roots, self.limits.roots_batch):
+            with self._guard("chunkedgraph root timestamps", self._local):
+                got = cg.get_root_timestamps(batch)
+            stamps.update({r: _epoch(t) for r, t in zip(batch, got, strict=True)})
+        return {op: min(stamps[r] for r in rs) for op, rs in after.items() if rs}
+
     def _before_roots(self, det: dict, ts: float, is_merge: bool) -> tuple[int, ...]:
         """Roots just before the edit: the roots of the edited edge's supervoxels at T - 1 ms."""
         edges = det.get("added_edges" if is_merge else "removed_edges") or []
@@ -496,9 +650,9 @@ class CaveSource:
         cg = self._cg()
         roots = []
         with self._guard("chunkedgraph roots", self._local):
-            for start in range(0, uniq.size, _ROOT_BATCH):
-                batch = uniq[start : start + _ROOT_BATCH]
-                roots.append(np.asarray(cg.get_roots(batch, timestamp=_utc(timestamp)), dtype=np.uint64))
+            for batch in chunks(uniq, self.limits.roots_batch):
+                got = cg.get_roots(np.asarray(batch, np.uint64), timestamp=_utc(timestamp))
+                roots.append(np.asarray(got, dtype=np.uint64))
         mapped = np.concatenate(roots)
         idx = np.searchsorted(uniq, svs)
         nz = svs != 0
@@ -506,60 +660,31 @@ class CaveSource:
         return out
 
     # ------------------------------------------------------------------ synapses
-    def synapses(self, root_ids: list[int]) -> pa.Table:
+    def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
         table = self.cfg.synapse_table
         if not table:
             raise UserError(f"{self._config_file}: synapse_table is required for synapse controls")
-        roots = [int(r) for r in root_ids]
-        frames = []
-        if roots:
-            for col in ("pre_pt_root_id", "post_pt_root_id"):
-                frames.append(self._query(table, filter_in_dict={col: roots}))
-        frames = [f for f in frames if len(f)]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return self._normalise_synapses(df, table)
-
-    def _normalise_synapses(self, df: pd.DataFrame, table: str) -> pa.Table:
-        """SYNAPSE_COLUMNS, then the score columns the table has: cleft_score, connection_score (FlyWire's
-        tables have them, MICrONS' synapses_pni_2 has neither) and neurotransmitter scores."""
-        scores = [c for c in SYNAPSE_SCORE_COLUMNS + NT_COLUMNS if c in df.columns]
-        fields = [
-            ("id", pa.int64()),
-            ("pre_pt_root_id", pa.uint64()),
-            ("post_pt_root_id", pa.uint64()),
-            ("ctr_pt_position_nm", pa.list_(pa.float64(), 3)),
-        ] + [(c, pa.float64()) for c in scores]
-        schema = pa.schema(fields)
-        if len(df) == 0:
-            return pa.Table.from_pydict({name: [] for name, _ in fields}, schema=schema)
+        pre = sorted({int(r) for r in pre_root_ids if int(r)})
+        post = sorted({int(r) for r in post_root_ids if int(r)})
+        if not pre or not post:
+            return normalise_synapses(pd.DataFrame(), table, self._need, self._columns(table))
+        present = self._columns(table)
         for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
-            self._need(df, table, col, "synapse controls")
-        df = df.drop_duplicates(subset="id").sort_values("id", kind="stable").reset_index(drop=True)
-        if "ctr_pt_position" in df.columns:
-            ctr = np.stack([np.asarray(p, dtype=np.float64) for p in df["ctr_pt_position"]])
-        elif "pre_pt_position" in df.columns and "post_pt_position" in df.columns:
-            pre = np.stack([np.asarray(p, dtype=np.float64) for p in df["pre_pt_position"]])
-            post = np.stack([np.asarray(p, dtype=np.float64) for p in df["post_pt_position"]])
-            ctr = (pre + post) / 2.0
-        else:
-            self._need(df, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
-
-        def _score(name: str) -> list:
-            vals = pd.to_numeric(df[name], errors="coerce")
-            return [None if pd.isna(v) else float(v) for v in vals]
-
-        cols = {
-            "id": [int(v) for v in df["id"]],
-            "pre_pt_root_id": [int(v) for v in df["pre_pt_root_id"].astype(np.uint64)],
-            "post_pt_root_id": [int(v) for v in df["post_pt_root_id"].astype(np.uint64)],
-            "ctr_pt_position_nm": [list(map(float, p)) for p in ctr],
-        }
-        for c in scores:
-            cols[c] = _score(c)
-        assert tuple(cols)[: len(SYNAPSE_COLUMNS)] == SYNAPSE_COLUMNS
-        return pa.Table.from_pydict(cols, schema=schema)
+            self._need(present, table, col, "synapse controls")
+        if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
+            self._need(present, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
+        columns = synapse_columns(present, self._live)
+        df = read_synapses(self._query_checked, table, columns, pre, post, self.limits)
+        return normalise_synapses(df, table, self._need, present)
 
     # ------------------------------------------------------------------ level-2 graph
+    def _has_l2cache(self) -> bool:
+        if self._l2cache is None:
+            l2 = self._l2()
+            with self._guard("l2cache table mapping", self._local):
+                self._l2cache = bool(l2.has_cache())
+        return self._l2cache
+
     def skeleton(self, root_id: int) -> Skeleton:
         cg = self._cg()
         with self._guard("chunkedgraph level-2 graph", self._local):
@@ -567,15 +692,17 @@ class CaveSource:
         edges = np.asarray(edge_list, dtype=np.uint64).reshape(-1, 2)
         l2_ids = np.unique(edges)
         coords: dict[int, list[float]] = {}
-        if l2_ids.size:
+        source = "l2cache"
+        if l2_ids.size and self._has_l2cache():
             l2 = self._l2()
             with self._guard("l2cache attributes", self._local):
-                for start in range(0, l2_ids.size, _L2_BATCH):
-                    batch = [int(v) for v in l2_ids[start : start + _L2_BATCH]]
-                    data = l2.get_l2data(batch, attributes=["rep_coord_nm"])
+                for batch in chunks(l2_ids, self.limits.l2_batch):
+                    data = l2.get_l2data([int(v) for v in batch], attributes=["rep_coord_nm"])
                     for key, attrs in data.items():
                         if attrs and attrs.get("rep_coord_nm") is not None:
                             coords[int(key)] = attrs["rep_coord_nm"]
+        elif l2_ids.size:  # no level-2 cache for this datastack: each node at its chunk's centre
+            coords, source = self._chunk_centres(l2_ids), "chunk_centre"
         kept = np.array([i for i in l2_ids if int(i) in coords], dtype=np.uint64)
         index = {int(v): i for i, v in enumerate(kept)}
         vertices = np.array([coords[int(v)] for v in kept], dtype=np.float64).reshape(-1, 3)
@@ -584,30 +711,53 @@ class CaveSource:
         return Skeleton(
             vertices_nm=vertices,
             edges=edge_arr.reshape(-1, 2),
-            extra={"l2_ids": kept, "n_missing_rep_coord": int(l2_ids.size - kept.size)},
+            extra={"l2_ids": kept, "n_missing_rep_coord": int(l2_ids.size - kept.size), "coords": source},
         )
 
+    def _chunk_centres(self, l2_ids: np.ndarray) -> dict[int, list[float]]:
+        meta = self._seg().meta
+        res = np.asarray(meta.resolution(0), dtype=np.float64)
+        size = np.asarray(meta.graph_chunk_size, dtype=np.float64)
+        offset = np.asarray(meta.voxel_offset(0), dtype=np.float64) if meta.chunks_start_at_voxel_offset else 0.0
+        out = {}
+        for l2 in l2_ids:
+            pos = np.asarray(meta.decode_chunk_position(int(l2)), dtype=np.float64)
+            out[int(l2)] = ((offset + (pos + 0.5) * size) * res).tolist()
+        return out
+
     # ------------------------------------------------------------------ meshes
-    def mesh(self, root_id: int) -> trimesh.Trimesh:
+    def mesh(self, root_id: int, box_nm=None) -> trimesh.Trimesh:  # noqa: ANN001
+        """The root's mesh in nm; with box_nm = (lo_nm, hi_nm), only the fragments the box (padded by
+        limits.mesh_pad_nm) touches. Empty if the mesh does not reach the box; missing_mesh if there is none."""
+        root = int(root_id)
+        if not self.cfg.seg_cloudpath.startswith("graphene://"):
+            raise UserError(f"{self._config_file}: seg_cloudpath must be a graphene:// segmentation for meshes")
         seg = self._seg()
         url = _https_url(self.cfg.seg_cloudpath)
-        try:
-            with self._guard(f"mesh of {int(root_id)}", url):
-                got = seg.mesh.get(int(root_id))
-        except UserError as exc:
-            if "HTTP 404" in str(exc):
-                raise SampleError("missing_mesh", f"root {int(root_id)}: {exc}") from None
-            raise
-        except (IndexError, ValueError, KeyError) as exc:
-            raise SampleError("missing_mesh", f"root {int(root_id)}: {exc}") from None
-        mesh = got.get(int(root_id)) if isinstance(got, dict) else got
-        if mesh is None or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-            raise SampleError("missing_mesh", f"root {int(root_id)}: no mesh fragments")
-        return trimesh.Trimesh(
-            vertices=np.asarray(mesh.vertices, dtype=np.float64),
-            faces=np.asarray(mesh.faces, dtype=np.int64),
-            process=False,
-        )
+        bbox = None
+        if box_nm is not None:
+            bounds = seg.meta.bounds(0)
+            bbox = meshes.box_to_voxels(
+                box_nm, seg.meta.resolution(0), self.limits.mesh_pad_nm, bounds.minpt, bounds.maxpt
+            )
+            if bbox is None:
+                return meshes.empty_mesh()
+        with self._guard(f"mesh manifest of {root}", url):
+            manifest = meshes.fetch_manifest(self._session(), seg, root, bbox, self._timeout)
+            if manifest is not None and not manifest.get("fragments") and bbox is not None:
+                # nothing in the box: a mesh elsewhere, or none at all?
+                whole = meshes.fetch_manifest(self._session(), seg, root, None, self._timeout)
+                if whole is not None and whole.get("fragments"):
+                    return meshes.empty_mesh()
+        if manifest is None or not manifest.get("fragments"):
+            raise SampleError("missing_mesh", f"root {root}: the meshing service lists no fragment")
+        if bbox is not None:
+            origin = np.asarray(seg.meta.voxel_offset(0) if seg.meta.chunks_start_at_voxel_offset else (0, 0, 0))
+            manifest = meshes.filter_manifest(manifest, bbox, origin.astype(np.int64))
+            if not manifest["fragments"]:
+                return meshes.empty_mesh()
+        with self._guard(f"mesh fragments of {root}", url):
+            return meshes.decode(seg, root, bbox, self._manifests, manifest)
 
     # ------------------------------------------------------------------ volume cutouts
     def _cutout(self, cv, mip: int, center_nm: np.ndarray, size_nm: float, what: str, url: str) -> Cutout:

@@ -24,7 +24,7 @@ from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
 from pipeline.errors import SampleError, UserError
-from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
+from pipeline.sources.base import Cutout, OperationDetails, Skeleton, crop_to_box_nm, cutout_box, read_padded
 
 _STATE_CACHE = 64
 
@@ -206,12 +206,13 @@ class DemoSource:
         found = keys[idx] == arr.ravel()
         return np.where(found, values[idx], np.uint64(0)).astype(np.uint64).reshape(arr.shape)
 
-    def synapses(self, root_ids: list[int]) -> pa.Table:
+    def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
         t = self._table("synapses")
-        wanted = pa.array(sorted({int(r) for r in root_ids}), pa.uint64())
-        pre = pc.fill_null(pc.is_in(t["pre_pt_root_id"], value_set=wanted), False)
-        post = pc.fill_null(pc.is_in(t["post_pt_root_id"], value_set=wanted), False)
-        return t.filter(pc.or_(pre, post))
+        pre_set = pa.array(sorted({int(r) for r in pre_root_ids}), pa.uint64())
+        post_set = pa.array(sorted({int(r) for r in post_root_ids}), pa.uint64())
+        pre = pc.fill_null(pc.is_in(t["pre_pt_root_id"], value_set=pre_set), False)
+        post = pc.fill_null(pc.is_in(t["post_pt_root_id"], value_set=post_set), False)
+        return t.filter(pc.and_(pre, post))
 
     def skeleton(self, root_id: int) -> Skeleton:
         t = self._table("skeletons")
@@ -223,7 +224,12 @@ class DemoSource:
         edges = np.asarray(row["edges"], dtype=np.int64).reshape(-1, 2)
         return Skeleton(vertices_nm=vertices, edges=edges, extra={"root_id": int(root_id)})
 
-    def mesh(self, root_id: int) -> trimesh.Trimesh:
+    def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
+        """The whole mesh, cropped to box_nm (faces with a vertex in it) when given."""
+        whole = self._whole_mesh(root_id)
+        return whole if box_nm is None else crop_to_box_nm(whole, box_nm[0], box_nm[1])
+
+    def _whole_mesh(self, root_id: int) -> trimesh.Trimesh:
         cv = self._cv("seg")
         root_id = int(root_id)
         if cv.mesh.exists([root_id]).get(str(root_id)) is None:

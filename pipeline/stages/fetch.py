@@ -17,6 +17,7 @@ from pipeline.context import BuildContext
 from pipeline.fetch import STAGE, crop_box_half_nm, fetch_sample, save_fetched
 from pipeline.hashing import sha256_file
 from pipeline.markers import read_marker
+from pipeline.partition_meshes import PartitionMeshes
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition
 from pipeline.sources import open_source
@@ -83,6 +84,8 @@ class FetchStage:
         half = crop_box_half_nm(ctx.cfg)
         identity = source_identity(ctx)
         paths: dict[str, tuple[Path, str | None]] = {}
+        rows = partition_rows(ctx, part)
+        meshes = PartitionMeshes(source, ctx.cfg, rows)  # each root fetched once per partition, over a union box
 
         def key_of_row(row: dict) -> str:
             return sample_key(ctx, self, row["row_digest"], identity)
@@ -100,11 +103,12 @@ class FetchStage:
             for stale in path.parent.glob(f"{h}-*.npz"):  # an earlier key's file: its inputs changed
                 stale.unlink(missing_ok=True)
             with source.sample(h):
-                arrays = fetch_sample(source, ctx.cfg, row)
+                arrays = fetch_sample(source, ctx.cfg, row, meshes)
             paths[h] = (path, save_fetched(path, arrays))
             return paths[h]
 
         def settled(row: dict, value: object) -> None:
+            meshes.done(row)  # every row, built or kept: a mesh goes once its last sample has settled
             if on_sample is None:
                 return
             found = paths.get(row["combined_sample_hash"])
@@ -114,7 +118,6 @@ class FetchStage:
             path, sha = found
             on_sample(row["combined_sample_hash"], (path, sha or _known_sha256(ctx, prior, path)))
 
-        rows = partition_rows(ctx, part)
         outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior, ctx.cfg.fetch_threads, settled)
         outcome.outputs = sorted(p for p, _ in paths.values())
         return outcome

@@ -58,7 +58,7 @@ class FakeSource:
     def roots_at(self, supervoxel_ids, timestamp):
         return np.asarray(supervoxel_ids, dtype=np.uint64)
 
-    def synapses(self, root_ids):
+    def synapses(self, pre_root_ids, post_root_ids):
         return pa.table(
             {
                 "id": [7, 8, 9, 10],

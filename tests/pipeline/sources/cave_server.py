@@ -104,6 +104,9 @@ CHANGE_LOGS = {
     ],
 }
 
+# when each root was made (what root_timestamps answers): the edits' own times
+ROOT_CREATED = {ROOT_AB: T_MERGE, ROOT_C1: T_SPLIT, ROOT_C2: T_SPLIT}
+
 DELTA_ROOTS = {"old_roots": [ROOT_A, ROOT_B, ROOT_C, ROOT_TMP], "new_roots": [ROOT_AB, ROOT_C1, ROOT_C2, ROOT_TMP]}
 
 
@@ -422,7 +425,7 @@ def _make_handler(server: ReplayServer):
                 return self._json({"is_latest": [int(i) not in DELTA_ROOTS["old_roots"] for i in ids]})
             if path == f"{cg}/root_timestamps":
                 ids = json.loads(body)["node_ids"]
-                return self._json({"timestamp": [T_SPLIT + 1.0 for _ in ids]})
+                return self._json({"timestamp": [ROOT_CREATED.get(int(i), T_SPLIT + 1.0) for i in ids]})
             if path == f"{cg}/past_id_mapping":
                 ids = json.loads(body)["root_ids"]
                 return self._json({"past_id_map": {str(i): [i] for i in ids}, "future_id_map": {}})
@@ -431,6 +434,8 @@ def _make_handler(server: ReplayServer):
                 root = int(path.rsplit("/", 1)[-1].split(":")[0])
                 frags = [] if root == ROOT_NO_MESH else [f"{root}:0:frag"]
                 return self._json({"fragments": frags})
+            if path == "/l2cache/api/v1/table_mapping":  # l2cache.has_cache() reads it
+                return self._json({TABLE_ID: {"l2cache_id": "test_l2cache", "cv_path": f"graphene://{server.url}"}})
             if path == f"/l2cache/api/v1/table/{TABLE_ID}/attributes":
                 ids = json.loads(body)["l2_ids"]
                 out = {}

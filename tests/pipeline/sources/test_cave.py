@@ -28,6 +28,7 @@ from tests.pipeline.sources.cave_server import (
     SV_C1,
     T_MERGE,
     T_SPLIT,
+    TABLE_ID,
     TOKEN,
     em_value,
 )
@@ -104,7 +105,7 @@ def test_missing_column_names_table_and_column(make_cfg):
         src.proofread_roots()
     src = CaveSource(make_cfg(synapse_table="synapses_no_position"), token=TOKEN)
     with pytest.raises(UserError, match=r"synapses_no_position.*ctr_pt_position"):
-        src.synapses([ROOT_AB])
+        src.synapses([ROOT_AB], [ROOT_C1])
 
 
 # ---------------------------------------------------------------- history
@@ -161,7 +162,7 @@ def test_roots_at_is_time_resolved(fly):
 
 # ---------------------------------------------------------------- synapses
 def test_synapses_fly_shape_with_nt_scores(fly):
-    table = fly.synapses([ROOT_C2])
+    table = fly.synapses([ROOT_C2], [ROOT_AB])
     assert table.column_names[: len(SYNAPSE_COLUMNS)] == list(SYNAPSE_COLUMNS)
     assert table.schema.field("ctr_pt_position_nm").type == pa.list_(pa.float64(), 3)
     assert {"gaba", "ach", "glut", "oct", "ser", "da"} <= set(table.column_names)
@@ -172,14 +173,15 @@ def test_synapses_fly_shape_with_nt_scores(fly):
     assert rows[0]["cleft_score"] == 55.0 and rows[0]["connection_score"] == 7.0
 
 
-def test_synapses_pre_or_post_deduplicated(fly):
-    ids = fly.synapses([ROOT_AB, ROOT_C1]).column("id").to_pylist()
+def test_synapses_pre_and_post_sets_deduplicated(fly):
+    ids = fly.synapses([ROOT_AB, ROOT_C1, ROOT_C2], [ROOT_AB, ROOT_C1]).column("id").to_pylist()
     assert ids == [501, 502, 503]
+    assert fly.synapses([ROOT_AB], [ROOT_AB]).num_rows == 0  # pre AND post must match
 
 
 def test_synapses_live_query_at_as_of(human, cave_server):
     n = len(cave_server.requests)
-    table = human.synapses([ROOT_AB])
+    table = human.synapses([ROOT_AB, ROOT_C1], [ROOT_AB, ROOT_C1])
     rows = table.to_pylist()
     assert [r["id"] for r in rows] == [601, 602]
     assert rows[0]["ctr_pt_position_nm"] == pytest.approx([11 * RES[0], 11 * RES[1], 2 * RES[2]])
@@ -284,7 +286,8 @@ def test_lost_connection_after_first_contact_is_transient(make_cfg):
     from tests.pipeline.sources.cave_server import ReplayServer
 
     server = ReplayServer().start()
-    cfg = make_cfg(server_address=server.url)
+    # the whole datastack on the second server (the start-up check would refuse a mixed config)
+    cfg = make_cfg(server_address=server.url, seg_cloudpath=f"graphene://{server.url}/segmentation/table/{TABLE_ID}")
     src = CaveSource(cfg, token=TOKEN)
     assert src.proofread_roots()  # first contact with this server
     server.stop()

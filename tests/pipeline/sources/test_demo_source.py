@@ -138,16 +138,18 @@ def test_roots_at(src):
 
 def test_synapses(src, summary):
     roots = src.proofread_roots()
-    syn = src.synapses(roots)
+    syn = src.synapses(roots, roots)
     assert set(SYNAPSE_COLUMNS) <= set(syn.column_names)
     assert {"gaba", "ach", "glut", "oct", "ser", "da"} <= set(syn.column_names)
     assert syn.schema.field("ctr_pt_position_nm").type == pa.list_(pa.float64())
     assert syn.num_rows > 0
     rs = set(roots)
     for row in syn.to_pylist():
-        assert row["pre_pt_root_id"] in rs or row["post_pt_root_id"] in rs
+        assert row["pre_pt_root_id"] in rs and row["post_pt_root_id"] in rs
         assert len(row["ctr_pt_position_nm"]) == 3
-    assert src.synapses([]).num_rows == 0
+    assert src.synapses([], roots).num_rows == 0 and src.synapses(roots, []).num_rows == 0
+    one = src.synapses(roots[:1], roots)
+    assert set(one["pre_pt_root_id"].to_pylist()) <= {roots[0]}
     all_ids = set(src._table("synapses")["id"].to_pylist())
     assert set(summary["defects"]["synapses_with_null_root"]) <= all_ids
 
@@ -175,6 +177,22 @@ def test_mesh_and_missing_mesh(src, summary):
         with pytest.raises(SampleError) as err:
             src.mesh(r)
         assert err.value.reason == "missing_mesh"
+
+
+def test_mesh_box_is_a_crop_that_commutes(src, summary):
+    """A box gives the faces with a vertex in it; cropping that again equals cropping the whole mesh."""
+    from render.geometry import crop_mesh
+
+    long_root = summary["long_neurons"][0]["root_id"]
+    whole = src.mesh(long_root)
+    center = whole.vertices[len(whole.vertices) // 2]
+    box = (center - 3000.0, center + 3000.0)
+    part = src.mesh(long_root, box_nm=box)
+    assert 0 < len(part.faces) < len(whole.faces) / 4  # a long neuron: the box holds a small part of it
+    a, b = crop_mesh(whole, center, 2000.0), crop_mesh(part, center, 2000.0)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    far = (np.array(src.canonical_bbox_nm()[0]), np.array(src.canonical_bbox_nm()[0]) + 100.0)
+    assert len(src.mesh(long_root, box_nm=far).faces) == 0
 
 
 def test_cutouts(src):

@@ -1,0 +1,178 @@
+"""Materialization queries that survive the row cap: a capped answer is never taken as the whole answer.
+
+The engine truncates a query at QUERY_LIMIT_SIZE rows and says so only in a response header
+(`Warning: 201 - "Limited query to N rows`, MaterializationEngine blueprints/client/common.py), which
+caveclient merely logs. `CapWatch` sees every materialization response through a requests hook and
+reports a query as capped when that header came back, or when the result has exactly the cap's rows.
+A capped query is split and asked again: unfiltered reads by ranges of `id`, synapse reads by halves of
+their batch of presynaptic (then postsynaptic) roots.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.errors import UserError
+from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
+from pipeline.sources.cave_limits import CaveLimits, chunks
+
+_CAP = re.compile(r"Limited query to (\d+) rows")
+# Neurotransmitter score columns passed through when the synapse table has them (FlyWire synapses_nt_v1).
+NT_COLUMNS = ("gaba", "ach", "glut", "oct", "ser", "da")
+ID_MAX = 2**63 - 1
+
+
+class CapWatch:
+    """A requests response hook: remembers, per thread, whether the last response said it was capped."""
+
+    def __init__(self, known_cap: int | None = None) -> None:
+        self.cap = known_cap
+        self._local = threading.local()
+
+    def hook(self, response, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - requests' hook signature
+        m = _CAP.search(response.headers.get("Warning", "") or "")
+        if m is not None:
+            self.cap = int(m.group(1))
+            self._local.capped = True
+        return response
+
+    def reset(self) -> None:
+        self._local.capped = False
+
+    def capped(self, n_rows: int) -> bool:
+        return bool(getattr(self._local, "capped", False)) or (self.cap is not None and n_rows == self.cap)
+
+
+Query = Callable[..., tuple[pd.DataFrame, bool]]  # (table, **caveclient filters) -> (rows, capped)
+
+
+def read_all(query: Query, table: str, columns: list[str] | None) -> pd.DataFrame:
+    """Every row of a table, split into `id` ranges until no answer is capped (split at the median id
+    of the capped answer: it says where the rows are, whatever order the server returned them in)."""
+    frames, todo = [], [(0, ID_MAX)]
+    while todo:
+        lo, hi = todo.pop()
+        filters = {} if (lo, hi) == (0, ID_MAX) else {
+            "filter_greater_equal_dict": {"id": lo}, "filter_less_dict": {"id": hi}}  # fmt: skip
+        df, capped = query(table, select_columns=columns, **filters)
+        if not capped:
+            frames.append(df)
+            continue
+        ids = np.sort(pd.to_numeric(df["id"]).to_numpy(dtype=np.int64)) if "id" in df.columns and len(df) else []
+        mid = int(ids[len(ids) // 2]) if len(ids) else (lo + hi) // 2
+        if not lo < mid < hi:
+            mid = (lo + hi) // 2
+        if hi - lo <= 1 or mid in (lo, hi):
+            raise UserError(f"table '{table}': one id range [{lo}, {hi}) alone exceeds the server's row cap")
+        todo.extend([(mid, hi), (lo, mid)])
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or [])
+
+
+def synapse_columns(present: list[str], live: bool) -> list[str]:
+    """The columns a synapse query asks for: ids, roots, one position kind, scores (and, for a live
+    query, the supervoxel columns caveclient needs to bring roots to the query's time)."""
+    cols = ["id", "pre_pt_root_id", "post_pt_root_id"]
+    if "ctr_pt_position" in present:
+        cols.append("ctr_pt_position")
+    else:
+        cols += [c for c in ("pre_pt_position", "post_pt_position") if c in present]
+    cols += [c for c in (*SYNAPSE_SCORE_COLUMNS, *NT_COLUMNS) if c in present]
+    if live:
+        cols += [c for c in ("pre_pt_supervoxel_id", "post_pt_supervoxel_id") if c in present]
+    return [c for c in cols if c in present]
+
+
+def read_synapses(
+    query: Query, table: str, columns: list[str], pre: list[int], post: list[int], limits: CaveLimits
+) -> pd.DataFrame:
+    """Rows with pre in `pre` and post in `post`, batched by presynaptic roots; a capped batch is halved
+    (pre roots first, then post roots) and asked again."""
+    post_in_body = len(post) <= limits.synapse_post_filter_max
+    todo: list[tuple[list[int], list[int] | None]] = [
+        (b, post if post_in_body else None) for b in chunks(pre, limits.synapse_pre_batch)
+    ]
+    frames = []
+    while todo:
+        pre_b, post_b = todo.pop(0)
+        filters = {"pre_pt_root_id": pre_b}
+        if post_b is not None:
+            filters["post_pt_root_id"] = post_b
+        df, capped = query(table, filter_in_dict=filters, select_columns=columns)
+        if not capped:
+            frames.append(df)
+            continue
+        if len(pre_b) > 1:
+            half = len(pre_b) // 2
+            todo[:0] = [(pre_b[:half], post_b), (pre_b[half:], post_b)]
+        elif post_b is None:
+            todo[:0] = [(pre_b, b) for b in chunks(post, limits.synapse_post_filter_max)]
+        elif len(post_b) > 1:
+            half = len(post_b) // 2
+            todo[:0] = [(pre_b, post_b[:half]), (pre_b, post_b[half:])]
+        else:
+            raise UserError(
+                f"table '{table}': the synapses from root {pre_b[0]} to root {post_b[0]} alone exceed the "
+                "server's row cap; this query cannot be split further"
+            )
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    df = pd.concat(frames, ignore_index=True)
+    pre_ok = pd.to_numeric(df["pre_pt_root_id"], errors="coerce").isin(pre)
+    post_ok = pd.to_numeric(df["post_pt_root_id"], errors="coerce").isin(post)
+    return df[pre_ok & post_ok].reset_index(drop=True)
+
+
+def normalise_synapses(
+    df: pd.DataFrame, table: str, need: Callable[[pd.DataFrame, str, str, str], None], present: Iterable[str] = ()
+) -> pa.Table:
+    """SYNAPSE_COLUMNS, then the score columns the table has (`present`: its columns, so that an empty answer
+    still says which): cleft_score, connection_score (FlyWire's tables have them, MICrONS' synapses_pni_2 has
+    neither) and neurotransmitter scores. One row per synapse id, sorted by id."""
+    have = set(present) | set(df.columns)
+    scores = [c for c in (*SYNAPSE_SCORE_COLUMNS, *NT_COLUMNS) if c in have]
+    fields = [
+        ("id", pa.int64()),
+        ("pre_pt_root_id", pa.uint64()),
+        ("post_pt_root_id", pa.uint64()),
+        ("ctr_pt_position_nm", pa.list_(pa.float64(), 3)),
+    ] + [(c, pa.float64()) for c in scores]
+    schema = pa.schema(fields)
+    if len(df) == 0:
+        return pa.Table.from_pydict({name: [] for name, _ in fields}, schema=schema)
+    for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
+        need(df, table, col, "synapse controls")
+    df = df.drop_duplicates(subset="id").sort_values("id", kind="stable").reset_index(drop=True)
+    if "ctr_pt_position" in df.columns:
+        ctr = np.stack([np.asarray(p, dtype=np.float64) for p in df["ctr_pt_position"]])
+    elif "pre_pt_position" in df.columns and "post_pt_position" in df.columns:
+        pre = np.stack([np.asarray(p, dtype=np.float64) for p in df["pre_pt_position"]])
+        post = np.stack([np.asarray(p, dtype=np.float64) for p in df["post_pt_position"]])
+        ctr = (pre + post) / 2.0
+    else:
+        need(df, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
+    n = len(df)
+
+    def _score(name: str) -> list:
+        if name not in df.columns:
+            return [None] * n
+        vals = pd.to_numeric(df[name], errors="coerce")
+        return [None if pd.isna(v) else float(v) for v in vals]
+
+    cols = {
+        "id": [int(v) for v in df["id"]],
+        "pre_pt_root_id": [int(v) for v in df["pre_pt_root_id"].astype(np.uint64)],
+        "post_pt_root_id": [int(v) for v in df["post_pt_root_id"].astype(np.uint64)],
+        "ctr_pt_position_nm": [list(map(float, p)) for p in ctr],
+    }
+    for c in scores:
+        cols[c] = _score(c)
+    assert tuple(cols)[: len(SYNAPSE_COLUMNS)] == SYNAPSE_COLUMNS
+    return pa.Table.from_pydict(cols, schema=schema)

@@ -1,0 +1,101 @@
+"""The twin: the demo world served over HTTP on 127.0.0.1 as CAVE and a graphene segmentation, so that
+the real caveclient and cloud-volume talk to it unmodified (`python -m pipeline twin`, `serve_twin`).
+
+Two server generations: `v1` (FlyWire-like: seung-lab/PyChunkedGraph branch pcgv1, unsharded Draco
+fragments with legacy names, a manifest that ignores `bounds`) and `v2` (MICrONS-like:
+CAVEconnectome/PyChunkedGraph, sharded Draco initial meshes, a manifest that honours `bounds` and
+`start_layer`). Real limits are on by default at values scaled to bite at demo scale (limits.py).
+
+Modules: model.py (the world as the servers' data model), cache.py + fragments.py + ids.py (derived
+files, built once per world), info.py (CAVE info, graphene info), chunkedgraph.py, meshing.py,
+l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log),
+log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command).
+
+What the twin encodes about the real servers that nothing here could confirm (no machine here reaches
+them; each fact was read from the file named, at the versions named: PyChunkedGraph 2.21.1 "v2",
+pcgv1 1.24.2 "v1", MaterializationEngine 5.26.4, caveclient 8.2.1, cloud-volume 12.15.2):
+
+Chunkedgraph
+ 1. Change logs: one GET with a JSON body of root ids; the answer maps each root to a DataFrame's
+    to_json() with timestamps in ms (app/segmentation/v1/routes.py tabular_change_log_many;
+    app/__init__.py CustomJsonEncoder). A row's after_root_ids lists only the after root in the queried
+    root's lineage (graph/segmenthistory.py builds it from the lineage graph; caveclient's docstring
+    says so). The `filtered` rules (in_neuron, is_relevant) are reduced to "the root's lineage".
+ 2. No explicit bound on roots per change-log request exists; the twin's 504 past 50 roots stands in
+    for the timeout of one request building ~10^5 lineages. The real threshold is unmeasured.
+ 3. Operation details: ids in the URL as urlencoded str(list) (caveclient chunkedgraph.py); keys are
+    the log row's columns (graph/attributes.py OperationLogs): roots, user, source_coords and
+    sink_coords (absent when the edit has none), added_edges or removed_edges, and on v2 operation_ts
+    and operation_status, on v1 splits bb_offset; datetimes as str(datetime) (app/__init__.py). v2's
+    `timestamp` is the edit's operation_ts (graph/client/bigtable/client.py read_log_entries); v1's
+    is the log row's cell write time (pcgv1 backend/chunkedgraph.py read_log_rows): the twin puts it
+    2.5 s after the edit, a magnitude it invents.
+ 4. roots_binary: float seconds rounded DOWN to the millisecond (graph/client/bigtable/utils.py
+    get_google_compatible_time_stamp), reads end-inclusive (an edit at T is seen at T); 0 for a
+    supervoxel without a root at that time (fail_to_zero; what the real server answers before a
+    supervoxel's first root is unverified).
+ 5. delta_roots: new = after roots of the edits in [past, future], old = their former roots
+    (graph/misc.py get_proofread_root_ids); oldest_timestamp = the first edit's time - 500 ms
+    (graph/chunkedgraph.py get_earliest_timestamp).
+ 6. past_id_mapping maps a past root to a future one only along merges (graph/segmenthistory.py
+    past_future_id_mapping; the twin's rule is a reading of that code, not a port of it).
+ 7. The level-2 graph: the twin serves each proofread root's skeleton as its level-2 graph (one node
+    per skeleton node, rep_coord_nm = the node). A real level-2 graph has one node per chunk
+    component (app/segmentation/common.py handle_get_layer2_graph): its branch points differ.
+ 8. Level-2 ids belong to (root, chunk) in the twin and never change; on the real servers an edit makes
+    new level-2 ids whose meshes are dynamic (unsharded) fragments (meshing/manifest/sharded_format.md).
+    The twin has no dynamic fragments.
+
+Meshes
+ 9. v2 manifest (app/meshing/common.py handle_get_manifest; meshing/manifest/sharded.py, utils.py):
+    `bounds` in mip-0 voxels, turned into a chunk range from the volume's voxel offset, floor below and
+    ceil above (graph/chunks/utils.py normalize_bounding_box, graph/utils/generic.py
+    mask_nodes_by_bounding_box); `start_layer` from the JSON body or the query; with `verify`
+    `~{layer}/{shard}:{offset}:{size}`, without it `~{id}:{layer}:{chunk id}:{shard}:{minishard}`;
+    `return_seg_ids`, `prepend_seg_ids`. The twin holds level-2 fragments only (max_meshed_layer 2): the
+    real datasets' stitched higher-layer initial meshes, their max_meshed_layer and sharding specs
+    are unknown here (the twin's spec: murmurhash3, 1 minishard bit, 1 shard bit, per chunk).
+10. Shard files named `{chunk position number}-{shard}.shard` (cloud-volume
+    datasource/graphene/sharding.py) and laid out by cloud-volume's own synthesis; not compared with
+    files PyChunkedGraph's mesher writes.
+11. v1 manifest (pcgv1 app/meshing/common.py, meshing/meshgen_utils.py): `bounds` parsed and ignored,
+    `start_layer` and `return_seg_ids` not read, entries `{id}:0:{bbox}` where bbox is the chunk's box
+    from the chunk grid's origin WITHOUT the voxel offset (meshgen_utils.get_chunk_bbox). Whether
+    FlyWire's chunks start at a non-zero voxel offset, and whether FlyWire lists stitched higher-layer
+    fragments (larger boxes: the client-side filter would keep more), is unverified.
+12. Draco: the bin is PyChunkedGraph's for a level-2 chunk (meshing/meshgen.py
+    get_draco_encoding_settings_for_chunk, calculate_quantization_bits_and_range): 17 nm at 32 nm
+    voxels, one grid for all fragments. The twin cuts each root's mesh by face centroid, so a
+    fragment's faces reach up to ~230 nm past its chunk (cache summary max_overhang_nm); the real
+    mesher meshes each chunk on its own (meshgen.py chunk_initial_mesh_task).
+13. Unsharded fragments are served raw (no Content-Encoding); real buckets may gzip them.
+
+Materialization
+14. Row cap QUERY_LIMIT_SIZE = 200,000 (config.py; the twin: 50); limit = min(request's, cap); the
+    header `Warning: 201 - "Limited query to N rows` whenever the result has exactly `limit` rows
+    (blueprints/client/common.py). caveclient only logs it (base.py).
+15. Answers: Arrow IPC stream, ZSTD-compressed when accepted, content type `data.arrow`,
+    `dataframe_resolution` header, positions split into _x/_y/_z (blueprints/client/utils.py
+    create_query_response); only valid rows. Ids are int64 (Postgres bigint; caveclient's live query
+    promotes uint64 to float64 and loses digits); a missing root is served as 0, not null.
+16. Versions: the listing drops expired versions unless `expired` is set (blueprints/client/api2.py);
+    querying an expired version answers 404 (status and message unverified).
+17. The twin's datastack has the demo's own tables (proofread_neurons; synapses with
+    ctr_pt_position, cleft and connection scores and neurotransmitter scores), not FlyWire's or
+    MICrONS' (REAL_SOURCES.md lists those).
+
+Info, auth, buckets
+18. Datastack info and table mapping shapes from caveclient (infoservice.py, l2cache.py has_cache);
+    a Bearer token on the APIs (401 without), public buckets; real auth redirects are not modelled.
+19. Buckets: gzip chunks sent with `Content-Encoding: gzip`, `Range` answered 206 (what GCS and S3
+    do; cloud-files interfaces.py HttpInterface reads both).
+20. 414 past 8 KB of URL: a front server's limit (nginx, gunicorn), in none of the services' code.
+21. The l2cache answers {} for an id it has no attributes for (caveclient l2cache.py).
+22. Where a real server reads the clock (a request without a timestamp), the twin uses the world's
+    as_of: it never reads the clock.
+"""
+
+from pipeline.twin.limits import TwinLimits
+from pipeline.twin.server import TOKEN, TwinServer, serve_twin
+
+__all__ = ["TOKEN", "TwinLimits", "TwinServer", "serve_twin"]

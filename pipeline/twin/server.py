@@ -1,0 +1,201 @@
+"""The twin's HTTP server: one process, threads per connection, on 127.0.0.1.
+
+`serve_twin(world_dir, flavor=..., latency_ms=...)` starts it in-process on a free port (tests, the
+build) and stops it on exit; `TwinServer.serve_forever()` is what the CLI runs. Every request goes
+through the same gate, in this order: URL length (414), token on the CAVE APIs (401), latency, the
+handler; and every request, whatever its answer, is logged with its status and the bytes sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.twin import chunkedgraph, info, l2cache, layers, materialization, meshing
+from pipeline.twin.cache import cache_summary, ensure_cache
+from pipeline.twin.http import Request, Response, Router, error, parse_query
+from pipeline.twin.limits import TwinLimits
+from pipeline.twin.log import RequestLog, RequestRecord
+from pipeline.twin.model import TwinWorld
+
+FLAVORS = ("v1", "v2")
+TOKEN = "cb2d0e7f1a2b3c4d5e6f708192a3b4c5"  # the twin's CAVE token (a hex string, as the real ones)
+_PUBLIC = ("/em/", "/ws/")
+
+
+class TwinApp:
+    """Everything a handler needs: the world, the flavour, the limits, where the twin is reachable."""
+
+    def __init__(
+        self,
+        world: TwinWorld,
+        flavor: str,
+        limits: TwinLimits,
+        log: RequestLog,
+        draco_bin_nm: float,
+        l2cache_enabled: bool = True,
+        require_token: bool = True,
+    ) -> None:
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+        self.world = world
+        self.flavor = flavor
+        self.limits = limits
+        self.log = log
+        self.draco_bin_nm = draco_bin_nm
+        self.l2cache = l2cache_enabled
+        self.require_token = require_token
+        self.url = ""  # set once the socket is bound
+        self.ws_info = layers.load_ws_info(world.world_dir)
+        self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
+        self.router = Router()
+        for module in (info, chunkedgraph, meshing, l2cache, materialization, layers):
+            module.register(self.router, self)
+
+    def handle(self, req: Request, url_bytes: int) -> Response:
+        if url_bytes > self.limits.url_bytes:
+            return error(414, f"request URI of {url_bytes} bytes is longer than {self.limits.url_bytes}")
+        public = req.path.startswith(_PUBLIC)
+        if self.require_token and not public and req.header("Authorization") != f"Bearer {TOKEN}":
+            return error(401, "a valid token is needed (Authorization: Bearer ...)")
+        if self.limits.latency_ms > 0:
+            time.sleep(self.limits.latency_ms / 1000.0)
+        try:
+            return self.router.dispatch(req)
+        except (ValueError, KeyError) as exc:  # a malformed argument
+            return error(400, f"{type(exc).__name__}: {exc}")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """A client closing its keep-alive connection is not an error worth a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # noqa: ANN002 - the twin keeps its own log
+            pass
+
+        def _serve(self) -> None:
+            start = time.perf_counter()
+            parsed = urllib.parse.urlsplit(self.path)
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            req = Request(self.command, parsed.path, parse_query(parsed.query), dict(self.headers), body)
+            resp = app.handle(req, len(self.path.encode()))
+            payload = b"" if self.command == "HEAD" else resp.body
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            for key, value in resp.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+            app.log.add(
+                method=self.command,
+                path=parsed.path,
+                query=parsed.query if len(parsed.query) <= 1024 else parsed.query[:1024] + "...",
+                status=resp.status,
+                bytes_sent=len(payload),
+                url_bytes=len(self.path.encode()),
+                duration_ms=round((time.perf_counter() - start) * 1000.0, 3),
+            )
+
+        do_GET = do_POST = do_HEAD = _serve
+
+    return Handler
+
+
+class TwinServer:
+    """A twin bound to 127.0.0.1:`port` (0: a free port). `url`, `token`, `requests` for callers."""
+
+    def __init__(
+        self,
+        world_dir: str | Path,
+        flavor: str = "v2",
+        port: int = 0,
+        limits: TwinLimits | None = None,
+        log_path: str | Path | None = None,
+        draco_bin_nm: float | None = None,
+        l2cache_enabled: bool = True,
+    ) -> None:
+        cache = ensure_cache(world_dir, draco_bin_nm)
+        self.cache_summary = cache_summary(cache)
+        world = TwinWorld(world_dir, cache)
+        self.log = RequestLog(log_path)
+        self.app = TwinApp(
+            world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled
+        )
+        self.httpd = _Server(("127.0.0.1", port), _handler(self.app))
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app.url = self.url
+        self.token = TOKEN
+        self._thread: threading.Thread | None = None
+
+    @property
+    def flavor(self) -> str:
+        return self.app.flavor
+
+    @property
+    def limits(self) -> TwinLimits:
+        return self.app.limits
+
+    @limits.setter
+    def limits(self, value: TwinLimits) -> None:
+        self.app.limits = value
+
+    @property
+    def world(self) -> TwinWorld:
+        return self.app.world
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return self.log.records()
+
+    def start(self) -> TwinServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="cb2-twin", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def serve_twin(
+    world_dir: str | Path,
+    flavor: str = "v2",
+    latency_ms: float = 0.0,
+    limits: TwinLimits | None = None,
+    **kwargs,  # noqa: ANN003 - TwinServer's options
+) -> Iterator[TwinServer]:
+    """A running twin on a free port for the duration of the block."""
+    limits = limits or TwinLimits(latency_ms=latency_ms)
+    server = TwinServer(world_dir, flavor=flavor, limits=limits, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
