@@ -10,6 +10,23 @@ WORKERS   ?=
 STAGE     ?=
 FORCE     ?=
 DEEP      ?=
+SOURCE    ?= config
+TWIN_FLAVOR ?= v2
+TWIN_PORT ?=
+TWIN_LATENCY_MS ?= 0
+
+# SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
+# build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
+ifeq ($(SOURCE),twin)
+  ifeq ($(origin WORK),file)
+    WORK := work/twin-$(TWIN_FLAVOR)
+  endif
+  ifeq ($(origin OUT),file)
+    OUT := out-twin-$(TWIN_FLAVOR)
+  endif
+  SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT))
+endif
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -21,7 +38,7 @@ COMMON    := --work $(WORK) --out $(OUT)
 .PHONY: build stage split verify status preview demo-world test bench lint clean setup
 
 build: $(STAMP)
-	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS)
+	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
 
 stage: $(STAMP)
 	@test -n "$(STAGE)" || { echo "error: set STAGE=bank|fetch|render|split|shard" >&2; exit 2; }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import bench_incremental, bench_pipeline, bench_scaling, bench_twin, bench_verify
+from benchmarks import bench_incremental, bench_latency, bench_pipeline, bench_scaling, bench_twin, bench_verify
 
 
 def main() -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     bench_incremental.run()
     print("\n== real sources: requests and bytes per sample through the twin (issue 10) ==")
     bench_twin.run(args.twin_per_type)
+    print("\n== fetch + render per worker through the twin at 0, 30, 100 ms latency (issue 10) ==")
+    bench_latency.run()
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
 

@@ -77,16 +77,37 @@ def cli() -> None:
 @_common
 @_run_options
 @click.option("--verify/--no-verify", default=True, show_default=True, help="verify the release at the end")
+@click.option("--source", "source", type=click.Choice(["config", "twin"]), default="config", show_default=True,
+              help="twin: build the demo species through CaveSource against a twin of the real services")  # fmt: skip
+@click.option("--twin-flavor", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
+              help="v1: FlyWire-like chunkedgraph and meshes; v2: MICrONS-like")  # fmt: skip
+@click.option("--twin-world", type=click.Path(path_type=Path), default=Path("work/demo/world"), show_default=True,
+              help="the demo world the twin serves (generated when missing)")  # fmt: skip
+@click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
+@click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @_user_errors
-def build(species, work, out, scheduler, workers, force, no_progress, verify) -> None:  # noqa: ANN001
+def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
+          twin_port, twin_latency_ms) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
     start = time.perf_counter()
-    summaries, result = build_all(species, work, out, _opts(scheduler, workers, force, no_progress))
+    opts = _opts(scheduler, workers, force, no_progress)
+    if source == "twin":
+        from pipeline.twin_build import TwinOptions, build_through_twin
+
+        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms)
+        (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
+    else:
+        summaries, result = build_all(species, work, out, opts)
     for summary in summaries:
         click.echo(summary.line())
     click.echo(_release_line(result, out))
+    if source == "twin":
+        click.echo(
+            f"twin ({twin_flavor}): {asked['requests']} requests, {asked['bytes'] / 1e6:.1f} MB sent, longest URL "
+            f"{asked['longest_url']} bytes, {asked['refused']} refused by a limit, {asked['errors']} other errors"
+        )
     if verify:
         _verify(out, deep=False)
     click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
@@ -239,6 +260,43 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
     run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+
+
+@cli.command()
+@_species_option
+@_common
+@click.option("--workers", type=click.IntRange(min=1), default=32, show_default=True, help="workers to plan for")
+@click.option("--sample-roots", type=click.IntRange(min=1), default=8, show_default=True,
+              help="roots whose candidates are counted to estimate the rest (when the bank is not built)")  # fmt: skip
+@_user_errors
+def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
+    """What a build of SPECIES would make and cost (candidates per type, partitions, requests, bytes, hours),
+    asking the sources only for the proofread roots, a few roots' candidates and the volumes' info; never
+    fetches or renders. Says which figures are measured and which are estimates."""
+    from pipeline.build import ensure_world, make_context
+    from pipeline.plan import make_plan
+
+    ctx = make_context(species, work, out)
+    ensure_world(ctx)
+    click.echo(make_plan(ctx, workers, sample_roots).text())
+
+
+@cli.command()
+@click.argument("release_a", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("release_b", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--iou", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="least silhouette IoU per geometry view")  # fmt: skip
+@_user_errors
+def compare(release_a, release_b, iou) -> None:  # noqa: ANN001
+    """Compare two releases row by row: samples, labels, splits, metadata, EM views identical; geometry
+    silhouettes within IoU (a build through the twin gets Draco-quantized meshes). Non-zero exit if not."""
+    from shard.compare import compare_releases
+
+    c = compare_releases(release_a, release_b)
+    click.echo(c.text(iou))
+    if not c.ok(iou):
+        worst = ", ".join(f"{h[:12]} view {v}: {i:.4f}" for i, h, v in c.below(iou)[:3])
+        raise UserError(f"{release_a} and {release_b} differ" + (f" (lowest IoU: {worst})" if worst else ""))
 
 
 @cli.command()

@@ -55,14 +55,15 @@ class BankStage:
         write_marker(self._roots_marker(ctx), {"fingerprint": fp, "n_roots": len(roots),
                                                "outputs": digests(ctx.work_dir, [ctx.roots_path])})  # fmt: skip
 
-    def _roots(self, ctx: BuildContext) -> list[int] | None:
+    def roots(self, ctx: BuildContext) -> list[int] | None:
+        """The proofread roots kept under the current config (None: not queried yet, or for another config)."""
         if not marker_is_current(ctx.work_dir, self._roots_marker(ctx), self._roots_fingerprint(ctx)):
             return None
         return [int(r) for r in pq.read_table(ctx.roots_path).column("root_id").to_pylist()]
 
     # -- partitions -------------------------------------------------------------------------------------
     def plan(self, ctx: BuildContext) -> list[Partition]:
-        roots = self._roots(ctx)
+        roots = self.roots(ctx)
         if roots is None:
             return []
         keyed = sorted((root_digest(r), r) for r in roots)
@@ -79,7 +80,7 @@ class BankStage:
         return None
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
-        proofread = self._roots(ctx)
+        proofread = self.roots(ctx)
         if proofread is None:
             raise RuntimeError(f"{ctx.roots_path} changed while the bank ran")
         found = bank_candidates(open_source(ctx), ctx.cfg, [int(m) for m in part.members], proofread)
@@ -111,7 +112,7 @@ class BankStage:
         """None when bank.parquet is the selection of the current plan, else one line saying what to run."""
         run = f"run `make stage STAGE=bank SPECIES={ctx.species}` (or `make build SPECIES={ctx.species}`)"
         parts = self.plan(ctx)
-        if not parts and self._roots(ctx) is None:
+        if not parts and self.roots(ctx) is None:
             return f"the bank has not run under the current config; {run}"
         pending = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]
         if pending:
