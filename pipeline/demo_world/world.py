@@ -37,7 +37,7 @@ from pipeline.demo_world.plan import CHUNK, CUBE_NM, RES, SITE_VX, VOLUME_SIZE, 
 from pipeline.demo_world.site import ADJ_CUTOUT_NM, SiteJob, run_site
 from pipeline.hashing import rng_for, unit_interval
 
-FORMAT = "cb2-demo-world/2"  # 2: long-range neurons
+FORMAT = "cb2-demo-world/3"  # 2: long-range neurons; 3: resin chunks around the written ones
 PROOFREAD_FRACTION = 0.85
 NEUROTRANSMITTERS = ("gaba", "ach", "glut", "oct", "ser", "da")
 TABLES = ("roots", "operations", "proofread_neurons", "synapses", "skeletons")
@@ -145,7 +145,8 @@ def _write_outside(
     """Rasterize, write and mesh the long axons outside every site box (chunk by chunk, in parallel over
     chunks; the results, gathered in chunk order, do not depend on the worker).
 
-    Returns ({site: [(labels, vertices, faces)]}, a summary per long neuron, foreground voxels written).
+    Returns ({site: [(labels, vertices, faces)]}, a summary per long neuron, foreground voxels written, the
+    chunks written).
     """
     capsules, sv_of, owner = [], [np.uint64(0)], []
     for plan in plans:
@@ -160,7 +161,7 @@ def _write_outside(
             sv_of.append(luts[int(plan.edge_label[k][c])])
             owner.append(plan.index)
     if not capsules:
-        return {}, [], 0
+        return {}, [], 0, []
     sv_arr = np.array(sv_of, dtype=np.uint64)
     site_boxes = [(s, s + SITE_VX) for s in starts]
     chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
@@ -172,6 +173,7 @@ def _write_outside(
         for c in chunks
     ]
     results = _map(run_outside_chunk, jobs, workers)
+    written = [tuple(r["chunk"]) for r in results if r["foreground"]]
     pieces: dict[int, list] = {s: [] for s in site_svs}
     n_chunks: dict[int, int] = {s: 0 for s in site_svs}
     fg = 0
@@ -203,7 +205,42 @@ def _write_outside(
                 "chunks_outside_sites": n_chunks[s],
             }
         )
-    return outside, summary, fg
+    return outside, summary, fg, written
+
+
+def _site_chunks(starts: list[np.ndarray]) -> set[tuple[int, int, int]]:
+    out = set()
+    for start in starts:
+        first = (np.asarray(start) - VOXEL_OFFSET) // CHUNK
+        for c in np.ndindex(*(SITE_VX // CHUNK)):
+            out.add(tuple(int(x) for x in first + np.array(c)))
+    return out
+
+
+def resin_chunks(written: set[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The chunks next to a written one (26-neighbourhood) that nothing wrote, inside the volume: the demo's
+    tissue ends in resin there, so a cutout near a site's edge reads data, not absent chunks."""
+    n_chunks = -(-VOLUME_SIZE // CHUNK)
+    out = set()
+    for c in written:
+        for d in np.ndindex(3, 3, 3):
+            n = tuple(int(x) for x in np.asarray(c) + np.asarray(d) - 1)
+            if n not in written and all(0 <= n[a] < n_chunks[a] for a in range(3)):
+                out.add(n)
+    return sorted(out)
+
+
+RESIN_EM = 112  # the demo EM's extracellular grey (demo_world.em): embedding resin, no segment
+
+
+def _write_resin(job: tuple[str, tuple[int, int, int]]) -> None:
+    tmp, chunk = job
+    lo = VOXEL_OFFSET + np.asarray(chunk) * CHUNK
+    hi = np.minimum(lo + CHUNK, VOXEL_OFFSET + VOLUME_SIZE)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    CloudVolume(f"file://{tmp}/em", progress=False, compress="gzip")[box] = np.full(shape, RESIN_EM, np.uint8)
+    CloudVolume(f"file://{tmp}/segmentation", progress=False, compress="gzip")[box] = np.zeros(shape, np.uint64)
 
 
 def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None) -> dict:
@@ -251,7 +288,7 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
     _create_layers(tmp)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if n_sites >= 8 else 1
-    outside, long_summary, fg_outside = _write_outside(tmp, plans, starts, seed, workers)
+    outside, long_summary, fg_outside, outside_chunks = _write_outside(tmp, plans, starts, seed, workers)
     jobs = []
     for plan in plans:
         site_roots = [(rid, r.labels) for rid, r in sorted(hist.roots.items()) if r.site == plan.index]
@@ -263,6 +300,8 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
         kept = [x for x in site_roots if x[0] not in no_mesh]
         jobs.append(SiteJob(plan, seed, str(tmp), kept, merge_luts, outside.get(plan.index, [])))
     results = _map(run_site, jobs, workers)
+    resin = resin_chunks(_site_chunks(starts) | set(outside_chunks))
+    _map(_write_resin, [(str(tmp), c) for c in resin], workers)
 
     # Tables.
     tables_dir = tmp / "tables"
@@ -484,6 +523,7 @@ def _generate(tmp: Path, n_sites: int, nps: int, seed: int, workers: int | None)
             "adjacent_cutout_nm": ADJ_CUTOUT_NM,
             "foreground_voxels": sum(r["foreground_voxels"] for r in results) + fg_outside,
             "long_neurons": len(long_summary),
+            "resin_chunks": len(resin),
             "files": len(files),
             "bytes_on_disk": sum(p.stat().st_size for p in files),
         },
