@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
 from pipeline.build import ensure_world
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 from pipeline.fetch import crop_box_half_nm, fetch_sample
 from pipeline.partition_meshes import PartitionMeshes, mesh_roots
 from pipeline.runner import run_stage

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -18,7 +18,6 @@ CONFIG_DIR = Path(__file__).resolve().parent
 def default_config_dir() -> Path:
     """`CB2_CONFIG_DIR` if set (a user's own species configs, tests), else the shipped config/."""
     return Path(os.environ["CB2_CONFIG_DIR"]) if os.environ.get("CB2_CONFIG_DIR") else CONFIG_DIR
-SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 
 
 class _Strict(BaseModel):

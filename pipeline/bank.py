@@ -15,15 +15,16 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
-from config import SAMPLE_TYPES, SpeciesConfig
-from pipeline.errors import SampleError
-from pipeline.hashing import md5_hex, unit_interval
-from pipeline.ledger import Failure, describe
-from pipeline.samples import (
+from config import SpeciesConfig
+from pipeline.core.errors import SampleError
+from pipeline.core.hashing import md5_hex, unit_interval
+from pipeline.core.ledger import Failure, describe
+from pipeline.core.samples import (
     COORD_KEY,
     LABELS,
     OP_TYPES,
     SAME_NEURON,
+    SAMPLE_TYPES,
     archive_hash,
     combined_hash,
     dumps_metadata,

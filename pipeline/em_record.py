@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 from pipeline.fetch import MISSING_REASON
 
 _LAYER = {"em": "EM", "seg": "segmentation"}
@@ -30,7 +30,7 @@ def check_views_missing(info: dict, max_fraction: float) -> None:
 
 
 def em_metadata(arrays: dict[str, np.ndarray], info: dict) -> dict:
-    """Metadata keys of the EM views (pipeline.samples.RENDER_META_KEYS, those from EM): the views' centre in
+    """Metadata keys of the EM views (pipeline.core.samples.RENDER_META_KEYS, those from EM): the views' centre in
     nm (absolute, after recentring), the best plane's normal, the output-resolution scores of the best and the
     cardinal views, and the fractions of the EM window from absent EM and segmentation chunks."""
     origin = np.asarray(arrays.get("em_origin_nm", np.zeros(3)), dtype=np.float64)

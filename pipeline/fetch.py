@@ -23,8 +23,8 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.atomic import write_bytes
-from pipeline.errors import SampleError, UserError
+from pipeline.core.atomic import write_bytes
+from pipeline.core.errors import SampleError, UserError
 from pipeline.sources.base import Cutout, window_fraction
 from render.geometry import crop_mesh
 

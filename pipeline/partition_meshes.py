@@ -19,7 +19,7 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 
 
 def sample_box(cfg: SpeciesConfig, row: dict) -> tuple[np.ndarray, np.ndarray]:

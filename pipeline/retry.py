@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pipeline.errors import TransientSourceError
+from pipeline.core.errors import TransientSourceError
 
 T = TypeVar("T")
 

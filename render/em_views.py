@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 
 CARDINAL = {"xy": (0.0, 0.0, 1.0), "xz": (0.0, 1.0, 0.0), "yz": (1.0, 0.0, 0.0)}
 # in-plane (column, row) axes of the cardinal views

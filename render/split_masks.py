@@ -11,11 +11,11 @@ import numpy as np
 import trimesh
 from scipy import ndimage
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
+from pipeline.core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
 from render.camera import view_cameras
 from render.geometry import crop_mesh
 from render.raycast import cast_sparse
-from shard.schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
 
 CROP_FACTOR = 1.2
 

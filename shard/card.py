@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from config.schema import SAMPLE_TYPES, SpeciesConfig
-from pipeline.samples import OP_TYPES, metadata_keys, source_archive
-from shard.schema import SPLIT_DIRS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND, SPLITS
+from config.schema import SpeciesConfig
+from pipeline.core.release_schema import SPLIT_DIRS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND, SPLITS
+from pipeline.core.samples import OP_TYPES, SAMPLE_TYPES, metadata_keys, source_archive
 
 MAX_MISSING_DEFAULT = SpeciesConfig.model_fields["max_missing_fraction"].default
 
@@ -54,7 +54,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 def _metadata_section(stats: dict) -> list[str]:
     """The metadata key set of each archive, from the constants the bank and render write them with
-    (pipeline.samples); the synapse table's score columns, which vary by species, from this build's rows."""
+    (pipeline.core.samples); the synapse table's score columns, which vary by species, from this build's rows."""
     observed: dict[str, list[str]] = stats.get("metadata_keys", {})
     rows = []
     for sp in stats["by_species"]:

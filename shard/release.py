@@ -26,13 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import atomic
-from pipeline.errors import UserError
-from pipeline.hashing import sha256_file
-from shard.card import render_card
-from shard.figure import channel_figure
-from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
-from shard.schema import (
+from pipeline.core import atomic
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
+from pipeline.core.ledger import read_failures
+from pipeline.core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,
@@ -41,6 +39,9 @@ from shard.schema import (
     SPLIT_DIRS,
     SPLITS,
 )
+from shard.card import render_card
+from shard.figure import channel_figure
+from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
 
 ROW_GROUP_ROWS = 32
 SIDECAR_ROW_GROUP_ROWS = 8192
@@ -314,18 +315,14 @@ def _read_failures(paths: list[Path]) -> dict:
     by_species: Counter = Counter()
     by_type: Counter = Counter()
     for path in sorted(Path(p) for p in paths):
-        if not path.exists():
-            raise ReleaseError(f"failures ledger {path} does not exist")
-        t = pq.read_table(path)
-        missing = {"sample_id", "species", "sample_type", "stage", "reason"} - set(t.column_names)
-        if missing:
-            raise ReleaseError(f"failures ledger {path} lacks columns {sorted(missing)}")
-        for sp, st, stage, reason in zip(
-            *(t.column(c).to_pylist() for c in ("species", "sample_type", "stage", "reason")), strict=True
-        ):
-            by_stage_reason[(str(stage), str(reason))] += 1
-            by_species[str(sp)] += 1
-            by_type[str(st)] += 1
+        try:
+            failures = read_failures(path, missing_ok=False)
+        except UserError as exc:
+            raise ReleaseError(str(exc)) from None
+        for f in failures:
+            by_stage_reason[(f.stage, f.reason)] += 1
+            by_species[f.species] += 1
+            by_type[f.sample_type] += 1
     return {
         "total": sum(by_stage_reason.values()),
         "by_stage_reason": [{"stage": s, "reason": r, "n": n} for (s, r), n in sorted(by_stage_reason.items())],
@@ -334,20 +331,19 @@ def _read_failures(paths: list[Path]) -> dict:
     }
 
 
-def _read_manifest(split_path: Path) -> dict | None:
-    """The split manifest beside an assignment (work/<species>/split/manifest.json), if any."""
-    for cand in (split_path.parent / "split" / "manifest.json", split_path.parent / "manifest.json"):
-        if cand.exists():
-            m = json.loads(cand.read_text())
-            cubes = Counter(c["split"] for c in m.get("cubes", []))
-            return {
-                "bbox_nm": m.get("bbox_nm"),
-                "cube_nm": m.get("cube_nm"),
-                "salt": m.get("salt"),
-                "ratios": m.get("ratios"),
-                "cubes_per_split": {s: cubes.get(s, 0) for s in SPLITS},
-            }
-    return None
+def _read_manifest(path: Path | None) -> dict | None:
+    """What the card says of a species' split, from its manifest (None: no manifest given)."""
+    if path is None or not Path(path).exists():
+        return None
+    m = json.loads(Path(path).read_text())
+    cubes = Counter(c["split"] for c in m.get("cubes", []))
+    return {
+        "bbox_nm": m.get("bbox_nm"),
+        "cube_nm": m.get("cube_nm"),
+        "salt": m.get("salt"),
+        "ratios": m.get("ratios"),
+        "cubes_per_split": {s: cubes.get(s, 0) for s in SPLITS},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,12 +370,14 @@ def write_release(
     demo_rows_per_type: int = 4,
     extra_card_info: dict | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
+    split_manifests: dict[str, Path] | None = None,
 ) -> dict:
     """Write the release to `out_dir` (replacing it whole at the end). Returns a summary dict.
 
     `species_parts`: species -> its render parts in order (part k's hashes all below part k+1's).
     `splits`: species -> its split assignment parquet (combined_sample_hash, split, ...).
     `failures`: the failures ledgers to count in the card.
+    `split_manifests`: species -> its split manifest (the card states each species' split).
     """
     if shard_bytes < 1:
         raise ReleaseError(f"shard_bytes must be positive, got {shard_bytes}")
@@ -396,7 +394,7 @@ def write_release(
     failures_summary = _read_failures(failures)
     species = sorted(species_parts)
     lookups = {sp: _SplitLookup(sp, Path(splits[sp])) for sp in species}
-    manifests = {sp: _read_manifest(Path(splits[sp])) for sp in species}
+    manifests = {sp: _read_manifest((split_manifests or {}).get(sp)) for sp in species}
 
     writers: dict[str, _SplitWriter] = {}
     try:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import UserError
-from pipeline.hashing import unit_interval
-from shard.schema import SPLITS
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import unit_interval
+from pipeline.core.release_schema import SPLITS
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import zmesh
 
+from pipeline.core.hashing import rng_for
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import Tree, rasterize
-from pipeline.hashing import rng_for
 
 AXON_LENGTH_NM = (85_000.0, 100_000.0)  # reach >= 10 x the demo fetch box (2 x 3439 nm)
 AXON_STEP_NM = 400.0

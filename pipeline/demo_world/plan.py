@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.hashing import rng_for
 from pipeline.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
 from pipeline.demo_world.longrange import AxonSpec, grow_axon
-from pipeline.hashing import rng_for
 
 RES = np.array([32.0, 32.0, 45.0])
 CHUNK = np.array([64, 64, 40])

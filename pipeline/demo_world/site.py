@@ -14,11 +14,11 @@ from cloudvolume import CloudVolume, Mesh
 from scipy import ndimage
 
 from pipeline.bank import adjacent_roots
+from pipeline.core.hashing import rng_for
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import face_contacts, rasterize
 from pipeline.demo_world.history import supervoxel_ids
 from pipeline.demo_world.plan import RES, SITE_VX, SitePlan
-from pipeline.hashing import rng_for
 from pipeline.sources.base import cutout_box
 
 ADJ_CUTOUT_NM = 500.0

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 from cloudvolume import CloudVolume
 
-from pipeline.atomic import write_json, write_parquet
+from pipeline.core.atomic import write_json, write_parquet
+from pipeline.core.hashing import rng_for, unit_interval
 from pipeline.demo_world.history import AS_OF, OPS_START, WORLD_START, History, simulate, supervoxel_ids
 from pipeline.demo_world.longrange import (
     AxonSpec,
@@ -35,7 +36,6 @@ from pipeline.demo_world.longrange import (
 )
 from pipeline.demo_world.plan import CHUNK, CUBE_NM, RES, SITE_VX, VOLUME_SIZE, VOXEL_OFFSET, place_sites, plan_site
 from pipeline.demo_world.site import ADJ_CUTOUT_NM, SiteJob, run_site
-from pipeline.hashing import rng_for, unit_interval
 
 FORMAT = "cb2-demo-world/3"  # 2: long-range neurons; 3: resin chunks around the written ones
 PROOFREAD_FRACTION = 0.85

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
 from pipeline.sources.cave_limits import CaveLimits, chunks
 

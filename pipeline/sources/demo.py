@@ -23,7 +23,7 @@ import trimesh
 from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
-from pipeline.errors import SampleError, UserError
+from pipeline.core.errors import SampleError, UserError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, crop_to_box_nm, cutout_box, read_padded
 
 _STATE_CACHE = 64

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from config.schema import Faults
-from pipeline.errors import SampleError, TransientSourceError
-from pipeline.hashing import unit_interval
+from pipeline.core.errors import SampleError, TransientSourceError
+from pipeline.core.hashing import unit_interval
 from pipeline.retry import with_retries
 
 _NOT_WRAPPED = frozenset({"species"})

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.context import BuildContext
+from pipeline.core.hashing import sha256_file
 from pipeline.fetch import STAGE, crop_box_half_nm, fetch_sample, save_fetched
-from pipeline.hashing import sha256_file
 from pipeline.markers import read_marker
 from pipeline.partition_meshes import PartitionMeshes
 from pipeline.reuse import PriorRun
@@ -126,7 +126,7 @@ class FetchStage:
         """Delete fetched files no current partition records (samples that left the bank, older keys)."""
         kept = {str(path) for p in parts for path, _ in fetched_files(ctx, read_marker(p.marker_path(ctx))).values()}
         removed = 0
-        for path in (ctx.stage_dir(STAGE) / "samples").glob("*/*.npz"):
+        for path in ctx.fetched_dir.glob("*/*.npz"):
             if str(path) not in kept:
                 path.unlink(missing_ok=True)
                 removed += 1

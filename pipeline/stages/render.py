@@ -14,16 +14,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import write_parquet
 from pipeline.context import BuildContext
+from pipeline.core.atomic import write_parquet
+from pipeline.core.errors import SampleError
+from pipeline.core.layout import MARKER
+from pipeline.core.release_schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
+from pipeline.core.samples import DUAL_TYPES, task_routing
 from pipeline.em_record import check_views_missing, em_metadata
-from pipeline.errors import SampleError
 from pipeline.fetch import STAGE as FETCH_STAGE
 from pipeline.fetch import fetched_meshes, load_fetched
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, is_done
-from pipeline.samples import DUAL_TYPES, task_routing
 from pipeline.stages.common import (
     bank_complete,
     bank_partition,
@@ -38,7 +40,6 @@ from render.em_views import render_em_views
 from render.encode import encode_geometry, encode_png
 from render.geometry import crop_mesh, draw_view_params, render_geometry
 from render.split_masks import render_split_masks
-from shard.schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
 
 STAGE = "render"
 IMAGE_TYPES = ("geometry", *EM_COLUMNS)
@@ -154,7 +155,7 @@ class RenderStage:
         a sample's fetched file and its sha256 (None: its fetch failed, and the ledger says why); by default
         from the fetch partition's marker, or, fused with a running fetch, as each sample is fetched."""
         if fetched is None:
-            fetched = fetched_files(ctx, read_marker(ctx.part_base(FETCH_STAGE, part.index).with_suffix(".done"))).get
+            fetched = fetched_files(ctx, read_marker(ctx.part_file(FETCH_STAGE, part.index, MARKER))).get
         found: dict[str, tuple[Path, str]] = {}
         old: dict[str, object] = {}  # the earlier rows, read on the first sample that can keep its row
 

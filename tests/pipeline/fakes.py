@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton
 
 A, B, C, X, Y = 101, 102, 103, 201, 202  # merge A+B -> C; X, Y bystanders

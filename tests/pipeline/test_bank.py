@@ -5,7 +5,7 @@ import pytest
 
 from config import load_config
 from pipeline.bank import adjacent_roots, bank_table, build_bank, edit_point_nm, junction_points
-from pipeline.samples import archive_hash, combined_hash
+from pipeline.core.samples import archive_hash, combined_hash
 from pipeline.sources.base import OperationDetails
 from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y
 
@@ -128,7 +128,7 @@ def test_junction_points_degree():
 
 
 def _candidate(i, sample_type="junction_control"):
-    from pipeline.hashing import md5_hex, unit_interval
+    from pipeline.core.hashing import md5_hex, unit_interval
 
     h = md5_hex(f"candidate-{i}")
     return {"combined_sample_hash": h, "sample_type": sample_type, "source_archive": "unified_controls_demo",

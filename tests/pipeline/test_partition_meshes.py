@@ -10,7 +10,7 @@ import pytest
 
 from config.schema import load_config
 from pipeline.bank import build_bank
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 from pipeline.fetch import fetch_sample
 from pipeline.partition_meshes import PartitionMeshes, mesh_roots, sample_box
 from pipeline.sources.demo import DemoSource

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.hashing import sha256_file
+from pipeline.core.hashing import sha256_file
+from pipeline.core.release_schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from shard.release import SHARDS_CSV_HEADER, ReleaseError, write_release
-from shard.schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from tests.shard import fakes
 
 SHARD_BYTES = 40_000  # a few rows per shard with the fake rows (~4-5 kB each)

@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 
 from config.schema import load_config
 from pipeline.bank import build_bank, junction_points
-from pipeline.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.fetch import crop_box_half_nm, fetch_sample
 from pipeline.partition_meshes import PartitionMeshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source

@@ -1,7 +1,7 @@
 import pytest
 
 from config.schema import Faults
-from pipeline.errors import SampleError, TransientSourceError
+from pipeline.core.errors import SampleError, TransientSourceError
 from pipeline.retry import with_retries
 from pipeline.sources.session import SourceSession
 

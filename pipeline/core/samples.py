@@ -6,8 +6,9 @@ import json
 import math
 from typing import Any
 
-from pipeline.hashing import md5_hex
+from pipeline.core.hashing import md5_hex
 
+SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 OP_TYPES = ("merge_edit", "split_edit", "adjacent_control")
 DUAL_TYPES = frozenset({"merge_edit", "adjacent_control", "synapse_control"})
 COORD_KEY = {
