@@ -99,7 +99,7 @@ def run_species(
 
 
 def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None) -> dict:
-    """The shard stage: the release from every species built in `work` (CONTRACT.md section 6)."""
+    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6)."""
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")

@@ -1,4 +1,4 @@
-"""EM views: three cardinal slabs and the best oblique slab, RGB uint8 (CONTRACT.md section 3).
+"""EM views: three cardinal slabs and the best oblique slab, RGB uint8 (ARCHITECTURE.md, contract §3).
 
 R = EM (mean of a 3-voxel slab) normalised to its 1st-99th percentile; G = 255 where the slab's central plane
 is labelled segment A, B = 255 where it is labelled B (exactly 0/255). The segmentation's labels are exclusive,

@@ -1,4 +1,4 @@
-"""The 80 um cube hasher and the split manifest (CONTRACT.md section 5)."""
+"""The 80 um cube hasher and the split manifest (ARCHITECTURE.md, contract §5)."""
 
 from __future__ import annotations
 

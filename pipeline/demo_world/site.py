@@ -13,7 +13,7 @@ import zmesh
 from cloudvolume import CloudVolume, Mesh
 from scipy import ndimage
 
-from pipeline.bank import adjacent_roots
+from pipeline.candidates import adjacent_roots
 from pipeline.core.hashing import rng_for
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import face_contacts, rasterize

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.bank import STAGE, bank_candidates, bank_table, candidate_table, select_bank
+from pipeline.candidates import STAGE, bank_candidates, bank_table, candidate_table, select_bank
 from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
 from pipeline.core.hashing import key_of, md5_hex

@@ -92,7 +92,7 @@ def bank_partition(
     return Partition(stage.name, index, len(members), fp, level, tuple(members))
 
 
-def partition_rows(ctx: BuildContext, part: Partition) -> list[dict]:
+def rows_of_partition(ctx: BuildContext, part: Partition) -> list[dict]:
     """The bank rows of a partition, read from the row groups that hold its hash range only."""
     lo, hi = part.hash_range
     col = pc.field("combined_sample_hash")
