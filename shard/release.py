@@ -41,7 +41,7 @@ from pipeline.core.release_schema import (
 )
 from shard.card import render_card
 from shard.figure import channel_figure
-from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
+from shard.rules import DUAL_TYPES, SAMPLE_TYPES, RowError, check_table
 
 ROW_GROUP_ROWS = 32
 SIDECAR_ROW_GROUP_ROWS = 8192
@@ -491,8 +491,6 @@ def _stats(
         "by_type": by_type,
         "by_species": dict(sorted(by_species.items())),
         "split_edits": split_edits,
-        "dual_types": sorted(DUAL_TYPES),
-        "single_types": sorted(SINGLE_TYPES),
         "shards": shards,
         "shard_list": shard_rows,
         "failures": failures,
