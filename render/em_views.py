@@ -16,6 +16,8 @@ ties going to a cardinal view (xy, xz, yz) first. When a cardinal view wins, the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -372,31 +374,74 @@ def render_em_views(
     of a view's pixels whose central-plane point lies in such a voxel (the views' own pixels, not the window)."""
     em = np.asarray(em)
     labels = np.asarray(labels)
+    _check_grids(em, labels, missing)
+    voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
+    centre_nm = np.asarray(em.shape) * voxel / 2.0
+    new_centre = _recenter(labels, voxel, a_ids, b_ids) if len(b_ids) > 0 else centre_nm
+    win, seg = _window_bits(em, labels, voxel, new_centre, window_nm, a_ids, b_ids)
+    # work in window-local coordinates: nm from the window sub-volume's origin
+    origin_nm = np.array([s.start for s in win], dtype=np.float64) * voxel
+    c = new_centre - origin_nm
+    em_w = np.ascontiguousarray(em[win])
+    chosen = _choose_planes(seg, voxel, c, float(window_nm) / 2.0, resolution)
+    info = {
+        "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
+        "em_view_center_nm": [float(x) for x in new_centre],
+        "em_best_normal": [float(x) for x in chosen.best_normal],
+        "em_best_score": chosen.best_score,
+        "em_cardinal_scores": chosen.scores,
+        "em_n_candidate_planes": len(_CANDIDATES),
+    }
+    if missing is not None:
+        info["missing_view_fraction"] = _missing_view_fraction(np.asarray(missing, dtype=np.uint8)[win], chosen)
+    return _compose_views(chosen, em_w), info
+
+
+def _check_grids(em: np.ndarray, labels: np.ndarray, missing: np.ndarray | None) -> None:
     if em.shape != labels.shape or em.ndim != 3:
         raise ValueError(f"em {em.shape} and labels {labels.shape} must be the same 3-D grid")
     if missing is not None and np.shape(missing) != em.shape:
         raise ValueError(f"missing {np.shape(missing)} must be on the EM grid {em.shape}")
-    voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
-    shape = np.asarray(em.shape)
-    two = len(b_ids) > 0
-    centre_nm = shape * voxel / 2.0
-    new_centre = _recenter(labels, voxel, a_ids, b_ids) if two else centre_nm
 
-    half = float(window_nm) / 2.0
-    win = _box(new_centre / voxel, np.full(3, half) / voxel + 1.0, shape)
+
+def _window_bits(
+    em: np.ndarray, labels: np.ndarray, voxel: np.ndarray, centre_nm: np.ndarray, window_nm: float, a_ids, b_ids
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The window around the (recentred) centre, and its segment bits (bit 0 = A, bit 1 = B). A sample whose
+    window has no EM, or misses a segment, fails here with its reason."""
+    shape = np.asarray(em.shape)
+    win = _box(centre_nm / voxel, np.full(3, float(window_nm) / 2.0) / voxel + 1.0, shape)
     if not em[win].any():
         raise SampleError("em_missing", f"EM window is all zero (window {window_nm} nm, cutout {tuple(shape)})")
     lab_win = labels[win]
     a_win, b_win = _id_mask(lab_win, a_ids), _id_mask(lab_win, b_ids)
     if not a_win.any():
         raise SampleError("segment_not_in_cutout", "segment A is absent from the EM window")
-    if two and not b_win.any():
+    if len(b_ids) > 0 and not b_win.any():
         raise SampleError("segment_not_in_cutout", "segment B is absent from the EM window")
-    # work in window-local coordinates: nm from the window sub-volume's origin
-    origin_nm = np.array([s.start for s in win], dtype=np.float64) * voxel
-    c = new_centre - origin_nm
-    em_w = np.ascontiguousarray(em[win])
-    seg = a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+    return win, a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+
+
+@dataclass
+class _Chosen:
+    """The sampling planes and central-plane bits of the cardinal views (and of "best" when an oblique plane
+    wins), the cardinal scores, and the winner: its name, score and normal."""
+
+    planes: dict[str, _Plane]
+    bits: dict[str, np.ndarray]
+    scores: dict[str, float]
+    best_name: str
+    best_score: float
+    best_normal: np.ndarray
+
+    @property
+    def best_plane(self) -> _Plane:
+        return self.planes[self.best_name if self.best_name in CARDINAL else "best"]
+
+
+def _choose_planes(seg: np.ndarray, voxel: np.ndarray, c: np.ndarray, half: float, resolution: int) -> _Chosen:
+    """Score the cardinal views on their output masks, then the best few oblique planes of the coarse search;
+    an oblique plane must score strictly higher than every cardinal view to win."""
     slab = voxel.min()
 
     def plane(u, v, n) -> _Plane:
@@ -420,28 +465,26 @@ def render_em_views(
         if sc > best_score:
             best_name, best_score, best_n = f"candidate {int(i)}", sc, n
             planes["best"], bits["best"] = p, b
+    return _Chosen(planes, bits, scores, best_name, best_score, best_n)
 
+
+def _compose_views(chosen: _Chosen, em_w: np.ndarray) -> dict[str, np.ndarray]:
+    """The four RGB views; a cardinal winner's best view is a copy of that view."""
     views: dict[str, np.ndarray] = {}
     for name in CARDINAL:
-        views[f"em_{name}_before"] = _compose(planes[name].em_slab(em_w), bits[name])
-    if best_name in CARDINAL:
-        views["em_best_before"] = views[f"em_{best_name}_before"].copy()
+        views[f"em_{name}_before"] = _compose(chosen.planes[name].em_slab(em_w), chosen.bits[name])
+    if chosen.best_name in CARDINAL:
+        views["em_best_before"] = views[f"em_{chosen.best_name}_before"].copy()
     else:
-        views["em_best_before"] = _compose(planes["best"].em_slab(em_w), bits["best"])
-    info = {
-        "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
-        "em_view_center_nm": [float(x) for x in new_centre],
-        "em_best_normal": [float(x) for x in best_n],
-        "em_best_score": best_score,
-        "em_cardinal_scores": scores,
-        "em_n_candidate_planes": len(_CANDIDATES),
+        views["em_best_before"] = _compose(chosen.planes["best"].em_slab(em_w), chosen.bits["best"])
+    return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}
+
+
+def _missing_view_fraction(miss_w: np.ndarray, chosen: _Chosen) -> dict[str, float]:
+    """Per bit ("em" 1, "seg" 2), the largest fraction of a view's pixels whose central-plane point lies in a
+    voxel from an absent chunk."""
+    view_planes = [chosen.planes[name] for name in CARDINAL] + [chosen.best_plane]
+    looked = [p.central(miss_w) for p in view_planes]
+    return {
+        what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked) for what, bit in (("em", 1), ("seg", 2))
     }
-    if missing is not None:
-        miss_w = np.asarray(missing, dtype=np.uint8)[win]
-        view_planes = [planes[name] for name in CARDINAL] + [planes[best_name if best_name in CARDINAL else "best"]]
-        looked = [p.central(miss_w) for p in view_planes]
-        info["missing_view_fraction"] = {
-            what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked)
-            for what, bit in (("em", 1), ("seg", 2))
-        }
-    return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}, info
