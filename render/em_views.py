@@ -128,29 +128,6 @@ def _recenter(labels, voxel, a_ids, b_ids) -> np.ndarray:
     return cand_nm[int(np.argmin(d))]
 
 
-def _sample(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
-    """Trilinear sample of `vol` at points (nm from the volume origin); voxel i's centre is at (i + 0.5) * voxel."""
-    coords = (points_nm / voxel - 0.5).reshape(-1, 3).T
-    return ndimage.map_coordinates(vol, coords, order=1, mode="constant", cval=0, prefilter=False).reshape(
-        points_nm.shape[:-1]
-    )
-
-
-def _nearest(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
-    """Nearest-voxel lookup (the voxel containing each point), 0 outside the volume."""
-    idx = np.floor(points_nm / voxel).astype(np.int64)
-    shape = np.asarray(vol.shape)
-    ok = np.all((idx >= 0) & (idx < shape), axis=-1)
-    idx = np.where(ok[..., None], idx, 0)
-    return np.where(ok, vol[idx[..., 0], idx[..., 1], idx[..., 2]], 0)
-
-
-def _plane_points(center_nm, u, v, n, half_nm, res, offsets_nm) -> np.ndarray:
-    s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
-    grid = center_nm + s[None, :, None] * u + s[:, None, None] * v  # (rows, cols, 3)
-    return np.stack([grid + o * n for o in offsets_nm])  # (slab, rows, cols, 3)
-
-
 _PCT = np.array([1.0, 99.0])
 _PCT_Q = np.true_divide(_PCT, 100)
 _PCT_SAMPLE_STEP = 17  # coprime with the image width, so the sample is not a set of columns
@@ -204,18 +181,6 @@ def _normalise(em: np.ndarray) -> np.ndarray:
     return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _em_slab_generic(em, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
-    """Any plane: the mean of trilinear EM samples at the three slab offsets (used only when no in-plane axis is
-    a coordinate axis, which never happens for the candidate planes)."""
-    pts = _plane_points(center_nm, u, v, n, half_nm, res, (-slab_nm, 0.0, slab_nm))
-    return _sample(em.astype(np.float64), voxel, pts).mean(axis=0)
-
-
-def _plane_generic(vol, voxel, center_nm, u, v, n, half_nm, res) -> np.ndarray:
-    """Any plane: the voxel of `vol` containing each pixel's point on the central plane, 0 outside."""
-    return _nearest(vol, voxel, _plane_points(center_nm, u, v, n, half_nm, res, (0.0,))[0])
-
-
 def _compose(em_slab: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """RGB from the slab mean and the central plane's bits (bit 0 = segment A, bit 1 = segment B)."""
     rgb = np.empty(em_slab.shape + (3,), dtype=np.uint8)
@@ -260,23 +225,22 @@ class _Plane:
     """Where the pixels of one view sample the cutout. Pixel (row, col) of slab offset o samples
     centre + s[col] * u + s[row] * v + o * n. One in-plane direction of every candidate plane runs along a
     coordinate axis `a`, so sampling separates: lookups in the plane of the two other axes for each of the
-    res (line) positions, then along `a`. Same values as sampling every point in 3-D, at a fraction of the cost;
-    planes without such an axis fall back to the plain 3-D sampling."""
+    res (line) positions, then along `a`. Same values as sampling every point in 3-D (tests/render/
+    test_em_sampling.py holds that plain sampler), at a fraction of the cost. A plane without such an axis (none
+    of the candidate planes) is refused."""
 
     def __init__(self, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> None:
-        self.voxel, self.center, self.u, self.v, self.n = voxel, center_nm, u, v, n
-        self.half, self.res, self.slab = half_nm, res, slab_nm
+        self.voxel = voxel
         found = _aligned_axis(u, v, n)
-        self.separable = found is not None
-        if not self.separable:
-            return
+        if found is None:
+            raise ValueError(f"plane with normal {tuple(n)} has no in-plane coordinate axis: not separable")
         a, self.along_u = found
         b, g = (k for k in range(3) if k != a)
         self.axes = (a, b, g)
         w = v if self.along_u else u  # the other in-plane direction
         s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
         offsets = np.array([-slab_nm, 0.0, slab_nm])
-        # same float64 arithmetic as _plane_points (zero components add exact zeros)
+        # same float64 arithmetic as the plain sampler's plane points (zero components add exact zeros)
         self.p_a = center_nm[a] + s * (u[a] if self.along_u else v[a])  # (res,) along the aligned axis
         self.p_b = (center_nm[b] + s * w[b])[:, None] + offsets[None, :] * n[b]  # (res, 3): line, slab offset
         self.p_g = (center_nm[g] + s * w[g])[:, None] + offsets[None, :] * n[g]
@@ -286,9 +250,6 @@ class _Plane:
 
     def em_slab(self, em: np.ndarray) -> np.ndarray:
         """Mean of the trilinear EM samples of the three slab offsets, (res, res) float64."""
-        if not self.separable:
-            return _em_slab_generic(em, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res,
-                                    self.slab)  # fmt: skip
         a, b, g = self.axes
         voxel, shape = self.voxel, em.shape
         # bilinear in the (b, g) plane for every slab position, averaged over the slab, then linear along a
@@ -306,8 +267,6 @@ class _Plane:
 
     def central(self, vol: np.ndarray) -> np.ndarray:
         """The voxel of `vol` containing each pixel's point on the slab's central plane (0 outside), (res, res)."""
-        if not self.separable:
-            return _plane_generic(vol, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res)
         a, b, g = self.axes
         voxel, shape = self.voxel, vol.shape
         vol_t = np.moveaxis(vol, (a, b, g), (0, 1, 2))
