@@ -174,6 +174,29 @@ def _write_outside(
     Returns ({site: [(labels, vertices, faces)]}, a summary per long neuron, foreground voxels written, the
     chunks written).
     """
+    capsules, sv_of, owner = _long_axon_capsules(plans, starts)
+    if not capsules:
+        return {}, [], 0, []
+    sv_arr = np.array(sv_of, dtype=np.uint64)
+    site_boxes = [(s, s + SITE_VX) for s in starts]
+    chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
+    long_plans = [plan for plan in plans if plan.long_neuron >= 0]
+    site_svs = {plan.index: np.unique(sv_arr[1:][np.array(owner) == plan.index]) for plan in long_plans}
+    jobs = [
+        OutsideChunkJob(seed, str(tmp), c, capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET), sv_arr, site_svs)
+        for c in chunks
+    ]
+    results = _map(run_outside_chunk, jobs, workers)
+    written = [tuple(r["chunk"]) for r in results if r["foreground"]]
+    pieces, n_chunks, fg = _gather_pieces(results, site_svs)
+    outside = {plan.index: [_outside_mesh(plan, pieces[plan.index])] for plan in long_plans}
+    summary = [_long_neuron_summary(plan, starts[plan.index], n_chunks[plan.index]) for plan in long_plans]
+    return outside, summary, fg, written
+
+
+def _long_axon_capsules(plans: list[SitePlan], starts: list[np.ndarray]) -> tuple[list, list, list[int]]:
+    """The long axons' edges as capsules (global nm), each naming its supervoxel by index into the second
+    list (index 0: no supervoxel), and the site that owns each capsule."""
     capsules, sv_of, owner = [], [np.uint64(0)], []
     for plan in plans:
         if plan.long_neuron < 0:
@@ -186,20 +209,12 @@ def _write_outside(
             capsules.append((pos[p], pos[c], tree.radius[p], tree.radius[c], len(sv_of)))
             sv_of.append(luts[int(plan.edge_label[k][c])])
             owner.append(plan.index)
-    if not capsules:
-        return {}, [], 0, []
-    sv_arr = np.array(sv_of, dtype=np.uint64)
-    site_boxes = [(s, s + SITE_VX) for s in starts]
-    chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
-    site_svs = {
-        plan.index: np.unique(sv_arr[1:][np.array(owner) == plan.index]) for plan in plans if plan.long_neuron >= 0
-    }
-    jobs = [
-        OutsideChunkJob(seed, str(tmp), c, capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET), sv_arr, site_svs)
-        for c in chunks
-    ]
-    results = _map(run_outside_chunk, jobs, workers)
-    written = [tuple(r["chunk"]) for r in results if r["foreground"]]
+    return capsules, sv_of, owner
+
+
+def _gather_pieces(results: list[dict], site_svs: dict) -> tuple[dict[int, list], dict[int, int], int]:
+    """Per site, its mesh pieces from every chunk (chunk order) and how many chunks had one; the foreground
+    voxels written in all."""
     pieces: dict[int, list] = {s: [] for s in site_svs}
     n_chunks: dict[int, int] = {s: 0 for s in site_svs}
     fg = 0
@@ -208,30 +223,32 @@ def _write_outside(
         for s, piece in res["pieces"].items():
             pieces[s].append(piece)
             n_chunks[s] += 1
-    outside, summary = {}, []
-    for plan in plans:
-        if plan.long_neuron < 0:
-            continue
-        s, k = plan.index, plan.long_neuron
-        verts, faces, base = [], [], 0
-        for v, f in pieces[s]:
-            verts.append(v)
-            faces.append(f + np.uint32(base))
-            base += len(v)
-        labels = frozenset(int(plan.edge_label[k][c]) for c in plan.long_nodes)
-        outside[s] = [(labels, np.concatenate(verts), np.concatenate(faces))]
-        skel = plan.trees[k].positions() + starts[s] * RES
-        summary.append(
-            {
-                "site": s,
-                "neuron_id": s * len(plan.trees) + k,
-                "extent_nm": (skel.max(axis=0) - skel.min(axis=0)).round(1).tolist(),
-                "diagonal_nm": round(float(np.linalg.norm(skel.max(axis=0) - skel.min(axis=0))), 1),
-                "axon_nodes": len(plan.long_nodes),
-                "chunks_outside_sites": n_chunks[s],
-            }
-        )
-    return outside, summary, fg, written
+    return pieces, n_chunks, fg
+
+
+def _outside_mesh(plan: SitePlan, pieces: list) -> tuple[frozenset[int], np.ndarray, np.ndarray]:
+    """The long axon's labels and its chunk pieces joined into one mesh (faces re-indexed)."""
+    verts, faces, base = [], [], 0
+    for v, f in pieces:
+        verts.append(v)
+        faces.append(f + np.uint32(base))
+        base += len(v)
+    labels = frozenset(int(plan.edge_label[plan.long_neuron][c]) for c in plan.long_nodes)
+    return labels, np.concatenate(verts), np.concatenate(faces)
+
+
+def _long_neuron_summary(plan: SitePlan, start: np.ndarray, n_chunks: int) -> dict:
+    """world.json's entry for a long neuron: its extent in the volume and how far it leaves its site."""
+    s, k = plan.index, plan.long_neuron
+    skel = plan.trees[k].positions() + start * RES
+    return {
+        "site": s,
+        "neuron_id": s * len(plan.trees) + k,
+        "extent_nm": (skel.max(axis=0) - skel.min(axis=0)).round(1).tolist(),
+        "diagonal_nm": round(float(np.linalg.norm(skel.max(axis=0) - skel.min(axis=0))), 1),
+        "axon_nodes": len(plan.long_nodes),
+        "chunks_outside_sites": n_chunks,
+    }
 
 
 def _site_chunks(starts: list[np.ndarray]) -> set[tuple[int, int, int]]:
