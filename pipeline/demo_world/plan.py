@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.hashing import rng_for
+from pipeline.core.release_schema import SPLIT_CUBE_NM
 from pipeline.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
 from pipeline.demo_world.longrange import AxonSpec, grow_axon
 
@@ -19,7 +20,6 @@ CHUNK = np.array([64, 64, 40])
 SITE_VX = np.array([128, 128, 80])
 VOXEL_OFFSET = np.array([640, 512, 120])
 VOLUME_SIZE = np.array([11264, 8128, 4000])  # 360.4 x 260.1 x 180.0 um
-CUBE_NM = 80_000.0
 MARGIN_NM = 420.0
 
 
@@ -61,10 +61,10 @@ class SitePlan:
 def place_sites(n_sites: int, seed: int) -> list[np.ndarray]:
     """Chunk-aligned, non-overlapping site corners (global voxels), spread over the 80 um cubes."""
     rng = rng_for("demo_world", seed, "sites")
-    n_cubes = np.ceil(VOLUME_SIZE * RES / CUBE_NM).astype(int)
+    n_cubes = np.ceil(VOLUME_SIZE * RES / SPLIT_CUBE_NM).astype(int)
     cubes = [np.array(c) for c in np.ndindex(*n_cubes)]
     order = rng.permutation(len(cubes))
-    cube_vx = CUBE_NM / RES
+    cube_vx = SPLIT_CUBE_NM / RES
     placed: list[np.ndarray] = []
     for s in range(n_sites):
         cube = cubes[order[s % len(cubes)]]

@@ -15,13 +15,13 @@ from scipy import ndimage
 
 from pipeline.candidates import adjacent_roots
 from pipeline.core.hashing import rng_for
+from pipeline.core.samples import ADJACENT_CUTOUT_NM
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import face_contacts, rasterize
 from pipeline.demo_world.history import supervoxel_ids
 from pipeline.demo_world.plan import RES, SITE_VX, SitePlan
 from pipeline.sources.base import cutout_box
 
-ADJ_CUTOUT_NM = 500.0
 MAX_SYNAPSES_PER_SITE = 10
 
 
@@ -119,7 +119,7 @@ def _adjacent_at_merges(
     adjacent = {}
     for k, (lut, before) in merge_luts.items():
         src, snk = (np.array(p) - start_vx for p in points[k])
-        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJ_CUTOUT_NM, RES)
+        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJACENT_CUTOUT_NM, RES)
         lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, np.array(shape))
         crop = labels[lo_c[0] : hi_c[0], lo_c[1] : hi_c[1], lo_c[2] : hi_c[2]]
         found = adjacent_roots(lut[crop], sorted(before), exclude=set(before))

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipeline.core.samples import NEUROTRANSMITTERS
 from pipeline.demo_world.defects import Defects, Neuron
 from pipeline.demo_world.history import History
 from pipeline.demo_world.plan import RES, SitePlan
 
-NEUROTRANSMITTERS = ("gaba", "ach", "glut", "oct", "ser", "da")
 TABLES = ("roots", "operations", "proofread_neurons", "synapses", "skeletons")
 
 U64 = pa.uint64()

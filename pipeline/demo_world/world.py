@@ -28,6 +28,8 @@ from cloudvolume import CloudVolume
 
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.hashing import rng_for
+from pipeline.core.release_schema import SPLIT_CUBE_NM
+from pipeline.core.samples import ADJACENT_CUTOUT_NM
 from pipeline.demo_world.defects import (
     Defects,
     Neuron,
@@ -50,7 +52,6 @@ from pipeline.demo_world.longrange import (
 )
 from pipeline.demo_world.plan import (
     CHUNK,
-    CUBE_NM,
     RES,
     SITE_VX,
     VOLUME_SIZE,
@@ -59,7 +60,7 @@ from pipeline.demo_world.plan import (
     place_sites,
     plan_site,
 )
-from pipeline.demo_world.site import ADJ_CUTOUT_NM, SiteJob, run_site
+from pipeline.demo_world.site import SiteJob, run_site
 from pipeline.demo_world.tables import (
     OPERATIONS_SCHEMA,
     PROOFREAD_SCHEMA,
@@ -386,7 +387,7 @@ def _geometry(starts: list[np.ndarray]) -> dict:
         "chunk_size": CHUNK.tolist(),
         "site_size_vx": SITE_VX.tolist(),
         "bbox_nm": [(VOXEL_OFFSET * RES).tolist(), ((VOXEL_OFFSET + VOLUME_SIZE) * RES).tolist()],
-        "cube_nm": CUBE_NM,
+        "cube_nm": SPLIT_CUBE_NM,
         "sites_vx": [s.tolist() for s in starts],
     }
 
@@ -427,7 +428,7 @@ def _counts(world: _Simulated, no_points: list[int], voxels: _Voxels, tables: Ta
         "synapses": tables.synapses,
         "synapses_between_proofread_neurons": tables.synapses_between_proofread - len(tables.null_synapses),
         "edit_points_exact_moved_unresolved": np.sum([r["point_status"] for r in results], axis=0).tolist(),
-        "adjacent_cutout_nm": ADJ_CUTOUT_NM,
+        "adjacent_cutout_nm": ADJACENT_CUTOUT_NM,
         "foreground_voxels": sum(r["foreground_voxels"] for r in results) + voxels.fg_outside,
         "long_neurons": len(voxels.long_summary),
         "resin_chunks": voxels.n_resin,
