@@ -381,11 +381,11 @@ def write_release(
     """
     _check_arguments(species_parts, splits, shard_bytes, row_group_rows)
     out_dir = Path(out_dir)
-    tmp_dir = _fresh_tmp_dir(out_dir)
-    failures_summary = _read_failures(failures)
+    failures_summary = _read_failures(failures)  # the inputs are read before anything is written
     species = sorted(species_parts)
     lookups = {sp: _SplitLookup(sp, Path(splits[sp])) for sp in species}
     manifests = {sp: _read_manifest((split_manifests or {}).get(sp)) for sp in species}
+    tmp_dir = _fresh_tmp_dir(out_dir)
     tally = _Tally(demo_rows_per_type)
     try:
         streams = [_species_stream(sp, n, species_parts[sp], lookups[sp]) for n, sp in enumerate(species)]
