@@ -302,3 +302,12 @@ def test_geometry_and_images_round_trip(release):
     meta = json.loads(row["metadata"])
     assert meta["species"] == row["species"]
     assert pa.types.is_struct(t.schema.field("split_mask_top").type)
+
+
+def test_a_bad_ledger_is_refused_before_anything_is_written(inputs, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"sample_id": ["x"]}), bad)
+    out = tmp_path / "out"
+    with pytest.raises(ReleaseError, match="lacks columns"):
+        write_release(out_dir=out, shard_bytes=SHARD_BYTES, **{**inputs, "failures": [bad]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]  # no release, no temp dir
