@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import bench_incremental, bench_latency, bench_pipeline, bench_scaling, bench_twin, bench_verify
+from benchmarks import (
+    bench_incremental,
+    bench_latency,
+    bench_pipeline,
+    bench_render_core,
+    bench_scaling,
+    bench_twin,
+    bench_verify,
+)
 
 
 def main() -> None:
@@ -15,7 +23,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs=2, default=(9, 36))
     ap.add_argument("--twin-per-type", type=int, default=10)
     args = ap.parse_args()
-    print("== per-sample cost on the demo (issue: render) ==")
+    print("== render core on synthetic meshes (no I/O), against the encoding floor ==")
+    bench_render_core.run()
+    print("\n== per-sample cost on the demo (issue: render) ==")
     cost = bench_pipeline.run(args.per_type)
     print("\n== verify throughput ==")
     bench_verify.run(args.out)

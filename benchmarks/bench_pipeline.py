@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import CpuTimer, demo_context
 from pipeline.build import ensure_world
-from pipeline.errors import SampleError
-from pipeline.fetch import fetch_sample
+from pipeline.core.errors import SampleError
+from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from pipeline.runner import run_stage
 from pipeline.sources import open_source
+from pipeline.sources.fetch_sample import fetch_sample
 from pipeline.stages.bank import BankStage
 from pipeline.stages.render import render_row
 from render.encode import decode_geometry, decode_png, encode_geometry, encode_png
-from shard.schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 
 STEPS = ("geometry", "em_views", "split_masks", "encode")
 

@@ -2,24 +2,20 @@
 "floor" (encoding alone: the npz + 4 PNGs of the same arrays). CPU time (process_time) per sample, so the
 figures are per core even where a library uses threads.
 
-    .venv/bin/python benchmarks/bench_render_core.py [--faces 50000] [--reps 10]
+    .venv/bin/python -m benchmarks.bench_render_core [--faces 50000] [--reps 10]   (also in `make bench`)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from render.em_views import render_em_views
 from render.encode import encode_geometry, encode_png
-from render.geometry import crop_mesh, render_geometry
+from render.geometry import CROP_FACTOR, crop_mesh, render_geometry
 
 CENTER = np.array([300000.0, 200000.0, 100000.0])
 EXTENT = 3000.0
@@ -63,18 +59,15 @@ def em_cutout(voxel=(16.0, 16.0, 40.0), window=1500.0, seed=0):
     return em, lab, voxel, window
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--faces", type=int, default=50000, help="total faces of the pair")
-    ap.add_argument("--reps", type=int, default=10)
-    args = ap.parse_args()
-    a, b = tube_mesh(0, args.faces // 2), tube_mesh(1, args.faces // 2)
+def run(faces: int = 50000, reps: int = 10) -> dict[str, float]:
+    """CPU seconds per sample of each step of the render core, on a dual pair of `faces` faces in all."""
+    a, b = tube_mesh(0, faces // 2), tube_mesh(1, faces // 2)
     em, lab, voxel, window = em_cutout()
     print(f"meshes: {len(a.faces)} + {len(b.faces)} faces; EM cutout {em.shape} voxels {tuple(voxel)}")
     t = {"crop": 0.0, "geometry": 0.0, "em": 0.0, "encode": 0.0}
-    for _ in range(args.reps):
+    for _ in range(reps):
         c0 = time.process_time()
-        ca, cb = crop_mesh(a, CENTER, 1.2 * EXTENT), crop_mesh(b, CENTER, 1.2 * EXTENT)
+        ca, cb = crop_mesh(a, CENTER, CROP_FACTOR * EXTENT), crop_mesh(b, CENTER, CROP_FACTOR * EXTENT)
         c1 = time.process_time()
         geom = render_geometry([ca, cb], CENTER, EXTENT)
         c2 = time.process_time()
@@ -85,7 +78,7 @@ def main() -> None:
             encode_png(img)
         c4 = time.process_time()
         for k, dt in zip(t, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
-            t[k] += dt / args.reps
+            t[k] += dt / reps
     floor = t["encode"]
     total = sum(t.values())
     for k, v in t.items():
@@ -93,6 +86,15 @@ def main() -> None:
     print(f"    total: {total * 1000:7.1f} ms/sample -> {1 / total:.2f} samples/s/core")
     print(f"    floor: {floor * 1000:7.1f} ms/sample (encoding alone) -> {1 / floor:.2f} samples/s/core")
     print(f"total/floor: {total / floor:.2f}")
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=int, default=50000, help="total faces of the pair")
+    ap.add_argument("--reps", type=int, default=10)
+    args = ap.parse_args()
+    run(args.faces, args.reps)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
 from pipeline.build import ensure_world
-from pipeline.errors import SampleError
-from pipeline.fetch import crop_box_half_nm, fetch_sample
-from pipeline.partition_meshes import PartitionMeshes, mesh_roots
+from pipeline.core.errors import SampleError
 from pipeline.runner import run_stage
 from pipeline.sources.cave import CaveSource
-from pipeline.sources.session import SourceSession
+from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
+from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots
+from pipeline.sources.retrying import RetryingSource
 from pipeline.stages.bank import BankStage
 from pipeline.twin import TOKEN, ids, serve_twin
 from pipeline.twin.species import twin_config
@@ -73,7 +73,7 @@ def measure(world_dir, cfg, rows: list[dict], flavor: str, long_roots: set[int])
     with serve_twin(world_dir, flavor=flavor) as twin:
         tcfg = twin_config(cfg, twin.url)
         half = crop_box_half_nm(tcfg)
-        source = SourceSession(CaveSource(tcfg, token=TOKEN))
+        source = RetryingSource(CaveSource(tcfg, token=TOKEN))
         source.as_of(), source.base_resolution_nm(), source.em_cutout(np.asarray(rows[0]["coord_nm"]), 10.0)
         for row in rows:  # each sample alone
             n = len(twin.requests)

@@ -1,5 +1,5 @@
 """Species configs: one YAML per species, validated by the pydantic schema in schema.py."""
 
-from config.schema import SAMPLE_TYPES, SpeciesConfig, config_path, known_species, load_config
+from config.schema import SpeciesConfig, config_path, known_species, load_config
 
-__all__ = ["SAMPLE_TYPES", "SpeciesConfig", "config_path", "known_species", "load_config"]
+__all__ = ["SpeciesConfig", "config_path", "known_species", "load_config"]

@@ -10,7 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -18,7 +19,6 @@ CONFIG_DIR = Path(__file__).resolve().parent
 def default_config_dir() -> Path:
     """`CB2_CONFIG_DIR` if set (a user's own species configs, tests), else the shipped config/."""
     return Path(os.environ["CB2_CONFIG_DIR"]) if os.environ.get("CB2_CONFIG_DIR") else CONFIG_DIR
-SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 
 
 class _Strict(BaseModel):
@@ -77,8 +77,8 @@ class SpeciesConfig(_Strict):
     bank_roots_per_partition: int = Field(default=64, ge=1)
     shard_bytes: int = Field(default=250_000_000, ge=1)
     split_salt: str = "cb2-v2"
-    cube_nm: float = Field(default=80_000.0, gt=0)
-    split_ratios: tuple[float, float, float] = (0.75, 0.125, 0.125)
+    cube_nm: float = Field(default=SPLIT_CUBE_NM, gt=0)
+    split_ratios: tuple[float, float, float] = SPLIT_RATIOS
     seed: int = 0
     timeout_s: float = Field(default=30.0, gt=0)
     fetch_threads: int = Field(default=8, ge=1)  # I/O threads per worker: samples fetched ahead while one renders
@@ -137,8 +137,8 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return f"invalid config {path}: " + "; ".join(parts)
 
 
-def load_config(species: str, config_dir: Path | None = None, **overrides: object) -> SpeciesConfig:
-    """Load and validate `config/<species>.yaml`; overrides replace top-level keys (after validation)."""
+def load_config(species: str, config_dir: Path | None = None) -> SpeciesConfig:
+    """Load and validate `config/<species>.yaml`."""
     path = config_path(species, config_dir)
     if not path.exists():
         raise UserError(
@@ -150,7 +150,6 @@ def load_config(species: str, config_dir: Path | None = None, **overrides: objec
         raise UserError(f"invalid config {path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise UserError(f"invalid config {path}: expected a mapping of keys at the top level")
-    raw = {**raw, **overrides}
     try:
         cfg = SpeciesConfig.model_validate(raw)
     except ValidationError as err:

@@ -12,10 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipeline.context import BuildContext, release_lock_path
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.core.ledger import Failure, read_failures
 from pipeline.locks import LockSet
 from pipeline.markers import read_marker
 from pipeline.runner import Stage, StageSummary, is_done, run_stage
@@ -100,7 +99,7 @@ def run_species(
 
 
 def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None) -> dict:
-    """The shard stage: the release from every species built in `work` (CONTRACT.md section 6)."""
+    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6)."""
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")
@@ -130,8 +129,8 @@ def regenerate_splits(work: Path, out: Path, opts: RunOptions) -> tuple[list[tup
         return done, write_release_all(work, out, opts, locks)
 
 
-def _ledger(ctx: BuildContext) -> list[dict]:
-    return pq.read_table(ctx.ledger_path).to_pylist() if ctx.ledger_path.exists() else []
+def _ledger(ctx: BuildContext) -> list[Failure]:
+    return read_failures(ctx.ledger_path)
 
 
 def status(work: Path, out: Path) -> list[dict]:
@@ -153,7 +152,7 @@ def status(work: Path, out: Path) -> list[dict]:
                     "partitions_done": len(done),
                     "partitions_pending": len(parts) - len(done),
                     "samples_done": sum(p.n_samples for p in done),
-                    "failed": sum(1 for f in ledger if f["stage"] == name),
+                    "failed": sum(1 for f in ledger if f.stage == name),
                 }
             )
     if rows:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from config import known_species
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 SCHEDULER_HELP = "local dask scheduler (processes, threads, sync) or a dask.distributed address (tcp://host:port)"
 
@@ -325,7 +325,7 @@ def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
     import json
 
     from config import load_config
-    from pipeline.atomic import atomic_path
+    from pipeline.core.atomic import atomic_path
     from pipeline.show import describe, find_row, neuroglancer_state, neuroglancer_url
     from render.contact_sheet import sample_sheet
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
-from config import SAMPLE_TYPES
 from pipeline.context import BuildContext
-from pipeline.fetch import EM_FACTOR
+from pipeline.core.samples import SAMPLE_TYPES
 from pipeline.partitions import level_for, root_digest
+from pipeline.sources.fetch_sample import EM_FACTOR
 
 # Per-sample costs measured through the twin on the demo world by `make bench` (bench_twin: fetched by
 # partitions, v1 and v2 alike; bench_pipeline: CPU per sample), and the demo's cutout size they go with.
@@ -85,7 +85,7 @@ def _budgeted(counts: dict[str, int], budgets: dict[str, int | None]) -> dict[st
 
 
 def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
-    from pipeline.bank import bank_candidates, select_bank
+    from pipeline.candidates import bank_candidates, select_bank
     from pipeline.sources import open_source
     from pipeline.stages.bank import BankStage
     from pipeline.stages.common import bank_complete

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from config import SAMPLE_TYPES
-from pipeline.atomic import atomic_path
 from pipeline.build import SPECIES_STAGES, make_context
-from pipeline.errors import UserError
+from pipeline.core.atomic import atomic_path
+from pipeline.core.errors import UserError
+from pipeline.core.samples import SAMPLE_TYPES
 from render.contact_sheet import contact_sheet
 
 

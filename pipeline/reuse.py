@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.context import PREVIOUS, BuildContext
-from pipeline.hashing import sha256_file
-from pipeline.ledger import Failure, read_failures
+from pipeline.core.hashing import sha256_file
+from pipeline.core.layout import FAILURES, MARKER, sibling
+from pipeline.core.ledger import Failure, read_failures
 from pipeline.markers import read_marker
 from pipeline.partitions import PREFIX_BITS, bucket_range, ranges_overlap
 
@@ -52,7 +53,7 @@ class PriorRun:
         hash as their markers say (a part corrupted on disk is never reused)."""
         tables = []
         for marker_path in self.parts:
-            out = Path(str(marker_path)[: -len(".done")] + output_suffix)
+            out = sibling(marker_path, output_suffix)
             # by file name: a part of an older layout was moved into previous/ after its marker was written
             recorded = {Path(rel).name: rec for rel, rec in (read_marker(marker_path) or {}).get("outputs", {}).items()}
             if not out.exists() or recorded.get(out.name, {}).get("sha256") != sha256_file(out):
@@ -67,7 +68,7 @@ class PriorRun:
 
 def _prior_markers(ctx: BuildContext, stage: str, index: int, level: int) -> list[Path]:
     paths = []
-    same = Path(f"{ctx.part_base(stage, index)}.done")
+    same = ctx.part_file(stage, index, MARKER)
     marker = read_marker(same)
     if marker is not None and marker.get("level") == level:
         paths.append(same)
@@ -76,7 +77,7 @@ def _prior_markers(ctx: BuildContext, stage: str, index: int, level: int) -> lis
         lo, hi = bucket_range(index, level)
         first, last = (lo >> (PREFIX_BITS - old)) if old else 0, ((hi - 1) >> (PREFIX_BITS - old)) if old else 0
         for i in range(first, last + 1):
-            p = Path(f"{ctx.part_base(stage, i, previous=True)}.done")
+            p = ctx.part_file(stage, i, MARKER, previous=True)
             if p.exists() and ranges_overlap(bucket_range(i, old), (lo, hi)):
                 paths.append(p)
     return paths
@@ -90,6 +91,6 @@ def load_prior(ctx: BuildContext, stage: str, index: int, level: int) -> PriorRu
         prior.keys.update(marker.get("samples", {}))
         prior.digests.update(marker.get("outputs", {}))
         prior.parts.append(path)
-        for f in read_failures(Path(str(path)[: -len(".done")] + ".failures.parquet")):
+        for f in read_failures(sibling(path, FAILURES)):
             prior.failures[f.sample_id] = f
     return prior

@@ -17,27 +17,25 @@ import re
 import shutil
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import dask
-from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from pipeline import __version__
-from pipeline.atomic import remove_stale_temps, write_json, write_text
 from pipeline.context import PREVIOUS, BuildContext
-from pipeline.errors import UserError
-from pipeline.hashing import key_of, md5_hex
-from pipeline.ledger import Failure, describe, merge_ledger, write_failures
+from pipeline.core.atomic import remove_stale_temps, write_json, write_text
+from pipeline.core.compute import compute
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import key_of, md5_hex
+from pipeline.core.layout import FAILURES, LOG, MARKER
+from pipeline.core.ledger import Failure, describe, merge_ledger, write_failures
 from pipeline.markers import digests, marker_is_current, read_marker, write_marker
 from pipeline.partitions import bucket_range
 from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior
 
-LOCAL_SCHEDULERS = ("processes", "threads", "sync")
-CONNECT_TIMEOUT = "20s"  # to reach a dask.distributed scheduler
 SHOWN = 5  # partitions or samples named in one line
 
 
@@ -50,9 +48,6 @@ class Partition:
     level: int = 0
     members: tuple[str, ...] = ()  # the sample hashes (or root ids) it covers, in order
 
-    def base(self, ctx: BuildContext) -> Path:
-        return ctx.part_base(self.stage, self.index)
-
     @property
     def name(self) -> str:
         return f"part-{self.index:05d}"
@@ -62,16 +57,16 @@ class Partition:
         return bucket_range(self.index, self.level)
 
     def marker_path(self, ctx: BuildContext) -> Path:
-        return Path(f"{self.base(ctx)}.done")
+        return ctx.part_file(self.stage, self.index, MARKER)
 
     def failures_path(self, ctx: BuildContext) -> Path:
-        return Path(f"{self.base(ctx)}.failures.parquet")
+        return ctx.part_file(self.stage, self.index, FAILURES)
 
     def log_path(self, ctx: BuildContext) -> Path:
-        return Path(f"{self.base(ctx)}.log")
+        return ctx.part_file(self.stage, self.index, LOG)
 
     def output_file(self, ctx: BuildContext, suffix: str = ".parquet") -> Path:
-        return Path(f"{self.base(ctx)}{suffix}")
+        return ctx.part_file(self.stage, self.index, suffix)
 
 
 @dataclass
@@ -280,40 +275,6 @@ def drop_previous(ctx: BuildContext, stage: str) -> None:
 # ------------------------------------------------------------------------------------------ execution
 
 
-class _Progress(Callback):
-    """Feeds the local dask scheduler's finished tasks' results to a callback (which picks its own)."""
-
-    def __init__(self, on_result: Callable[[PartResult], None]) -> None:
-        super().__init__()
-        self._on_result = on_result
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:  # noqa: ANN001 - dask's signature
-        self._on_result(result)
-
-
-def compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[object], None]) -> list:
-    """Run dask delayed tasks on the local scheduler or a dask.distributed cluster, reporting each result."""
-    if scheduler in LOCAL_SCHEDULERS:
-        with _Progress(on_result):
-            return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        raise UserError("dask.distributed is not installed: pip install 'dask[distributed]'") from exc
-    try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-    except OSError as exc:
-        raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
-    with client:
-        futures = client.compute(tasks)
-        results = []
-        for future in as_completed(futures):
-            result = future.result()
-            on_result(result)
-            results.append(result)
-        return results
-
-
 def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> StageSummary:
     """A stage's summary from the results of the partitions that ran (the others were already done)."""
     ran = [r for r in results if not r.skipped]
@@ -395,7 +356,7 @@ def run_stage(
         bar.close()
     errors = [r for r in results if r.error]
     if errors:
-        merge_ledger(ctx.species_dir)
+        merge_ledger(ctx)
         raise stage_failed(ctx.species, stage.name, errors)
     summary = summarize(stage.name, parts, results)
     finish = getattr(stage, "finish", None)
@@ -403,7 +364,7 @@ def run_stage(
         note = finish(ctx, parts, force)
         if note:
             summary.notes.append(note)
-    merge_ledger(ctx.species_dir)
+    merge_ledger(ctx)
     drop_previous(ctx, stage.name)
     summary.seconds = time.perf_counter() - start
     return summary

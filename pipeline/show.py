@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config.schema import SpeciesConfig
-from pipeline.errors import UserError
-from pipeline.samples import COORD_KEY
-from shard.schema import SPLIT_DIRS, SPLITS
+from pipeline.core.errors import UserError
+from pipeline.core.release_schema import SPLIT_DIRS, SPLITS
+from pipeline.core.samples import COORD_KEY
 
 # Spelunker, CAVE's Neuroglancer: its segmentation layers read the chunkedgraph at the layer's "timestamp"
 # (epoch milliseconds; seung-lab/neuroglancer, src/layer/segmentation/json_keys.ts TIMESTAMP_JSON_KEY).

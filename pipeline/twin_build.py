@@ -17,7 +17,8 @@ import yaml
 
 from config import load_config
 from config.schema import default_config_dir
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.core.layout import twin_config_dir
 
 TWIN_PORTS = {"v1": 18711, "v2": 18712}
 # The twin's Draco step for builds: PyChunkedGraph's own formula gives 17 nm for the demo's 32 nm voxels, which
@@ -33,10 +34,6 @@ class TwinOptions:
     port: int | None = None
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
-
-
-def twin_config_dir(work: Path) -> Path:
-    return Path(work) / ".twin" / "config"
 
 
 def _demo_world(opts: TwinOptions) -> Path:

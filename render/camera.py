@@ -1,4 +1,4 @@
-"""Orthographic cameras of the three geometry views (CONTRACT.md section 2).
+"""Orthographic cameras of the three geometry views (ARCHITECTURE.md, contract §2).
 
 front looks along +x with +z up; side along +y with +z up; top along -z with +y up.
 Camera space: x right, y up, z towards the viewer; right = forward x up.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from render.encode import decode_geometry, decode_png
-from shard.schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 
 TILE = 112
 LABEL_W = 150

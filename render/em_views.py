@@ -1,4 +1,4 @@
-"""EM views: three cardinal slabs and the best oblique slab, RGB uint8 (CONTRACT.md section 3).
+"""EM views: three cardinal slabs and the best oblique slab, RGB uint8 (ARCHITECTURE.md, contract §3).
 
 R = EM (mean of a 3-voxel slab) normalised to its 1st-99th percentile; G = 255 where the slab's central plane
 is labelled segment A, B = 255 where it is labelled B (exactly 0/255). The segmentation's labels are exclusive,
@@ -16,10 +16,12 @@ ties going to a cardinal view (xy, xz, yz) first. When a cardinal view wins, the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 
 CARDINAL = {"xy": (0.0, 0.0, 1.0), "xz": (0.0, 1.0, 0.0), "yz": (1.0, 0.0, 0.0)}
 # in-plane (column, row) axes of the cardinal views
@@ -126,29 +128,6 @@ def _recenter(labels, voxel, a_ids, b_ids) -> np.ndarray:
     return cand_nm[int(np.argmin(d))]
 
 
-def _sample(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
-    """Trilinear sample of `vol` at points (nm from the volume origin); voxel i's centre is at (i + 0.5) * voxel."""
-    coords = (points_nm / voxel - 0.5).reshape(-1, 3).T
-    return ndimage.map_coordinates(vol, coords, order=1, mode="constant", cval=0, prefilter=False).reshape(
-        points_nm.shape[:-1]
-    )
-
-
-def _nearest(vol: np.ndarray, voxel, points_nm: np.ndarray) -> np.ndarray:
-    """Nearest-voxel lookup (the voxel containing each point), 0 outside the volume."""
-    idx = np.floor(points_nm / voxel).astype(np.int64)
-    shape = np.asarray(vol.shape)
-    ok = np.all((idx >= 0) & (idx < shape), axis=-1)
-    idx = np.where(ok[..., None], idx, 0)
-    return np.where(ok, vol[idx[..., 0], idx[..., 1], idx[..., 2]], 0)
-
-
-def _plane_points(center_nm, u, v, n, half_nm, res, offsets_nm) -> np.ndarray:
-    s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
-    grid = center_nm + s[None, :, None] * u + s[:, None, None] * v  # (rows, cols, 3)
-    return np.stack([grid + o * n for o in offsets_nm])  # (slab, rows, cols, 3)
-
-
 _PCT = np.array([1.0, 99.0])
 _PCT_Q = np.true_divide(_PCT, 100)
 _PCT_SAMPLE_STEP = 17  # coprime with the image width, so the sample is not a set of columns
@@ -202,18 +181,6 @@ def _normalise(em: np.ndarray) -> np.ndarray:
     return np.clip(np.round((em - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _em_slab_generic(em, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> np.ndarray:
-    """Any plane: the mean of trilinear EM samples at the three slab offsets (used only when no in-plane axis is
-    a coordinate axis, which never happens for the candidate planes)."""
-    pts = _plane_points(center_nm, u, v, n, half_nm, res, (-slab_nm, 0.0, slab_nm))
-    return _sample(em.astype(np.float64), voxel, pts).mean(axis=0)
-
-
-def _plane_generic(vol, voxel, center_nm, u, v, n, half_nm, res) -> np.ndarray:
-    """Any plane: the voxel of `vol` containing each pixel's point on the central plane, 0 outside."""
-    return _nearest(vol, voxel, _plane_points(center_nm, u, v, n, half_nm, res, (0.0,))[0])
-
-
 def _compose(em_slab: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """RGB from the slab mean and the central plane's bits (bit 0 = segment A, bit 1 = segment B)."""
     rgb = np.empty(em_slab.shape + (3,), dtype=np.uint8)
@@ -258,23 +225,22 @@ class _Plane:
     """Where the pixels of one view sample the cutout. Pixel (row, col) of slab offset o samples
     centre + s[col] * u + s[row] * v + o * n. One in-plane direction of every candidate plane runs along a
     coordinate axis `a`, so sampling separates: lookups in the plane of the two other axes for each of the
-    res (line) positions, then along `a`. Same values as sampling every point in 3-D, at a fraction of the cost;
-    planes without such an axis fall back to the plain 3-D sampling."""
+    res (line) positions, then along `a`. Same values as sampling every point in 3-D (tests/render/
+    test_em_sampling.py holds that plain sampler), at a fraction of the cost. A plane without such an axis (none
+    of the candidate planes) is refused."""
 
     def __init__(self, voxel, center_nm, u, v, n, half_nm, res, slab_nm) -> None:
-        self.voxel, self.center, self.u, self.v, self.n = voxel, center_nm, u, v, n
-        self.half, self.res, self.slab = half_nm, res, slab_nm
+        self.voxel = voxel
         found = _aligned_axis(u, v, n)
-        self.separable = found is not None
-        if not self.separable:
-            return
+        if found is None:
+            raise ValueError(f"plane with normal {tuple(n)} has no in-plane coordinate axis: not separable")
         a, self.along_u = found
         b, g = (k for k in range(3) if k != a)
         self.axes = (a, b, g)
         w = v if self.along_u else u  # the other in-plane direction
         s = ((np.arange(res) + 0.5) / res * 2.0 - 1.0) * half_nm
         offsets = np.array([-slab_nm, 0.0, slab_nm])
-        # same float64 arithmetic as _plane_points (zero components add exact zeros)
+        # same float64 arithmetic as the plain sampler's plane points (zero components add exact zeros)
         self.p_a = center_nm[a] + s * (u[a] if self.along_u else v[a])  # (res,) along the aligned axis
         self.p_b = (center_nm[b] + s * w[b])[:, None] + offsets[None, :] * n[b]  # (res, 3): line, slab offset
         self.p_g = (center_nm[g] + s * w[g])[:, None] + offsets[None, :] * n[g]
@@ -284,9 +250,6 @@ class _Plane:
 
     def em_slab(self, em: np.ndarray) -> np.ndarray:
         """Mean of the trilinear EM samples of the three slab offsets, (res, res) float64."""
-        if not self.separable:
-            return _em_slab_generic(em, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res,
-                                    self.slab)  # fmt: skip
         a, b, g = self.axes
         voxel, shape = self.voxel, em.shape
         # bilinear in the (b, g) plane for every slab position, averaged over the slab, then linear along a
@@ -304,8 +267,6 @@ class _Plane:
 
     def central(self, vol: np.ndarray) -> np.ndarray:
         """The voxel of `vol` containing each pixel's point on the slab's central plane (0 outside), (res, res)."""
-        if not self.separable:
-            return _plane_generic(vol, self.voxel, self.center, self.u, self.v, self.n, self.half, self.res)
         a, b, g = self.axes
         voxel, shape = self.voxel, vol.shape
         vol_t = np.moveaxis(vol, (a, b, g), (0, 1, 2))
@@ -372,31 +333,74 @@ def render_em_views(
     of a view's pixels whose central-plane point lies in such a voxel (the views' own pixels, not the window)."""
     em = np.asarray(em)
     labels = np.asarray(labels)
+    _check_grids(em, labels, missing)
+    voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
+    centre_nm = np.asarray(em.shape) * voxel / 2.0
+    new_centre = _recenter(labels, voxel, a_ids, b_ids) if len(b_ids) > 0 else centre_nm
+    win, seg = _window_bits(em, labels, voxel, new_centre, window_nm, a_ids, b_ids)
+    # work in window-local coordinates: nm from the window sub-volume's origin
+    origin_nm = np.array([s.start for s in win], dtype=np.float64) * voxel
+    c = new_centre - origin_nm
+    em_w = np.ascontiguousarray(em[win])
+    chosen = _choose_planes(seg, voxel, c, float(window_nm) / 2.0, resolution)
+    info = {
+        "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
+        "em_view_center_nm": [float(x) for x in new_centre],
+        "em_best_normal": [float(x) for x in chosen.best_normal],
+        "em_best_score": chosen.best_score,
+        "em_cardinal_scores": chosen.scores,
+        "em_n_candidate_planes": len(_CANDIDATES),
+    }
+    if missing is not None:
+        info["missing_view_fraction"] = _missing_view_fraction(np.asarray(missing, dtype=np.uint8)[win], chosen)
+    return _compose_views(chosen, em_w), info
+
+
+def _check_grids(em: np.ndarray, labels: np.ndarray, missing: np.ndarray | None) -> None:
     if em.shape != labels.shape or em.ndim != 3:
         raise ValueError(f"em {em.shape} and labels {labels.shape} must be the same 3-D grid")
     if missing is not None and np.shape(missing) != em.shape:
         raise ValueError(f"missing {np.shape(missing)} must be on the EM grid {em.shape}")
-    voxel = np.asarray(voxel_nm, dtype=np.float64).reshape(3)
-    shape = np.asarray(em.shape)
-    two = len(b_ids) > 0
-    centre_nm = shape * voxel / 2.0
-    new_centre = _recenter(labels, voxel, a_ids, b_ids) if two else centre_nm
 
-    half = float(window_nm) / 2.0
-    win = _box(new_centre / voxel, np.full(3, half) / voxel + 1.0, shape)
+
+def _window_bits(
+    em: np.ndarray, labels: np.ndarray, voxel: np.ndarray, centre_nm: np.ndarray, window_nm: float, a_ids, b_ids
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The window around the (recentred) centre, and its segment bits (bit 0 = A, bit 1 = B). A sample whose
+    window has no EM, or misses a segment, fails here with its reason."""
+    shape = np.asarray(em.shape)
+    win = _box(centre_nm / voxel, np.full(3, float(window_nm) / 2.0) / voxel + 1.0, shape)
     if not em[win].any():
         raise SampleError("em_missing", f"EM window is all zero (window {window_nm} nm, cutout {tuple(shape)})")
     lab_win = labels[win]
     a_win, b_win = _id_mask(lab_win, a_ids), _id_mask(lab_win, b_ids)
     if not a_win.any():
         raise SampleError("segment_not_in_cutout", "segment A is absent from the EM window")
-    if two and not b_win.any():
+    if len(b_ids) > 0 and not b_win.any():
         raise SampleError("segment_not_in_cutout", "segment B is absent from the EM window")
-    # work in window-local coordinates: nm from the window sub-volume's origin
-    origin_nm = np.array([s.start for s in win], dtype=np.float64) * voxel
-    c = new_centre - origin_nm
-    em_w = np.ascontiguousarray(em[win])
-    seg = a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+    return win, a_win.astype(np.uint8) | (b_win.astype(np.uint8) << 1)
+
+
+@dataclass
+class _Chosen:
+    """The sampling planes and central-plane bits of the cardinal views (and of "best" when an oblique plane
+    wins), the cardinal scores, and the winner: its name, score and normal."""
+
+    planes: dict[str, _Plane]
+    bits: dict[str, np.ndarray]
+    scores: dict[str, float]
+    best_name: str
+    best_score: float
+    best_normal: np.ndarray
+
+    @property
+    def best_plane(self) -> _Plane:
+        return self.planes[self.best_name if self.best_name in CARDINAL else "best"]
+
+
+def _choose_planes(seg: np.ndarray, voxel: np.ndarray, c: np.ndarray, half: float, resolution: int) -> _Chosen:
+    """Score the cardinal views on their output masks, then the best few oblique planes of the coarse search;
+    an oblique plane must score strictly higher than every cardinal view to win."""
     slab = voxel.min()
 
     def plane(u, v, n) -> _Plane:
@@ -420,28 +424,26 @@ def render_em_views(
         if sc > best_score:
             best_name, best_score, best_n = f"candidate {int(i)}", sc, n
             planes["best"], bits["best"] = p, b
+    return _Chosen(planes, bits, scores, best_name, best_score, best_n)
 
+
+def _compose_views(chosen: _Chosen, em_w: np.ndarray) -> dict[str, np.ndarray]:
+    """The four RGB views; a cardinal winner's best view is a copy of that view."""
     views: dict[str, np.ndarray] = {}
     for name in CARDINAL:
-        views[f"em_{name}_before"] = _compose(planes[name].em_slab(em_w), bits[name])
-    if best_name in CARDINAL:
-        views["em_best_before"] = views[f"em_{best_name}_before"].copy()
+        views[f"em_{name}_before"] = _compose(chosen.planes[name].em_slab(em_w), chosen.bits[name])
+    if chosen.best_name in CARDINAL:
+        views["em_best_before"] = views[f"em_{chosen.best_name}_before"].copy()
     else:
-        views["em_best_before"] = _compose(planes["best"].em_slab(em_w), bits["best"])
-    info = {
-        "em_recenter_offset_nm": [float(x) for x in (new_centre - centre_nm)],
-        "em_view_center_nm": [float(x) for x in new_centre],
-        "em_best_normal": [float(x) for x in best_n],
-        "em_best_score": best_score,
-        "em_cardinal_scores": scores,
-        "em_n_candidate_planes": len(_CANDIDATES),
+        views["em_best_before"] = _compose(chosen.planes["best"].em_slab(em_w), chosen.bits["best"])
+    return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}
+
+
+def _missing_view_fraction(miss_w: np.ndarray, chosen: _Chosen) -> dict[str, float]:
+    """Per bit ("em" 1, "seg" 2), the largest fraction of a view's pixels whose central-plane point lies in a
+    voxel from an absent chunk."""
+    view_planes = [chosen.planes[name] for name in CARDINAL] + [chosen.best_plane]
+    looked = [p.central(miss_w) for p in view_planes]
+    return {
+        what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked) for what, bit in (("em", 1), ("seg", 2))
     }
-    if missing is not None:
-        miss_w = np.asarray(missing, dtype=np.uint8)[win]
-        view_planes = [planes[name] for name in CARDINAL] + [planes[best_name if best_name in CARDINAL else "best"]]
-        looked = [p.central(miss_w) for p in view_planes]
-        info["missing_view_fraction"] = {
-            what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked)
-            for what, bit in (("em", 1), ("seg", 2))
-        }
-    return {k: views[k] for k in ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")}, info

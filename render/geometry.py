@@ -1,4 +1,4 @@
-"""The (3, 7, 224, 224) float16 geometry render (CONTRACT.md section 2).
+"""The (3, 7, 224, 224) float16 geometry render (ARCHITECTURE.md, contract §2).
 
 Channels: 0 silhouette {0,1}; 1 depth, the view's foreground min-max normalised to [0, 1] (0 nearest),
 background 0; 2-4 unit face normal in camera space (x right, y up, z towards the viewer), oriented to
@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from pipeline.errors import SampleError
-from pipeline.hashing import rng_for
+from pipeline.core.errors import SampleError
+from pipeline.core.hashing import rng_for
 from render.camera import OrthoCamera, view_cameras
 from render.raycast import SparseHits, cast_sparse
 
 N_CHANNELS = 7
+CROP_FACTOR = 1.2  # meshes are cropped to the box centre +- CROP_FACTOR * extent before rendering
 
 
 def draw_view_params(
@@ -35,12 +36,26 @@ def crop_mesh(mesh: trimesh.Trimesh, center_nm, half_size_nm: float) -> trimesh.
     """Faces with at least one vertex inside the box centre +- half_size_nm (so faces crossing the box edge
     are kept whole), minus degenerate (zero-area) faces; unreferenced vertices are dropped."""
     v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
+    d = np.abs(v - np.asarray(center_nm, dtype=np.float64).reshape(3))
+    # elementwise over the 3 axes / corners: numpy's reductions over a length-3 axis are slow
+    return _keep(mesh, (d[:, 0] <= half_size_nm) & (d[:, 1] <= half_size_nm) & (d[:, 2] <= half_size_nm))
+
+
+def crop_box(mesh: trimesh.Trimesh, lo_nm, hi_nm) -> trimesh.Trimesh:
+    """The same crop as crop_mesh for a box [lo, hi] that need not be a cube around a point (a source's bounded
+    mesh: the union of its samples' boxes); cropping the result again with a smaller box gives what cropping
+    the whole mesh with it gives."""
+    v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
+    lo, hi = np.asarray(lo_nm, dtype=np.float64).reshape(3), np.asarray(hi_nm, dtype=np.float64).reshape(3)
+    return _keep(mesh, ((v >= lo) & (v <= hi)).all(axis=1))
+
+
+def _keep(mesh: trimesh.Trimesh, inside: np.ndarray) -> trimesh.Trimesh:
+    """The faces with a vertex `inside`, minus degenerate ones, vertices kept in their order and re-indexed."""
+    v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
     if len(f) == 0:
         return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
-    d = np.abs(v - np.asarray(center_nm, dtype=np.float64).reshape(3))
-    # elementwise over the 3 axes / corners: numpy's reductions over a length-3 axis are slow
-    inside = (d[:, 0] <= half_size_nm) & (d[:, 1] <= half_size_nm) & (d[:, 2] <= half_size_nm)
     f = f[inside[f[:, 0]] | inside[f[:, 1]] | inside[f[:, 2]]]
     p0 = v[f[:, 0]]
     e1, e2 = v[f[:, 1]] - p0, v[f[:, 2]] - p0

@@ -189,6 +189,25 @@ def cast_sparse(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> li
     above) are not cast: their rays are misses. Every other packet is cast unchanged, so the hits are exactly
     those of casting all pixels."""
     center = np.asarray(cameras[0].center_nm, dtype=np.float64)
+    all_v, all_f, offsets = _one_scene(meshes)
+    res = cameras[0].resolution
+    if any(c.resolution != res for c in cameras):
+        raise ValueError("cast_sparse needs one resolution for every camera")
+    if len(all_f) == 0:
+        empty_i = np.zeros(0, np.int64)
+        return [SparseHits(res, empty_i, empty_i, empty_i, empty_i, np.zeros(0), np.zeros((0, 3))) for _ in cameras]
+    local_v = all_v - center
+    normals = face_normals(all_v, all_f)
+    # rays start behind everything: the farthest vertex from the centre plus a margin
+    back_off = float(np.abs(local_v).max()) * 1.75 + 1.0
+    cast = _cast_covered_packets if embree_direct.available() else _cast_every_pixel
+    ray_hit, prim, tfar = cast(local_v, all_f, cameras, center, back_off)
+    return _hits_per_view(ray_hit, prim, tfar - back_off, offsets, normals, cameras)
+
+
+def _one_scene(meshes: list[trimesh.Trimesh]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Every mesh's vertices and faces concatenated (faces re-indexed), and the first scene face id of each
+    mesh (plus the total), so a hit's face id tells which mesh it belongs to."""
     verts, faces, offsets = [], [], [0]
     for m in meshes:
         v = _plain(m.vertices, np.float64).reshape(-1, 3)
@@ -198,64 +217,98 @@ def cast_sparse(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> li
         offsets.append(offsets[-1] + len(f))
     all_v = np.concatenate(verts) if verts else np.zeros((0, 3))
     all_f = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
+    return all_v, all_f, offsets
+
+
+def _forwards32(cameras: list[OrthoCamera]) -> np.ndarray:
+    return np.array([cam.forward for cam in cameras], dtype=np.float64).astype(np.float32)
+
+
+def _covered_packets(
+    lo: np.ndarray, hi: np.ndarray, cameras: list[OrthoCamera], center: np.ndarray, n_rays: int
+) -> np.ndarray:
+    """Indices of the 16-ray packets (of all views' rays in one row-major list) that can hit a face."""
     res = cameras[0].resolution
-    if any(c.resolution != res for c in cameras):
-        raise ValueError("cast_sparse needs one resolution for every camera")
+    if res % _W == 0:  # packets are row segments: coverage straight at packet granularity
+        return np.flatnonzero(np.concatenate([_coverage(lo, hi, c, center, _W).reshape(-1) for c in cameras]))
     rr = res * res
-    empty_i = np.zeros(0, np.int64)
-    if len(all_f) == 0:
-        return [SparseHits(res, empty_i, empty_i, empty_i, empty_i, np.zeros(0), np.zeros((0, 3))) for _ in cameras]
-    local_v = all_v - center
-    normals = face_normals(all_v, all_f)
-    # rays start behind everything: the farthest vertex from the centre plus a margin
-    back_off = float(np.abs(local_v).max()) * 1.75 + 1.0
-    n_rays = rr * len(cameras)
-    fwd32 = np.array([cam.forward for cam in cameras], dtype=np.float64).astype(np.float32)
+    cover = np.zeros(-(-n_rays // _W) * _W, dtype=bool)
+    for i, cam in enumerate(cameras):
+        cover[i * rr : (i + 1) * rr] = _coverage(lo, hi, cam, center, 1).reshape(-1)
+    return np.flatnonzero(cover.reshape(-1, _W).any(axis=1))
 
-    if embree_direct.available():
-        lo, hi = _face_boxes(local_v, all_f)
-        if res % _W == 0:  # packets are row segments: coverage straight at packet granularity
-            packets = np.flatnonzero(np.concatenate([_coverage(lo, hi, c, center, _W).reshape(-1) for c in cameras]))
-        else:
-            cover = np.zeros(-(-n_rays // _W) * _W, dtype=bool)
-            for i, cam in enumerate(cameras):
-                cover[i * rr : (i + 1) * rr] = _coverage(lo, hi, cam, center, 1).reshape(-1)
-            packets = np.flatnonzero(cover.reshape(-1, _W).any(axis=1))
-        npk = len(packets)
-        rays = np.minimum(packets[:, None] * _W + np.arange(_W), n_rays - 1).reshape(-1)  # padding repeats the last
-        n_last = min(_W, n_rays - int(packets[-1]) * _W) if npk else _W
-        org = np.empty((3, len(rays)), dtype=np.float32)
-        dirs = np.empty((3, len(rays)), dtype=np.float32)
-        cuts = np.searchsorted(rays, np.arange(len(cameras) + 1) * rr)
-        for i, cam in enumerate(cameras):
-            a, b = int(cuts[i]), int(cuts[i + 1])
-            pix = rays[a:b] - i * rr
-            col, row = pix % res, pix // res
-            for k in range(3):
-                org[k, a:b] = _origin_axis(cam, k, col, row, back_off, center)
-            dirs[:, a:b] = fwd32[i][:, None]
-        with embree_direct.Scene(_plain(local_v, np.float32), _plain(all_f, np.int32)) as scene:
-            prim32, tfar32 = scene.intersect_packets(
-                org.reshape(3, npk, _W).transpose(1, 0, 2), dirs.reshape(3, npk, _W).transpose(1, 0, 2), n_last
-            )
-        hit = prim32 >= 0
-        if n_last < _W:  # inactive lanes of a last partial packet (misses anyway)
-            hit[len(rays) - (_W - n_last) :] = False
-        ray_hit = rays[hit]
-        prim = prim32[hit].astype(np.int64)
-        tfar = tfar32[hit].astype(np.float64)
-    else:
-        pix = np.arange(rr)
+
+def _packet_rays(
+    rays: np.ndarray, cameras: list[OrthoCamera], center: np.ndarray, back_off: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Origins and directions (3, n) float32 of the given ray indices (views concatenated, row-major)."""
+    res = cameras[0].resolution
+    rr = res * res
+    fwd32 = _forwards32(cameras)
+    org = np.empty((3, len(rays)), dtype=np.float32)
+    dirs = np.empty((3, len(rays)), dtype=np.float32)
+    cuts = np.searchsorted(rays, np.arange(len(cameras) + 1) * rr)
+    for i, cam in enumerate(cameras):
+        a, b = int(cuts[i]), int(cuts[i + 1])
+        pix = rays[a:b] - i * rr
         col, row = pix % res, pix // res
-        origins = np.concatenate(
-            [np.stack([_origin_axis(c, k, col, row, back_off, center) for k in range(3)], axis=1) for c in cameras]
-        )
-        dirs = np.repeat(fwd32, rr, axis=0)
-        prim_all, tfar_all = _intersect(local_v, all_f, origins, dirs)
-        ray_hit = np.flatnonzero(prim_all >= 0)
-        prim = prim_all[ray_hit]
-        tfar = tfar_all[ray_hit]
+        for k in range(3):
+            org[k, a:b] = _origin_axis(cam, k, col, row, back_off, center)
+        dirs[:, a:b] = fwd32[i][:, None]
+    return org, dirs
 
+
+def _cast_covered_packets(
+    local_v: np.ndarray, all_f: np.ndarray, cameras: list[OrthoCamera], center: np.ndarray, back_off: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embree's C API on the packets that can hit a face: (hit ray indices, their scene face ids, tfar)."""
+    res = cameras[0].resolution
+    n_rays = res * res * len(cameras)
+    lo, hi = _face_boxes(local_v, all_f)
+    packets = _covered_packets(lo, hi, cameras, center, n_rays)
+    npk = len(packets)
+    rays = np.minimum(packets[:, None] * _W + np.arange(_W), n_rays - 1).reshape(-1)  # padding repeats the last
+    n_last = min(_W, n_rays - int(packets[-1]) * _W) if npk else _W
+    org, dirs = _packet_rays(rays, cameras, center, back_off)
+    with embree_direct.Scene(_plain(local_v, np.float32), _plain(all_f, np.int32)) as scene:
+        prim32, tfar32 = scene.intersect_packets(
+            org.reshape(3, npk, _W).transpose(1, 0, 2), dirs.reshape(3, npk, _W).transpose(1, 0, 2), n_last
+        )
+    hit = prim32 >= 0
+    if n_last < _W:  # inactive lanes of a last partial packet (misses anyway)
+        hit[len(rays) - (_W - n_last) :] = False
+    return rays[hit], prim32[hit].astype(np.int64), tfar32[hit].astype(np.float64)
+
+
+def _cast_every_pixel(
+    local_v: np.ndarray, all_f: np.ndarray, cameras: list[OrthoCamera], center: np.ndarray, back_off: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """embreex's Python API on every pixel of every view: (hit ray indices, their scene face ids, tfar)."""
+    res = cameras[0].resolution
+    rr = res * res
+    pix = np.arange(rr)
+    col, row = pix % res, pix // res
+    origins = np.concatenate(
+        [np.stack([_origin_axis(c, k, col, row, back_off, center) for k in range(3)], axis=1) for c in cameras]
+    )
+    dirs = np.repeat(_forwards32(cameras), rr, axis=0)
+    prim_all, tfar_all = _intersect(local_v, all_f, origins, dirs)
+    ray_hit = np.flatnonzero(prim_all >= 0)
+    return ray_hit, prim_all[ray_hit], tfar_all[ray_hit]
+
+
+def _hits_per_view(
+    ray_hit: np.ndarray,
+    prim: np.ndarray,
+    depth: np.ndarray,
+    offsets: list[int],
+    normals: np.ndarray,
+    cameras: list[OrthoCamera],
+) -> list[SparseHits]:
+    """Cut the hits (ray indices ascending, views concatenated) into each view's, and tell each scene face id's
+    mesh and face within it."""
+    res = cameras[0].resolution
+    rr = res * res
     bounds = np.asarray(offsets)
     out = []
     cuts = np.searchsorted(ray_hit, np.arange(len(cameras) + 1) * rr)
@@ -263,9 +316,7 @@ def cast_sparse(meshes: list[trimesh.Trimesh], cameras: list[OrthoCamera]) -> li
         sl = slice(cuts[i], cuts[i + 1])
         p = prim[sl]
         mesh_idx = np.searchsorted(bounds, p, side="right") - 1
-        out.append(
-            SparseHits(res, ray_hit[sl] - i * rr, mesh_idx, p - bounds[mesh_idx], p, tfar[sl] - back_off, normals)
-        )
+        out.append(SparseHits(res, ray_hit[sl] - i * rr, mesh_idx, p - bounds[mesh_idx], p, depth[sl], normals))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Split masks: the after roots A, B rendered with the single-segment render's camera (CONTRACT.md section 4).
+"""Split masks: the after roots A, B rendered with the single-segment render's camera
+(ARCHITECTURE.md, contract §4).
 
 Both after meshes go into one scene (nearest surface wins), cropped like the geometry render. Each view is
 then aligned pixel for pixel with the single render's silhouette: silhouette pixels the after state
@@ -11,13 +12,11 @@ import numpy as np
 import trimesh
 from scipy import ndimage
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
+from pipeline.core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
 from render.camera import view_cameras
-from render.geometry import crop_mesh
+from render.geometry import CROP_FACTOR, crop_mesh
 from render.raycast import cast_sparse
-from shard.schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
-
-CROP_FACTOR = 1.2
 
 
 def render_split_masks(

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.core.release_schema import EM_COLUMNS, NON_IMAGE_COLUMNS, SPLIT_DIRS, SPLIT_MASK_COLUMNS, SPLITS
 from render.encode import decode_geometry
-from shard.schema import EM_COLUMNS, NON_IMAGE_COLUMNS, SPLIT_DIRS, SPLIT_MASK_COLUMNS, SPLITS
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset  # noqa: F401 - read_table(filters=...) needs it: imported with the module, not in a task
 import pyarrow.parquet as pq
-from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
-from pipeline.errors import UserError
-from shard.rules import decoded_problems, row_problems, table_rows
-from shard.schema import (
+from pipeline.core.compute import compute
+from pipeline.core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,
@@ -36,11 +33,10 @@ from shard.schema import (
     SPLITS,
     same_schema,
 )
+from shard.rules import decoded_problems, row_problems, table_rows
 
 BATCH_ROWS = 64
 MAX_ROW_PROBLEMS_PER_FILE = 20
-LOCAL_SCHEDULERS = ("processes", "threads", "sync")
-CONNECT_TIMEOUT = "20s"
 
 
 @dataclass
@@ -158,37 +154,6 @@ def _check_sidecars(out_dir: Path, listed: list[dict], report) -> dict[str, bool
     return ok
 
 
-class _Progress(Callback):
-    """Feeds the local dask scheduler's finished tasks into a callback."""
-
-    def __init__(self, on_result: Callable[[FileResult], None]) -> None:
-        super().__init__()
-        self._on_result = on_result
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:  # noqa: ANN001 - dask's signature
-        if isinstance(result, FileResult):
-            self._on_result(result)
-
-
-def _compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[FileResult], None]) -> list:
-    """The tasks on a local dask scheduler or a dask.distributed one (same choice as the build's)."""
-    if scheduler in LOCAL_SCHEDULERS:
-        with _Progress(on_result):
-            return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
-    from distributed import Client, as_completed
-
-    try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-    except OSError as exc:
-        raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
-    with client:
-        results = []
-        for future in as_completed(client.compute(tasks)):
-            results.append(future.result())
-            on_result(results[-1])
-        return results
-
-
 def deep_check(
     out_dir: Path,
     listed: list[dict],
@@ -212,12 +177,13 @@ def deep_check(
             total += pq.read_metadata(demo).num_rows
     bar = tqdm(total=total, desc="verify --deep", unit="row", disable=not progress or not jobs)
 
-    def on_result(res: FileResult) -> None:
-        bar.update(res.rows)
+    def on_result(res: object) -> None:
+        if isinstance(res, FileResult):
+            bar.update(res.rows)
 
     tasks = [dask.delayed(check_file, pure=False)(str(out_dir), *job) for job in jobs]
     try:
-        results = _compute(tasks, scheduler, workers, on_result) if tasks else []
+        results = compute(tasks, scheduler, workers, on_result) if tasks else []
     finally:
         bar.close()
     for res in sorted(results, key=lambda r: r.name):

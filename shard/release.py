@@ -26,13 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import atomic
-from pipeline.errors import UserError
-from pipeline.hashing import sha256_file
-from shard.card import render_card
-from shard.figure import channel_figure
-from shard.rules import DUAL_TYPES, SAMPLE_TYPES, SINGLE_TYPES, RowError, check_table
-from shard.schema import (
+from pipeline.core import atomic
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
+from pipeline.core.ledger import read_failures
+from pipeline.core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,
@@ -41,6 +39,9 @@ from shard.schema import (
     SPLIT_DIRS,
     SPLITS,
 )
+from shard.card import render_card
+from shard.figure import channel_figure
+from shard.rules import DUAL_TYPES, SAMPLE_TYPES, RowError, check_table
 
 ROW_GROUP_ROWS = 32
 SIDECAR_ROW_GROUP_ROWS = 8192
@@ -314,18 +315,14 @@ def _read_failures(paths: list[Path]) -> dict:
     by_species: Counter = Counter()
     by_type: Counter = Counter()
     for path in sorted(Path(p) for p in paths):
-        if not path.exists():
-            raise ReleaseError(f"failures ledger {path} does not exist")
-        t = pq.read_table(path)
-        missing = {"sample_id", "species", "sample_type", "stage", "reason"} - set(t.column_names)
-        if missing:
-            raise ReleaseError(f"failures ledger {path} lacks columns {sorted(missing)}")
-        for sp, st, stage, reason in zip(
-            *(t.column(c).to_pylist() for c in ("species", "sample_type", "stage", "reason")), strict=True
-        ):
-            by_stage_reason[(str(stage), str(reason))] += 1
-            by_species[str(sp)] += 1
-            by_type[str(st)] += 1
+        try:
+            failures = read_failures(path, missing_ok=False)
+        except UserError as exc:
+            raise ReleaseError(str(exc)) from None
+        for f in failures:
+            by_stage_reason[(f.stage, f.reason)] += 1
+            by_species[f.species] += 1
+            by_type[f.sample_type] += 1
     return {
         "total": sum(by_stage_reason.values()),
         "by_stage_reason": [{"stage": s, "reason": r, "n": n} for (s, r), n in sorted(by_stage_reason.items())],
@@ -334,20 +331,19 @@ def _read_failures(paths: list[Path]) -> dict:
     }
 
 
-def _read_manifest(split_path: Path) -> dict | None:
-    """The split manifest beside an assignment (work/<species>/split/manifest.json), if any."""
-    for cand in (split_path.parent / "split" / "manifest.json", split_path.parent / "manifest.json"):
-        if cand.exists():
-            m = json.loads(cand.read_text())
-            cubes = Counter(c["split"] for c in m.get("cubes", []))
-            return {
-                "bbox_nm": m.get("bbox_nm"),
-                "cube_nm": m.get("cube_nm"),
-                "salt": m.get("salt"),
-                "ratios": m.get("ratios"),
-                "cubes_per_split": {s: cubes.get(s, 0) for s in SPLITS},
-            }
-    return None
+def _read_manifest(path: Path | None) -> dict | None:
+    """What the card says of a species' split, from its manifest (None: no manifest given)."""
+    if path is None or not Path(path).exists():
+        return None
+    m = json.loads(Path(path).read_text())
+    cubes = Counter(c["split"] for c in m.get("cubes", []))
+    return {
+        "bbox_nm": m.get("bbox_nm"),
+        "cube_nm": m.get("cube_nm"),
+        "salt": m.get("salt"),
+        "ratios": m.get("ratios"),
+        "cubes_per_split": {s: cubes.get(s, 0) for s in SPLITS},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,93 +370,30 @@ def write_release(
     demo_rows_per_type: int = 4,
     extra_card_info: dict | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
+    split_manifests: dict[str, Path] | None = None,
 ) -> dict:
     """Write the release to `out_dir` (replacing it whole at the end). Returns a summary dict.
 
     `species_parts`: species -> its render parts in order (part k's hashes all below part k+1's).
     `splits`: species -> its split assignment parquet (combined_sample_hash, split, ...).
     `failures`: the failures ledgers to count in the card.
+    `split_manifests`: species -> its split manifest (the card states each species' split).
     """
-    if shard_bytes < 1:
-        raise ReleaseError(f"shard_bytes must be positive, got {shard_bytes}")
-    if row_group_rows < 1:
-        raise ReleaseError(f"row_group_rows must be positive, got {row_group_rows}")
-    if set(species_parts) - set(splits):
-        raise ReleaseError(f"no split assignment for species {sorted(set(species_parts) - set(splits))}")
+    _check_arguments(species_parts, splits, shard_bytes, row_group_rows)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f".{out_dir.name}.building"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)  # left by a killed run
-    tmp_dir.mkdir()
-    failures_summary = _read_failures(failures)
+    failures_summary = _read_failures(failures)  # the inputs are read before anything is written
     species = sorted(species_parts)
     lookups = {sp: _SplitLookup(sp, Path(splits[sp])) for sp in species}
-    manifests = {sp: _read_manifest(Path(splits[sp])) for sp in species}
-
-    writers: dict[str, _SplitWriter] = {}
+    manifests = {sp: _read_manifest((split_manifests or {}).get(sp)) for sp in species}
+    tmp_dir = _fresh_tmp_dir(out_dir)
+    tally = _Tally(demo_rows_per_type)
     try:
-        writers = {s: _SplitWriter(s, tmp_dir, shard_bytes, row_group_rows) for s in SPLITS}
-        counts: Counter = Counter()  # (split, species, sample_type, has_after_mask)
-        demo: dict[str, list[pa.Table]] = {t: [] for t in SAMPLE_TYPES}
-        figure_rows: dict[str, pa.Table] = {}
-        metadata_keys: dict[str, list[str]] = {}  # archive -> the metadata keys of its first row (for the card)
         streams = [_species_stream(sp, n, species_parts[sp], lookups[sp]) for n, sp in enumerate(species)]
-        prev: str | None = None
-        for h, _sp_idx, i, part in heapq.merge(*streams, key=itemgetter(0)):
-            if h == prev:
-                raise ReleaseError(f"duplicate combined_sample_hash {h} across species (second in {part.path})")
-            prev = h
-            r = part.rows[i]
-            split, st = r["split"], r["sample_type"]
-            writers[split].add(part, i)
-            counts[(split, r["species"], st, bool(r["has_after_mask"]))] += 1
-            if r["source_archive"] not in metadata_keys:
-                metadata_keys[r["source_archive"]] = sorted(json.loads(r["metadata"]))
-            if split == "train" and len(demo[st]) < demo_rows_per_type:
-                demo[st].append(part.table.take([i]))
-            # The figure: the first train row of each kind (dual / single), else the first of any split.
-            kind = ("train:" if split == "train" else "any:") + ("dual" if st in DUAL_TYPES else "single")
-            if kind not in figure_rows:
-                figure_rows[kind] = part.table.take([i])
-        if not counts:
-            raise ReleaseError("no rendered rows: refusing to write an empty release")
-        for s in SPLITS:
-            writers[s].close()
-        shard_rows = sorted((row for w in writers.values() for row in w.shards), key=itemgetter("path"))
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-
-    try:
-        demo_rows = sorted(
-            (t for ts in demo.values() for t in ts), key=lambda t: t.column("combined_sample_hash")[0].as_py()
-        )
-        demo_table = pa.concat_tables(demo_rows).combine_chunks() if demo_rows else RELEASE_SCHEMA.empty_table()
-        atomic.write_parquet(tmp_dir / "demo.parquet", demo_table, **SHARD_OPTIONS, row_group_size=row_group_rows)
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(SHARDS_CSV_HEADER)
-        for row in shard_rows:
-            w.writerow([row[c] for c in SHARDS_CSV_HEADER])
-        atomic.write_text(tmp_dir / "shards.csv", buf.getvalue())
-
-        figure = None
-        dual = figure_rows.get("train:dual", figure_rows.get("any:dual"))
-        single = figure_rows.get("train:single", figure_rows.get("any:single"))
-        if dual is not None or single is not None:
-            figure = "figures/channel_decomposition.png"
-            pngs = channel_figure(
-                dual.to_pylist()[0] if dual is not None else None,
-                single.to_pylist()[0] if single is not None else None,
-            )
-            atomic.write_bytes(tmp_dir / figure, pngs)
-
-        stats = _stats(counts, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
-        stats["metadata_keys"] = dict(sorted(metadata_keys.items()))
+        shard_rows = _write_shards(streams, tmp_dir, shard_bytes, row_group_rows, tally)
+        demo_table = _write_demo(tmp_dir, tally.demo, row_group_rows)
+        _write_shards_csv(tmp_dir, shard_rows)
+        figure = _write_figure(tmp_dir, tally.figure_rows)
+        stats = _stats(tally, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
         atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
         _swap_in(tmp_dir, out_dir)
     except BaseException:
@@ -469,14 +402,120 @@ def write_release(
     return {"out_dir": str(out_dir), **stats}
 
 
+def _check_arguments(
+    species_parts: dict[str, list[Path]], splits: dict[str, Path], shard_bytes: int, row_group_rows: int
+) -> None:
+    if shard_bytes < 1:
+        raise ReleaseError(f"shard_bytes must be positive, got {shard_bytes}")
+    if row_group_rows < 1:
+        raise ReleaseError(f"row_group_rows must be positive, got {row_group_rows}")
+    if set(species_parts) - set(splits):
+        raise ReleaseError(f"no split assignment for species {sorted(set(species_parts) - set(splits))}")
+
+
+def _fresh_tmp_dir(out_dir: Path) -> Path:
+    """The empty temp dir beside out_dir that the release is written into (a killed run's is removed)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.parent / f".{out_dir.name}.building"
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)  # left by a killed run
+    tmp_dir.mkdir()
+    return tmp_dir
+
+
+@dataclass
+class _Tally:
+    """What the card, the demo shard and the figure need from the rows, gathered in the one pass of the merge."""
+
+    demo_rows_per_type: int
+    counts: Counter = field(default_factory=Counter)  # (split, species, sample_type, has_after_mask)
+    demo: dict[str, list[pa.Table]] = field(default_factory=lambda: {t: [] for t in SAMPLE_TYPES})
+    figure_rows: dict[str, pa.Table] = field(default_factory=dict)
+    metadata_keys: dict[str, list[str]] = field(default_factory=dict)  # archive -> the keys of its first row
+
+    def add(self, part: _Part, i: int) -> None:
+        r = part.rows[i]
+        split, st = r["split"], r["sample_type"]
+        self.counts[(split, r["species"], st, bool(r["has_after_mask"]))] += 1
+        if r["source_archive"] not in self.metadata_keys:
+            self.metadata_keys[r["source_archive"]] = sorted(json.loads(r["metadata"]))
+        if split == "train" and len(self.demo[st]) < self.demo_rows_per_type:
+            self.demo[st].append(part.table.take([i]))
+        # The figure: the first train row of each kind (dual / single), else the first of any split.
+        kind = ("train:" if split == "train" else "any:") + ("dual" if st in DUAL_TYPES else "single")
+        if kind not in self.figure_rows:
+            self.figure_rows[kind] = part.table.take([i])
+
+
+def _write_shards(
+    streams: list[Iterator[tuple]], tmp_dir: Path, shard_bytes: int, row_group_rows: int, tally: _Tally
+) -> list[dict]:
+    """Route every row of the k-way merge of the species streams to its split's writer (tallying it), close
+    them, and return the shard rows of shards.csv, by path. On failure the open shards are aborted."""
+    writers: dict[str, _SplitWriter] = {}
+    try:
+        writers = {s: _SplitWriter(s, tmp_dir, shard_bytes, row_group_rows) for s in SPLITS}
+        prev: str | None = None
+        for h, _sp_idx, i, part in heapq.merge(*streams, key=itemgetter(0)):
+            if h == prev:
+                raise ReleaseError(f"duplicate combined_sample_hash {h} across species (second in {part.path})")
+            prev = h
+            writers[part.rows[i]["split"]].add(part, i)
+            tally.add(part, i)
+        if not tally.counts:
+            raise ReleaseError("no rendered rows: refusing to write an empty release")
+        for s in SPLITS:
+            writers[s].close()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return sorted((row for w in writers.values() for row in w.shards), key=itemgetter("path"))
+
+
+def _write_demo(tmp_dir: Path, demo: dict[str, list[pa.Table]], row_group_rows: int) -> pa.Table:
+    """demo.parquet: the first train rows of every sample type, by hash, with the full schema."""
+    demo_rows = sorted(
+        (t for ts in demo.values() for t in ts), key=lambda t: t.column("combined_sample_hash")[0].as_py()
+    )
+    demo_table = pa.concat_tables(demo_rows).combine_chunks() if demo_rows else RELEASE_SCHEMA.empty_table()
+    atomic.write_parquet(tmp_dir / "demo.parquet", demo_table, **SHARD_OPTIONS, row_group_size=row_group_rows)
+    return demo_table
+
+
+def _write_shards_csv(tmp_dir: Path, shard_rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SHARDS_CSV_HEADER)
+    for row in shard_rows:
+        w.writerow([row[c] for c in SHARDS_CSV_HEADER])
+    atomic.write_text(tmp_dir / "shards.csv", buf.getvalue())
+
+
+def _write_figure(tmp_dir: Path, figure_rows: dict[str, pa.Table]) -> str | None:
+    """The card's channel figure from a dual and a single row (train ones first); its path, None if no row."""
+    dual = figure_rows.get("train:dual", figure_rows.get("any:dual"))
+    single = figure_rows.get("train:single", figure_rows.get("any:single"))
+    if dual is None and single is None:
+        return None
+    figure = "figures/channel_decomposition.png"
+    pngs = channel_figure(
+        dual.to_pylist()[0] if dual is not None else None,
+        single.to_pylist()[0] if single is not None else None,
+    )
+    atomic.write_bytes(tmp_dir / figure, pngs)
+    return figure
+
+
 def _stats(
-    counts: Counter, shard_rows: list[dict], failures: dict, manifests: dict, n_demo: int, figure: str | None
+    tally: _Tally, shard_rows: list[dict], failures: dict, manifests: dict, n_demo: int, figure: str | None
 ) -> dict:
+    """The counts the card states (and write_release returns)."""
     rows = {s: 0 for s in SPLITS}
     by_type = {s: {t: 0 for t in SAMPLE_TYPES} for s in SPLITS}
     by_species: dict[str, dict[str, int]] = {}
     split_edits = {"total": 0, "with_after_mask": 0}
-    for (split, sp, st, ham), n in sorted(counts.items()):
+    for (split, sp, st, ham), n in sorted(tally.counts.items()):
         rows[split] += n
         by_type[split][st] += n
         by_species.setdefault(sp, {s: 0 for s in SPLITS})[split] += n
@@ -493,12 +532,11 @@ def _stats(
         "by_type": by_type,
         "by_species": dict(sorted(by_species.items())),
         "split_edits": split_edits,
-        "dual_types": sorted(DUAL_TYPES),
-        "single_types": sorted(SINGLE_TYPES),
         "shards": shards,
         "shard_list": shard_rows,
         "failures": failures,
         "split_manifests": manifests,
         "n_demo_rows": n_demo,
         "figure": figure,
+        "metadata_keys": dict(sorted(tally.metadata_keys.items())),
     }

@@ -16,11 +16,8 @@ import pyarrow.compute as pc
 from pywuffs import ImageDecoderType, PixelFormat
 from pywuffs.aux import ImageDecoder, ImageDecoderConfig
 
-from config.schema import SAMPLE_TYPES
-from pipeline.hashing import md5_hex
-from pipeline.samples import DUAL_TYPES, LABELS, SAME_NEURON, source_archive, task_routing
-from render.encode import decode_geometry
-from shard.schema import (
+from pipeline.core.hashing import md5_hex
+from pipeline.core.release_schema import (
     EM_COLUMNS,
     SPLIT_MASK_A,
     SPLIT_MASK_B,
@@ -28,6 +25,8 @@ from shard.schema import (
     SPLIT_MASK_COLUMNS,
     SPLITS,
 )
+from pipeline.core.samples import DUAL_TYPES, LABELS, SAME_NEURON, SAMPLE_TYPES, source_archive, task_routing
+from render.encode import decode_geometry
 
 SINGLE_TYPES = frozenset(SAMPLE_TYPES) - DUAL_TYPES
 # sample_type -> (same_neuron, false_split_correction_label, false_merge_identification_label)

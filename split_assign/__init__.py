@@ -1,4 +1,4 @@
-"""The 80 um cube hasher and the split manifest (CONTRACT.md section 5)."""
+"""The 80 um cube hasher and the split manifest (ARCHITECTURE.md, contract §5)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pyarrow as pa
 
-from pipeline import atomic
+from pipeline.core import atomic
 from split_assign.cubes import (
     ASSIGNMENT_SCHEMA,
     assign,

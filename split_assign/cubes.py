@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import UserError
-from pipeline.hashing import unit_interval
-from shard.schema import SPLITS
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import unit_interval
+from pipeline.core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS, SPLITS
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [
@@ -24,8 +24,6 @@ ASSIGNMENT_SCHEMA = pa.schema(
         ("cube_z", pa.int64()),
     ]
 )
-DEFAULT_CUBE_NM = 80_000.0
-DEFAULT_RATIOS = (0.75, 0.125, 0.125)
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
@@ -34,7 +32,7 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
 
 
-def split_of_unit(u: float, ratios: Sequence[float] = DEFAULT_RATIOS) -> str:
+def split_of_unit(u: float, ratios: Sequence[float] = SPLIT_RATIOS) -> str:
     """Map a number in [0, 1) to train / validation / test by the cumulative ratios."""
     if u < ratios[0]:
         return "train"
@@ -43,7 +41,7 @@ def split_of_unit(u: float, ratios: Sequence[float] = DEFAULT_RATIOS) -> str:
     return "test"
 
 
-def cube_split(species: str, i: int, j: int, k: int, salt: str, ratios: Sequence[float] = DEFAULT_RATIOS) -> str:
+def cube_split(species: str, i: int, j: int, k: int, salt: str, ratios: Sequence[float] = SPLIT_RATIOS) -> str:
     """The split of cube (i, j, k) of `species`: a pure function of the cube, never of its samples."""
     return split_of_unit(unit_interval(species, int(i), int(j), int(k), salt), ratios)
 
@@ -89,8 +87,8 @@ def assign(
     bbox_max_nm: Sequence[float],
     species: str,
     salt: str,
-    cube_nm: float = DEFAULT_CUBE_NM,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
+    cube_nm: float = SPLIT_CUBE_NM,
+    ratios: Sequence[float] = SPLIT_RATIOS,
 ) -> pa.Table:
     """Assign every point to a split by its cube.
 
@@ -139,8 +137,8 @@ def manifest(
     bbox_max_nm: Sequence[float],
     species: str,
     salt: str,
-    cube_nm: float = DEFAULT_CUBE_NM,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
+    cube_nm: float = SPLIT_CUBE_NM,
+    ratios: Sequence[float] = SPLIT_RATIOS,
 ) -> dict:
     """The split manifest of one species: the rule, and every occupied cube (sorted by index) with its
     split and sample count. Deterministic: no wall-clock time."""

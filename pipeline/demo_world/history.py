@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.hashing import rng_for
 from pipeline.demo_world.plan import SitePlan
-from pipeline.hashing import rng_for
 
 WORLD_START = 1733011200  # 2024-12-01T00:00:00Z: the initial roots
 OPS_START = 1735689600  # 2025-01-01T00:00:00Z

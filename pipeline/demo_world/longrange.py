@@ -1,6 +1,6 @@
 """Long-range neurons: a few demo neurons whose axon leaves its site and runs far across the volume.
 
-Why: a sample's fetch box (pipeline.fetch.crop_box_half_nm) is ~7 um wide, and every other demo neuron
+Why: a sample's fetch box (pipeline.sources.fetch_sample.crop_box_half_nm) is ~7 um wide, and every other demo neuron
 fits in its 4 um site, so a bounded mesh fetch would save nothing on them. Real neurons (a MICrONS
 pyramidal cell, a fly projection neuron) reach far beyond any sample's box: these axons, >= 80 um
 long with a few side twigs (branch points, hence junction samples far from the site), make the
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import zmesh
 
+from pipeline.core.hashing import rng_for
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import Tree, rasterize
-from pipeline.hashing import rng_for
 
 AXON_LENGTH_NM = (85_000.0, 100_000.0)  # reach >= 10 x the demo fetch box (2 x 3439 nm)
 AXON_STEP_NM = 400.0

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.hashing import rng_for
+from pipeline.core.release_schema import SPLIT_CUBE_NM
 from pipeline.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
 from pipeline.demo_world.longrange import AxonSpec, grow_axon
-from pipeline.hashing import rng_for
 
 RES = np.array([32.0, 32.0, 45.0])
 CHUNK = np.array([64, 64, 40])
 SITE_VX = np.array([128, 128, 80])
 VOXEL_OFFSET = np.array([640, 512, 120])
 VOLUME_SIZE = np.array([11264, 8128, 4000])  # 360.4 x 260.1 x 180.0 um
-CUBE_NM = 80_000.0
 MARGIN_NM = 420.0
 
 
@@ -55,16 +55,16 @@ class SitePlan:
         return len(self.label_neuron) - 1
 
     def neuron_labels(self, k: int) -> frozenset[int]:
-        return frozenset(int(x) for x in np.flatnonzero(self.label_neuron == k))
+        return _labels_of(self.label_neuron, k)
 
 
 def place_sites(n_sites: int, seed: int) -> list[np.ndarray]:
     """Chunk-aligned, non-overlapping site corners (global voxels), spread over the 80 um cubes."""
     rng = rng_for("demo_world", seed, "sites")
-    n_cubes = np.ceil(VOLUME_SIZE * RES / CUBE_NM).astype(int)
+    n_cubes = np.ceil(VOLUME_SIZE * RES / SPLIT_CUBE_NM).astype(int)
     cubes = [np.array(c) for c in np.ndindex(*n_cubes)]
     order = rng.permutation(len(cubes))
-    cube_vx = CUBE_NM / RES
+    cube_vx = SPLIT_CUBE_NM / RES
     placed: list[np.ndarray] = []
     for s in range(n_sites):
         cube = cubes[order[s % len(cubes)]]
@@ -87,14 +87,67 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: AxonSpec | None = None) -> SitePlan:
-    rng = rng_for("demo_world", seed, "site", site)
-    box = SITE_VX * RES
-    trees = [grow_neuron(rng, box, MARGIN_NM) for _ in range(n_neurons)]
-    n_orig = [t.n for t in trees]
-    order = [int(x) for x in rng.permutation(n_neurons)]
+@dataclass
+class _Contact:
+    """A false merge: a branch of neuron i grown onto neuron j at j's node `node` (position q)."""
 
-    # False merges: a branch of neuron i grows onto neuron j (they touch; the start state joins them).
+    i: int
+    j: int
+    branch: list[int]  # the new nodes of i, the last one touching j
+    q: np.ndarray
+    node: int
+
+
+@dataclass
+class _Cut:
+    """A false split: neuron i cut at node u (degree 2) between its parent pp and its child c."""
+
+    i: int
+    c: int
+    u: int
+    pp: int
+    bystanders: list[int] = field(default_factory=list)  # neurons grown to touch i at u
+
+
+def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: AxonSpec | None = None) -> SitePlan:
+    """The plan of one site: neurons, the false merges and splits their start state has, the edits that fix
+    them, and the supervoxels. One seeded stream per site, drawn in the order of the steps below (the long
+    axon has its own)."""
+    rng = rng_for("demo_world", seed, "site", site)
+    trees = [grow_neuron(rng, SITE_VX * RES, MARGIN_NM) for _ in range(n_neurons)]
+    n_orig = [t.n for t in trees]  # nodes of each neuron before anything grows onto another
+    order = [int(x) for x in rng.permutation(n_neurons)]
+    contacts, avoid = _false_merges(rng, trees, n_orig, order)
+    cuts = _false_splits(rng, trees, n_orig, avoid)
+    _grow_bystanders(rng, trees, n_orig, cuts, contacts)
+    long_nodes: list[int] = []
+    if axon is not None:
+        k = axon.neuron
+        long_nodes = grow_axon(rng_for("demo_world", seed, "axon", site), trees[k], n_orig[k], start_vx * RES, axon)
+    edge_label, label_neuron = _supervoxels(trees, cuts)
+    fragments = _fragments(trees, cuts, edge_label, label_neuron)
+    merges = [_merge_op(trees[cut.i], cut, edge_label[cut.i], label_neuron) for cut in cuts]
+    splits = [_split_op(trees[ct.i], ct, edge_label[ct.i], label_neuron) for ct in contacts]
+    return SitePlan(
+        index=site,
+        start_vx=np.asarray(start_vx),
+        trees=trees,
+        edge_label=edge_label,
+        label_neuron=label_neuron,
+        initial_groups=_initial_groups(contacts, fragments, edge_label),
+        ops=merges + splits,
+        bystanders=[cut.bystanders for cut in cuts],
+        long_neuron=axon.neuron if axon is not None else -1,
+        long_nodes=long_nodes,
+    )
+
+
+def _false_merges(
+    rng: np.random.Generator, trees: list[Tree], n_orig: list[int], order: list[int]
+) -> tuple[list[_Contact], dict[int, set[int]]]:
+    """Pair the neurons in `order`; in each pair a branch of i grows onto j (they touch; the start state joins
+    them). Returns the contacts and, per neuron, the nodes a cut must avoid (j's contact node and neighbours)."""
+    n_neurons = len(trees)
     contacts = []
     avoid: dict[int, set[int]] = {k: set() for k in range(n_neurons)}
     for p in range(n_neurons // 2):
@@ -108,11 +161,18 @@ def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: 
                 break
         if not branch:
             continue
-        contacts.append({"i": i, "j": j, "branch": branch, "q": tj.pos[node].copy(), "node": node})
+        contacts.append(_Contact(i, j, branch, tj.pos[node].copy(), node))
         kids = [c for c, par in enumerate(tj.parent) if par == node]
         avoid[j] |= {node, tj.parent[node], *kids}
+    return contacts, avoid
 
-    # False splits: neuron i is cut at a node u of degree 2 (edge u->c starts the far side).
+
+def _false_splits(
+    rng: np.random.Generator, trees: list[Tree], n_orig: list[int], avoid: dict[int, set[int]]
+) -> list[_Cut]:
+    """Half the neurons (rounded up) are cut at a node u of degree 2 (edge u->c starts the far side), away from
+    a contact and leaving at least 4 nodes on each side."""
+    n_neurons = len(trees)
     cuts = []
     for i in (int(x) for x in rng.permutation(n_neurons)[: (n_neurons + 1) // 2]):
         t = trees[i]
@@ -127,32 +187,35 @@ def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: 
                 cands.append(c)
         if cands:
             c = cands[int(rng.integers(len(cands)))]
-            cuts.append({"i": i, "c": c, "u": t.parent[c], "pp": t.parent[t.parent[c]]})
+            cuts.append(_Cut(i, c, t.parent[c], t.parent[t.parent[c]]))
+    return cuts
 
-    # Bystanders: two other neurons grow a branch that touches neuron i at the cut.
+
+def _grow_bystanders(
+    rng: np.random.Generator, trees: list[Tree], n_orig: list[int], cuts: list[_Cut], contacts: list[_Contact]
+) -> None:
+    """Two other neurons (the false-merge partner last) grow a branch that touches neuron i at each cut, so the
+    merge that fixes it has adjacent roots: adds to `trees` and to each cut's `bystanders`."""
+    n_neurons = len(trees)
     partner = {}
     for ct in contacts:
-        partner[ct["i"]] = ct["j"]
-        partner[ct["j"]] = ct["i"]
+        partner[ct.i] = ct.j
+        partner[ct.j] = ct.i
     for cut in cuts:
-        i, u = cut["i"], cut["u"]
+        i, u = cut.i, cut.u
         others = [int(k) for k in rng.permutation(n_neurons) if k != i]
         others.sort(key=lambda k: k == partner.get(i))
-        cut["bystanders"] = []
         for k in others[:2]:
             radius = float(rng.uniform(100.0, 140.0))
             br = touch_branch(rng, trees[k], trees[i].pos[u], trees[i].radius[u], list(range(n_orig[k])), radius, 800.0)
             if br:
-                cut["bystanders"].append(k)
+                cut.bystanders.append(k)
 
-    # A long axon (own seeded stream: every other draw of the site is unchanged by it).
-    long_nodes: list[int] = []
-    if axon is not None:
-        k = axon.neuron
-        long_nodes = grow_axon(rng_for("demo_world", seed, "axon", site), trees[k], n_orig[k], start_vx * RES, axon)
 
-    # Supervoxels: pieces of the trees, cut nodes forced to be piece boundaries.
-    breaks = {k: {cut["u"] for cut in cuts if cut["i"] == k} for k in range(n_neurons)}
+def _supervoxels(trees: list[Tree], cuts: list[_Cut]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Pieces of the trees as labels 1..n, cut nodes forced to be piece boundaries: (per tree the label of each
+    edge by child node, 0 for the root; the neuron of each label, -1 for label 0)."""
+    breaks = {k: {cut.u for cut in cuts if cut.i == k} for k in range(len(trees))}
     edge_label, label_neuron, next_label = [], [-1], 1
     for k, t in enumerate(trees):
         pc = pieces(t, breaks[k])
@@ -160,50 +223,66 @@ def plan_site(seed: int, site: int, start_vx: np.ndarray, n_neurons: int, axon: 
         edge_label.append(np.where(pc >= 0, pc + next_label, 0))
         label_neuron.extend([k] * n_pieces)
         next_label += n_pieces
-    label_neuron_arr = np.array(label_neuron, dtype=np.int64)
+    return edge_label, np.array(label_neuron, dtype=np.int64)
 
-    def labels_of(k: int) -> frozenset[int]:
-        return frozenset(int(x) for x in np.flatnonzero(label_neuron_arr == k))
 
-    fragments: dict[int, list[frozenset[int]]] = {k: [labels_of(k)] for k in range(n_neurons)}
-    ops: list[OpPlan] = []
-    bystanders: list[list[int]] = []
+def _labels_of(label_neuron: np.ndarray, k: int) -> frozenset[int]:
+    return frozenset(int(x) for x in np.flatnonzero(label_neuron == k))
+
+
+def _cut_sides(
+    tree: Tree, cut: _Cut, edge_label: np.ndarray, label_neuron: np.ndarray
+) -> tuple[frozenset[int], frozenset[int]]:
+    """(near, far): the labels of neuron i on each side of its cut."""
+    far = frozenset(int(edge_label[x]) for x in tree.subtree(cut.c))
+    return _labels_of(label_neuron, cut.i) - far, far
+
+
+def _fragments(
+    trees: list[Tree], cuts: list[_Cut], edge_label: list[np.ndarray], label_neuron: np.ndarray
+) -> dict[int, list[frozenset[int]]]:
+    """Each neuron's pieces before any merge: the whole neuron, or the two sides of its cut."""
+    fragments = {k: [_labels_of(label_neuron, k)] for k in range(len(trees))}
     for cut in cuts:
-        i, c, u, pp = cut["i"], cut["c"], cut["u"], cut["pp"]
-        t = trees[i]
-        far = frozenset(int(edge_label[i][x]) for x in t.subtree(c))
-        near = labels_of(i) - far
-        fragments[i] = [near, far]
-        pu = t.pos[u]
-        src = pu + _unit(t.pos[pp] - pu) * min(130.0, 0.5 * float(np.linalg.norm(t.pos[pp] - pu)))
-        snk = pu + _unit(t.pos[c] - pu) * min(130.0, 0.5 * float(np.linalg.norm(t.pos[c] - pu)))
-        ops.append(OpPlan("merge", (i,), near, far, src, snk, int(edge_label[i][u]), int(edge_label[i][c])))
-        bystanders.append(cut["bystanders"])
+        fragments[cut.i] = list(_cut_sides(trees[cut.i], cut, edge_label[cut.i], label_neuron))
+    return fragments
 
-    groups = {frag: {frag} for k in range(n_neurons) for frag in fragments[k]}
+
+def _toward(p: np.ndarray, q: np.ndarray, cap: float, fraction: float) -> np.ndarray:
+    """The point from p towards q, at min(cap, fraction of the distance)."""
+    return p + _unit(q - p) * min(cap, fraction * float(np.linalg.norm(q - p)))
+
+
+def _merge_op(tree: Tree, cut: _Cut, edge_label: np.ndarray, label_neuron: np.ndarray) -> OpPlan:
+    """The merge that fixes a cut: source on the near side, sink on the far side, each 130 nm from u at most."""
+    near, far = _cut_sides(tree, cut, edge_label, label_neuron)
+    pu = tree.pos[cut.u]
+    src = _toward(pu, tree.pos[cut.pp], 130.0, 0.5)
+    snk = _toward(pu, tree.pos[cut.c], 130.0, 0.5)
+    return OpPlan("merge", (cut.i,), near, far, src, snk, int(edge_label[cut.u]), int(edge_label[cut.c]))
+
+
+def _split_op(tree_i: Tree, ct: _Contact, edge_label_i: np.ndarray, label_neuron: np.ndarray) -> OpPlan:
+    """The split that fixes a contact: source on i's branch just before its tip, sink on j where it touches."""
+    tip = int(edge_label_i[ct.branch[-1]])
+    end = tree_i.pos[ct.branch[-1]]
+    prev = tree_i.pos[tree_i.parent[ct.branch[-1]]]
+    src = _toward(end, prev, 220.0, 0.8)
+    src_labels, snk_labels = _labels_of(label_neuron, ct.i), _labels_of(label_neuron, ct.j)
+    return OpPlan("split", (ct.i, ct.j), src_labels, snk_labels, src, ct.q, tip, tip)
+
+
+def _initial_groups(
+    contacts: list[_Contact], fragments: dict[int, list[frozenset[int]]], edge_label: list[np.ndarray]
+) -> list[frozenset[int]]:
+    """The start state's roots: every fragment on its own, but the two sides of a contact joined (by the
+    fragment holding i's branch tip and the one holding j's contact node), ordered by their lowest label."""
+    groups = {frag: {frag} for frags in fragments.values() for frag in frags}
     for ct in contacts:
-        i, j, branch = ct["i"], ct["j"], ct["branch"]
-        ti = trees[i]
-        tip = int(edge_label[i][branch[-1]])
-        fi = next(f for f in fragments[i] if tip in f)
-        fj = next(f for f in fragments[j] if int(edge_label[j][ct["node"]]) in f)
+        tip = int(edge_label[ct.i][ct.branch[-1]])
+        fi = next(f for f in fragments[ct.i] if tip in f)
+        fj = next(f for f in fragments[ct.j] if int(edge_label[ct.j][ct.node]) in f)
         merged = groups[fi] | groups[fj]
         for f in merged:
             groups[f] = merged
-        end = ti.pos[branch[-1]]
-        prev = ti.pos[ti.parent[branch[-1]]]
-        src = end + _unit(prev - end) * min(220.0, 0.8 * float(np.linalg.norm(prev - end)))
-        ops.append(OpPlan("split", (i, j), labels_of(i), labels_of(j), src, ct["q"], tip, tip))
-    initial = sorted({frozenset().union(*g) for g in map(frozenset, groups.values())}, key=min)
-    return SitePlan(
-        index=site,
-        start_vx=np.asarray(start_vx),
-        trees=trees,
-        edge_label=edge_label,
-        label_neuron=label_neuron_arr,
-        initial_groups=initial,
-        ops=ops,
-        bystanders=bystanders,
-        long_neuron=axon.neuron if axon is not None else -1,
-        long_nodes=long_nodes,
-    )
+    return sorted({frozenset().union(*g) for g in map(frozenset, groups.values())}, key=min)

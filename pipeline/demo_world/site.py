@@ -13,15 +13,15 @@ import zmesh
 from cloudvolume import CloudVolume, Mesh
 from scipy import ndimage
 
-from pipeline.bank import adjacent_roots
+from pipeline.candidates import adjacent_roots
+from pipeline.core.hashing import rng_for
+from pipeline.core.samples import ADJACENT_CUTOUT_NM
 from pipeline.demo_world.em import em_image
 from pipeline.demo_world.geometry import face_contacts, rasterize
 from pipeline.demo_world.history import supervoxel_ids
 from pipeline.demo_world.plan import RES, SITE_VX, SitePlan
-from pipeline.hashing import rng_for
 from pipeline.sources.base import cutout_box
 
-ADJ_CUTOUT_NM = 500.0
 MAX_SYNAPSES_PER_SITE = 10
 
 
@@ -64,18 +64,42 @@ def _nt_scores(rng: np.random.Generator, seed: int, site: int, neuron: int) -> l
 
 
 def run_site(job: SiteJob) -> dict:
-    plan, seed = job.plan, job.seed
-    shape = tuple(int(x) for x in SITE_VX)
+    """Rasterize the site, place its edit points on voxels, find the roots adjacent to each merge, write its EM
+    and segmentation chunks and its roots' meshes, draw its synapses and a point on each neuron."""
+    plan = job.plan
+    labels = _rasterize(plan)
+    start_vx = plan.start_vx.astype(np.int64)
+    points, status = _edit_points(plan, labels, start_vx)
+    adjacent = _adjacent_at_merges(job.merge_luts, points, labels, start_vx)
+    _write_chunks(job, labels, start_vx)
+    meshes = _root_meshes(job, labels, start_vx)
+    if meshes:
+        _segmentation(job.world_tmp).mesh.put(meshes, compress="gzip", skip_delete=True)
+    return {
+        "site": plan.index,
+        "points": points,
+        "point_status": status,
+        "adjacent": adjacent,
+        "synapses": _synapses(plan, labels, start_vx, job.seed),
+        "anchors": _anchors(plan, labels, start_vx),
+        "foreground_voxels": int(np.count_nonzero(labels)),
+    }
+
+
+def _rasterize(plan: SitePlan) -> np.ndarray:
+    """The site's label volume (site-local labels, 0 outside every neuron): each tree edge a capsule."""
     capsules = []
     for k, t in enumerate(plan.trees):
         pos = t.positions()
         for c, p in enumerate(t.parent):
             if p >= 0:
                 capsules.append((pos[p], pos[c], t.radius[p], t.radius[c], int(plan.edge_label[k][c])))
-    labels = rasterize(shape, RES, capsules)
-    start_vx = plan.start_vx.astype(np.int64)
+    return rasterize(tuple(int(x) for x in SITE_VX), RES, capsules)
 
-    # Edit points on voxels of the right side.
+
+def _edit_points(plan: SitePlan, labels: np.ndarray, start_vx: np.ndarray) -> tuple[list, list[int]]:
+    """Each op's (source, sink) on voxels of the right side (global voxels), and how many points were found
+    exactly where planned / moved / not found."""
     points, status = [], [0, 0, 0]
     for op in plan.ops:
         src, s1 = locate(labels, op.src_nm, op.src_labels)
@@ -83,33 +107,51 @@ def run_site(job: SiteJob) -> dict:
         status[s1] += 1
         status[s2] += 1
         points.append(((src + start_vx).tolist(), (snk + start_vx).tolist()))
+    return points, status
 
-    # Adjacent roots around each merge point at T-1 (the pipeline's 500 nm cutout).
+
+def _adjacent_at_merges(
+    merge_luts: dict[int, tuple[np.ndarray, list[int]]], points: list, labels: np.ndarray, start_vx: np.ndarray
+) -> dict[int, list[int]]:
+    """The roots adjacent to each merge's before roots at T-1, in the pipeline's 500 nm cutout around its
+    points: what the pipeline's adjacent controls can draw."""
+    shape = labels.shape
     adjacent = {}
-    for k, (lut, before) in job.merge_luts.items():
+    for k, (lut, before) in merge_luts.items():
         src, snk = (np.array(p) - start_vx for p in points[k])
-        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJ_CUTOUT_NM, RES)
+        lo, hi = cutout_box((src + snk) / 2.0 * RES, ADJACENT_CUTOUT_NM, RES)
         lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, np.array(shape))
         crop = labels[lo_c[0] : hi_c[0], lo_c[1] : hi_c[1], lo_c[2] : hi_c[2]]
         found = adjacent_roots(lut[crop], sorted(before), exclude=set(before))
         adjacent[k] = sorted({adj for _base, adj, _contact in found})
+    return adjacent
 
-    # EM and segmentation chunks.
+
+def _segmentation(world_tmp: str) -> CloudVolume:
+    return CloudVolume(f"file://{world_tmp}/segmentation", progress=False, compress="gzip")
+
+
+def _write_chunks(job: SiteJob, labels: np.ndarray, start_vx: np.ndarray) -> None:
+    """The site's EM (seeded by the site) and supervoxel chunks."""
+    plan = job.plan
     sv_lut = supervoxel_ids(plan.index, plan.n_labels)
-    em = em_image(rng_for("demo_world", seed, "em", plan.index), labels, RES)
-    box = tuple(slice(int(start_vx[a]), int(start_vx[a] + shape[a])) for a in range(3))
-    cv_em = CloudVolume(f"file://{job.world_tmp}/em", progress=False, compress="gzip")
-    cv_em[box] = em
-    cv_seg = CloudVolume(f"file://{job.world_tmp}/segmentation", progress=False, compress="gzip")
-    cv_seg[box] = sv_lut[labels]
+    em = em_image(rng_for("demo_world", job.seed, "em", plan.index), labels, RES)
+    box = tuple(slice(int(start_vx[a]), int(start_vx[a] + labels.shape[a])) for a in range(3))
+    CloudVolume(f"file://{job.world_tmp}/em", progress=False, compress="gzip")[box] = em
+    _segmentation(job.world_tmp)[box] = sv_lut[labels]
 
-    # Meshes of every root of the site, in nm world coordinates.
+
+def _root_meshes(job: SiteJob, labels: np.ndarray, start_vx: np.ndarray) -> list[Mesh]:
+    """A mesh of every root of the site in nm world coordinates (the long axon's outside parts appended to
+    each root holding all their labels)."""
+    plan = job.plan
+    shape = np.array(labels.shape)
     objects = ndimage.find_objects(labels.astype(np.int64), max_label=plan.n_labels)
     meshes = []
     for rid, members in job.roots:
         sls = [objects[m - 1] for m in sorted(members) if objects[m - 1] is not None]
         lo = np.maximum(np.min([[s.start for s in sl] for sl in sls], axis=0) - 1, 0)
-        hi = np.minimum(np.max([[s.stop for s in sl] for sl in sls], axis=0) + 1, np.array(shape))
+        hi = np.minimum(np.max([[s.stop for s in sl] for sl in sls], axis=0) + 1, shape)
         lut = np.zeros(plan.n_labels + 1, dtype=np.uint32)
         lut[sorted(members)] = 1
         mask = lut[labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]]
@@ -124,11 +166,12 @@ def run_site(job: SiteJob) -> dict:
                 faces = np.concatenate([faces, f_out + np.uint32(len(vertices))])
                 vertices = np.concatenate([vertices, v_out])
         meshes.append(Mesh(vertices, faces, segid=rid))
-    if meshes:
-        cv_seg.mesh.put(meshes, compress="gzip", skip_delete=True)
+    return meshes
 
-    # Synapse candidates at contacts between different neurons.
-    rng = rng_for("demo_world", seed, "synapses", plan.index)
+
+def _neuron_contacts(plan: SitePlan, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Face-adjacent voxel pairs on two different neurons: (first, second voxels, their labels, and a code per
+    pair that names the unordered pair of neurons)."""
     first, second = face_contacts(labels)
     la = labels[tuple(first.T)].astype(np.int64)
     lb = labels[tuple(second.T)].astype(np.int64)
@@ -137,6 +180,14 @@ def run_site(job: SiteJob) -> dict:
     first, second, la, lb, na, nb = first[keep], second[keep], la[keep], lb[keep], na[keep], nb[keep]
     n = len(plan.trees)
     codes = np.minimum(na, nb) * n + np.maximum(na, nb)
+    return first, second, la, lb, codes
+
+
+def _synapses(plan: SitePlan, labels: np.ndarray, start_vx: np.ndarray, seed: int) -> list[dict]:
+    """Synapse candidates at contacts between different neurons (pairs with at least 4 contacts, one or two
+    each, in a seeded order, at most MAX_SYNAPSES_PER_SITE), each with a seeded direction and scores."""
+    rng = rng_for("demo_world", seed, "synapses", plan.index)
+    first, second, la, lb, codes = _neuron_contacts(plan, labels)
     synapses = []
     pair_codes, counts = np.unique(codes, return_counts=True)
     for code in rng.permutation(pair_codes[counts >= 4]):
@@ -160,8 +211,11 @@ def run_site(job: SiteJob) -> dict:
                     "nt": _nt_scores(rng, seed, plan.index, int(plan.label_neuron[lpre])),
                 }
             )
+    return synapses
 
-    # A point on each neuron (its tree root) for the proofread table.
+
+def _anchors(plan: SitePlan, labels: np.ndarray, start_vx: np.ndarray) -> list[list[int]]:
+    """A voxel on each neuron, near its tree root (global voxels): the proofread table's point."""
     anchors = []
     for k, t in enumerate(plan.trees):
         v, st = locate(labels, t.pos[0], plan.neuron_labels(k), window=10)
@@ -169,14 +223,4 @@ def run_site(job: SiteJob) -> dict:
             hits = np.argwhere(np.isin(labels, np.fromiter(plan.neuron_labels(k), dtype=np.int64)))
             v = hits[0]
         anchors.append((v + start_vx).tolist())
-
-    n_fg = int(np.count_nonzero(labels))
-    return {
-        "site": plan.index,
-        "points": points,
-        "point_status": status,
-        "adjacent": adjacent,
-        "synapses": synapses,
-        "anchors": anchors,
-        "foreground_voxels": n_fg,
-    }
+    return anchors

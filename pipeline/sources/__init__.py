@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, Source
-from pipeline.sources.session import SourceSession
+from pipeline.sources.retrying import RetryingSource
 
 if TYPE_CHECKING:
     from pipeline.context import BuildContext
 
-__all__ = ["Cutout", "OperationDetails", "Skeleton", "Source", "SourceSession", "open_source"]
+__all__ = ["Cutout", "OperationDetails", "Skeleton", "Source", "RetryingSource", "open_source"]
 
-_OPEN: dict[tuple, SourceSession] = {}
+_OPEN: dict[tuple, RetryingSource] = {}
 
 
-def open_source(ctx: BuildContext) -> SourceSession:
+def open_source(ctx: BuildContext) -> RetryingSource:
     """The species' source, opened once per process (each dask worker keeps its own)."""
     key = (ctx.species, str(ctx.work_dir), ctx.cfg.model_dump_json())
     if key not in _OPEN:
@@ -27,5 +27,5 @@ def open_source(ctx: BuildContext) -> SourceSession:
             from pipeline.sources.cave import CaveSource
 
             inner = CaveSource(ctx.cfg)
-        _OPEN[key] = SourceSession(inner, ctx.cfg.faults)
+        _OPEN[key] = RetryingSource(inner, ctx.cfg.faults)
     return _OPEN[key]

@@ -67,20 +67,6 @@ def cutout_box(center_nm, size_nm: float, resolution_nm) -> tuple[np.ndarray, np
     return start, start + size_vx
 
 
-def crop_to_box_nm(mesh: trimesh.Trimesh, lo_nm, hi_nm) -> trimesh.Trimesh:  # noqa: ANN001
-    """The faces with at least one vertex in [lo, hi] (whole), vertices kept in their order, re-indexed:
-    cropping this again with a smaller box gives what cropping the whole mesh with it gives."""
-    v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
-    f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
-    lo, hi = np.asarray(lo_nm, dtype=np.float64).reshape(3), np.asarray(hi_nm, dtype=np.float64).reshape(3)
-    inside = ((v >= lo) & (v <= hi)).all(axis=1)
-    f = f[inside[f].any(axis=1)]
-    used = np.zeros(len(v), dtype=bool)
-    used[f.reshape(-1)] = True
-    new_id = np.cumsum(used) - 1
-    return trimesh.Trimesh(v[used], new_id[f].reshape(-1, 3), process=False)
-
-
 def read_padded(
     read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype, chunk_size, chunk_origin  # noqa: ANN001
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -4,7 +4,7 @@ Everything is pinned: tables to `cfg.materialization_version` (else a live query
 chunkedgraph to explicit timestamps. Clients are opened lazily on first use and dropped on pickling, so
 a `CaveSource` can be shipped to dask workers; each worker reconnects on its own first call.
 
-Errors (see pipeline.errors):
+Errors (see pipeline.core.errors):
 - the first contact of a source object with a server that cannot be reached (connection refused, DNS
   failure, connect timeout) -> UserError naming the URL and what to check;
 - once a server has been reached, timeouts, dropped connections and HTTP 5xx -> TransientSourceError;
@@ -43,7 +43,7 @@ import trimesh
 from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
-from pipeline.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.cave_limits import CaveLimits, chunks, url_batches

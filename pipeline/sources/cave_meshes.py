@@ -26,7 +26,7 @@ import requests
 import trimesh
 from requests.adapters import HTTPAdapter
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 
 _LEGACY = re.compile(r"^(\d+):\d+:(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
 _INSTALLED: dict[str, Any] = {}

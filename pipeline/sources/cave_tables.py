@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.core.samples import NEUROTRANSMITTERS
 from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
 from pipeline.sources.cave_limits import CaveLimits, chunks
 
 _CAP = re.compile(r"Limited query to (\d+) rows")
 # Neurotransmitter score columns passed through when the synapse table has them (FlyWire synapses_nt_v1).
-NT_COLUMNS = ("gaba", "ach", "glut", "oct", "ser", "da")
 ID_MAX = 2**63 - 1
 
 
@@ -83,7 +83,7 @@ def synapse_columns(present: list[str], live: bool) -> list[str]:
         cols.append("ctr_pt_position")
     else:
         cols += [c for c in ("pre_pt_position", "post_pt_position") if c in present]
-    cols += [c for c in (*SYNAPSE_SCORE_COLUMNS, *NT_COLUMNS) if c in present]
+    cols += [c for c in (*SYNAPSE_SCORE_COLUMNS, *NEUROTRANSMITTERS) if c in present]
     if live:
         cols += [c for c in ("pre_pt_supervoxel_id", "post_pt_supervoxel_id") if c in present]
     return [c for c in cols if c in present]
@@ -137,7 +137,7 @@ def normalise_synapses(
     still says which): cleft_score, connection_score (FlyWire's tables have them, MICrONS' synapses_pni_2 has
     neither) and neurotransmitter scores. One row per synapse id, sorted by id."""
     have = set(present) | set(df.columns)
-    scores = [c for c in (*SYNAPSE_SCORE_COLUMNS, *NT_COLUMNS) if c in have]
+    scores = [c for c in (*SYNAPSE_SCORE_COLUMNS, *NEUROTRANSMITTERS) if c in have]
     fields = [
         ("id", pa.int64()),
         ("pre_pt_root_id", pa.uint64()),

@@ -23,8 +23,9 @@ import trimesh
 from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
-from pipeline.errors import SampleError, UserError
-from pipeline.sources.base import Cutout, OperationDetails, Skeleton, crop_to_box_nm, cutout_box, read_padded
+from pipeline.core.errors import SampleError, UserError
+from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
+from render.geometry import crop_box
 
 _STATE_CACHE = 64
 
@@ -227,7 +228,7 @@ class DemoSource:
     def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
         """The whole mesh, cropped to box_nm (faces with a vertex in it) when given."""
         whole = self._whole_mesh(root_id)
-        return whole if box_nm is None else crop_to_box_nm(whole, box_nm[0], box_nm[1])
+        return whole if box_nm is None else crop_box(whole, box_nm[0], box_nm[1])
 
     def _whole_mesh(self, root_id: int) -> trimesh.Trimesh:
         cv = self._cv("seg")

@@ -10,16 +10,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import write_parquet
-from pipeline.bank import STAGE, bank_candidates, bank_table, candidate_table, select_bank
+from pipeline.candidates import STAGE, bank_candidates, bank_table, candidate_table, select_bank
 from pipeline.context import BuildContext
-from pipeline.hashing import key_of, md5_hex
-from pipeline.ledger import write_failures
+from pipeline.core.atomic import write_parquet
+from pipeline.core.hashing import key_of, md5_hex
+from pipeline.core.ledger import write_failures
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
 from pipeline.partitions import buckets, level_for, root_digest
 from pipeline.reuse import PriorRun
@@ -43,21 +41,18 @@ class BankStage:
     def _roots_fingerprint(self, ctx: BuildContext) -> str:
         return md5_hex(key_of("roots", sorted(config_values(ctx, ROOTS_KEYS).items()), source_identity(ctx)))
 
-    def _roots_marker(self, ctx: BuildContext) -> Path:
-        return ctx.roots_path.with_suffix(".done")
-
     def prepare(self, ctx: BuildContext, force: bool) -> None:
         fp = self._roots_fingerprint(ctx)
-        if not force and marker_is_current(ctx.work_dir, self._roots_marker(ctx), fp):
+        if not force and marker_is_current(ctx.work_dir, ctx.roots_marker_path, fp):
             return
         roots = sorted({int(r) for r in open_source(ctx).proofread_roots()})
         write_parquet(ctx.roots_path, pa.table({"root_id": pa.array(roots, pa.uint64())}, schema=ROOTS_SCHEMA))
-        write_marker(self._roots_marker(ctx), {"fingerprint": fp, "n_roots": len(roots),
+        write_marker(ctx.roots_marker_path, {"fingerprint": fp, "n_roots": len(roots),
                                                "outputs": digests(ctx.work_dir, [ctx.roots_path])})  # fmt: skip
 
     def roots(self, ctx: BuildContext) -> list[int] | None:
         """The proofread roots kept under the current config (None: not queried yet, or for another config)."""
-        if not marker_is_current(ctx.work_dir, self._roots_marker(ctx), self._roots_fingerprint(ctx)):
+        if not marker_is_current(ctx.work_dir, ctx.roots_marker_path, self._roots_fingerprint(ctx)):
             return None
         return [int(r) for r in pq.read_table(ctx.roots_path).column("root_id").to_pylist()]
 
@@ -93,9 +88,6 @@ class BankStage:
         inputs = [outputs_digest(read_marker(p.marker_path(ctx))) for p in parts]
         return fingerprint(ctx, self, "select", sorted(config_values(ctx, self.select_reads).items()), *inputs)
 
-    def select_failures_path(self, ctx: BuildContext) -> Path:
-        return ctx.stage_dir(STAGE) / "select.failures.parquet"
-
     def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str:
         fp = self._select_fingerprint(ctx, parts)
         if not force and marker_is_current(ctx.work_dir, ctx.bank_marker_path, fp):
@@ -103,7 +95,7 @@ class BankStage:
         candidates = [r for p in parts for r in pq.read_table(p.output_file(ctx)).to_pylist()]
         selected = select_bank(candidates, ctx.cfg.budgets.model_dump(), ctx.species)
         write_parquet(ctx.bank_path, bank_table(selected.rows), row_group_size=BANK_ROW_GROUP)
-        write_failures(self.select_failures_path(ctx), selected.failures)
+        write_failures(ctx.select_failures_path, selected.failures)
         write_marker(ctx.bank_marker_path, {"fingerprint": fp, "n_rows": len(selected.rows),
                                             "outputs": digests(ctx.work_dir, [ctx.bank_path])})  # fmt: skip
         return f"{len(selected.rows)} bank rows selected from {len(candidates)} candidates"

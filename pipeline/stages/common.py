@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.context import BuildContext
-from pipeline.errors import SampleError, TransientSourceError, UserError
-from pipeline.hashing import key_of, md5_hex, sha256_file
-from pipeline.ledger import Failure
+from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.hashing import key_of, md5_hex, sha256_file
+from pipeline.core.ledger import Failure
 from pipeline.markers import marker_is_current
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun
@@ -92,7 +92,7 @@ def bank_partition(
     return Partition(stage.name, index, len(members), fp, level, tuple(members))
 
 
-def partition_rows(ctx: BuildContext, part: Partition) -> list[dict]:
+def rows_of_partition(ctx: BuildContext, part: Partition) -> list[dict]:
     """The bank rows of a partition, read from the row groups that hold its hash range only."""
     lo, hi = part.hash_range
     col = pc.field("combined_sample_hash")

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.context import BuildContext
-from pipeline.fetch import STAGE, crop_box_half_nm, fetch_sample, save_fetched
-from pipeline.hashing import sha256_file
+from pipeline.core.hashing import sha256_file
 from pipeline.markers import read_marker
-from pipeline.partition_meshes import PartitionMeshes
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition
 from pipeline.sources import open_source
+from pipeline.sources.fetch_sample import STAGE, crop_box_half_nm, fetch_sample, save_fetched
+from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stages.common import (
     SOURCE_KEYS,
     bank_complete,
     bank_partitions,
-    partition_rows,
+    rows_of_partition,
     run_samples,
     sample_key,
     source_identity,
@@ -84,7 +84,7 @@ class FetchStage:
         half = crop_box_half_nm(ctx.cfg)
         identity = source_identity(ctx)
         paths: dict[str, tuple[Path, str | None]] = {}
-        rows = partition_rows(ctx, part)
+        rows = rows_of_partition(ctx, part)
         meshes = PartitionMeshes(source, ctx.cfg, rows)  # each root fetched once per partition, over a union box
 
         def key_of_row(row: dict) -> str:
@@ -126,7 +126,7 @@ class FetchStage:
         """Delete fetched files no current partition records (samples that left the bank, older keys)."""
         kept = {str(path) for p in parts for path, _ in fetched_files(ctx, read_marker(p.marker_path(ctx))).values()}
         removed = 0
-        for path in (ctx.stage_dir(STAGE) / "samples").glob("*/*.npz"):
+        for path in ctx.fetched_dir.glob("*/*.npz"):
             if str(path) not in kept:
                 path.unlink(missing_ok=True)
                 removed += 1

@@ -17,15 +17,15 @@ import dask
 from tqdm.auto import tqdm
 
 from pipeline.context import BuildContext
-from pipeline.errors import UserError
-from pipeline.ledger import merge_ledger
+from pipeline.core.compute import compute
+from pipeline.core.errors import UserError
+from pipeline.core.ledger import merge_ledger
 from pipeline.reuse import load_prior
 from pipeline.runner import (
     Partition,
     PartResult,
     StageSummary,
     attempt,
-    compute,
     drop_previous,
     execute_partition,
     is_done,
@@ -129,7 +129,7 @@ def run_fetch_render(
     for stage, stage_results in ((fetch, fetched), (render, rendered)):
         errors = [r for r in stage_results if r.error]
         if errors:
-            merge_ledger(ctx.species_dir)
+            merge_ledger(ctx)
             raise stage_failed(ctx.species, stage.name, errors)
     seconds = time.perf_counter() - start
     summaries = [summarize(fetch.name, parts, fetched), summarize(render.name, render_parts, rendered)]
@@ -138,7 +138,7 @@ def run_fetch_render(
     note = fetch.finish(ctx, parts, force)
     if note:
         summaries[0].notes.append(note)
-    merge_ledger(ctx.species_dir)
+    merge_ledger(ctx)
     drop_previous(ctx, fetch.name)
     drop_previous(ctx, render.name)
     return summaries

@@ -14,8 +14,8 @@ from pathlib import Path
 from config import load_config
 from pipeline import __version__
 from pipeline.context import BuildContext, release_marker_path
-from pipeline.errors import UserError
-from pipeline.hashing import key_of, md5_hex
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import key_of, md5_hex
 from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
 from pipeline.runner import is_done
 from pipeline.stages.render import RenderStage
@@ -96,6 +96,7 @@ class ShardStage:
         summary = write_release(
             species_parts={c.species: [p.output_file(c) for p in render.plan(c)] for c in plan.contexts},
             splits={c.species: c.split_path for c in plan.contexts},
+            split_manifests={c.species: c.manifest_path for c in plan.contexts},
             failures=[c.ledger_path for c in plan.contexts if c.ledger_path.exists()],
             out_dir=Path(out),
             shard_bytes=shard_bytes(plan.contexts),

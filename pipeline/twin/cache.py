@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from cloudvolume import CloudVolume
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, ShardReader
 
-from pipeline.atomic import write_json, write_parquet
+from pipeline.core.atomic import write_json, write_parquet
+from pipeline.core.hashing import sha256_file
 from pipeline.demo_world.plan import CHUNK, RES
-from pipeline.hashing import sha256_file
 from pipeline.twin import ids
 from pipeline.twin.fragments import encode_fragment, overhang_nm, pcg_draco_bin_nm, quantization_for, split_by_chunk
 

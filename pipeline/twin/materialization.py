@@ -118,7 +118,28 @@ def run_query(app: TwinApp, table: pa.Table, name: str, data: dict, split: bool)
     return pa.table(out), warnings, resolution
 
 
+def answer_query(app: TwinApp, got: pa.Table, table: str, req: Request) -> Response:
+    """A query of one table's version as the engine answers it: an Arrow IPC stream (zstd when accepted), the
+    resolution and column names in headers, and the row cap's Warning when it cut the result."""
+    try:
+        data = json.loads(req.body or b"{}")
+    except ValueError:
+        return error(400, "query body is not JSON")
+    if req.query.get("random_sample"):
+        return error(400, "the twin does not sample tables")
+    try:
+        rows, warnings, resolution = run_query(app, got, table, data, req.flag("split_positions"))
+    except KeyError as exc:
+        return error(400, f"column {exc} not in table {table}")
+    headers = {"dataframe_resolution": resolution, "column_names": json.dumps({table: rows.column_names})}
+    if warnings:
+        headers["Warning"] = ", ".join(warnings)
+    zstd = "zstd" in req.header("Accept-Encoding").lower()
+    return Response(200, _arrow(rows, zstd), "data.arrow", headers)
+
+
 def register(router: Router, app: TwinApp) -> None:
+    """The engine's routes: version and table listings and metadata, counts and queries (answer_query)."""
     world = app.world
 
     def api_versions(req: Request) -> Response:
@@ -178,21 +199,7 @@ def register(router: Router, app: TwinApp) -> None:
         got = world.table(table, v.version)
         if got is None:
             return error(404, f"table {table} not found in version {version}")
-        try:
-            data = json.loads(req.body or b"{}")
-        except ValueError:
-            return error(400, "query body is not JSON")
-        if req.query.get("random_sample"):
-            return error(400, "the twin does not sample tables")
-        try:
-            rows, warnings, resolution = run_query(app, got, table, data, req.flag("split_positions"))
-        except KeyError as exc:
-            return error(400, f"column {exc} not in table {table}")
-        headers = {"dataframe_resolution": resolution, "column_names": json.dumps({table: rows.column_names})}
-        if warnings:
-            headers["Warning"] = ", ".join(warnings)
-        zstd = "zstd" in req.header("Accept-Encoding").lower()
-        return Response(200, _arrow(rows, zstd), "data.arrow", headers)
+        return answer_query(app, got, table, req)
 
     router.add("GET", r"/materialize/api/versions", api_versions)
     router.add("GET", r"/materialize/version", engine_version)

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from pipeline.twin.info import DATASTACK, TABLE_ID
 from pipeline.twin.limits import TwinLimits
 from pipeline.twin.server import TwinServer
@@ -29,7 +29,7 @@ def run_twin_cli(
     ctx = make_context("demo", Path(work), Path("out"))
     ensure_world(ctx)
     limits = dataclasses.replace(TwinLimits(latency_ms=latency_ms), **{k: v for k, v in changes.items() if v})
-    log_path = Path(log_path) if log_path else ctx.species_dir / "twin-requests.jsonl"
+    log_path = Path(log_path) if log_path else ctx.twin_requests_path
     try:
         server = TwinServer(
             ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path, draco_bin_nm=draco_bin_nm

@@ -1,7 +1,8 @@
 import pytest
 
-from config import SAMPLE_TYPES, known_species, load_config
-from pipeline.errors import UserError
+from config import known_species, load_config
+from pipeline.core.errors import UserError
+from pipeline.core.samples import SAMPLE_TYPES
 
 REAL = ("fly", "mouse", "human", "zebrafish")
 

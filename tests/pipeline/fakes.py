@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import SampleError
+from pipeline.candidates import BankResult, bank_candidates, select_bank
+from pipeline.core.errors import SampleError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton
 
 A, B, C, X, Y = 101, 102, 103, 201, 202  # merge A+B -> C; X, Y bystanders
@@ -87,3 +88,11 @@ class FakeSource:
         vol[7, 7, :] = Y  # touches B
         vol[3, 3, 3] = C  # an op root: never an adjacent control
         return Cutout(vol, (62.5, 62.5, 62.5), (0.0, 0.0, 0.0))
+
+
+def build_bank(source, cfg):  # noqa: ANN001, ANN201 - a test helper
+    """The whole bank in one batch (tests, small sources): candidates of every proofread root, then selection."""
+    roots = sorted({int(r) for r in source.proofread_roots()})
+    found = bank_candidates(source, cfg, roots, roots)
+    selected = select_bank(found.rows, cfg.budgets.model_dump(), cfg.species)
+    return BankResult(selected.rows, found.failures + selected.failures)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from config import load_config
-from pipeline.bank import adjacent_roots, bank_table, build_bank, edit_point_nm, junction_points
-from pipeline.samples import archive_hash, combined_hash
+from pipeline.candidates import adjacent_roots, bank_table, edit_point_nm, junction_points
+from pipeline.core.samples import archive_hash, combined_hash
 from pipeline.sources.base import OperationDetails
-from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y
+from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y, build_bank
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_junction_points_degree():
 
 
 def _candidate(i, sample_type="junction_control"):
-    from pipeline.hashing import md5_hex, unit_interval
+    from pipeline.core.hashing import md5_hex, unit_interval
 
     h = md5_hex(f"candidate-{i}")
     return {"combined_sample_hash": h, "sample_type": sample_type, "source_archive": "unified_controls_demo",
@@ -138,7 +138,7 @@ def _candidate(i, sample_type="junction_control"):
 def test_budgets_keep_the_smallest_hashed_priorities_whatever_the_arrival_order():
     import random
 
-    from pipeline.bank import select_bank
+    from pipeline.candidates import select_bank
 
     rows = [_candidate(i) for i in range(40)]
     budgets = {t: None for t in ("merge_edit", "split_edit", "adjacent_control", "synapse_control")}
@@ -154,7 +154,7 @@ def test_budgets_keep_the_smallest_hashed_priorities_whatever_the_arrival_order(
 
 
 def test_selection_merges_duplicates_and_fails_conflicts():
-    from pipeline.bank import select_bank
+    from pipeline.candidates import select_bank
 
     a, b = _candidate(1), _candidate(2)
     conflict = {**b, "metadata": json.dumps({"species": "demo", "degree": 4})}
@@ -166,7 +166,7 @@ def test_selection_merges_duplicates_and_fails_conflicts():
 
 
 def test_rows_of_an_archive_share_one_key_set_across_batches():
-    from pipeline.bank import select_bank
+    from pipeline.candidates import select_bank
 
     a = _candidate(1)
     b = {**_candidate(2), "metadata": json.dumps({"species": "demo", "gaba": 0.5})}

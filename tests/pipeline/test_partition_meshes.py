@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from config.schema import load_config
-from pipeline.bank import build_bank
-from pipeline.errors import SampleError
-from pipeline.fetch import fetch_sample
-from pipeline.partition_meshes import PartitionMeshes, mesh_roots, sample_box
+from pipeline.core.errors import SampleError
 from pipeline.sources.demo import DemoSource
+from pipeline.sources.fetch_sample import fetch_sample
+from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots, sample_box
+from tests.pipeline.fakes import build_bank
 
 
 class Counting:
@@ -106,7 +106,7 @@ def test_threads_needing_one_root_fetch_it_once():
     import trimesh
 
     from config import load_config
-    from pipeline.partition_meshes import PartitionMeshes
+    from pipeline.sources.partition_meshes import PartitionMeshes
 
     class Slow:
         calls = 0

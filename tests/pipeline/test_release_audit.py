@@ -15,12 +15,12 @@ import yaml
 from PIL import Image
 
 from config.schema import SpeciesConfig
-from pipeline.samples import DUAL_TYPES, OP_TYPES, metadata_keys
+from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
+from pipeline.core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
 from pipeline.show import find_row, neuroglancer_state, neuroglancer_url, segment_roots
 from pipeline.sources.demo import DemoSource
 from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry
-from shard.schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
 from tests.conftest import cli, seed_work
 
 CARDINAL_AXES = {"em_xy_before": (0, 1), "em_xz_before": (0, 2), "em_yz_before": (1, 2)}  # (column, row) axes

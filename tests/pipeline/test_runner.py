@@ -4,10 +4,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from config import load_config
-from pipeline.atomic import atomic_path, write_text
 from pipeline.context import BuildContext
-from pipeline.errors import UserError
-from pipeline.ledger import Failure
+from pipeline.core.atomic import atomic_path, write_text
+from pipeline.core.errors import UserError
+from pipeline.core.ledger import Failure
 from pipeline.runner import Outcome, Partition, is_done, run_stage
 
 
@@ -117,7 +117,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
 
 
 def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
-    monkeypatch.setattr("pipeline.runner.CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr("pipeline.core.compute.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
         run_stage(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
 

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
+from pipeline.core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B
 from render.em_views import candidate_normals, render_em_views
 from render.encode import decode_png, encode_png
 from render.geometry import render_geometry
 from render.split_masks import render_split_masks
-from shard.schema import SPLIT_MASK_A, SPLIT_MASK_B
 
 VOXEL = np.array([16.0, 16.0, 40.0])
 WINDOW = 960.0

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import split_assign
-from pipeline.hashing import md5_hex, rng_for
-from pipeline.samples import task_routing
+from pipeline.core.hashing import md5_hex, rng_for
+from pipeline.core.release_schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
+from pipeline.core.samples import task_routing
 from shard.rules import SINGLE_TYPES, expected_slots
-from shard.schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
 
 TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 LABELS = {
@@ -173,14 +173,15 @@ def write_failures(root: Path, species: str, n: int) -> Path:
 
 def build_inputs(root: Path, n_per_species: int = 30, species=("fly", "mouse"), rows_per_part: int = 7) -> dict:
     """Parts, splits and failures of a few species under `root` (the work dir)."""
-    parts, splits, failures = {}, {}, []
+    parts, splits, failures, manifests = {}, {}, [], {}
     for n, sp in enumerate(species):
         rows = make_rows(sp, n_per_species, seed=n)
         parts[sp] = write_parts(root, sp, rows, rows_per_part)
         splits[sp] = write_split(root, sp, rows)
-        if n == 0:  # the first species also has a split manifest beside its assignment
+        if n == 0:  # the first species also has a split manifest
             t = pq.read_table(splits[sp])
             m = split_assign.manifest(t, [0.0] * 3, [1e6] * 3, sp, "fake-salt")
-            split_assign.write_manifest(root / sp / "split" / "manifest.json", m)
+            manifests[sp] = root / sp / "split" / "manifest.json"
+            split_assign.write_manifest(manifests[sp], m)
         failures.append(write_failures(root, sp, 3 + n))
-    return {"species_parts": parts, "splits": splits, "failures": failures}
+    return {"species_parts": parts, "splits": splits, "failures": failures, "split_manifests": manifests}

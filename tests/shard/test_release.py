@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.hashing import sha256_file
+from pipeline.core.hashing import sha256_file
+from pipeline.core.release_schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from shard.release import SHARDS_CSV_HEADER, ReleaseError, write_release
-from shard.schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from tests.shard import fakes
 
 SHARD_BYTES = 40_000  # a few rows per shard with the fake rows (~4-5 kB each)
@@ -142,6 +142,44 @@ def test_card_counts_and_front_matter(release):
     assert "| fly | 80000.0 | fake-salt | 0.75/0.125/0.125 |" in text  # from work/fly/split/manifest.json
 
 
+def _card_routing_table(text: str) -> dict[str, list[str]]:
+    """sample_type -> [same_neuron, task_routing, false_split_correction_label, false_merge_identification_label]."""
+    section = text.split("## Task routing and labels\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
+
+
+def _card_routes(text: str, has_after_mask: bool) -> list[str]:
+    """A task_routing cell of the card ("a, b (+ c if has_after_mask)") as the list a row carries."""
+    always, _, rest = text.partition(" (+ ")
+    routes = always.split(", ")
+    if rest and has_after_mask:
+        routes += rest.removesuffix(" if has_after_mask)").split(", ")
+    return routes
+
+
+def _label(value: float | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def test_card_states_the_rules_every_row_obeys(release):
+    """The card's routing and label table and its source_archive line describe every shipped row exactly."""
+    out, _ = release
+    text = (out / "README.md").read_text()
+    table = _card_routing_table(text)
+    archives_line = next(line for line in text.splitlines() if line.startswith("- `source_archive`: "))
+    rows = pa.concat_tables([pq.read_table(out / "metadata" / f"{SPLIT_DIRS[s]}.parquet") for s in SPLITS]).to_pylist()
+    assert {r["sample_type"] for r in rows} == set(table)
+    for r in rows:
+        same, routes, fsc, fmi = table[r["sample_type"]]
+        assert same == str(r["same_neuron"]).lower(), r["sample_type"]
+        assert _card_routes(routes, r["has_after_mask"]) == r["task_routing"], r["sample_type"]
+        assert [fsc, fmi] == [_label(r["false_split_correction_label"]), _label(r["false_merge_identification_label"])]
+        archive = r["source_archive"].replace(f"_{r['species']}", "_{species}")
+        assert f"`{archive}` (" in archives_line
+        assert r["sample_type"] in archives_line.split(f"`{archive}` (", 1)[1].split(")", 1)[0]
+
+
 def test_figure_is_a_png_from_real_rows(release):
     img = Image.open(release[0] / "figures" / "channel_decomposition.png")
     assert img.format == "PNG" and img.width > 7 * 224 and img.height > 2 * 224
@@ -264,3 +302,12 @@ def test_geometry_and_images_round_trip(release):
     meta = json.loads(row["metadata"])
     assert meta["species"] == row["species"]
     assert pa.types.is_struct(t.schema.field("split_mask_top").type)
+
+
+def test_a_bad_ledger_is_refused_before_anything_is_written(inputs, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"sample_id": ["x"]}), bad)
+    out = tmp_path / "out"
+    with pytest.raises(ReleaseError, match="lacks columns"):
+        write_release(out_dir=out, shard_bytes=SHARD_BYTES, **{**inputs, "failures": [bad]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]  # no release, no temp dir

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import trimesh
 
-from pipeline.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.cave import CaveSource
 from tests.pipeline.sources.cave_server import (

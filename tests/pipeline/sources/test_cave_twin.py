@@ -18,19 +18,20 @@ import pytest
 from scipy.spatial import cKDTree
 
 from config.schema import load_config
-from pipeline.bank import build_bank, junction_points
-from pipeline.errors import SampleError, TransientSourceError, UserError
-from pipeline.fetch import crop_box_half_nm, fetch_sample
-from pipeline.partition_meshes import PartitionMeshes
+from pipeline.candidates import junction_points
+from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.cave_limits import CaveLimits
 from pipeline.sources.cave_tables import CapWatch
 from pipeline.sources.demo import DemoSource
-from pipeline.sources.session import SourceSession
+from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
+from pipeline.sources.partition_meshes import PartitionMeshes
+from pipeline.sources.retrying import RetryingSource
 from pipeline.twin import TOKEN, ids
 from pipeline.twin.species import twin_config
 from render.geometry import crop_mesh
+from tests.pipeline.fakes import build_bank
 
 
 @pytest.fixture(scope="module")
@@ -243,8 +244,8 @@ def test_other_mesh_errors_are_not_missing_mesh(cave, twin, twin_world, monkeypa
 # ---------------------------------------------------------------- the bank and the fetch, end to end
 def test_bank_through_the_twin_equals_the_demo_bank(cave, demo, demo_cfg, twin):
     n = len(twin.requests)
-    got = build_bank(SourceSession(cave), twin_config(demo_cfg, twin.url))
-    want = build_bank(SourceSession(demo), demo_cfg)
+    got = build_bank(RetryingSource(cave), twin_config(demo_cfg, twin.url))
+    want = build_bank(RetryingSource(demo), demo_cfg)
     assert [r["combined_sample_hash"] for r in got.rows] == [r["combined_sample_hash"] for r in want.rows]
     for a, b in zip(got.rows, want.rows, strict=True):
         for key in ("sample_type", "coord_nm", "geometry_roots", "after_roots", "mask_a_root", "mask_b_root"):
@@ -254,9 +255,9 @@ def test_bank_through_the_twin_equals_the_demo_bank(cave, demo, demo_cfg, twin):
 
 
 def test_fetch_through_the_twin_matches_demo_with_each_root_once(cave, demo, demo_cfg, twin):
-    rows = build_bank(SourceSession(demo), demo_cfg).rows[:10]
+    rows = build_bank(RetryingSource(demo), demo_cfg).rows[:10]
     cfg = twin_config(demo_cfg, twin.url)
-    session = SourceSession(cave)
+    session = RetryingSource(cave)
     meshes = PartitionMeshes(session, cfg, rows)
     n = len(twin.requests)
 

@@ -1,4 +1,4 @@
-"""Sample identity and labels: the rules of CONTRACT.md section 1 and the card, in one place."""
+"""Sample identity and labels: the rules of ARCHITECTURE.md, contract §1 and the card, in one place."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 import math
 from typing import Any
 
-from pipeline.hashing import md5_hex
+from pipeline.core.hashing import md5_hex
 
+SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 OP_TYPES = ("merge_edit", "split_edit", "adjacent_control")
 DUAL_TYPES = frozenset({"merge_edit", "adjacent_control", "synapse_control"})
 COORD_KEY = {
@@ -24,6 +25,13 @@ SAME_NEURON = {
     "junction_control": True,
     "synapse_control": False,
 }
+# Adjacent controls: roots face-adjacent to an op's before root in a cutout this wide at T-1 (the bank; the demo
+# world counts what it plants with the same width).
+ADJACENT_CUTOUT_NM = 500.0
+# Neurotransmitter score columns a synapse table may have (FlyWire's synapses_nt_v1; the demo world's table).
+NEUROTRANSMITTERS = ("gaba", "ach", "glut", "oct", "ser", "da")
+# The ledger reason of a sample whose EM window has too much from absent chunks of a layer.
+MISSING_REASON = {"em": "em_chunks_missing", "seg": "seg_chunks_missing"}
 # (false_split_correction_label, false_merge_identification_label)
 LABELS: dict[str, tuple[float | None, float | None]] = {
     "merge_edit": (1.0, None),

@@ -14,7 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import write_parquet
+from pipeline.core.atomic import write_parquet
+from pipeline.core.errors import UserError
+from pipeline.core.layout import SpeciesPaths
 
 FAILURE_SCHEMA = pa.schema(
     [
@@ -54,19 +56,28 @@ def write_failures(path: Path, failures: list[Failure]) -> None:
     write_parquet(path, failures_table(failures))
 
 
-def read_failures(path: Path) -> list[Failure]:
+def read_failures(path: Path, missing_ok: bool = True) -> list[Failure]:
+    """The failures in one file (a partition's, or a species' ledger); none when it does not exist and
+    `missing_ok`. A file without the ledger's columns is a UserError naming it."""
+    path = Path(path)
     if not path.exists():
-        return []
-    return [Failure(**row) for row in pq.read_table(path).to_pylist()]
+        if missing_ok:
+            return []
+        raise UserError(f"failures ledger {path} does not exist")
+    table = pq.read_table(path)
+    lacking = [c for c in FAILURE_SCHEMA.names if c not in table.column_names]
+    if lacking:
+        raise UserError(f"failures ledger {path} lacks columns {lacking}")
+    return [Failure(**row) for row in table.select(FAILURE_SCHEMA.names).to_pylist()]
 
 
-def merge_ledger(species_dir: Path) -> pa.Table:
+def merge_ledger(paths: SpeciesPaths) -> pa.Table:
     """Rebuild `failures.parquet` from the failures files of every stage's current partitions (an older layout's,
     in `<stage>/previous/`, are not read); the same failure found by two partitions (an operation in two roots'
     histories) is listed once. Returns the ledger."""
     failures: set[Failure] = set()
-    for path in sorted(species_dir.glob("*/*.failures.parquet")):
+    for path in paths.failure_files():
         failures.update(read_failures(path))
     table = failures_table(list(failures))
-    write_parquet(species_dir / "failures.parquet", table)
+    write_parquet(paths.ledger_path, table)
     return table

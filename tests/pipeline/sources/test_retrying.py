@@ -1,9 +1,8 @@
 import pytest
 
 from config.schema import Faults
-from pipeline.errors import SampleError, TransientSourceError
-from pipeline.retry import with_retries
-from pipeline.sources.session import SourceSession
+from pipeline.core.errors import SampleError, TransientSourceError
+from pipeline.sources.retrying import RetryingSource, with_retries
 
 
 class Flaky:
@@ -38,21 +37,21 @@ def test_gives_up_after_attempts():
 
 
 def test_permanent_errors_are_not_retried():
-    session = SourceSession(Flaky(0), base_delay_s=0)
+    session = RetryingSource(Flaky(0), base_delay_s=0)
     with pytest.raises(ValueError):
         session.broken()
 
 
 def test_injected_transient_faults_are_retried_away():
     inner = Flaky(0)
-    session = SourceSession(inner, Faults(transient_rate=0.5), attempts=20, base_delay_s=0)
+    session = RetryingSource(inner, Faults(transient_rate=0.5), attempts=20, base_delay_s=0)
     assert [session.value(i) for i in range(20)] == [2 * i for i in range(20)]
     assert inner.calls == 20  # injected faults never reach the inner source
     assert 5 <= session.transient_errors <= 40
 
 
 def test_injected_permanent_fault_only_for_chosen_sample():
-    session = SourceSession(Flaky(0), Faults(permanent_samples=["abc"]), base_delay_s=0)
+    session = RetryingSource(Flaky(0), Faults(permanent_samples=["abc"]), base_delay_s=0)
     with session.sample("abc"), pytest.raises(SampleError, match="injected_permanent_fault"):
         session.value(1)
     with session.sample("def"):
@@ -63,7 +62,7 @@ def test_injected_permanent_fault_only_for_chosen_sample():
 def test_injected_transient_faults_never_exhaust_retries_and_do_not_depend_on_history():
     def draws(prior_calls):
         inner = Flaky(0)
-        session = SourceSession(inner, Faults(transient_rate=0.9), attempts=3, base_delay_s=0)
+        session = RetryingSource(inner, Faults(transient_rate=0.9), attempts=3, base_delay_s=0)
         for i in range(prior_calls):  # another sample's calls, earlier in the same worker
             with session.sample(f"other-{i}"):
                 session.value(i)

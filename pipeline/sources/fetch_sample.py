@@ -23,10 +23,11 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.atomic import write_bytes
-from pipeline.errors import SampleError, UserError
+from pipeline.core.atomic import write_bytes
+from pipeline.core.errors import SampleError, UserError
+from pipeline.core.samples import MISSING_REASON
 from pipeline.sources.base import Cutout, window_fraction
-from render.geometry import crop_mesh
+from render.geometry import CROP_FACTOR, crop_mesh
 
 STAGE = "fetch"
 JITTER_REACH = 4.0  # standard deviations of centre jitter covered by the fetch crop
@@ -34,7 +35,7 @@ EM_FACTOR = 1.5  # cutouts are 1.5 x the EM window wide
 
 
 def crop_box_half_nm(cfg: SpeciesConfig) -> float:
-    return 1.2 * cfg.extent_nm[1] + JITTER_REACH * cfg.center_jitter_nm * np.sqrt(3)
+    return CROP_FACTOR * cfg.extent_nm[1] + JITTER_REACH * cfg.center_jitter_nm * np.sqrt(3)
 
 
 def crop_to_box(mesh: trimesh.Trimesh, center_nm: np.ndarray, half_nm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +113,6 @@ def fetch_sample(source, cfg: SpeciesConfig, row: dict, meshes=None) -> dict[str
     return out
 
 
-MISSING_REASON = {"em": "em_chunks_missing", "seg": "seg_chunks_missing"}
 _LAYER = {"em": "EM", "seg": "segmentation"}
 
 
@@ -151,10 +151,3 @@ def load_fetched(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]
         return {k: arrays[k] for k in arrays.files}
 
 
-def fetched_meshes(arrays: dict[str, np.ndarray], prefix: str) -> list[trimesh.Trimesh]:
-    meshes = []
-    i = 0
-    while f"{prefix}{i}_vertices" in arrays:
-        meshes.append(trimesh.Trimesh(arrays[f"{prefix}{i}_vertices"], arrays[f"{prefix}{i}_faces"], process=False))
-        i += 1
-    return meshes

@@ -19,12 +19,12 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.errors import SampleError
+from pipeline.core.errors import SampleError
 
 
 def sample_box(cfg: SpeciesConfig, row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The fetch box of a bank row: its point +- the fetch crop's half size (pipeline.fetch)."""
-    from pipeline.fetch import crop_box_half_nm
+    """The fetch box of a bank row: its point +- the fetch crop's half size (pipeline.sources.fetch_sample)."""
+    from pipeline.sources.fetch_sample import crop_box_half_nm
 
     center = np.asarray(row["coord_nm"], dtype=np.float64)
     half = crop_box_half_nm(cfg)

@@ -15,6 +15,9 @@ EM_COLUMNS = ("em_xy_before", "em_xz_before", "em_yz_before", "em_best_before")
 SPLIT_MASK_COLUMNS = ("split_mask_front", "split_mask_side", "split_mask_top")
 IMAGE_COLUMNS = EM_COLUMNS + SPLIT_MASK_COLUMNS
 SPLITS = ("train", "validation", "test")
+# The spatial split's defaults (config keys cube_nm and split_ratios): 80 um cubes, 75 / 12.5 / 12.5 %.
+SPLIT_CUBE_NM = 80_000.0
+SPLIT_RATIOS = (0.75, 0.125, 0.125)
 SPLIT_DIRS = {"train": "train", "validation": "val", "test": "test"}
 # Split-mask pixel values (stated in the dataset card).
 SPLIT_MASK_BACKGROUND, SPLIT_MASK_A, SPLIT_MASK_B = 0, 128, 255

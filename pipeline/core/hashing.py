@@ -52,7 +52,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         while n := fh.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

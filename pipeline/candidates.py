@@ -1,6 +1,6 @@
 """The bank stage: candidate samples of the five types, from the source's tables.
 
-One row per candidate sample (CONTRACT.md section 1). Per-type budgets keep the rows with the
+One row per candidate sample (ARCHITECTURE.md, contract §1). Per-type budgets keep the rows with the
 smallest priority hashed from the sample key, never the first to arrive, so a rebuild picks the
 same rows. Bad input becomes a failures-ledger row with its reason; the run goes on.
 """
@@ -15,15 +15,17 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
-from config import SAMPLE_TYPES, SpeciesConfig
-from pipeline.errors import SampleError
-from pipeline.hashing import md5_hex, unit_interval
-from pipeline.ledger import Failure, describe
-from pipeline.samples import (
+from config import SpeciesConfig
+from pipeline.core.errors import SampleError
+from pipeline.core.hashing import md5_hex, unit_interval
+from pipeline.core.ledger import Failure, describe
+from pipeline.core.samples import (
+    ADJACENT_CUTOUT_NM,
     COORD_KEY,
     LABELS,
     OP_TYPES,
     SAME_NEURON,
+    SAMPLE_TYPES,
     archive_hash,
     combined_hash,
     dumps_metadata,
@@ -38,7 +40,6 @@ from pipeline.samples import (
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, OperationDetails, Source
 
 STAGE = "bank"
-ADJACENT_CUTOUT_NM = 500.0
 NON_SCORE_SYNAPSE_COLUMNS = frozenset({"pre_pt_supervoxel_id", "post_pt_supervoxel_id", "valid", "size"})
 
 CANDIDATE_SCHEMA = pa.schema(
@@ -398,14 +399,6 @@ def select_bank(candidates: list[dict], budgets: dict[str, int | None], species:
         chosen.extend(of_type if budget is None else of_type[:budget])
     result.rows = [{**r, "row_digest": row_digest(r)} for r in sorted(chosen, key=lambda r: r["combined_sample_hash"])]
     return result
-
-
-def build_bank(source: Source, cfg: SpeciesConfig) -> BankResult:
-    """The whole bank in one batch (tests, small sources): candidates of every proofread root, then selection."""
-    roots = sorted({int(r) for r in source.proofread_roots()})
-    found = bank_candidates(source, cfg, roots, roots)
-    selected = select_bank(found.rows, cfg.budgets.model_dump(), cfg.species)
-    return BankResult(selected.rows, found.failures + selected.failures)
 
 
 def candidate_table(rows: list[dict]) -> pa.Table:

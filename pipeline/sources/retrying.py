@@ -9,18 +9,42 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from config.schema import Faults
-from pipeline.errors import SampleError, TransientSourceError
-from pipeline.hashing import unit_interval
-from pipeline.retry import with_retries
+from pipeline.core.errors import SampleError, TransientSourceError
+from pipeline.core.hashing import unit_interval
+
+T = TypeVar("T")
+
+
+def with_retries(
+    fn: Callable[[], T],
+    attempts: int = 5,
+    base_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call `fn`; on TransientSourceError wait base * 2**k (capped) and try again, up to `attempts` times.
+
+    Any other exception is permanent and propagates at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except TransientSourceError:
+            if attempt == attempts - 1:
+                raise
+            sleep(min(max_delay_s, base_delay_s * 2**attempt))
+    raise AssertionError("unreachable")
+
 
 _NOT_WRAPPED = frozenset({"species"})
 
 
-class SourceSession:
+class RetryingSource:
     def __init__(self, inner: Any, faults: Faults | None = None, attempts: int = 5, base_delay_s: float = 0.2):
         self.inner = inner
         self.faults = faults or Faults()
