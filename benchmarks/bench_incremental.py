@@ -81,8 +81,10 @@ def run() -> dict:
     print(f"budgets +5%: {new_rows} new rows; fetch and render redid at most {redone} samples "
           f"({redone / max(new_rows, 1):.2f}x the new rows; the first build did {first['fetch']['samples']} / "
           f"{first['render']['samples']})")  # fmt: skip
-    print(f"seed changed: {figures['seed changed']['fetch']['samples']} samples refetched; "
-          f"split_salt changed: {figures['split_salt changed']['render']['samples']} samples re-rendered")
+    print(
+        f"seed changed: {figures['seed changed']['fetch']['samples']} samples refetched; "
+        f"split_salt changed: {figures['split_salt changed']['render']['samples']} samples re-rendered"
+    )
     scratch_work, scratch_out = ROOT / "scratch-work", ROOT / "scratch-out"
     _seed_world(scratch_work)
     if not (scratch_work / "demo" / "world").exists():

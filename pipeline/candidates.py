@@ -336,9 +336,7 @@ def score_columns(synapses: pa.Table) -> tuple[str, ...]:
     """The table's scalar score columns that synapse rows carry (cleft_score, connection_score, neurotransmitter
     scores, ... where the table has them)."""
     skip = set(SYNAPSE_COLUMNS) | NON_SCORE_SYNAPSE_COLUMNS
-    return tuple(
-        sorted(f.name for f in synapses.schema if f.name not in skip and not pa.types.is_nested(f.type))
-    )
+    return tuple(sorted(f.name for f in synapses.schema if f.name not in skip and not pa.types.is_nested(f.type)))
 
 
 def bank_candidates(source: Source, cfg: SpeciesConfig, batch: list[int], proofread: list[int]) -> BankResult:

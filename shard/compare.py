@@ -46,8 +46,10 @@ class Comparison:
     def text(self, iou_bound: float) -> str:
         lines = [
             f"{self.rows} rows in both; {len(self.only_a)} only in A, {len(self.only_b)} only in B",
-            "non-image columns: " + (", ".join(f"{c} differs in {n} rows" for c, n in
-                                               sorted(self.column_differences.items())) or "identical"),  # fmt: skip
+            "non-image columns: "
+            + (
+                ", ".join(f"{c} differs in {n} rows" for c, n in sorted(self.column_differences.items())) or "identical"
+            ),  # fmt: skip
             f"EM views: {self.em_views_differ} rows differ; split masks: {self.split_masks_differ} rows differ",
             f"geometry silhouettes: min IoU {self.min_iou:.4f} over {len(self.ious)} views, "
             f"{len(self.below(iou_bound))} below {iou_bound}",

@@ -30,9 +30,7 @@ from render.encode import decode_geometry
 
 SINGLE_TYPES = frozenset(SAMPLE_TYPES) - DUAL_TYPES
 # sample_type -> (same_neuron, false_split_correction_label, false_merge_identification_label)
-TYPE_RULES: dict[str, tuple[bool, float | None, float | None]] = {
-    t: (SAME_NEURON[t], *LABELS[t]) for t in SAMPLE_TYPES
-}
+TYPE_RULES: dict[str, tuple[bool, float | None, float | None]] = {t: (SAME_NEURON[t], *LABELS[t]) for t in SAMPLE_TYPES}
 SLOT_COLUMNS = ("geometry",) + EM_COLUMNS + SPLIT_MASK_COLUMNS
 GEOMETRY_SHAPE = (3, 7, 224, 224)
 IMAGE_SIZE = (224, 224)

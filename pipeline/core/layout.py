@@ -1,17 +1,17 @@
 """The work-dir layout, spelled out here and nowhere else:
 
-    work/<species>/.lock                 the species' build lock (pipeline.locks)
-    work/<species>/world/                the demo world (demo species only)
-    work/<species>/bank/roots.parquet    proofread roots at the pinned time (+ roots.done)
-    work/<species>/<stage>/part-NNNNN.*  a partition's outputs, failures, log and marker (.done, written last)
-    work/<species>/<stage>/previous/     partitions of an older layout, kept for reuse until the stage completes
-    work/<species>/bank.parquet          the selected bank rows (+ bank.done)
-    work/<species>/fetch/samples/HH/<hash>-<key>.npz   one fetched sample, named by its inputs' key
-    work/<species>/split.parquet, split/manifest.json
-    work/<species>/failures.parquet      the ledger: union of every partition's failures
-    work/<species>/twin-requests.jsonl   the twin's request log (`python -m pipeline twin`)
-    work/release.done                    the shard stage's marker
-    work/.twin/config/demo.yaml          the species config of a build through the twin (SOURCE=twin)
+work/<species>/.lock                 the species' build lock (pipeline.locks)
+work/<species>/world/                the demo world (demo species only)
+work/<species>/bank/roots.parquet    proofread roots at the pinned time (+ roots.done)
+work/<species>/<stage>/part-NNNNN.*  a partition's outputs, failures, log and marker (.done, written last)
+work/<species>/<stage>/previous/     partitions of an older layout, kept for reuse until the stage completes
+work/<species>/bank.parquet          the selected bank rows (+ bank.done)
+work/<species>/fetch/samples/HH/<hash>-<key>.npz   one fetched sample, named by its inputs' key
+work/<species>/split.parquet, split/manifest.json
+work/<species>/failures.parquet      the ledger: union of every partition's failures
+work/<species>/twin-requests.jsonl   the twin's request log (`python -m pipeline twin`)
+work/release.done                    the shard stage's marker
+work/.twin/config/demo.yaml          the species config of a build through the twin (SOURCE=twin)
 """
 
 from __future__ import annotations

@@ -68,7 +68,14 @@ def cutout_box(center_nm, size_nm: float, resolution_nm) -> tuple[np.ndarray, np
 
 
 def read_padded(
-    read, start: np.ndarray, stop: np.ndarray, bounds_lo, bounds_hi, dtype, chunk_size, chunk_origin  # noqa: ANN001
+    read,
+    start: np.ndarray,
+    stop: np.ndarray,
+    bounds_lo,
+    bounds_hi,
+    dtype,
+    chunk_size,
+    chunk_origin,  # noqa: ANN001
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The box [start, stop) and its missing-voxel mask: `read(lo, hi)` for the part inside the volume bounds,
     zeros outside (padding, not missing).

@@ -149,5 +149,3 @@ def load_fetched(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]
         )
     with np.load(io.BytesIO(data)) as arrays:
         return {k: arrays[k] for k in arrays.files}
-
-

@@ -61,8 +61,16 @@ def fetched_files(ctx: BuildContext, marker: dict | None) -> dict[str, tuple[Pat
 
 class FetchStage:
     name = STAGE
-    reads = (*SOURCE_KEYS, "em_cloudpath", "seg_cloudpath", "em_mip", "seg_mip", "em_window_nm", "max_missing_fraction",
-             "faults")
+    reads = (
+        *SOURCE_KEYS,
+        "em_cloudpath",
+        "seg_cloudpath",
+        "em_mip",
+        "seg_mip",
+        "em_window_nm",
+        "max_missing_fraction",
+        "faults",
+    )
     consumes = "bank"
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
