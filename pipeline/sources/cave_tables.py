@@ -10,6 +10,7 @@ their batch of presynaptic (then postsynaptic) roots.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -28,12 +29,24 @@ _CAP = re.compile(r"Limited query to (\d+) rows")
 ID_MAX = 2**63 - 1
 
 
+class _CapHandled(logging.Filter):
+    """Drops caveclient's log line for a capped answer: `CapWatch` acts on it (the query is split and
+    asked again), so the line would only tell a user about a truncation that did not happen."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _CAP.search(str(record.msg)) is None
+
+
+_CAP_HANDLED = _CapHandled()
+
+
 class CapWatch:
     """A requests response hook: remembers, per thread, whether the last response said it was capped."""
 
     def __init__(self, known_cap: int | None = None) -> None:
         self.cap = known_cap
         self._local = threading.local()
+        logging.getLogger("caveclient.base").addFilter(_CAP_HANDLED)  # a set: adding twice keeps one
 
     def hook(self, response, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - requests' hook signature
         m = _CAP.search(response.headers.get("Warning", "") or "")
