@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from cloudfiles import CloudFiles
+from cloudfiles.compression import compress
 from cloudvolume import CloudVolume
+from cloudvolume import chunks as cv_chunks
+from cloudvolume.lib import Bbox
 
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.hashing import rng_for
@@ -277,14 +281,23 @@ def resin_chunks(written: set[tuple[int, int, int]]) -> list[tuple[int, int, int
 RESIN_EM = 112  # the demo EM's extracellular grey (demo_world.em): embedding resin, no segment
 
 
-def _write_resin(job: tuple[str, tuple[int, int, int]]) -> None:
-    tmp, chunk = job
-    lo = VOXEL_OFFSET + np.asarray(chunk) * CHUNK
-    hi = np.minimum(lo + CHUNK, VOXEL_OFFSET + VOLUME_SIZE)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-    CloudVolume(f"file://{tmp}/em", progress=False, compress="gzip")[box] = np.full(shape, RESIN_EM, np.uint8)
-    CloudVolume(f"file://{tmp}/segmentation", progress=False, compress="gzip")[box] = np.zeros(shape, np.uint64)
+def _write_resin(tmp: Path, resin: list[tuple[int, int, int]]) -> None:
+    """Every resin chunk of both layers. A resin chunk is constant, so its encoded, gzipped bytes depend only
+    on its shape: each shape is encoded once by CloudVolume's own codec and the same bytes are put under
+    each chunk's name (byte-identical to writing each chunk through CloudVolume, in a fraction of the time)."""
+    for layer, value, dtype in (("em", RESIN_EM, np.uint8), ("segmentation", 0, np.uint64)):
+        cv = CloudVolume(f"file://{tmp}/{layer}", progress=False)
+        blobs: dict[tuple[int, ...], bytes] = {}
+        files = []
+        for chunk in resin:
+            lo = VOXEL_OFFSET + np.asarray(chunk) * CHUNK
+            hi = np.minimum(lo + CHUNK, VOXEL_OFFSET + VOLUME_SIZE)
+            shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+            if shape not in blobs:
+                raw = cv_chunks.encode(np.full((*shape, 1), value, dtype), cv.meta.encoding(0))
+                blobs[shape] = compress(raw, "gzip")
+            files.append((Bbox(lo, hi).to_filename(), blobs[shape]))
+        CloudFiles(f"file://{tmp}/{layer}/{cv.meta.key(0)}").puts(files, compress="gzip", raw=True, progress=False)
 
 
 @dataclass(frozen=True)
@@ -355,7 +368,7 @@ def _write_voxels(tmp: Path, world: _Simulated, no_mesh: list[int], seed: int, w
     jobs = [_site_job(plan, world.hist, no_mesh, seed, tmp, outside) for plan in world.plans]
     results = _map(run_site, jobs, workers)
     resin = resin_chunks(_site_chunks(world.starts) | set(outside_chunks))
-    _map(_write_resin, [(str(tmp), c) for c in resin], workers)
+    _write_resin(tmp, resin)
     return _Voxels(results, long_summary, fg_outside, len(resin))
 
 
