@@ -58,9 +58,17 @@ def seed_work(work: Path, world: Path, species: str = "demo") -> Path:
 
 
 def cli(
-    *args: str, config_dir: Path, check: bool = True, timeout: float = 600, **popen: object
+    *args: str,
+    config_dir: Path,
+    check: bool = True,
+    timeout: float = 600,
+    scheduler: str = "threads",
+    **popen: object,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CB2_CONFIG_DIR": str(config_dir), "PYTHONHASHSEED": "random"}
+    """`python -m pipeline *args` as a user runs it. The local scheduler defaults to threads here (a tiny build
+    takes half the time without worker processes to start); the builds that must cross processes say
+    `scheduler="processes"` (test_build's reference build, the kill-and-resume tests) or pass `--scheduler`."""
+    env = {**os.environ, "CB2_CONFIG_DIR": str(config_dir), "PYTHONHASHSEED": "random", "SCHEDULER": scheduler}
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **popen,

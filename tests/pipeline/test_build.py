@@ -17,7 +17,8 @@ def _shards(out):
 def built(tmp_path_factory, tiny_world, tiny_configs):
     root = tmp_path_factory.mktemp("build")
     work, out = seed_work(root / "work", tiny_world), root / "out"
-    first = cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    first = cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs,
+                scheduler="processes")  # fmt: skip
     return work, out, first
 
 
