@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -165,19 +166,22 @@ def check_table(table: pa.Table, species: str | None = None, split: str | None =
 
 # PNG colour types (IHDR) of the release's modes, at bit depth 8
 _PNG_MODE_NAMES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
-_DECODERS: dict[str, object] = {}
+_DECODERS = threading.local()
 
 
 def _png_decoder(mode: str):  # noqa: ANN202 - a pywuffs ImageDecoder
-    """Wuffs' PNG decoder (pywuffs), one per output mode and process: ~2.5x Pillow's decoder, and deep verify
-    decodes every image of the release. Like libpng's and Pillow's, it does not check the IDAT chunks' CRCs;
-    unlike Pillow, not the zlib Adler-32 either: the shard's sha256 has been checked first and covers them."""
-    if mode not in _DECODERS:
+    """Wuffs' PNG decoder (pywuffs), one per output mode and thread: ~2.5x Pillow's decoder, and deep verify
+    decodes every image of the release. A decoder holds its own work buffers, so one shared by the threads of a
+    `threads` scheduler corrupts the heap (double free). Like libpng's and Pillow's, it does not check the IDAT
+    chunks' CRCs; unlike Pillow, not the zlib Adler-32 either: the shard's sha256 has been checked first and
+    covers them."""
+    decoders = _DECODERS.__dict__
+    if mode not in decoders:
         cfg = ImageDecoderConfig()
         cfg.enabled_decoders = [ImageDecoderType.PNG]
         cfg.pixel_format = PixelFormat.RGB if mode == "RGB" else PixelFormat.Y
-        _DECODERS[mode] = ImageDecoder(cfg)
-    return _DECODERS[mode]
+        decoders[mode] = ImageDecoder(cfg)
+    return decoders[mode]
 
 
 def _png_pixels(data: bytes, mode: str) -> tuple[str, tuple[int, int], np.ndarray | None]:

@@ -49,6 +49,8 @@ def test_a_good_release_verifies_shallow_and_deep(release):
     assert d.ok, d.text()
     assert d.deep_cpu_seconds > 0 and "rows per CPU second" in d.text()
     assert d.rows_checked == 40 + pq.read_metadata(release / "demo.parquet").num_rows
+    t = verify_release(release, deep=True, scheduler="threads", workers=2)  # the decoders are per thread
+    assert t.ok and t.rows_checked == d.rows_checked, t.text()
 
 
 def test_flipped_byte_is_caught(release):
