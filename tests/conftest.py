@@ -78,6 +78,19 @@ def cli(
     return proc
 
 
+def cli_in_process(*args: str, config_dir: Path) -> subprocess.CompletedProcess:
+    """The same CLI called in this process (click's runner): for the calls that must refuse before any work,
+    where a subprocess would spend its seconds importing. Exit code, stdout and stderr as `cli` gives them."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli as pipeline_cli
+
+    result = CliRunner().invoke(pipeline_cli, list(args), env={"CB2_CONFIG_DIR": str(config_dir)})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture(scope="session")
 def twin_world(tiny_world, tmp_path_factory) -> Path:
     """A copy of the tiny world for the twin (whose cache lands inside the world dir)."""
