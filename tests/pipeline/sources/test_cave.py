@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
+import tenacity
 import trimesh
+from cloudfiles.interfaces import HttpInterface
 
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
@@ -346,7 +348,9 @@ def test_absent_chunks_are_marked_missing_on_the_https_and_graphene_paths(fly, c
     assert not seg.data[want_seg].any() and np.all(seg.data[~want_seg] != 0)
 
 
-def test_a_server_error_on_a_chunk_is_not_a_missing_chunk(fly, cave_server):
+def test_a_server_error_on_a_chunk_is_not_a_missing_chunk(fly, cave_server, monkeypatch):
+    # cloud-files retries a 5xx 7 times with random exponential waits (~20 s here): the same retries, no waits
+    monkeypatch.setattr(HttpInterface.get_file.retry, "wait", tenacity.wait_none())
     fly.em_cutout(np.array([256.0, 256.0, 320.0]), 80.0)  # reach the server first: later errors are transient
     cave_server.faults["/em/8_8_40/"] = 503
     with pytest.raises(TransientSourceError):
