@@ -25,14 +25,15 @@ from pipeline.core.samples import SAMPLE_TYPES
 from pipeline.partitions import level_for, root_digest
 from pipeline.sources.fetch_sample import EM_FACTOR
 
-# Per-sample costs measured through the twin on the demo world by `make bench` (bench_twin: fetched by
-# partitions, v1 and v2 alike; bench_pipeline: CPU per sample), and the demo's cutout size they go with.
+# Per-sample costs measured through the twin on the demo world by `make bench` on 2026-11-29 (bench_twin:
+# fetched by partitions, v1 and v2 alike; bench_pipeline: CPU per sample, fetch and render + encode), and
+# the demo's cutout size they go with.
 TWIN_COSTS = {
-    "requests_per_sample": 26.1,
-    "kb_per_sample": 718.0,
+    "requests_per_sample": 26.2,
+    "kb_per_sample": 671.0,
     "cutout_voxels": 56 * 56 * 40,  # 1.5 x 1200 nm at 32 x 32 x 45 nm
-    "fetch_cpu_ms": 15.5,
-    "render_cpu_ms": 55.0,
+    "fetch_cpu_ms": 29.9,
+    "render_cpu_ms": 82.6,
 }
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
