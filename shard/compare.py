@@ -7,11 +7,13 @@ Draco-quantized from the twin), and by anyone who rebuilds a release and wants t
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
 from pipeline.core.release_schema import EM_COLUMNS, NON_IMAGE_COLUMNS, SPLIT_DIRS, SPLIT_MASK_COLUMNS, SPLITS
 from render.encode import decode_geometry
@@ -25,6 +27,7 @@ class Comparison:
     column_differences: dict[str, int] = field(default_factory=dict)  # column -> rows that differ
     em_views_differ: int = 0
     split_masks_differ: int = 0
+    split_mask_agreement: list[float] = field(default_factory=list)  # per differing mask: fraction of equal pixels
     ious: list[tuple[float, str, int]] = field(default_factory=list)  # geometry silhouette IoU: (iou, hash, view)
 
     @property
@@ -50,7 +53,13 @@ class Comparison:
             + (
                 ", ".join(f"{c} differs in {n} rows" for c, n in sorted(self.column_differences.items())) or "identical"
             ),  # fmt: skip
-            f"EM views: {self.em_views_differ} rows differ; split masks: {self.split_masks_differ} rows differ",
+            f"EM views: {self.em_views_differ} rows differ; split masks: {self.split_masks_differ} rows differ"
+            + (
+                f" (least pixel agreement of a mask {min(self.split_mask_agreement):.4f}: they are drawn from the "
+                "same meshes as the geometry)"
+                if self.split_mask_agreement
+                else ""
+            ),
             f"geometry silhouettes: min IoU {self.min_iou:.4f} over {len(self.ious)} views, "
             f"{len(self.below(iou_bound))} below {iou_bound}",
         ]
@@ -74,6 +83,14 @@ def silhouette_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def pixel_agreement(a: dict | None, b: dict | None) -> float:
+    """The fraction of pixels two PNG cells share (0.0 when only one of them is present)."""
+    if a is None or b is None or a.get("bytes") is None or b.get("bytes") is None:
+        return 0.0
+    pa_, pb = (np.asarray(Image.open(io.BytesIO(cell["bytes"]))) for cell in (a, b))
+    return float((pa_ == pb).mean()) if pa_.shape == pb.shape else 0.0
+
+
 def compare_releases(a: Path, b: Path) -> Comparison:
     """Row-by-row comparison of the releases in `a` and `b`."""
 
@@ -87,8 +104,10 @@ def compare_releases(a: Path, b: Path) -> Comparison:
                 c.column_differences[col] = c.column_differences.get(col, 0) + 1
         if any(x[col] != y[col] for col in EM_COLUMNS):
             c.em_views_differ += 1
-        if any(x[col] != y[col] for col in SPLIT_MASK_COLUMNS):
+        differ = [col for col in SPLIT_MASK_COLUMNS if x[col] != y[col]]
+        if differ:
             c.split_masks_differ += 1
+            c.split_mask_agreement += [pixel_agreement(x[col], y[col]) for col in differ]
         ious = silhouette_iou(decode_geometry(x["geometry"]), decode_geometry(y["geometry"]))
         c.ious += [(iou, h, view) for view, iou in enumerate(ious.tolist())]
     return c
