@@ -99,6 +99,7 @@ class Stage(Protocol):
     name: str
     reads: tuple[str, ...]  # the config keys its outputs depend on
     consumes: str | None  # the stage whose outputs it reads (None: the source only)
+    # A stage may also have `output_version`: raised when its code writes other bytes from the same inputs.
 
     def plan(self, ctx: BuildContext) -> list[Partition]: ...
 
@@ -153,12 +154,19 @@ def config_values(ctx: BuildContext, keys: tuple[str, ...]) -> dict:
     return {k: dumped[k] for k in keys}
 
 
+def code_version(stage: Stage) -> str:
+    """The code version in a stage's keys: the pipeline's, and the stage's own `output_version` when it has one,
+    so that a change of one stage's output bytes redoes that stage (and what consumes it), not the ones before."""
+    own = getattr(stage, "output_version", None)
+    return __version__ if own is None else f"{__version__}+{stage.name}.{own}"
+
+
 def fingerprint(ctx: BuildContext, stage: Stage, *inputs: object) -> str:
     """The digest of a stage's declared config keys, the code version and the given inputs."""
     import json
 
     cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
-    return md5_hex(key_of(__version__, stage.name, cfg, *inputs))
+    return md5_hex(key_of(code_version(stage), stage.name, cfg, *inputs))
 
 
 def is_done(ctx: BuildContext, part: Partition) -> bool:

@@ -85,19 +85,40 @@ def decode_geometry(data: bytes) -> np.ndarray:
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)  # writable: libdeflate gives a bytearray
 
 
-def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:
+# PNG: every row Up-filtered (type 2), the stream deflated by libdeflate. On the demo's EM views this is 25% smaller
+# than Pillow's level-1 PNG (whose adaptive choice is Paeth on nearly every row), decodes ~1.5x faster (Paeth is
+# the slow filter to undo; deep verify decodes every image) and is one numpy subtraction to filter.
+PNG_COMPRESS_LEVEL = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_UP = 2
+_PNG_COLOUR_TYPE = {1: 0, 3: 2}  # channels -> PNG colour type: greyscale, truecolour (8 bits each)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", deflate.crc32(kind + data))
+
+
+def encode_png(arr: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """An (H, W, 3) RGB or (H, W) greyscale uint8 array as PNG bytes; the same array always gives the same bytes."""
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
         raise ValueError(f"encode_png takes uint8, got {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        mode = "RGB"
-    elif arr.ndim == 2:
-        mode = "L"
-    else:
+    if not ((arr.ndim == 3 and arr.shape[2] == 3) or arr.ndim == 2):
         raise ValueError(f"encode_png takes (H, W, 3) or (H, W), got {arr.shape}")
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr), mode=mode).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
+    height, width = arr.shape[:2]
+    channels = 1 if arr.ndim == 2 else 3
+    rows = arr.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), np.uint8)
+    filtered[:, 0] = _PNG_UP
+    filtered[0, 1:] = rows[0]  # the row above the first is zeros
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG's Up filter
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", deflate.zlib_compress(filtered.tobytes(), compress_level))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def decode_png(data: bytes) -> np.ndarray:

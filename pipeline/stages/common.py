@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import __version__
 from pipeline.context import BuildContext
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.core.hashing import key_of, md5_hex, sha256_file
@@ -20,7 +19,7 @@ from pipeline.core.ledger import Failure
 from pipeline.markers import marker_is_current
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, Stage, config_values, fingerprint
+from pipeline.runner import Outcome, Partition, Stage, code_version, config_values, fingerprint
 
 # The config keys naming where a species' data comes from (read by every stage that reads the source).
 SOURCE_KEYS = ("source", "datastack", "server_address")
@@ -40,7 +39,7 @@ def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object
     import json
 
     cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
-    return md5_hex(key_of(__version__, stage.name, cfg, row_digest, *inputs))[:16]
+    return md5_hex(key_of(code_version(stage), stage.name, cfg, row_digest, *inputs))[:16]
 
 
 # ------------------------------------------------------------------------------------------ the bank

@@ -30,6 +30,7 @@ from pipeline.stages.common import (
     upstream_not_done,
 )
 from pipeline.stages.fetch import FetchStage, fetched_files
+from render import OUTPUT_VERSION
 from render.row import render_row
 
 STAGE = "render"
@@ -37,6 +38,7 @@ STAGE = "render"
 
 class RenderStage:
     name = STAGE
+    output_version = OUTPUT_VERSION
     reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
     consumes = FETCH_STAGE
 

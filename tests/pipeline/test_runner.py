@@ -139,3 +139,14 @@ def test_stale_temp_files_of_a_killed_run_are_swept(ctx):
     stale.write_text("half a file")
     run_stage(stage, ctx, scheduler="sync", progress=False)
     assert not stale.exists()
+
+
+def test_a_stage_output_version_enters_only_that_stage_keys():
+    from pipeline import __version__
+    from pipeline.runner import code_version
+    from pipeline.stages.fetch import FetchStage
+    from pipeline.stages.render import RenderStage
+    from render import OUTPUT_VERSION
+
+    assert code_version(FetchStage()) == __version__  # fetch keys do not move when the render's output does
+    assert code_version(RenderStage()) == f"{__version__}+render.{OUTPUT_VERSION}"
