@@ -32,8 +32,8 @@ TWIN_COSTS = {
     "requests_per_sample": 26.2,
     "kb_per_sample": 671.0,
     "cutout_voxels": 56 * 56 * 40,  # 1.5 x 1200 nm at 32 x 32 x 45 nm
-    "fetch_cpu_ms": 29.9,
-    "render_cpu_ms": 82.6,
+    "fetch_cpu_ms": 23.7,
+    "render_cpu_ms": 61.6,
 }
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
