@@ -82,7 +82,7 @@ Materialization
     querying an expired version answers 404 (status and message unverified).
 17. The twin's datastack has the demo's own tables (proofread_neurons; synapses with
     ctr_pt_position, cleft and connection scores and neurotransmitter scores), not FlyWire's or
-    MICrONS' (REAL_SOURCES.md lists those).
+    MICrONS' (theirs are named in config/fly.yaml and config/mouse.yaml).
 
 Info, auth, buckets
 18. Datastack info and table mapping shapes from caveclient (infoservice.py, l2cache.py has_cache);
