@@ -13,6 +13,7 @@ column keeps the traceback (and the partition's log lists it too).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -163,8 +164,6 @@ def code_version(stage: Stage) -> str:
 
 def fingerprint(ctx: BuildContext, stage: Stage, *inputs: object) -> str:
     """The digest of a stage's declared config keys, the code version and the given inputs."""
-    import json
-
     cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
     return md5_hex(key_of(code_version(stage), stage.name, cfg, *inputs))
 

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 
 from pipeline.context import BuildContext
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
-from pipeline.core.hashing import key_of, md5_hex, sha256_file
+from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import Failure
 from pipeline.markers import marker_is_current
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, Stage, code_version, config_values, fingerprint
+from pipeline.runner import Outcome, Partition, Stage, fingerprint
 
 # The config keys naming where a species' data comes from (read by every stage that reads the source).
 SOURCE_KEYS = ("source", "datastack", "server_address")
@@ -35,11 +35,9 @@ def source_identity(ctx: BuildContext) -> str:
 
 def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object) -> str:
     """The key of one sample's inputs for `stage`: its bank row, the stage's config keys, the code version and
-    any upstream input. Equal keys mean an earlier output of the sample can be kept as it is."""
-    import json
-
-    cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
-    return md5_hex(key_of(code_version(stage), stage.name, cfg, row_digest, *inputs))[:16]
+    any upstream input (a partition's fingerprint over one row, shortened). Equal keys mean an earlier output
+    of the sample can be kept as it is."""
+    return fingerprint(ctx, stage, row_digest, *inputs)[:16]
 
 
 # ------------------------------------------------------------------------------------------ the bank
