@@ -67,7 +67,8 @@ def _path_ok(points: np.ndarray, spec: AxonSpec) -> bool:
     return all((_box_distance(points, lo, hi) > CLEARANCE_NM).all() for lo, hi in spec.avoid_nm)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
+    """v scaled to length 1 (a zero vector stays zero)."""
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
@@ -85,11 +86,11 @@ def grow_axon(rng: np.random.Generator, tree: Tree, n_orig: int, start_nm: np.nd
     length = float(rng.uniform(*AXON_LENGTH_NM))
     n_steps = int(np.ceil(length / AXON_STEP_NM))
     for _attempt in range(256):
-        d = _unit(rng.normal(size=3) * np.array([1.0, 1.0, 0.6]))
+        d = unit(rng.normal(size=3) * np.array([1.0, 1.0, 0.6]))
         tip = max(tips, key=lambda i: (float(np.dot(pos[i] - centre, d)), -i))
         heading, p, path = d.copy(), pos[tip].copy(), []
         for _ in range(n_steps):
-            heading = _unit(heading + 0.08 * rng.normal(size=3) + 0.05 * d)
+            heading = unit(heading + 0.08 * rng.normal(size=3) + 0.05 * d)
             p = p + AXON_STEP_NM * heading
             path.append(p.copy())
         path_arr = np.array(path)
@@ -126,13 +127,13 @@ def _twigs(
     at = sorted(int(x) for x in np.linspace(usable[0], usable[-1], n + 2)[1:-1].round())
     out = []
     for i in at:
-        axis = _unit(path[i + 1] - path[i - 1])
+        axis = unit(path[i + 1] - path[i - 1])
         side = rng.normal(size=3)
-        side = _unit(side - axis * float(np.dot(side, axis)))
+        side = unit(side - axis * float(np.dot(side, axis)))
         r = float(rng.uniform(100.0, 120.0))
         points, q = [], path[i].copy()
         for _ in range(int(rng.integers(4, 7))):
-            side = _unit(side + 0.2 * rng.normal(size=3))
+            side = unit(side + 0.2 * rng.normal(size=3))
             q = q + TWIG_STEP_NM * side
             points.append(q.copy())
         if not _path_ok(np.array(points) + start_nm, spec):

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.core.hashing import rng_for
 from pipeline.core.release_schema import SPLIT_CUBE_NM
 from pipeline.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
-from pipeline.demo_world.longrange import AxonSpec, grow_axon
+from pipeline.demo_world.longrange import AxonSpec, grow_axon, unit
 
 RES = np.array([32.0, 32.0, 45.0])
 CHUNK = np.array([64, 64, 40])
@@ -81,10 +81,6 @@ def place_sites(n_sites: int, seed: int) -> list[np.ndarray]:
             raise RuntimeError(f"cannot place site {s}")
         placed.append(start)
     return [VOXEL_OFFSET + p for p in placed]
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
 @dataclass
@@ -250,7 +246,7 @@ def _fragments(
 
 def _toward(p: np.ndarray, q: np.ndarray, cap: float, fraction: float) -> np.ndarray:
     """The point from p towards q, at min(cap, fraction of the distance)."""
-    return p + _unit(q - p) * min(cap, fraction * float(np.linalg.norm(q - p)))
+    return p + unit(q - p) * min(cap, fraction * float(np.linalg.norm(q - p)))
 
 
 def _merge_op(tree: Tree, cut: _Cut, edge_label: np.ndarray, label_neuron: np.ndarray) -> OpPlan:
