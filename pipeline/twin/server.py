@@ -12,6 +12,7 @@ import contextlib
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,16 +97,15 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
             parsed = urllib.parse.urlsplit(self.path)
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
+            app.log.arrived()  # from here on, the request is recorded whatever happens
             req = Request(self.command, parsed.path, parse_query(parsed.query), dict(self.headers), body)
-            resp = app.handle(req, len(self.path.encode()))
+            try:
+                resp = app.handle(req, len(self.path.encode()))
+            except Exception as exc:  # noqa: BLE001 - a handler's bug: a 500 with its traceback, as a Flask app
+                traceback.print_exc()
+                resp = error(500, f"{type(exc).__name__}: {exc}")
             payload = b"" if self.command == "HEAD" else resp.body
-            self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
-            self.send_header("Content-Length", str(len(resp.body)))
-            for key, value in resp.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            # Logged before the answer leaves: a client that has its answer finds its request in the log.
             app.log.add(
                 method=self.command,
                 path=parsed.path,
@@ -115,6 +115,13 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
                 url_bytes=len(self.path.encode()),
                 duration_ms=round((time.perf_counter() - start) * 1000.0, 3),
             )
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            for key, value in resp.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
 
         do_GET = do_POST = do_HEAD = _serve
 
