@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from pipeline import __version__
 from pipeline.context import PREVIOUS, BuildContext
 from pipeline.core.atomic import remove_stale_temps, write_json, write_text
+from pipeline.core.checkpoints import checkpoint
 from pipeline.core.compute import compute
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import key_of, md5_hex
@@ -227,6 +228,7 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
         "samples": dict(sorted(outcome.samples.items())),
     }
     write_marker(part.marker_path(ctx), marker)
+    checkpoint(f"{part.stage}-sealed")
     result.built, result.reused, result.failures, result.crashed = (
         outcome.built, outcome.reused, outcome.new_failures, len(outcome.crashed)
     )  # fmt: skip

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core import atomic
+from pipeline.core.checkpoints import checkpoint
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import read_failures
@@ -291,6 +292,7 @@ class _SplitWriter:
                 "shard_id": len(self.shards),
             }
         )
+        checkpoint("release-shard-closed")
 
     def close(self) -> None:
         self._flush()

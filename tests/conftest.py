@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,26 @@ def tiny_world(tmp_path_factory) -> Path:
     d = TINY["demo_world"]
     generate_world(world, d["n_sites"], d["neurons_per_site"], d["seed"])
     return world
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 300.0, proc=None) -> None:  # noqa: ANN001
+    """Wait for `condition()` to hold: never a fixed sleep. The timeout only fails a broken run; `proc`, a Popen
+    that must still be running while we wait (a build that ended first fails at once, naming its exit code)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {what}: the process ended first (exit {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: not within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def checkpoint_env(**points: str) -> dict[str, str]:
+    """Environment making a build stop at named points (pipeline.core.checkpoints): `name="kill"` or
+    `name="hold:DIR"`; names use `_` for the module's `-` (render_sealed -> render-sealed)."""
+    from pipeline.core.checkpoints import ENV
+
+    return {ENV: ",".join(f"{name.replace('_', '-')}:{action}" for name, action in points.items())}
 
 
 def seed_work(work: Path, world: Path, species: str = "demo") -> Path:
