@@ -9,6 +9,8 @@ SCHEDULER ?= processes
 WORKERS   ?=
 STAGE     ?=
 FORCE     ?=
+BURNERS   ?=
+RUNS      ?=
 DEEP      ?=
 SOURCE    ?= config
 TWIN_FLAVOR ?= v2
@@ -35,7 +37,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status preview demo-world test bench lint clean setup
+.PHONY: build stage split verify status preview demo-world test test-stress bench lint clean setup
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
@@ -61,6 +63,10 @@ demo-world: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the suite RUNS times beside BURNERS CPU-bound processes (default: one per core); not run by CI
+test-stress: $(STAMP)
+	$(PY) -m tests.stress $(if $(BURNERS),--burners $(BURNERS)) $(if $(RUNS),--runs $(RUNS))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
