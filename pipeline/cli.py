@@ -326,8 +326,9 @@ def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
 
     from config import load_config
     from pipeline.core.atomic import atomic_path
-    from pipeline.show import describe, find_row, neuroglancer_state, neuroglancer_url
+    from pipeline.show import describe, find_row
     from render.contact_sheet import sample_sheet
+    from shard.neuroglancer import neuroglancer_state, neuroglancer_url
 
     found = find_row(Path(out), combined_sample_hash.strip().lower())
     click.echo(describe(found))

@@ -17,10 +17,11 @@ from PIL import Image
 from config.schema import SpeciesConfig
 from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
 from pipeline.core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
-from pipeline.show import find_row, neuroglancer_state, neuroglancer_url, segment_roots
+from pipeline.show import find_row
 from pipeline.sources.demo import DemoSource
 from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry
+from shard.neuroglancer import neuroglancer_state, neuroglancer_url, segment_roots, state_of_url
 from tests.conftest import cli, seed_work
 
 CARDINAL_AXES = {"em_xy_before": (0, 1), "em_xz_before": (0, 2), "em_yz_before": (1, 2)}  # (column, row) axes
@@ -174,24 +175,26 @@ def test_show_finds_a_row_without_scanning_and_draws_it(release, tiny_configs, t
 
 
 def test_neuroglancer_link_for_a_cave_species():
-    cfg = SpeciesConfig.model_validate(
-        {
-            "species": "fly", "source": "cave", "datastack": "flywire_fafb_public",
-            "em_cloudpath": "precomputed://https://bossdb-open-data.s3.amazonaws.com/flywire/fafbv14",
-            "seg_cloudpath": "graphene://https://prod.flywire-daf.com/segmentation/1.0/flywire_public",
-            "em_window_nm": 1500, "extent_nm": [2000, 4000], "materialization_version": 783,
-        }
-    )  # fmt: skip
+    """fly's shipped config: FlyWire's layers, the point in its 4 x 4 x 40 nm voxels, both segments, the time."""
+    from config import load_config
+    from config.schema import CONFIG_DIR
+
+    cfg = load_config("fly", CONFIG_DIR)
     meta = {"edit_point_nm": [331008.0, 306424.0, 251800.0], "before_root_ids": ["7205", "7206"],
             "timestamp": 1700000000, "timestamp_ms": 1700000000123, "cutout_timestamp": None}  # fmt: skip
-    state = neuroglancer_state(cfg, "merge_edit", meta)
+    url = neuroglancer_url(neuroglancer_state(cfg, "merge_edit", meta))
+    assert url.startswith("https://spelunker.cave-explorer.org/#!%7B")
+    state = state_of_url(url)  # what the viewer reads
     image, seg = state["layers"]
-    assert image["source"] == cfg.em_cloudpath and seg["source"] == cfg.seg_cloudpath
+    assert image["source"] == "precomputed://https://bossdb-open-data.s3.amazonaws.com/flywire/fafbv14"
+    assert seg["source"] == "graphene://https://prod.flywire-daf.com/segmentation/1.0/flywire_public"
     assert seg["type"] == "segmentation" and seg["segments"] == ["7205", "7206"]
     assert seg["timestamp"] == 1700000000123 - 1000  # labels of a merge are resolved at T - 1 s
-    assert state["position"] == [331008.0, 306424.0, 251800.0] and state["dimensions"]["x"] == [1e-9, "m"]
-    junction = neuroglancer_state(cfg, "junction_control", {"interface_point_nm": [1.0, 2.0, 3.0], "root_id": "9",
+    assert state["dimensions"] == {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [40e-9, "m"]}
+    assert state["position"] == [331008.0 / 4, 306424.0 / 4, 251800.0 / 40]  # voxels, not nm
+    junction = neuroglancer_state(cfg, "junction_control", {"interface_point_nm": [4.0, 8.0, 80.0], "root_id": "9",
                                                              "cutout_timestamp": 1778960736})  # fmt: skip
     assert junction["layers"][1]["timestamp"] == 1778960736000 and junction["layers"][1]["segments"] == ["9"]
-    url = neuroglancer_url(state)
-    assert url.startswith("https://spelunker.cave-explorer.org/#!%7B") and "graphene" in url
+    assert junction["position"] == [1.0, 2.0, 2.0]
+    split = neuroglancer_state(cfg, "split_edit", {**meta, "after_root_ids": ["8001", "8002"]})
+    assert split["layers"][1]["segments"] == ["8001", "8002"] and split["layers"][1]["timestamp"] == 1700000000123
