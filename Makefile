@@ -37,7 +37,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status preview demo-world test test-stress bench lint clean setup
+.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
@@ -54,6 +54,9 @@ verify: $(STAMP)
 
 status: $(STAMP)
 	$(PY) -m pipeline status $(COMMON)
+
+report: $(STAMP)
+	$(PY) -m pipeline report $(COMMON)
 
 preview: $(STAMP)
 	$(PY) -m pipeline preview --species $(SPECIES) $(COMMON)

@@ -314,6 +314,23 @@ def preview(species, work, out, per_type, output) -> None:  # noqa: ANN001
 
 
 @cli.command()
+@_common
+@_user_errors
+def report(work, out) -> None:  # noqa: ANN001
+    """Write OUT/report/index.html again from the release in OUT and the work dir that built it (the shard stage
+    writes it with every release): counts, a gallery of rows, failures, the build. Rewrites no shard."""
+    import time
+
+    from pipeline.stages.shard import rewrite_report_of
+
+    start = time.perf_counter()
+    index = rewrite_report_of(work, out)
+    files = [p for p in index.parent.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    click.echo(f"report: {index} ({len(files)} files, {size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+
+
+@cli.command()
 @click.argument("combined_sample_hash")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
 @click.option("--png", type=click.Path(path_type=Path), default=None,
@@ -326,8 +343,9 @@ def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
 
     from config import load_config
     from pipeline.core.atomic import atomic_path
-    from pipeline.show import describe, find_row
+    from pipeline.show import describe
     from render.contact_sheet import sample_sheet
+    from shard.lookup import find_row
     from shard.neuroglancer import neuroglancer_state, neuroglancer_url
 
     found = find_row(Path(out), combined_sample_hash.strip().lower())

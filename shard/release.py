@@ -43,7 +43,8 @@ from pipeline.core.release_schema import (
 )
 from shard.card import render_card
 from shard.figure import channel_figure
-from shard.report import GALLERY_ROWS, pick_gallery, write_report
+from shard.lookup import read_shard_row
+from shard.report import GALLERY_ROWS, REPORT_DIR, pick_gallery, write_report
 from shard.rules import DUAL_TYPES, SAMPLE_TYPES, RowError, check_table
 
 ROW_GROUP_ROWS = 32
@@ -560,3 +561,42 @@ def _stats(
         "figure": figure,
         "metadata_keys": dict(sorted(tally.metadata_keys.items())),
     }
+
+
+def rewrite_report(
+    out_dir: Path, failures: list[Path], configs: dict[str, SpeciesConfig], build_info: dict
+) -> Path:
+    """The report of a release already written (`python -m pipeline report`), without touching its shards: the
+    counts from its sidecars and shards.csv, the gallery rows read from their shards (one row group each), the
+    failures from the ledgers. Swapped in whole; returns the index path."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "shards.csv").exists():
+        raise ReleaseError(f"{out_dir} has no shards.csv: build a release first (`make build`)")
+    tally = _Tally(0)
+    firsts: dict[tuple[str, str], list[dict]] = {}
+    for split in SPLITS:
+        sidecar = out_dir / "metadata" / f"{SPLIT_DIRS[split]}.parquet"
+        if not sidecar.exists():
+            continue
+        t = pq.read_table(sidecar, columns=["combined_sample_hash", "split", "species", "sample_type",
+                                            "has_after_mask", "shard_path"])  # fmt: skip
+        keys = ["split", "species", "sample_type", "has_after_mask"]
+        for g in t.group_by(keys).aggregate([("combined_sample_hash", "count")]).to_pylist():
+            tally.counts[tuple(g[k] for k in keys)] += g["combined_sample_hash_count"]
+        for r in t.to_pylist():
+            firsts.setdefault((r["species"], r["sample_type"]), []).append(r)
+    for key, rows in firsts.items():
+        chosen = sorted(rows, key=itemgetter("combined_sample_hash"))[:GALLERY_ROWS]
+        tally.gallery[key] = [read_shard_row(out_dir / r["shard_path"], r["combined_sample_hash"]) for r in chosen]
+    with open(out_dir / "shards.csv", newline="") as fh:
+        shard_rows = [{**r, "size": int(r["size"])} for r in csv.DictReader(fh)]
+    stats = _stats(tally, shard_rows, _read_failures(failures), {}, 0, None)
+    tmp_dir = out_dir / f".{REPORT_DIR}.building"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    try:
+        write_report(tmp_dir.parent, stats, pick_gallery(tally.gallery), configs, build_info, folder=tmp_dir.name)
+        _swap_in(tmp_dir, out_dir / REPORT_DIR)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir / REPORT_DIR / "index.html"

@@ -154,3 +154,20 @@ def check_render_parts(contexts: list[BuildContext]) -> None:
                     f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
                     "to render that partition again"
                 )
+
+
+def rewrite_report_of(work: Path, out: Path) -> Path:
+    """`python -m pipeline report`: the report of the release in `out` again, from it and the work dir that built
+    it (ledgers, markers, configs), without rewriting a shard."""
+    from shard.release import ReleaseError, rewrite_report
+
+    contexts = [make_context(sp, work, out) for sp in species_in(work)]
+    try:
+        return rewrite_report(
+            Path(out),
+            failures=[c.ledger_path for c in contexts if c.ledger_path.exists()],
+            configs={c.species: c.cfg for c in contexts},
+            build_info=build_info(contexts),
+        )
+    except ReleaseError as exc:
+        raise UserError(str(exc)) from None

@@ -17,10 +17,10 @@ from PIL import Image
 from config.schema import SpeciesConfig
 from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
 from pipeline.core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
-from pipeline.show import find_row
 from pipeline.sources.demo import DemoSource
 from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry
+from shard.lookup import find_row
 from shard.neuroglancer import neuroglancer_state, neuroglancer_url, segment_roots, state_of_url
 from tests.conftest import cli, seed_work
 
@@ -198,3 +198,22 @@ def test_neuroglancer_link_for_a_cave_species():
     assert junction["position"] == [1.0, 2.0, 2.0]
     split = neuroglancer_state(cfg, "split_edit", {**meta, "after_root_ids": ["8001", "8002"]})
     assert split["layers"][1]["segments"] == ["8001", "8002"] and split["layers"][1]["timestamp"] == 1700000000123
+
+
+def test_the_build_writes_the_report_and_the_report_command_writes_it_again(release, tiny_configs):
+    """The shard stage writes report/ with the release; `python -m pipeline report` rebuilds it from the release
+    and the work dir alone, byte for byte (no shard rewritten); its stage timings come from the markers."""
+    from tests.conftest import cli_in_process
+
+    work, out, _cfg, rows, _bank = release
+    report = out / "report"
+    before = {p.relative_to(report): p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()}
+    page = (report / "index.html").read_text()
+    assert "<h3>demo</h3>" in page and "<td>render</td>" in page and "<td>fetch</td>" in page
+    assert sum(f"{r['combined_sample_hash']}\"" in page for r in rows) >= 10  # gallery rows, by id
+    shards = {p: p.stat().st_mtime_ns for p in out.glob("*/*-*.parquet")}
+    done = cli_in_process("report", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
+    assert done.returncode == 0 and done.stdout.startswith(f"report: {report / 'index.html'}")
+    after = {p.relative_to(report): p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()}
+    assert after == before
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*-*.parquet")} == shards
