@@ -37,7 +37,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup
+.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup setup-browser
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
@@ -64,7 +64,7 @@ preview: $(STAMP)
 demo-world: $(STAMP)
 	$(PY) -m pipeline demo-world --work $(WORK) $(if $(FORCE),--force)
 
-test: $(STAMP)
+test: $(STAMP) setup-browser
 	$(PY) -m pytest
 
 # the suite RUNS times beside BURNERS CPU-bound processes (default: one per core); not run by CI
@@ -79,6 +79,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 setup: $(STAMP)
+
+# Debian's chromium for the browser tests (the report page, the local Neuroglancer); Playwright drives it. Where
+# it cannot be installed (not root, no apt), those tests are skipped, each saying why.
+setup-browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "setup-browser: could not install chromium (needs root and apt): the browser tests will be skipped" >&2
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -335,10 +336,16 @@ def report(work, out) -> None:  # noqa: ANN001
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
 @click.option("--png", type=click.Path(path_type=Path), default=None,
               help="picture of the row (default: <hash>.png in the current directory)")  # fmt: skip
+@click.option("--neuroglancer", "serve", is_flag=True,
+              help="demo species: serve its world's layers and a Neuroglancer client on 127.0.0.1 until Ctrl-C")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("work"), show_default=True,
+              help="work dir holding the demo world (for --neuroglancer)")  # fmt: skip
+@click.option("--port", type=click.IntRange(min=0), default=0, help="port for --neuroglancer (0: a free one)")
 @_user_errors
-def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
-    """Print one row's labels and metadata, write a labelled picture of it, and for a real species a
-    Neuroglancer link at its point and time."""
+def show(combined_sample_hash, out, png, serve, work, port) -> None:  # noqa: ANN001
+    """Print one row's labels and metadata, write a labelled picture of it, and a Neuroglancer link at its
+    point and time: the species' own layers for a real species; with --neuroglancer, a local viewer on the demo
+    world's layers."""
     import json
 
     from config import load_config
@@ -356,15 +363,27 @@ def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
     with atomic_path(png) as tmp:
         sample_sheet(found.row, title).save(tmp, format="PNG")
     click.echo(f"picture: {png}")
-    if side["species"] in known_species():
-        cfg = load_config(side["species"])
-        if cfg.source == "cave":
-            state = neuroglancer_state(cfg, side["sample_type"], json.loads(side["metadata"]))
-            click.echo(f"neuroglancer: {neuroglancer_url(state)}")
-        else:
-            click.echo(f"neuroglancer: none for {side['species']} (source {cfg.source}: no public layers)")
-    else:
+    if side["species"] not in known_species():
         click.echo(f"neuroglancer: no config for species {side['species']}")
+        return
+    cfg = load_config(side["species"])
+    meta = json.loads(side["metadata"])
+    if cfg.source == "cave":
+        click.echo(f"neuroglancer: {neuroglancer_url(neuroglancer_state(cfg, side['sample_type'], meta))}")
+    elif not serve:
+        click.echo(f"neuroglancer: add --neuroglancer to view it locally ({side['species']} has no public layers)")
+    else:
+        from pipeline.context import BuildContext
+        from pipeline.viewer import demo_state, open_viewer, serve_layers
+
+        world = BuildContext(side["species"], cfg, Path(work).resolve(), Path(out)).world_dir
+        with serve_layers(world) as layers:
+            state = demo_state(cfg, world, layers, side["sample_type"], meta)
+            click.echo(f"layers: {layers}")
+            click.echo(f"state: {json.dumps(state, separators=(',', ':'))}")
+            click.echo(f"neuroglancer: {open_viewer(state, port)}", err=False)
+            click.echo("serving the demo world's layers and the viewer until Ctrl-C", err=True)
+            threading.Event().wait()
 
 
 def main() -> None:

@@ -53,20 +53,26 @@ def viewer_state(
     meta: dict,
     voxel_nm: Sequence[float] | None = None,
     segments: list[str] | None = None,
+    equivalences: list[list[str]] | None = None,
+    window_nm: float = 800.0,
 ) -> dict:
     """A Neuroglancer state: an EM and a segmentation layer, the row's segments selected, centred on its point in
-    voxels of `voxel_nm` (nm when None), the segmentation at the time the row's EM labels were resolved."""
+    voxels of `voxel_nm` (nm when None), the segmentation at the time the row's EM labels were resolved (or, on a
+    layer of supervoxels, `equivalences` grouping each segment's supervoxels at that time). The 2-D panels show the
+    row's EM window (`window_nm`) across ~400 px, the 3-D panel four times it."""
     voxel = [float(v) for v in (voxel_nm or (1.0, 1.0, 1.0))]
     seg = {"type": "segmentation", "source": seg_source, "name": "segmentation",
            "segments": segments if segments is not None else segment_roots(sample_type, meta)}  # fmt: skip
     when = labels_time_ms(sample_type, meta)
     if when is not None:
         seg["timestamp"] = when
+    if equivalences:  # a supervoxel layer (no chunkedgraph): each segment is the group of its supervoxels
+        seg["equivalences"] = equivalences
     return {
         "dimensions": {axis: [v * 1e-9, "m"] for axis, v in zip(("x", "y", "z"), voxel, strict=True)},
         "position": [p / v for p, v in zip(row_point_nm(sample_type, meta), voxel, strict=True)],
-        "crossSectionScale": 2.0 / min(voxel),
-        "projectionScale": 4096.0 / min(voxel),
+        "crossSectionScale": window_nm / 400.0 / voxel[0],
+        "projectionScale": 4.0 * window_nm / voxel[0],
         "layers": [{"type": "image", "source": em_source, "name": "em"}, seg],
         "selectedLayer": {"layer": "segmentation"},
         "layout": "xy-3d",
@@ -75,7 +81,8 @@ def viewer_state(
 
 def neuroglancer_state(cfg: SpeciesConfig, sample_type: str, meta: dict) -> dict:
     """The state of a row of a real species: the EM and segmentation layers of its config."""
-    return viewer_state(cfg.em_cloudpath, cfg.seg_cloudpath, sample_type, meta, cfg.viewer_voxel_nm)
+    return viewer_state(cfg.em_cloudpath, cfg.seg_cloudpath, sample_type, meta, cfg.viewer_voxel_nm,
+                        window_nm=cfg.em_window_nm)  # fmt: skip
 
 
 def neuroglancer_url(state: dict, base: str = NEUROGLANCER) -> str:

@@ -66,6 +66,15 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 300.
         time.sleep(0.01)
 
 
+def free_port() -> int:
+    """A port no one listens on now (the OS's choice), for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def checkpoint_env(**points: str) -> dict[str, str]:
     """Environment making a build stop at named points (pipeline.core.checkpoints): `name="kill"` or
     `name="hold:DIR"`; names use `_` for the module's `-` (render_sealed -> render-sealed)."""
@@ -111,6 +120,15 @@ def cli_in_process(*args: str, config_dir: Path) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory, tiny_world, tiny_configs) -> tuple[Path, Path]:
+    """(work, out) of one tiny demo build, shared by the tests that only read a release (never change it)."""
+    root = tmp_path_factory.mktemp("tiny-release")
+    work, out = seed_work(root / "work", tiny_world), root / "out"
+    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    return work, out
 
 
 @pytest.fixture(scope="session")

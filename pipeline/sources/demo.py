@@ -207,6 +207,11 @@ class DemoSource:
         found = keys[idx] == arr.ravel()
         return np.where(found, values[idx], np.uint64(0)).astype(np.uint64).reshape(arr.shape)
 
+    def supervoxels_of(self, root_id: int, timestamp: float) -> np.ndarray:
+        """Every supervoxel of `root_id` at `timestamp` (the viewer's equivalences), sorted."""
+        keys, values = self._state(timestamp)
+        return np.sort(keys[values == np.uint64(root_id)])
+
     def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
         t = self._table("synapses")
         pre_set = pa.array(sorted({int(r) for r in pre_root_ids}), pa.uint64())

@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, seed_work, wait_until
+from tests.conftest import cli, free_port, seed_work, wait_until
 
 DASK = Path(sys.executable).parent / "dask"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:
@@ -28,7 +22,7 @@ def _accepts(port: int) -> bool:
 
 @pytest.fixture
 def cluster(tmp_path):
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [
         subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

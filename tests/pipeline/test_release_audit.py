@@ -22,17 +22,15 @@ from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry
 from shard.lookup import find_row
 from shard.neuroglancer import neuroglancer_state, neuroglancer_url, segment_roots, state_of_url
-from tests.conftest import cli, seed_work
+from tests.conftest import cli
 
 CARDINAL_AXES = {"em_xy_before": (0, 1), "em_xz_before": (0, 2), "em_yz_before": (1, 2)}  # (column, row) axes
 CENTRAL = slice(28, 196)
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory, tiny_world, tiny_configs):
-    root = tmp_path_factory.mktemp("audit")
-    work, out = seed_work(root / "work", tiny_world), root / "out"
-    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+def release(tiny_release, tiny_configs):
+    work, out = tiny_release
     cfg = SpeciesConfig.model_validate(yaml.safe_load((tiny_configs / "demo.yaml").read_text()))
     rows = []
     for shard in sorted(out.glob("*/*-*.parquet")):
@@ -157,7 +155,7 @@ def test_show_finds_a_row_without_scanning_and_draws_it(release, tiny_configs, t
     proc = cli("show", h, "--out", str(out), "--png", str(png), config_dir=tiny_configs)
     assert f'combined_sample_hash: "{h}"' in proc.stdout and '"split_edit"' in proc.stdout
     assert "false_merge_identification_label: 1.0" in proc.stdout and "timestamp_ms:" in proc.stdout
-    assert "neuroglancer: none for demo" in proc.stdout
+    assert "neuroglancer: add --neuroglancer to view it locally" in proc.stdout
     img = np.asarray(Image.open(png).convert("RGB"))
     assert img.shape[1] > 7 * 160 and img.std() > 10
     bad = cli("show", "0" * 32, "--out", str(out), config_dir=tiny_configs, check=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import socket
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from cloudfiles.interfaces import HttpInterface
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.cave import CaveSource
+from tests.conftest import free_port
 from tests.pipeline.sources.cave_server import (
     RES,
     ROOT_A,
@@ -63,12 +63,6 @@ def _clear_faults(cave_server):
     cave_server.faults.clear()
     yield
     cave_server.faults.clear()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- protocol, pickling
@@ -261,7 +255,7 @@ def waits(monkeypatch):
 
 
 def test_unreachable_server_is_a_user_error_naming_the_url(make_cfg, waits):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     src = CaveSource(make_cfg(server_address=url), token=TOKEN)
     with pytest.raises(UserError) as err:
         src.proofread_roots()
@@ -270,7 +264,7 @@ def test_unreachable_server_is_a_user_error_naming_the_url(make_cfg, waits):
 
 
 def test_unreachable_em_host_is_a_user_error(make_cfg, waits):
-    url = f"http://127.0.0.1:{_closed_port()}/em"
+    url = f"http://127.0.0.1:{free_port()}/em"
     src = CaveSource(make_cfg(em_cloudpath=f"precomputed://{url}"), token=TOKEN)
     with pytest.raises(UserError, match="could not reach.*em_cloudpath"):
         src.em_cutout(np.zeros(3), 100.0)
