@@ -67,7 +67,7 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
     server.start()
     config_dir = twin_config_dir(work)
     config_dir.mkdir(parents=True, exist_ok=True)
-    cfg = twin_config(load_config("demo", default_config_dir()), server.url)
+    cfg = twin_config(load_config("demo", default_config_dir()), server.url, opts.flavor)
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     saved = {k: os.environ.get(k) for k in ("CB2_CONFIG_DIR", "CAVE_TOKEN")}
     os.environ["CB2_CONFIG_DIR"], os.environ["CAVE_TOKEN"] = str(config_dir), TOKEN  # worker processes inherit it

@@ -48,6 +48,7 @@ from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.cave_limits import CaveLimits, chunks, url_batches
 from pipeline.sources.cave_tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
+from pipeline.sources.l2skeleton import skeleton_edges
 
 TOKEN_ENV = "CAVE_TOKEN"
 CONNECT_TIMEOUT_S = 10.0
@@ -541,7 +542,9 @@ class CaveSource:
             as_of = self.as_of()
             for batch in chunks(roots, self.limits.change_log_batch):
                 with self._guard("chunkedgraph tabular change log", self._local):
-                    logs = cg.get_tabular_change_log(batch, filtered=True)
+                    # the whole lineage: filtered=True (the server's default) drops edits that were undone or
+                    # cut off (graph/segmenthistory.py in_neuron / is_relevant), which are candidates too
+                    logs = cg.get_tabular_change_log(batch, filtered=False)
                 for root, df in sorted(logs.items()):
                     if df is None or len(df) == 0:
                         continue
@@ -707,11 +710,17 @@ class CaveSource:
         index = {int(v): i for i, v in enumerate(kept)}
         vertices = np.array([coords[int(v)] for v in kept], dtype=np.float64).reshape(-1, 3)
         pairs = [(index[int(a)], index[int(b)]) for a, b in edges if int(a) in index and int(b) in index and a != b]
-        edge_arr = np.unique(np.sort(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
+        edge_arr = np.unique(np.sort(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=1), axis=0).reshape(-1, 2)
+        # the level-2 graph has cycles and corner contacts: its branch points are the skeleton's (l2skeleton.py)
         return Skeleton(
             vertices_nm=vertices,
-            edges=edge_arr.reshape(-1, 2),
-            extra={"l2_ids": kept, "n_missing_rep_coord": int(l2_ids.size - kept.size), "coords": source},
+            edges=skeleton_edges(vertices, edge_arr),
+            extra={
+                "l2_ids": kept,
+                "n_missing_rep_coord": int(l2_ids.size - kept.size),
+                "coords": source,
+                "l2_edges": int(len(edge_arr)),
+            },
         )
 
     def _chunk_centres(self, l2_ids: np.ndarray) -> dict[int, list[float]]:

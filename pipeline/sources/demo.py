@@ -24,7 +24,9 @@ from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
 from pipeline.core.errors import SampleError, UserError
+from pipeline.demo_world.level2 import level2_graph
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
+from pipeline.sources.l2skeleton import skeleton_edges
 from render.geometry import crop_box
 
 _STATE_CACHE = 64
@@ -226,9 +228,10 @@ class DemoSource:
         if hit.num_rows == 0:
             raise SampleError("missing_skeleton", f"no skeleton for root {int(root_id)}")
         row = hit.slice(0, 1).to_pylist()[0]
-        vertices = np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3)
-        edges = np.asarray(row["edges"], dtype=np.int64).reshape(-1, 2)
-        return Skeleton(vertices_nm=vertices, edges=edges, extra={"root_id": int(root_id)})
+        # as a CAVE source sees the neuron: its level-2 graph, skeletonized (the same junctions as the twin's)
+        graph = level2_graph(np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3), row["edges"])
+        edges = skeleton_edges(graph.rep_coord_nm, graph.edges)
+        return Skeleton(vertices_nm=graph.rep_coord_nm, edges=edges, extra={"root_id": int(root_id)})
 
     def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
         """The whole mesh, cropped to box_nm (faces with a vertex in it) when given."""
