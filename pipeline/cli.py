@@ -253,13 +253,23 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
+@click.option("--drift", "drift", multiple=True, metavar="NAME",
+              help="serve a drifted state (repeatable; names: pipeline/twin/drift.py)")  # fmt: skip
+@click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @_user_errors
-def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm, drift,
+         replay) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
+    if replay is not None:
+        from pipeline.twin.replay import run_replay_cli
+
+        run_replay_cli(replay, port, click.echo)
+        return
     from pipeline.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
-    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift)
 
 
 @cli.command()
