@@ -292,6 +292,36 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
 
 
 @cli.command()
+@_species_option
+@_common
+@click.option("--record", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="write every request and answer to this directory (never the token or cookies)")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=32, show_default=True,
+              help="workers of the planned build (the version's expiry is set against its duration)")  # fmt: skip
+@click.option("--source", "source", type=click.Choice(["config", "twin"]), default="config", show_default=True,
+              help="twin: check a twin of the real services (started here) with the demo species")  # fmt: skip
+@click.option("--twin-flavor", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option("--twin-world", type=click.Path(path_type=Path), default=Path("work/demo/world"), show_default=True)
+@click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
+@_user_errors
+def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift) -> None:  # noqa: ANN001
+    """Check, in a few minutes and a few hundred requests, every assumption a build of SPECIES makes about its
+    servers: one line per check (ok / warn / FAIL with the config key or action), a JSON report in
+    WORK/<species>/preflight.json; exit 1 when a check FAILed."""
+    from pipeline.preflight import report_path
+    from pipeline.twin_build import TwinOptions, preflight_species
+
+    topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift))
+    ctx, report = preflight_species(species, work, out, record, workers, topts if source == "twin" else None,
+                                    click.echo)  # fmt: skip
+    click.echo(f"report: {report_path(ctx)}" + (f"; recording: {record}" if record else ""))
+    if not report.ok:
+        names = ", ".join(c.name for c in report.failed())
+        raise UserError(f"preflight of {species} FAILED: {names} (see the lines above)")
+
+
+@cli.command()
 @click.argument("release_a", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("release_b", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--iou", type=click.FloatRange(0, 1), default=0.98, show_default=True,

@@ -610,6 +610,20 @@ class CaveSource:
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
 
+    def check_columns(self, key: str, table: str, present: list[str]) -> None:
+        """The columns this source reads from the table config key `key` names are in `present` (the one list of
+        them: proofread_roots and synapses call this, and so does preflight); else UserError naming the column."""
+        if key == "proofread_table":
+            self._need(present, table, "pt_root_id", "proofread roots")
+        elif key == "synapse_table":
+            for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
+                self._need(present, table, col, "synapse controls")
+            if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
+                either = "synapse controls (or pre_pt_position and post_pt_position)"
+                self._need(present, table, "ctr_pt_position", either)
+        else:
+            raise ValueError(f"no table columns are read for {key!r}")
+
     def _need(self, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
         columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
         if column not in columns:
@@ -632,7 +646,7 @@ class CaveSource:
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
         present = self._columns(table)
-        self._need(present, table, "pt_root_id", "proofread roots")
+        self.check_columns("proofread_table", table, present)
         wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "") if c in present]
         df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
         roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
@@ -775,10 +789,7 @@ class CaveSource:
         if not pre or not post:
             return normalise_synapses(pd.DataFrame(), table, self._need, self._columns(table))
         present = self._columns(table)
-        for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
-            self._need(present, table, col, "synapse controls")
-        if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
-            self._need(present, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
+        self.check_columns("synapse_table", table, present)
         columns = synapse_columns(present, self._live)
         df = read_synapses(self._query_checked, table, columns, pre, post, self.limits)
         return normalise_synapses(df, table, self._need, present)
