@@ -16,6 +16,8 @@ TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
 TWIN_DRIFT ?=
 RECORD    ?=
+comma := ,
+TWIN_DRIFT_FLAGS = $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d))
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
 # build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
@@ -27,7 +29,7 @@ ifeq ($(SOURCE),twin)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT))
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS)
 endif
 
 VENV   := .venv
@@ -41,9 +43,7 @@ COMMON    := --work $(WORK) --out $(OUT)
 
 # SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
 PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
-                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) \
-                   $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d)))
-comma := ,
+                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS))
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)

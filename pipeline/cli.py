@@ -85,9 +85,10 @@ def cli() -> None:
               help="the demo world the twin serves (generated when missing)")  # fmt: skip
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_drift) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -96,7 +97,8 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if source == "twin":
         from pipeline.twin_build import TwinOptions, build_through_twin
 
-        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms)
+        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
+                            drift=tuple(twin_drift))  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         summaries, result = build_all(species, work, out, opts)

@@ -12,7 +12,7 @@ Each switch is one way a real deployment drifts away from a species config betwe
 - `expired_version`: the config's pinned version (the twin's latest) has expired: the version listings drop
   it (MaterializationEngine api2.py lists expired versions only when asked) and a query of it anyway answers
   500: the engine checks only that the datastack exists (validate_datastack) and fails opening the expired
-  version's database (shared/REAL_SOURCES.md: "most likely a 500, not a 404").
+  version's database (blueprints/client/datastack.py validate_datastack; most likely a 500, not a 404).
 - `terms_not_accepted`: the token's user has not accepted the datastack's terms of service: every CAVE API
   but the info service answers 403 with middle_auth's JSON `{"error": "missing_tos", "data":
   {"tos_form_url": ...}}` (the shape caveclient base.py `_raise_for_status` reads; it then opens a browser).
