@@ -63,6 +63,7 @@ def run_preflight(
         probe = flight.found.batch
         report.limits["operation_details_batch"] = {
             "largest_ok": probe.largest_ok,
+            "largest_url_bytes": flight.found.batch_url_bytes,
             "smallest_refused": probe.smallest_refused,
             "requests": probe.requests,
         }

@@ -57,6 +57,7 @@ class Findings:
     em_res: tuple[float, ...] | None = None
     version_expires: float | None = None
     batch: BatchProbe | None = None
+    batch_url_bytes: int = 0  # the longest operation-details URL answered
     tracebacks: dict[str, str] = field(default_factory=dict)
 
 
@@ -393,6 +394,7 @@ class Preflight:
         probe = largest_batch(accepts, start, BATCH_PROBE_CEILING, BATCH_PROBE_REQUESTS)
         self.found.batch = probe
         url_ok = len(operation_details_url(base, _op_ids(known, probe.largest_ok))) if probe.largest_ok else 0
+        self.found.batch_url_bytes = url_ok
         text = f"{probe.text()}; the build sends {start} ids ({self.src.limits.url_budget_bytes} URL bytes)"
         if probe.largest_ok < start:
             raise _Result(

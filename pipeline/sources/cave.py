@@ -123,6 +123,15 @@ def _missing_tos(resp: requests.Response | None) -> str | None:
     return str((body.get("data") or {}).get("tos_form_url") or "the datastack's terms-of-service page")
 
 
+class _NoBrowser:
+    """caveclient opens a web browser on a `missing_tos` 403 (base.py); a build runs on machines where that
+    would start a text browser on the terminal. Its module gets this instead: the 403 becomes one line."""
+
+    @staticmethod
+    def open(url: str, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+
 def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN001, ANN202
     """fn() in a thread, given up after `seconds` (for client constructors that take no timeout)."""
     result: dict[str, Any] = {}
@@ -315,7 +324,10 @@ class CaveSource:
     def client(self):
         """The CAVEclient (opened on first use; its constructor's requests are bounded by a deadline)."""
         if self._client is None:
+            import caveclient.base
             from caveclient import CAVEclient
+
+            caveclient.base.webbrowser = _NoBrowser  # never a browser from a build (see _NoBrowser)
 
             self._probe(self._server)
             with self._guard(f"opening datastack '{self.cfg.datastack}'", self._server):

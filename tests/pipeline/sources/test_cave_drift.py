@@ -41,7 +41,7 @@ def drifted(twin_world):
 
 @pytest.fixture(autouse=True)
 def no_browser(monkeypatch):
-    """caveclient opens a web browser on a missing_tos 403 it sees itself: record instead of opening."""
+    """caveclient opens a web browser on a missing_tos 403 it sees itself: record (CaveSource prevents it)."""
     opened: list[str] = []
     monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url) or False)
     return opened
@@ -120,6 +120,7 @@ def test_terms_not_accepted_names_the_form_not_the_token(drifted, demo_cfg, no_b
     text = _one_line(exc)
     assert f"accept them at {server.url}{TOS_PATH}" in text
     assert "token" not in text.replace("the token's user", "")
+    assert no_browser == []  # caveclient's own reaction (a web browser) never happens in a build
 
 
 def test_missing_mip_names_the_key(drifted, demo_cfg):
