@@ -68,6 +68,8 @@ def run_preflight(
             "requests": probe.requests,
         }
     report.limits["tracebacks"] = flight.found.tracebacks
+    for line in report.lines()[len(report.checks) :]:  # the checks were printed as they ran
+        echo(line)
     report.write(report_path(ctx))
     return report
 

@@ -416,7 +416,7 @@ class Preflight:
         end = self.now + hours["fetch_render"] * 3600.0
         text = (
             f"materialization_version {self.cfg.materialization_version} expires {_day(self.found.version_expires)}; "
-            f"plan's estimate: ~{rows:,} rows, {hours['fetch_render']:.1f} h fetch+render with {self.workers} workers"
+            f"plan's estimate: ~{rows:,} rows, {hours['fetch_render']:.2f} h fetch+render with {self.workers} workers"
         )
         if self.found.version_expires <= end:
             raise _Result(

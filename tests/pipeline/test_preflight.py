@@ -155,3 +155,10 @@ def test_largest_batch_brackets_the_limit(limit, start):
         assert probe.smallest_refused is not None and probe.smallest_refused > limit
         assert probe.smallest_refused - probe.largest_ok <= max(1, probe.smallest_refused // 8)
     assert probe.trail == tuple((n, n <= limit) for n in asked)
+
+
+def test_twin_cli_refuses_an_unknown_drift_in_one_line(tmp_path, tiny_configs):
+    got = cli_in_process("twin", "--work", str(tmp_path), "--drift", "no_such_drift", config_dir=tiny_configs)
+    assert got.returncode == 1
+    assert got.stderr.strip().splitlines() == [got.stderr.strip()]
+    assert "unknown drift no_such_drift" in got.stderr and "expired_version" in got.stderr
