@@ -65,7 +65,7 @@ def run_preflight(
             "largest_ok": probe.largest_ok,
             "largest_url_bytes": flight.found.batch_url_bytes,
             "smallest_refused": probe.smallest_refused,
-            "requests": probe.requests,
+            "asked": probe.asked,
         }
     report.limits["tracebacks"] = flight.found.tracebacks
     for line in report.lines()[len(report.checks) :]:  # the checks were printed as they ran

@@ -1,8 +1,9 @@
 """The largest batch a server accepts, found by doubling then bisecting in a few requests.
 
-`largest_batch(accepts, start, ceiling, max_requests)` knows nothing of HTTP: `accepts(n)` sends one
-request of n items and says whether the server answered it (False for a refusal: 413 / 414 / 431 / 502 /
-503 / 504, a timeout or a reset). Preflight uses it for operation details (ids in the URL); the adaptive
+`largest_batch(accepts, start, ceiling, max_requests)` knows nothing of HTTP: `accepts(n)` asks the server
+for a batch of n items and says whether it was answered (False for a refusal: 413 / 414 / 431 / 502 / 503 /
+504, a timeout or a reset; preflight asks a refused size once more, so a transient 502 is not taken for a
+limit). Preflight uses it for operation details (ids in the URL); the adaptive
 request layer can start from its `largest_ok` (written to the preflight report) instead of a guess.
 """
 
@@ -16,14 +17,14 @@ from dataclasses import dataclass
 class BatchProbe:
     largest_ok: int  # the largest size answered (0: even the smallest tried was refused)
     smallest_refused: int | None  # the smallest size refused; None: nothing up to the ceiling was
-    requests: int
+    asked: int  # sizes asked (accepts() may send a refused size twice)
     trail: tuple[tuple[int, bool], ...]  # (size, accepted) in the order asked
 
     def text(self) -> str:
         if self.smallest_refused is None:
-            return f"{self.largest_ok} accepted (nothing refused up to it; {self.requests} requests)"
+            return f"{self.largest_ok} accepted (nothing refused up to it; {self.asked} sizes asked)"
         asked = ", ".join(f"{n}{'+' if ok else '-'}" for n, ok in self.trail)
-        return f"{self.largest_ok} accepted, {self.smallest_refused} refused ({self.requests} requests: {asked})"
+        return f"{self.largest_ok} accepted, {self.smallest_refused} refused ({self.asked} sizes asked: {asked})"
 
 
 def largest_batch(accepts: Callable[[int], bool], start: int, ceiling: int, max_requests: int = 8) -> BatchProbe:

@@ -379,13 +379,20 @@ class Preflight:
         known = sorted(self.found.ops)
         start = len(url_batches(base, _op_ids(known, 100_000), self.src.limits.url_budget_bytes)[0])
 
-        def accepts(n: int) -> bool:
-            url = operation_details_url(base, _op_ids(known, n))
+        session = _probe_session(cg.session, self.src._timeout)
+
+        def once(url: str) -> bool | requests.Response:
             try:
-                resp = cg.session.get(url, timeout=self.src._timeout)
+                resp = session.get(url, timeout=self.src._timeout)
             except requests.RequestException:  # a reset or a timeout: refused
                 return False
-            if resp.status_code in REFUSALS:
+            return False if resp.status_code in REFUSALS else resp
+
+        def accepts(n: int) -> bool:
+            """One request of n ids; a refusal is asked once more (a transient 502 is not a limit)."""
+            url = operation_details_url(base, _op_ids(known, n))
+            resp = once(url) or once(url)
+            if resp is False:
                 return False
             with self.src._guard("chunkedgraph operation details", self.src._local):
                 resp.raise_for_status()
@@ -444,6 +451,17 @@ def estimated_rows(cfg: SpeciesConfig, n_roots: int, ops: dict[int, tuple[int, f
     }
     budgets = cfg.budgets.model_dump()
     return int(sum(v if budgets[t] is None else min(v, budgets[t]) for t, v in counts.items()))
+
+
+def _probe_session(client_session: requests.Session, timeout: tuple[float, float]) -> requests.Session:
+    """The client's headers (its token) on a session that never retries: each probe is the request it counts."""
+    session = requests.Session()
+    session.headers.update(client_session.headers)
+    session.cookies.update(client_session.cookies)
+    adapter = cave_meshes.TimeoutAdapter(timeout, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _op_ids(known: list[int], n: int) -> list[int]:
