@@ -1,10 +1,12 @@
 """Every HTTP exchange of this process, seen in one place: counted, timed and (optionally) recorded.
 
 caveclient's clients are `requests` sessions, and so is cloud-files (its HttpInterface makes a
-`requests.Session` per interface and `requests.get` / `requests.head` open one each), so
-`requests.Session.send` is the one door every request of caveclient and cloud-volume goes through.
-`Recorder` wraps it while active: each exchange is timed and classed by endpoint, and with a directory
-it is written there (requests.jsonl + bodies/) for `python -m pipeline twin --replay DIR`.
+`requests.Session` per interface, mounting its own HTTPAdapter subclass, and `requests.get` / `requests.head`
+open one each), so `requests.adapters.HTTPAdapter.send` is the one door every request of caveclient and
+cloud-volume goes through (below the sessions' response hooks: an answer a hook refuses, such as CaveSource's
+`missing_tos` one, is still seen). `Recorder` wraps it while active: each exchange is timed and classed by
+endpoint, and with a directory it is written there (requests.jsonl + bodies/) for
+`python -m pipeline twin --replay DIR`.
 
 Never written: the Authorization header, cookies (Cookie, Set-Cookie), and the token itself anywhere it
 shows up (URLs, bodies); a query argument whose name contains "token" has its value replaced too.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from requests.adapters import HTTPAdapter
 
 REDACTED = "REDACTED"
 DROPPED_REQUEST_HEADERS = {"authorization", "cookie", "proxy-authorization"}
@@ -124,29 +127,32 @@ class Recorder:
         if self.directory is not None:
             (self.directory / BODIES).mkdir(parents=True, exist_ok=True)
             self._log = (self.directory / EXCHANGES).open("w")
-        self._original = original = requests.Session.send
+        self._original = original = HTTPAdapter.send
         recorder = self
 
-        def send(session: requests.Session, request: requests.PreparedRequest, **kwargs):  # noqa: ANN003, ANN202
+        def send(adapter: HTTPAdapter, request: requests.PreparedRequest, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             start = time.perf_counter()
             try:
-                response = original(session, request, **kwargs)
+                response = original(adapter, request, *args, **kwargs)
             except requests.RequestException as exc:
                 recorder._add(request, None, time.perf_counter() - start, type(exc).__name__)
                 raise
             wire = None
-            if kwargs.get("stream"):  # cloud-files reads `raw` itself, undecoded: keep the bytes as sent
+            if kwargs.get("stream", args[0] if args else False):
+                # cloud-files reads `raw` itself, undecoded: keep the bytes as sent and give it them again
                 wire = response.raw.read(decode_content=False)
                 response.raw.release_conn()
                 response.raw = WireBody(wire, response.headers.get("Content-Encoding", ""))
+            else:
+                _ = response.content  # as the session would read it: the latency covers the body
             recorder._add(request, response, time.perf_counter() - start, "", wire)
             return response
 
-        requests.Session.send = send
+        HTTPAdapter.send = send
         return self
 
     def __exit__(self, *exc: object) -> None:
-        requests.Session.send = self._original
+        HTTPAdapter.send = self._original
         if self._log is not None:
             self._log.close()
             self._log = None

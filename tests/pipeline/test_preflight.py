@@ -87,10 +87,16 @@ def test_each_drift_fails_exactly_its_check(twin_world, demo_cfg, tmp_path, drif
     assert not report.ok
 
 
-def test_record_then_replay_gives_the_same_report(twins, demo_cfg, tmp_path):
+@pytest.mark.parametrize("drift", [None, "terms_not_accepted"])
+def test_record_then_replay_gives_the_same_report(twins, twin_world, demo_cfg, tmp_path, drift):
     record = tmp_path / "recording"
-    recorded, _, _ = _preflight(twins["v1"], demo_cfg, tmp_path / "a", record)
-    assert recorded.ok
+    server = twins["v1"] if drift is None else TwinServer(twin_world, flavor="v1", drift=[drift]).start()
+    try:
+        recorded, _, _ = _preflight(server, demo_cfg, tmp_path / "a", record)
+    finally:
+        if drift is not None:
+            server.stop()
+    assert recorded.ok == (drift is None)  # a refusal is recorded too (the 403 a response hook turns into a line)
     for path in record.rglob("*"):  # the token appears in no recorded file, nor any Authorization / cookie
         if path.is_file():
             data = path.read_bytes()
@@ -104,7 +110,7 @@ def test_record_then_replay_gives_the_same_report(twins, demo_cfg, tmp_path):
     finally:
         replay.stop()
     assert replay.misses == []
-    assert cfg.server_address != twins["v1"].url  # it really talked to the replay
+    assert cfg.server_address != server.url  # it really talked to the replay
     back = {new: old for old, new in replay.origins.items()}
     assert replayed.comparable(back) == recorded.comparable()
 
