@@ -159,8 +159,10 @@ class ReplayServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving (if started) and close the sockets."""
         for httpd in self._servers:
-            httpd.shutdown()
+            if self._threads:
+                httpd.shutdown()
             httpd.server_close()
         for thread in self._threads:
             thread.join(timeout=5)

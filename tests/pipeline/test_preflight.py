@@ -168,3 +168,50 @@ def test_twin_cli_refuses_an_unknown_drift_in_one_line(tmp_path, tiny_configs):
     assert got.returncode == 1
     assert got.stderr.strip().splitlines() == [got.stderr.strip()]
     assert "unknown drift no_such_drift" in got.stderr and "expired_version" in got.stderr
+
+
+# ---------------------------------------------------------------- recording and replay, without a server
+def test_redaction_of_urls_and_bodies():
+    from pipeline.preflight.transport import REDACTED, endpoint_of, redact_bytes, redact_url
+
+    url = "https://h.org/a?middle_auth_token=abc123&x=1&note=sec-ret"
+    got = redact_url(url, ["sec-ret"])
+    assert "abc123" not in got and "sec-ret" not in got and f"middle_auth_token={REDACTED}" in got and "x=1" in got
+    assert redact_bytes(b'{"t": "sec-ret"}', ["sec-ret"]) == b'{"t": "' + REDACTED.encode() + b'"}'
+    assert endpoint_of("https://h/segmentation/api/v1/table/t/operation_details?x") == "operation_details"
+    assert endpoint_of("https://storage.googleapis.com/b/em/4_4_40/0-64_0-64_0-64") == "bucket"
+
+
+def test_replay_rewrites_every_recorded_origin_and_bucket_paths(tmp_path):
+    import json as _json
+
+    from pipeline.preflight.transport import BODIES, EXCHANGES, digest
+
+    fly = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "fly.yaml").read_text())
+    fly["em_cloudpath"] = "precomputed://gs://bucket/em"
+    (tmp_path / BODIES).mkdir()
+    info = _json.dumps({"data_dir": "gs://bucket/ws", "local": "https://global.daf-apis.com"}).encode()
+    (tmp_path / BODIES / digest(info)).write_bytes(info)
+    rows = [
+        {"seq": 0, "method": "GET", "url": "https://global.daf-apis.com/info/api/v2/datastack/full/x",
+         "endpoint": "info", "request_headers": {}, "request_body": "", "status": 200,
+         "response_headers": {"Content-Type": "application/json"}, "response_body": digest(info),
+         "response_bytes": len(info), "duration_ms": 1.0, "error": ""},
+        {"seq": 1, "method": "GET", "url": "https://storage.googleapis.com/bucket/em/info", "endpoint": "bucket",
+         "request_headers": {}, "request_body": "", "status": 404, "response_headers": {},
+         "response_body": digest(b""), "response_bytes": 0, "duration_ms": 1.0, "error": ""},
+    ]  # fmt: skip
+    (tmp_path / EXCHANGES).write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(fly))
+    replay = ReplayServer(tmp_path)
+    try:
+        cave, store = replay.origins["https://global.daf-apis.com"], replay.origins["https://storage.googleapis.com"]
+        cfg = replay.config()
+        assert cfg.server_address == cave and cfg.em_cloudpath == f"precomputed://{store}/bucket/em"
+        assert cfg.seg_cloudpath.startswith("graphene://https://prod.flywire-daf.com")  # never recorded: untouched
+        status, _, body = replay.answer("https://global.daf-apis.com", "GET", "/info/api/v2/datastack/full/x", b"")
+        assert status == 200 and _json.loads(body) == {"data_dir": f"{store}/bucket/ws", "local": cave}
+        assert replay.answer("https://global.daf-apis.com", "GET", "/not/recorded", b"")[0] == 404
+        assert replay.misses == ["GET https://global.daf-apis.com/not/recorded"]
+    finally:
+        replay.stop()  # never started: only its sockets to close
