@@ -133,6 +133,24 @@ def test_offline_is_one_line_naming_the_server(tmp_path):
     assert "server_address in config/fly.yaml" in lines[0]
 
 
+def test_fly_without_network_is_one_line(tmp_path):
+    """`make preflight SPECIES=fly` on this machine (no internet): the real config, one line naming the server."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path), "CAVE_TOKEN": "not-a-real-token"}
+    env.pop("CB2_CONFIG_DIR", None)
+    args = [sys.executable, "-m", "pipeline", "preflight", "--species", "fly", "--work", str(tmp_path)]
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=repo)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not reach https://global.daf-apis.com (")
+    assert lines[0].endswith("check network or server_address in config/fly.yaml")
+    assert "not-a-real-token" not in proc.stderr
+
+
 def test_cli_through_a_drifted_twin_exits_non_zero(twin_world, tmp_path, tiny_configs):
     got = cli_in_process("preflight", "--species", "demo", "--work", str(tmp_path / "work"), "--source", "twin",
                          "--twin-world", str(twin_world), "--twin-port", "0", "--twin-drift", "missing_table",
