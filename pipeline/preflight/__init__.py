@@ -67,7 +67,7 @@ def run_preflight(
             "smallest_refused": probe.smallest_refused,
             "asked": probe.asked,
         }
-    report.limits["tracebacks"] = flight.found.tracebacks
+    report.tracebacks = flight.found.tracebacks
     for line in report.lines()[len(report.checks) :]:  # the checks were printed as they ran
         echo(line)
     report.write(report_path(ctx))

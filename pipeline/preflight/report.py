@@ -33,6 +33,7 @@ class Report:
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # per endpoint class (not compared)
     requests: int = 0
     limits: dict[str, object] = field(default_factory=dict)  # what was found, for the adaptive source
+    tracebacks: dict[str, str] = field(default_factory=dict)  # check -> traceback of an unexpected exception
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,7 @@ class Report:
             "checks": [asdict(c) for c in self.checks],
             "limits": self.limits,
             "latency": self.latency,
+            "tracebacks": self.tracebacks,
         }
 
     def write(self, path: Path) -> Path:

@@ -233,3 +233,18 @@ def test_replay_rewrites_every_recorded_origin_and_bucket_paths(tmp_path):
         assert replay.misses == ["GET https://global.daf-apis.com/not/recorded"]
     finally:
         replay.stop()  # never started: only its sockets to close
+
+
+def test_an_unexpected_exception_is_a_fail_with_its_traceback_kept(twins, demo_cfg, tmp_path, monkeypatch):
+    from pipeline.preflight.checks import Preflight
+
+    def broken(self):
+        raise RuntimeError("a library's surprise")
+
+    monkeypatch.setattr(Preflight, "level2_graph", broken)
+    report, _, ctx = _preflight(twins["v2"], demo_cfg, tmp_path)
+    assert [c.name for c in report.failed()] == ["level-2 graph"]
+    assert "unexpected RuntimeError: a library's surprise" in report.check("level-2 graph").found
+    assert "in broken" in report.tracebacks["level-2 graph"]  # the whole traceback, in the JSON report
+    assert "level-2 graph" in report_path(ctx).read_text()
+    assert report.check("mesh manifest").status == OK  # the other checks still ran
