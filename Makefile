@@ -16,6 +16,10 @@ SOURCE    ?= config
 TWIN_FLAVOR ?= v2
 TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
+TWIN_DRIFT ?=
+RECORD    ?=
+comma := ,
+TWIN_DRIFT_FLAGS = $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d))
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
 # build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
@@ -27,7 +31,7 @@ ifeq ($(SOURCE),twin)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT))
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS)
 endif
 
 VENV   := .venv
@@ -37,10 +41,17 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup setup-browser
+.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup setup-browser preflight
+
+# SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
+PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
+                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS))
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
+
+preflight: $(STAMP)
+	$(PY) -m pipeline preflight --species $(SPECIES) --work $(WORK) $(if $(WORKERS),--workers $(WORKERS)) $(PREFLIGHT_FLAGS)
 
 stage: $(STAMP)
 	@test -n "$(STAGE)" || { echo "error: set STAGE=bank|fetch|render|split|shard" >&2; exit 2; }

@@ -86,9 +86,10 @@ def cli() -> None:
               help="the demo world the twin serves (generated when missing)")  # fmt: skip
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_drift) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -97,7 +98,8 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if source == "twin":
         from pipeline.twin_build import TwinOptions, build_through_twin
 
-        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms)
+        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
+                            drift=tuple(twin_drift))  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         summaries, result = build_all(species, work, out, opts)
@@ -254,13 +256,23 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
+@click.option("--drift", "drift", multiple=True, metavar="NAME",
+              help="serve a drifted state (repeatable; names: pipeline/twin/drift.py)")  # fmt: skip
+@click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @_user_errors
-def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm, drift,
+         replay) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
+    if replay is not None:
+        from pipeline.twin.replay import run_replay_cli
+
+        run_replay_cli(replay, port, click.echo)
+        return
     from pipeline.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
-    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift)
 
 
 @cli.command()
@@ -280,6 +292,36 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
     ctx = make_context(species, work, out)
     ensure_world(ctx)
     click.echo(make_plan(ctx, workers, sample_roots).text())
+
+
+@cli.command()
+@_species_option
+@_common
+@click.option("--record", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="write every request and answer to this directory (never the token or cookies)")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=32, show_default=True,
+              help="workers of the planned build (the version's expiry is set against its duration)")  # fmt: skip
+@click.option("--source", "source", type=click.Choice(["config", "twin"]), default="config", show_default=True,
+              help="twin: check a twin of the real services (started here) with the demo species")  # fmt: skip
+@click.option("--twin-flavor", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option("--twin-world", type=click.Path(path_type=Path), default=Path("work/demo/world"), show_default=True)
+@click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
+@_user_errors
+def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift) -> None:  # noqa: ANN001
+    """Check, in a few minutes and a few hundred requests, every assumption a build of SPECIES makes about its
+    servers: one line per check (ok / warn / FAIL with the config key or action), a JSON report in
+    WORK/<species>/preflight.json; exit 1 when a check FAILed."""
+    from pipeline.preflight import report_path
+    from pipeline.twin_build import TwinOptions, preflight_species
+
+    topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift))
+    ctx, report = preflight_species(species, work, out, record, workers, topts if source == "twin" else None,
+                                    click.echo)  # fmt: skip
+    click.echo(f"report: {report_path(ctx)}" + (f"; recording: {record}" if record else ""))
+    if not report.ok:
+        names = ", ".join(c.name for c in report.failed())
+        raise UserError(f"preflight of {species} FAILED: {names} (see the lines above)")
 
 
 @cli.command()

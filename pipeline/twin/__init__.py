@@ -9,7 +9,9 @@ CAVEconnectome/PyChunkedGraph, sharded Draco initial meshes, a manifest that hon
 Modules: model.py (the world as the servers' data model), cache.py + fragments.py + ids.py +
 stitched.py (derived files, built once per world), info.py (CAVE info, graphene info), chunkedgraph.py, meshing.py,
 l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log),
-log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command).
+log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command), drift.py
+(`--drift`: states a config does not expect, e.g. an expired version, terms of service not accepted),
+replay.py (`--replay`: a preflight recording served as it was answered).
 
 What the twin encodes about the real servers that nothing here could confirm (no machine here reaches
 them; each fact was read from the file named, at the versions named: PyChunkedGraph 2.21.1 "v2",
@@ -95,7 +97,9 @@ Materialization
     create_query_response); only valid rows. Ids are int64 (Postgres bigint; caveclient's live query
     promotes uint64 to float64 and loses digits); a missing root is served as 0, not null.
 16. Versions: the listing drops expired versions unless `expired` is set (blueprints/client/api2.py);
-    querying an expired version answers 404 (status and message unverified).
+    querying an expired version answers 404 here by default; with `--drift expired_version` it answers 500,
+    as the engine most likely does (validate_datastack checks only the datastack, then opening the expired
+    version's database fails: MaterializationEngine blueprints/client). Status and message unverified.
 17. The twin's datastack has the demo's own tables (proofread_neurons; synapses with
     ctr_pt_position, cleft and connection scores and neurotransmitter scores), not FlyWire's or
     MICrONS' (theirs are named in config/fly.yaml and config/mouse.yaml).

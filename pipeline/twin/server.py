@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.twin import chunkedgraph, info, l2cache, layers, materialization, meshing
 from pipeline.twin.cache import cache_summary, ensure_cache
+from pipeline.twin.drift import Drift
 from pipeline.twin.http import Request, Response, Router, error, parse_query
 from pipeline.twin.limits import TwinLimits
 from pipeline.twin.log import RequestLog, RequestRecord
@@ -55,6 +56,7 @@ class TwinApp:
         self.l2cache = l2cache_enabled
         self.require_token = require_token
         self.url = ""  # set once the socket is bound
+        self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
         self.ws_info = layers.load_ws_info(world.world_dir)
         self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
         self.router = Router()
@@ -69,8 +71,11 @@ class TwinApp:
             return error(401, "a valid token is needed (Authorization: Bearer ...)")
         if self.limits.latency_ms > 0:
             time.sleep(self.limits.latency_ms / 1000.0)
+        refused = self.drift.before(req)
+        if refused is not None:
+            return refused
         try:
-            return self.router.dispatch(req)
+            return self.drift.after(req, self.router.dispatch(req))
         except (ValueError, KeyError) as exc:  # a malformed argument
             return error(400, f"{type(exc).__name__}: {exc}")
 
@@ -140,6 +145,7 @@ class TwinServer:
         log_path: str | Path | None = None,
         draco_bin_nm: float | None = None,
         l2cache_enabled: bool = True,
+        drift: Drift | Iterable[str] = (),
     ) -> None:
         cache = ensure_cache(world_dir, draco_bin_nm)
         self.cache_summary = cache_summary(cache)
@@ -148,6 +154,8 @@ class TwinServer:
         self.app = TwinApp(
             world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled
         )
+        self.app.drift = Drift.of(drift)
+        self.app.drift.apply(self.app)
         self.httpd = _Server(("127.0.0.1", port), _handler(self.app))
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
