@@ -36,6 +36,9 @@ class BankStage:
     reads = (*ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op")
     consumes = None
     select_reads = ("budgets",)
+    # 2: junction controls at branch points of skeletons built from level-2 graphs (pipeline/sources/l2skeleton.py),
+    # as for a real species, not at the demo world's own skeleton's: a bank built before is redone, not reused
+    output_version = 2
 
     # -- the proofread roots ----------------------------------------------------------------------------
     def _roots_fingerprint(self, ctx: BuildContext) -> str:
