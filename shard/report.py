@@ -44,8 +44,7 @@ th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .row { display: flex; gap: 12px; align-items: flex-start; margin: 10px 0; padding: 8px; border: 1px solid #ddd; }
 .row img { image-rendering: pixelated; }
-.labels { font: 12px monospace; white-space: pre; min-width: 26em; }
-.warn { color: #a40; }
+.labels { font: 12px monospace; white-space: pre-wrap; overflow-wrap: anywhere; min-width: 26em; max-width: 40em; }
 code { background: #f4f4f4; padding: 0 3px; }
 """
 
