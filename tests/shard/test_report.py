@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import io
+import json
 
 import pyarrow.parquet as pq
 import pytest
@@ -117,3 +118,32 @@ def test_the_report_is_beside_the_release_not_in_it(released):
     assert verify_release(out).ok
     size = sum(p.stat().st_size for p in (out / "report").rglob("*") if p.is_file())
     assert size < 2_000_000  # a few rows' thumbnails, not the release
+
+
+def test_show_of_a_synthetic_fly_row_links_flywire_at_the_rows_point_and_time(tmp_path):
+    """`python -m pipeline show` of a fly row (a synthetic release, the shipped fly config): FlyWire's layers, the
+    point in FAFB's 4 x 4 x 40 nm voxels, both segments, the segmentation just before the merge."""
+    from tests.conftest import cli_in_process
+
+    rows = fakes.make_rows("fly", 10)
+    row = next(r for r in rows if r["sample_type"] == "merge_edit")
+    meta = {"species": "fly", "edit_point_nm": [400.0, 800.0, 4000.0], "render_center_nm": [420.0, 780.0, 4010.0],
+            "before_root_ids": ["720575940611", "720575940622"], "timestamp": 1700000000,
+            "timestamp_ms": 1700000000250}  # fmt: skip
+    row["metadata"] = json.dumps(meta, sort_keys=True)
+    parts = fakes.write_parts(tmp_path / "work", "fly", rows)
+    split = fakes.write_split(tmp_path / "work", "fly", rows, forced={row["combined_sample_hash"]: "train"})
+    out = tmp_path / "out"
+    write_release({"fly": parts}, {"fly": split}, [], out, shard_bytes=40_000)
+    shown = cli_in_process("show", row["combined_sample_hash"], "--out", str(out), "--png", str(tmp_path / "r.png"),
+                           config_dir=CONFIG_DIR)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    url = next(line for line in shown.stdout.splitlines() if line.startswith("neuroglancer: ")).split(" ", 1)[1]
+    state = state_of_url(url)
+    fly = load_config("fly", CONFIG_DIR)
+    em, seg = state["layers"]
+    assert em["source"] == fly.em_cloudpath and seg["source"] == fly.seg_cloudpath
+    assert "flywire" in em["source"] and "flywire_public" in seg["source"]
+    assert state["dimensions"] == {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [40e-9, "m"]}
+    assert state["position"] == [100.0, 200.0, 100.0]
+    assert seg["segments"] == ["720575940611", "720575940622"] and seg["timestamp"] == 1700000000250 - 1000
