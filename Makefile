@@ -35,7 +35,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status preview demo-world test bench lint clean setup
+.PHONY: build stage split verify status preview demo-world test bench lint readme clean setup
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
@@ -68,6 +68,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m pipeline.invalidation --check
+
+# the README's table of what a changed config key redoes, from the stages' declarations
+readme: $(STAMP)
+	$(PY) -m pipeline.invalidation
 
 setup: $(STAMP)
 

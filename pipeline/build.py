@@ -33,10 +33,6 @@ SPECIES_STAGES: dict[str, Stage] = {
 }
 SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
-# Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
-# demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
-NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "demo_world")
-
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
 
 
@@ -58,20 +54,6 @@ def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
         return json.loads((ctx.world_dir / "world.json").read_text())
     params = ctx.cfg.demo_world
     return generate_world(ctx.world_dir, params.n_sites, params.neurons_per_site, params.seed)
-
-
-def invalidation() -> dict[str, list[str]]:
-    """config key -> the stages whose outputs it changes (what a changed key redoes), from the stages' own
-    declarations. `extent_nm` and `center_jitter_nm` also redo fetch when the mesh crop box must grow."""
-    stages: list[tuple[str, tuple[str, ...]]] = [(n, s.reads) for n, s in SPECIES_STAGES.items()]
-    stages.insert(1, ("bank selection", BankStage.select_reads))
-    stages.append((SHARD.name, SHARD.reads))
-    out: dict[str, list[str]] = {}
-    for name, reads in stages:
-        for key in reads:
-            if name not in out.setdefault(key, []):
-                out[key].append(name)
-    return out
 
 
 def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> None:

@@ -99,7 +99,9 @@ class PartResult:
 class Stage(Protocol):
     name: str
     reads: tuple[str, ...]  # the config keys its outputs depend on
-    consumes: str | None  # the stage whose outputs it reads (None: the source only)
+    consumes: tuple[str, ...]  # the stages whose outputs it reads (none: the source only)
+    # keys_samples (optional, False): each sample has a key of its own inputs, and a partition that runs again keeps
+    # the samples whose key is unchanged (what an upstream change redoes is then only the samples it changed).
     # A stage may also have `output_version`: raised when its code writes other bytes from the same inputs.
 
     def plan(self, ctx: BuildContext) -> list[Partition]: ...

@@ -34,7 +34,13 @@ JITTER_REACH = 4.0  # standard deviations of centre jitter covered by the fetch 
 EM_FACTOR = 1.5  # cutouts are 1.5 x the EM window wide
 
 
+# The config keys that set the mesh crop box. A fetched file records its box (`crop_half_nm`) and is kept while it is
+# at least as wide as the current config asks: these keys refetch only the samples whose box must grow.
+CROP_BOX_KEYS = ("extent_nm", "center_jitter_nm")
+
+
 def crop_box_half_nm(cfg: SpeciesConfig) -> float:
+    """Half the width of the box a sample's meshes are cropped to: the widest any render of it can need."""
     return CROP_FACTOR * cfg.extent_nm[1] + JITTER_REACH * cfg.center_jitter_nm * np.sqrt(3)
 
 

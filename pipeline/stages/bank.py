@@ -34,8 +34,8 @@ BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads onl
 class BankStage:
     name = STAGE
     reads = (*ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op")
-    consumes = None
-    select_reads = ("budgets",)
+    consumes = ()
+    select_reads = ("budgets",)  # read by the selection step alone (finish), not by the batches
 
     # -- the proofread roots ----------------------------------------------------------------------------
     def _roots_fingerprint(self, ctx: BuildContext) -> str:

@@ -19,7 +19,7 @@ from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition
 from pipeline.sources import open_source
-from pipeline.sources.fetch_sample import STAGE, crop_box_half_nm, fetch_sample, save_fetched
+from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample, save_fetched
 from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stages.common import (
     SOURCE_KEYS,
@@ -71,7 +71,10 @@ class FetchStage:
         "max_missing_fraction",
         "faults",
     )
-    consumes = "bank"
+    consumes = ("bank",)
+    keys_samples = True
+    widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
+    widened_what = "mesh crop box"
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         return bank_partitions(ctx, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))

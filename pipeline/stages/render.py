@@ -40,7 +40,8 @@ class RenderStage:
     name = STAGE
     output_version = OUTPUT_VERSION
     reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
-    consumes = FETCH_STAGE
+    consumes = (FETCH_STAGE,)
+    keys_samples = True
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         fetch = {p.index: p for p in FetchStage().plan(ctx)}

@@ -46,7 +46,7 @@ class ReleasePlan:
 class ShardStage:
     name = STAGE
     reads = ("shard_bytes",)
-    consumes = "render"  # and split
+    consumes = ("render", "split")
 
     def plan(self, work: Path, out: Path) -> ReleasePlan:
         contexts = [make_context(sp, work, out) for sp in species_in(work)]

@@ -18,7 +18,7 @@ STAGE = "split"
 class SplitStage:
     name = STAGE
     reads = (*SOURCE_KEYS, "seg_cloudpath", "split_salt", "cube_nm", "split_ratios")
-    consumes = "bank"
+    consumes = ("bank",)
 
     def plan(self, ctx: BuildContext) -> list[Partition]:
         bank = (read_marker(ctx.bank_marker_path) or {}).get("outputs", {})

@@ -16,7 +16,7 @@ class CountingStage:
 
     name = "toy"
     reads = ()
-    consumes = None
+    consumes = ()
 
     def __init__(self, n_parts=5, fingerprint="v1", broken=()):
         self.n_parts, self.fingerprint, self.broken = n_parts, fingerprint, set(broken)
