@@ -35,7 +35,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status preview demo-world test bench lint readme clean setup
+.PHONY: build stage split verify status preview demo-world test test-fast bench lint readme clean setup
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
@@ -61,6 +61,10 @@ demo-world: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, the generated world, the twin)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -53,7 +53,7 @@ def _runs(ctx, stage):
     return [int(p.output_file(ctx, ".runs").read_text()) for p in stage.plan(ctx)]
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize("scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.slow)])
 def test_runs_every_partition_once_and_records_failures(ctx, scheduler):
     stage = CountingStage()
     summary = run_stage(stage, ctx, scheduler=scheduler, workers=2, progress=False)
@@ -116,6 +116,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
+@pytest.mark.slow  # waits out a connect timeout
 def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
     monkeypatch.setattr("pipeline.core.compute.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
