@@ -13,13 +13,13 @@ import pyarrow as pa
 
 from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
+from pipeline.core.fetched import FetchedSample
 from pipeline.core.layout import MARKER
 from pipeline.core.release_schema import RENDER_PART_SCHEMA
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, is_done
 from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
-from pipeline.sources.fetch_sample import load_fetched
 from pipeline.stages.common import (
     bank_complete,
     bank_partition,
@@ -103,7 +103,7 @@ class RenderStage:
 
         def build(row: dict, key: str) -> None:
             path, sha256 = found[row["combined_sample_hash"]]
-            built.append(render_row(row, load_fetched(path, sha256), ctx.cfg))
+            built.append(render_row(row, FetchedSample.load(path, sha256), ctx.cfg))
 
         outcome = run_samples(ctx, part, rows_of_partition(ctx, part), key_of_row, reuse, build, prior)
         table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)

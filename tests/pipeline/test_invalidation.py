@@ -43,7 +43,7 @@ def test_a_key_dropped_from_a_stages_reads_fails_the_first_property(monkeypatch)
         ("seed", "render; then shard"),
         ("split_salt", "split; then shard"),
         ("shard_bytes", "shard"),
-        ("max_missing_fraction", "fetch, render; then shard"),
+        ("max_missing_fraction", "render; then shard"),  # applied by render: never a refetch
         ("em_mip", "fetch; then render only of the samples whose inputs changed; shard"),
         ("budgets", "bank selection; then fetch and render only of the samples whose inputs changed; split, shard"),
         ("as_of", "bank; then fetch and render only of the samples whose inputs changed; split, shard"),
@@ -66,8 +66,7 @@ def test_each_stage_declares_its_inputs():
         "as_of", "materialization_version", "proofread_table", "proofread_from_delta_roots", "seg_cloudpath",
         "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op",
     }  # fmt: skip
-    assert reads["fetch"] == source | {"em_cloudpath", "seg_cloudpath", "em_mip", "seg_mip", "em_window_nm", "faults",
-                              "max_missing_fraction"}
+    assert reads["fetch"] == source | {"em_cloudpath", "seg_cloudpath", "em_mip", "seg_mip", "em_window_nm", "faults"}
     assert reads["render"] == {"extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction"}
     assert reads["split"] == source | {"seg_cloudpath", "split_salt", "cube_nm", "split_ratios"}
     assert set(SHARD.reads) == {"shard_bytes"}
