@@ -66,3 +66,23 @@ def test_a_view_on_absent_chunks_fails_though_the_window_fraction_is_small():
         render_row(ROW, _sample(0.0, missing), cfg)
     assert exc.value.reason == "seg_chunks_missing" and "EM view" in str(exc.value)
     render_row(ROW, _sample(0.0, missing), cfg.model_copy(update={"max_missing_fraction": 1.0}))
+
+
+class _Recording:
+    """A config that notes every key read from it."""
+
+    def __init__(self, cfg) -> None:  # noqa: ANN001
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, key: str):  # noqa: ANN204
+        self.read.add(key)
+        return getattr(self._cfg, key)
+
+
+def test_render_reads_only_the_keys_its_stage_declares():
+    """A row depends on no config key but RenderStage.reads (the keys in its samples' keys and fingerprints)."""
+    from pipeline.stages.render import RenderStage
+
+    cfg = _Recording(load_config("demo"))
+    render_row(ROW, _sample(0.0), cfg)
+    assert cfg.read and cfg.read <= set(RenderStage.reads), cfg.read - set(RenderStage.reads)
