@@ -85,12 +85,12 @@ def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | 
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")
-        plan = SHARD.plan(work, out)
-        for ctx in plan.contexts:
+        release = SHARD.inputs(work, out)
+        for ctx in release.contexts:
             _lock_species(held, ctx, shared=True)
-        if not opts.force and SHARD.is_done(plan, work, out):
-            return {"species": [c.species for c in plan.contexts], "skipped": True}
-        return SHARD.run(plan, work, out)
+        if not opts.force and SHARD.is_done(release, work, out):
+            return {"species": [c.species for c in release.contexts], "skipped": True}
+        return SHARD.run(release, work, out)
 
 
 def build(species: str, work: Path, out: Path, opts: RunOptions) -> tuple[list[StageSummary], dict]:
@@ -116,14 +116,16 @@ def _ledger(ctx: BuildContext) -> list[Failure]:
 
 
 def status(work: Path, out: Path) -> list[dict]:
-    """Per species and stage: partitions done / pending, samples done, failures recorded; then the release."""
+    """Per species and stage: partitions done / pending, what the done partitions cover (`covered` of `unit`: the
+    bank's proofread roots, the bank rows of fetch, render and split), failures recorded; then the release (rows
+    shipped)."""
     rows = []
     for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()) if Path(work).exists() else []:
         ctx = make_context(species, work, out)
         ledger = _ledger(ctx)
         for name, stage in SPECIES_STAGES.items():
             try:
-                parts = stage.plan(ctx)
+                parts = stage.partitions(ctx)
             except UserError:
                 parts = []
             done = [p for p in parts if is_done(ctx, p)]
@@ -133,13 +135,14 @@ def status(work: Path, out: Path) -> list[dict]:
                     "stage": name,
                     "partitions_done": len(done),
                     "partitions_pending": len(parts) - len(done),
-                    "samples_done": sum(p.n_samples for p in done),
+                    "covered": sum(p.n_samples for p in done),
+                    "unit": stage.unit,
                     "failed": sum(1 for f in ledger if f.stage == name),
                 }
             )
     if rows:
-        plan = SHARD.plan(work, out)
-        ok = SHARD.is_done(plan, work, out)
+        release = SHARD.inputs(work, out)
+        ok = SHARD.is_done(release, work, out)
         marker = read_marker(Path(work) / "release.done") or {}
         rows.append(
             {
@@ -147,7 +150,8 @@ def status(work: Path, out: Path) -> list[dict]:
                 "stage": SHARD.name,
                 "partitions_done": int(ok),
                 "partitions_pending": int(not ok),
-                "samples_done": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
+                "covered": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
+                "unit": "rows",
                 "failed": 0,
                 "species_in": ",".join(marker.get("species", [])) if ok else "",
             }

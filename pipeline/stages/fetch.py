@@ -61,11 +61,12 @@ class FetchStage:
         "faults",
     )
     consumes = ("bank",)
+    unit = "rows"  # bank rows, one sample each
     keys_samples = True
     widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
     widened_what = "mesh crop box"
 
-    def plan(self, ctx: BuildContext) -> list[Partition]:
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
         return bank_partitions(ctx, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:

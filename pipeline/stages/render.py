@@ -41,10 +41,11 @@ class RenderStage:
     output_version = OUTPUT_VERSION
     reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
     consumes = (FETCH_STAGE,)
+    unit = "rows"
     keys_samples = True
 
-    def plan(self, ctx: BuildContext) -> list[Partition]:
-        fetch = {p.index: p for p in FetchStage().plan(ctx)}
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
+        fetch = {p.index: p for p in FetchStage().partitions(ctx)}
         return bank_partitions(ctx, self, upstream=lambda index: self._upstream(ctx, fetch[index]))
 
     def _upstream(self, ctx: BuildContext, fetch_part: Partition) -> str:
@@ -59,7 +60,7 @@ class RenderStage:
                               self._upstream(ctx, fetch_part))  # fmt: skip
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().plan(ctx))
+        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().partitions(ctx))
 
     def run(
         self,
