@@ -9,11 +9,17 @@ SCHEDULER ?= processes
 WORKERS   ?=
 STAGE     ?=
 FORCE     ?=
+BURNERS   ?=
+RUNS      ?=
 DEEP      ?=
 SOURCE    ?= config
 TWIN_FLAVOR ?= v2
 TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
+TWIN_DRIFT ?=
+RECORD    ?=
+comma := ,
+TWIN_DRIFT_FLAGS = $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d))
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
 # build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
@@ -25,7 +31,7 @@ ifeq ($(SOURCE),twin)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT))
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS)
 endif
 
 VENV   := .venv
@@ -35,10 +41,17 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status preview demo-world test test-fast bench lint readme clean setup
+.PHONY: build stage split verify status report preview demo-world test test-fast test-stress bench lint readme clean setup setup-browser preflight
+
+# SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
+PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
+                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS))
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)
+
+preflight: $(STAMP)
+	$(PY) -m pipeline preflight --species $(SPECIES) --work $(WORK) $(if $(WORKERS),--workers $(WORKERS)) $(PREFLIGHT_FLAGS)
 
 stage: $(STAMP)
 	@test -n "$(STAGE)" || { echo "error: set STAGE=bank|fetch|render|split|shard" >&2; exit 2; }
@@ -53,18 +66,25 @@ verify: $(STAMP)
 status: $(STAMP)
 	$(PY) -m pipeline status $(COMMON)
 
+report: $(STAMP)
+	$(PY) -m pipeline report $(COMMON)
+
 preview: $(STAMP)
 	$(PY) -m pipeline preview --species $(SPECIES) $(COMMON)
 
 demo-world: $(STAMP)
 	$(PY) -m pipeline demo-world --work $(WORK) $(if $(FORCE),--force)
 
-test: $(STAMP)
+test: $(STAMP) setup-browser
 	$(PY) -m pytest
 
 # the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, the generated world, the twin)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# the suite RUNS times beside BURNERS CPU-bound processes (default: one per core); not run by CI
+test-stress: $(STAMP)
+	$(PY) -m tests.stress $(if $(BURNERS),--burners $(BURNERS)) $(if $(RUNS),--runs $(RUNS))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
@@ -79,6 +99,13 @@ readme: $(STAMP)
 	$(PY) -m pipeline.invalidation
 
 setup: $(STAMP)
+
+# Debian's chromium for the browser tests (the report page, the local Neuroglancer); Playwright drives it. Where
+# it cannot be installed (not root, no apt), those tests are skipped, each saying why.
+setup-browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "setup-browser: could not install chromium (needs root and apt): the browser tests will be skipped" >&2
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_incremental,
+    bench_l2skeleton,
     bench_latency,
     bench_pipeline,
     bench_render_core,
@@ -33,6 +34,8 @@ def main() -> None:
     bench_incremental.run()
     print("\n== real sources: requests and bytes per sample through the twin (issue 10) ==")
     bench_twin.run(args.twin_per_type)
+    print("\n== skeletons from level-2 graphs: branch points against the world's (issue 16) ==")
+    bench_l2skeleton.run()
     print("\n== fetch + render per worker through the twin at 0, 30, 100 ms latency (issue 10) ==")
     bench_latency.run()
     print("\n== scaling ==")

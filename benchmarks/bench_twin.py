@@ -1,5 +1,7 @@
 """Requests and bytes per sample through CaveSource against the twin (v1 and v2), by sample type, and
-the mesh bytes a sample downloads against the bytes of the fragments that intersect its crop box.
+the mesh bytes a sample downloads against the bytes of the level-2 fragments that intersect its crop box
+(on v1, edited neurons' manifests list stitched layer 3-4 fragments covering 8-64 level-2 chunks: the
+samples that read one are counted and their ratio shown apart).
 
 Counted from the twin's request log, in the same run, for the same bank rows on both flavours:
 - per sample, fetched alone (fetch_sample with its own bounded mesh fetches);
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -60,6 +63,14 @@ def intersecting_bytes(world, row: dict, half: float) -> tuple[int, int]:  # noq
     return inside, whole
 
 
+def _layer(path: str) -> int:
+    """The graph layer of a fragment file a request read (v1 legacy names start with the node id); 2 for
+    shard files and anything else."""
+    name = unquote(path).rsplit("/", 1)[-1]
+    head = name.split(":", 1)[0]
+    return ids.layer_of(int(head)) if ":" in name and head.isdigit() else 2
+
+
 def _fetch(source, cfg, row, meshes=None) -> bool:  # noqa: ANN001
     try:
         fetch_sample(source, cfg, row, meshes)
@@ -71,7 +82,7 @@ def _fetch(source, cfg, row, meshes=None) -> bool:  # noqa: ANN001
 def measure(world_dir, cfg, rows: list[dict], flavor: str, long_roots: set[int]) -> dict:  # noqa: ANN001
     out: dict = {"alone": [], "partition": {}}
     with serve_twin(world_dir, flavor=flavor) as twin:
-        tcfg = twin_config(cfg, twin.url)
+        tcfg = twin_config(cfg, twin.url, flavor)
         half = crop_box_half_nm(tcfg)
         source = RetryingSource(CaveSource(tcfg, token=TOKEN))
         source.as_of(), source.base_resolution_nm(), source.em_cutout(np.asarray(rows[0]["coord_nm"]), 10.0)
@@ -81,6 +92,7 @@ def measure(world_dir, cfg, rows: list[dict], flavor: str, long_roots: set[int])
             got = twin.requests[n:]
             inside, whole = intersecting_bytes(twin.world, row, half)
             mesh = sum(r.bytes_sent for r in got if any(p in r.path for p in MESH_PATHS))
+            stitched = sum(_layer(r.path) >= 3 for r in got if any(p in r.path for p in MESH_PATHS))
             out["alone"].append(
                 {
                     "type": row["sample_type"],
@@ -89,6 +101,7 @@ def measure(world_dir, cfg, rows: list[dict], flavor: str, long_roots: set[int])
                     "requests": len(got),
                     "bytes": sum(r.bytes_sent for r in got),
                     "mesh_bytes": mesh,
+                    "stitched": stitched,
                     "inside_bytes": inside,
                     "whole_bytes": whole,
                     "max_url": max((r.url_bytes for r in got), default=0),
@@ -146,6 +159,13 @@ def report(flavor: str, res: dict, n_rows: int) -> dict:
             f" {_kb(mean('inside_bytes'))} {_kb(mean('whole_bytes'))} {statistics.median(ratios):11.2f}"
             f" {max(ratios):6.2f}"
         )
+    stitched = [r for r in alone if r["stitched"] and r["inside_bytes"] > 0]
+    if stitched:
+        ratios = [r["mesh_bytes"] / r["inside_bytes"] for r in stitched]
+        print(f"  samples that read stitched layer 3-4 fragments: {len(stitched)} of {len(alone)}, mesh/inside"
+              f" median {statistics.median(ratios):.2f}, max {max(ratios):.2f}")  # fmt: skip
+    else:
+        print(f"  samples that read stitched layer 3-4 fragments: 0 of {len(alone)}")
     part = res["partition"]
     mesh_alone = sum(r["mesh_bytes"] for r in alone)
     whole = sum(r["whole_bytes"] for r in alone)
@@ -155,6 +175,7 @@ def report(flavor: str, res: dict, n_rows: int) -> dict:
     print(f"  limits: {res['limits']}; largest URL {max(r['max_url'] for r in alone)} bytes;"
           f" answers 414/504: {sum(r['over_limit'] for r in alone)}")  # fmt: skip
     return {
+        "stitched_samples": len(stitched),
         "median_ratio": statistics.median(ratios_all),
         "max_ratio": max(ratios_all),
         "whole_over_alone": whole / mesh_alone,
@@ -171,7 +192,8 @@ def run(per_type: int = 10) -> dict:
     for flavor in ("v1", "v2"):
         results[flavor] = report(flavor, measure(ctx.world_dir, ctx.cfg, rows, flavor, long_roots), len(rows))
     for flavor, r in results.items():
-        print(f"  {flavor}: mesh bytes / intersecting fragments' bytes per sample: median {r['median_ratio']:.2f},"
+        print(f"  {flavor}: mesh bytes / intersecting level-2 fragments' bytes per sample ({r['stitched_samples']} read"
+              f" stitched layer 3-4 fragments): median {r['median_ratio']:.2f},"
               f" max {r['max_ratio']:.2f} (target <= 3); whole meshes: {r['whole_over_alone']:.1f}x")  # fmt: skip
     return results
 

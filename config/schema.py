@@ -60,6 +60,9 @@ class SpeciesConfig(_Strict):
     em_mip: int = Field(default=0, ge=0)
     seg_mip: int = Field(default=0, ge=0)
     em_window_nm: float = Field(gt=0)
+    # the voxel size (nm) the species' own Neuroglancer links count in (the EM layer's mip 0): `show` and the
+    # report give a row's point in these voxels; unset, links count in nm
+    viewer_voxel_nm: tuple[float, float, float] | None = None
     # a sample whose EM window has a larger fraction of its voxels (or a view of its pixels) from absent
     # EM or segmentation chunks fails (em_chunks_missing / seg_chunks_missing) instead of shipping black
     max_missing_fraction: float = Field(default=0.02, ge=0.0, le=1.0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.context import BuildContext, release_lock_path
+from pipeline.core.checkpoints import checkpoint
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure, read_failures
 from pipeline.locks import LockSet
@@ -58,6 +59,7 @@ def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
 
 def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> None:
     locks.take(ctx.lock_path, f"the work dir of species {ctx.species} ({ctx.species_dir})", shared)
+    checkpoint("species-locked")
 
 
 def run_species(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -85,9 +86,10 @@ def cli() -> None:
               help="the demo world the twin serves (generated when missing)")  # fmt: skip
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_drift) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -96,7 +98,8 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if source == "twin":
         from pipeline.twin_build import TwinOptions, build_through_twin
 
-        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms)
+        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
+                            drift=tuple(twin_drift))  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         summaries, result = build_all(species, work, out, opts)
@@ -254,13 +257,23 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
+@click.option("--drift", "drift", multiple=True, metavar="NAME",
+              help="serve a drifted state (repeatable; names: pipeline/twin/drift.py)")  # fmt: skip
+@click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @_user_errors
-def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm, drift,
+         replay) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
+    if replay is not None:
+        from pipeline.twin.replay import run_replay_cli
+
+        run_replay_cli(replay, port, click.echo)
+        return
     from pipeline.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
-    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift)
 
 
 @cli.command()
@@ -280,6 +293,36 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
     ctx = make_context(species, work, out)
     ensure_world(ctx)
     click.echo(make_plan(ctx, workers, sample_roots).text())
+
+
+@cli.command()
+@_species_option
+@_common
+@click.option("--record", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="write every request and answer to this directory (never the token or cookies)")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=32, show_default=True,
+              help="workers of the planned build (the version's expiry is set against its duration)")  # fmt: skip
+@click.option("--source", "source", type=click.Choice(["config", "twin"]), default="config", show_default=True,
+              help="twin: check a twin of the real services (started here) with the demo species")  # fmt: skip
+@click.option("--twin-flavor", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option("--twin-world", type=click.Path(path_type=Path), default=Path("work/demo/world"), show_default=True)
+@click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
+@click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
+@_user_errors
+def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift) -> None:  # noqa: ANN001
+    """Check, in a few minutes and a few hundred requests, every assumption a build of SPECIES makes about its
+    servers: one line per check (ok / warn / FAIL with the config key or action), a JSON report in
+    WORK/<species>/preflight.json; exit 1 when a check FAILed."""
+    from pipeline.preflight import report_path
+    from pipeline.twin_build import TwinOptions, preflight_species
+
+    topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift))
+    ctx, report = preflight_species(species, work, out, record, workers, topts if source == "twin" else None,
+                                    click.echo)  # fmt: skip
+    click.echo(f"report: {report_path(ctx)}" + (f"; recording: {record}" if record else ""))
+    if not report.ok:
+        names = ", ".join(c.name for c in report.failed())
+        raise UserError(f"preflight of {species} FAILED: {names} (see the lines above)")
 
 
 @cli.command()
@@ -315,20 +358,45 @@ def preview(species, work, out, per_type, output) -> None:  # noqa: ANN001
 
 
 @cli.command()
+@_common
+@_user_errors
+def report(work, out) -> None:  # noqa: ANN001
+    """Write OUT/report/index.html again from the release in OUT and the work dir that built it (the shard stage
+    writes it with every release): counts, a gallery of rows, failures, the build. Rewrites no shard."""
+    import time
+
+    from pipeline.stages.shard import rewrite_report_of
+
+    start = time.perf_counter()
+    index = rewrite_report_of(work, out)
+    files = [p for p in index.parent.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    click.echo(f"report: {index} ({len(files)} files, {size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+
+
+@cli.command()
 @click.argument("combined_sample_hash")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="release dir")
 @click.option("--png", type=click.Path(path_type=Path), default=None,
               help="picture of the row (default: <hash>.png in the current directory)")  # fmt: skip
+@click.option("--neuroglancer", "serve", is_flag=True,
+              help="demo species: serve its world's layers and a Neuroglancer client on 127.0.0.1 until Ctrl-C")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("work"), show_default=True,
+              help="work dir holding the demo world (for --neuroglancer)")  # fmt: skip
+@click.option("--port", type=click.IntRange(min=0), default=0, help="port for --neuroglancer (0: a free one)")
 @_user_errors
-def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
-    """Print one row's labels and metadata, write a labelled picture of it, and for a real species a
-    Neuroglancer link at its point and time."""
+def show(combined_sample_hash, out, png, serve, work, port) -> None:  # noqa: ANN001
+    """Print one row's labels and metadata, write a labelled picture of it, and a Neuroglancer link at its
+    point and time: the species' own layers for a real species; with --neuroglancer, a local viewer on the demo
+    world's layers."""
     import json
 
     from config import load_config
     from pipeline.core.atomic import atomic_path
-    from pipeline.show import describe, find_row, neuroglancer_state, neuroglancer_url
+    from pipeline.show import describe
     from render.contact_sheet import sample_sheet
+    from shard.lookup import find_row
+    from shard.neuroglancer import neuroglancer_state, neuroglancer_url
 
     found = find_row(Path(out), combined_sample_hash.strip().lower())
     click.echo(describe(found))
@@ -338,15 +406,27 @@ def show(combined_sample_hash, out, png) -> None:  # noqa: ANN001
     with atomic_path(png) as tmp:
         sample_sheet(found.row, title).save(tmp, format="PNG")
     click.echo(f"picture: {png}")
-    if side["species"] in known_species():
-        cfg = load_config(side["species"])
-        if cfg.source == "cave":
-            state = neuroglancer_state(cfg, side["sample_type"], json.loads(side["metadata"]))
-            click.echo(f"neuroglancer: {neuroglancer_url(state)}")
-        else:
-            click.echo(f"neuroglancer: none for {side['species']} (source {cfg.source}: no public layers)")
-    else:
+    if side["species"] not in known_species():
         click.echo(f"neuroglancer: no config for species {side['species']}")
+        return
+    cfg = load_config(side["species"])
+    meta = json.loads(side["metadata"])
+    if cfg.source == "cave":
+        click.echo(f"neuroglancer: {neuroglancer_url(neuroglancer_state(cfg, side['sample_type'], meta))}")
+    elif not serve:
+        click.echo(f"neuroglancer: add --neuroglancer to view it locally ({side['species']} has no public layers)")
+    else:
+        from pipeline.context import BuildContext
+        from pipeline.viewer import demo_state, open_viewer, serve_layers
+
+        world = BuildContext(side["species"], cfg, Path(work).resolve(), Path(out)).world_dir
+        with serve_layers(world) as layers:
+            state = demo_state(cfg, world, layers, side["sample_type"], meta)
+            click.echo(f"layers: {layers}")
+            click.echo(f"state: {json.dumps(state, separators=(',', ':'))}")
+            click.echo(f"neuroglancer: {open_viewer(state, port)}", err=False)
+            click.echo("serving the demo world's layers and the viewer until Ctrl-C", err=True)
+            threading.Event().wait()
 
 
 def main() -> None:

@@ -19,10 +19,16 @@ from config.schema import SpeciesConfig
 from pipeline.build import SHARD, SPECIES_STAGES
 from pipeline.stages.bank import BankStage
 
-# Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
-# demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
-NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "demo_world")
+# Config keys no stage's fingerprinted output depends on, and what they are instead. (`demo_world` makes the demo
+# world, whose digest every stage that reads the source covers; `species` names the work dir.)
 NOT_INPUTS_REDO = "nothing by themselves (how work is cut and run; the demo world's own digest is a source input)"
+VIEWER_REDO = "nothing by itself (Neuroglancer links of `show` and of the release report, which `make report` rewrites)"
+NOT_INPUTS = {
+    **dict.fromkeys(("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads"),
+                    NOT_INPUTS_REDO),
+    "demo_world": NOT_INPUTS_REDO,
+    "viewer_voxel_nm": VIEWER_REDO,
+}  # fmt: skip
 SELECTION = "bank selection"  # the bank's last step (BankStage.finish): budgets applied to every batch's candidates
 CHANGED_SAMPLES = "only of the samples whose inputs changed"
 WIDENED = "only of the samples whose {what} must grow, never when it shrinks"
@@ -66,7 +72,7 @@ def _downstream(names: set[str]) -> list[str]:
 def redoes(key: str) -> str:
     """What changing `key` alone redoes, in words (one cell of the README's table)."""
     if key in NOT_INPUTS:
-        return NOT_INPUTS_REDO
+        return NOT_INPUTS[key]
     stages = dict(_stages())
     direct = invalidation().get(key, [])
     widened = [n for n, s in stages.items() if key in getattr(s, "widened_by", ()) and n not in direct]

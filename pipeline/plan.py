@@ -112,15 +112,7 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         measured, sampled = False, len(chosen)
     rows = sum(selected.values())
     voxels = _cutout_voxels(ctx)
-    requests = rows * TWIN_COSTS["requests_per_sample"]
-    gigabytes = rows * TWIN_COSTS["kb_per_sample"] * voxels / TWIN_COSTS["cutout_voxels"] / 1e6
-    io_s = requests * ASSUMED_LATENCY_MS / 1000 / ctx.cfg.fetch_threads + gigabytes * 1000 / ASSUMED_MB_PER_S
-    cpu_s = rows * (TWIN_COSTS["fetch_cpu_ms"] + TWIN_COSTS["render_cpu_ms"]) / 1000
-    hours = {
-        "fetch_io": io_s / workers / 3600,
-        "cpu": cpu_s / workers / 3600,
-        "fetch_render": max(io_s, cpu_s) / workers / 3600,  # fused: fetches overlap renders
-    }
+    requests, gigabytes, hours = estimate_cost(rows, voxels, workers, ctx.cfg.fetch_threads)
     return Plan(
         species=ctx.species,
         roots=len(roots),
@@ -136,6 +128,21 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         hours=hours,
         workers=workers,
     )
+
+
+def estimate_cost(rows: int, cutout_voxels: int, workers: int, fetch_threads: int) -> tuple[float, float, dict]:
+    """(requests, gigabytes, hours) of fetching and rendering `rows` samples (the figures `plan` prints;
+    preflight sets a version's expiry against the same hours)."""
+    requests = rows * TWIN_COSTS["requests_per_sample"]
+    gigabytes = rows * TWIN_COSTS["kb_per_sample"] * cutout_voxels / TWIN_COSTS["cutout_voxels"] / 1e6
+    io_s = requests * ASSUMED_LATENCY_MS / 1000 / fetch_threads + gigabytes * 1000 / ASSUMED_MB_PER_S
+    cpu_s = rows * (TWIN_COSTS["fetch_cpu_ms"] + TWIN_COSTS["render_cpu_ms"]) / 1000
+    hours = {
+        "fetch_io": io_s / workers / 3600,
+        "cpu": cpu_s / workers / 3600,
+        "fetch_render": max(io_s, cpu_s) / workers / 3600,  # fused: fetches overlap renders
+    }
+    return requests, gigabytes, hours
 
 
 def _cutout_voxels(ctx: BuildContext) -> int:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from pipeline import __version__
 from pipeline.context import PREVIOUS, BuildContext
 from pipeline.core.atomic import remove_stale_temps, write_json, write_text
+from pipeline.core.checkpoints import checkpoint
 from pipeline.core.compute import compute
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import key_of, md5_hex
@@ -81,6 +82,7 @@ class Outcome:
     samples: dict[str, str] = field(default_factory=dict)  # sample id -> key of its inputs (for later reuse)
     crashed: dict[str, str] = field(default_factory=dict)  # sample id -> traceback of an unexpected exception
     outputs: list[Path] = field(default_factory=list)  # the files the partition leaves (recorded in its marker)
+    seconds: float = 0.0  # wall time of the run (the report's stage timings; not an input of anything)
 
 
 @dataclass
@@ -192,8 +194,11 @@ def attempt(
     """`stage.run` of one partition; a crash becomes a PartResult with the error, its traceback in the log."""
     log = part.log_path(ctx)
     result = PartResult(part.index, part.n_samples)
+    start = time.perf_counter()
     try:
-        return stage.run(ctx, part, prior, **kw)
+        outcome = stage.run(ctx, part, prior, **kw)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
     except UserError as exc:
         write_text(log, _log_text(ctx, part, str(exc), list(part.members), ""))
         result.error, result.log = str(exc), str(log)
@@ -228,8 +233,11 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
         "n_failures": len(outcome.failures),
         "outputs": outputs,
         "samples": dict(sorted(outcome.samples.items())),
+        "seconds": round(outcome.seconds, 3),
+        "finished_unix": int(time.time()),  # when, for the report: the marker is not an output of the build
     }
     write_marker(part.marker_path(ctx), marker)
+    checkpoint(f"{part.stage}-sealed")
     result.built, result.reused, result.failures, result.crashed = (
         outcome.built, outcome.reused, outcome.new_failures, len(outcome.crashed)
     )  # fmt: skip

@@ -1,123 +1,20 @@
-"""`python -m pipeline show <combined_sample_hash>`: one release row, found through the metadata sidecars.
-
-The sidecars (metadata/{train,val,test}.parquet) are read with a filter on combined_sample_hash, so pyarrow
-skips every row group whose statistics exclude the hash; the row's shard is then opened at the one row group
-whose hash range holds it (shards are sorted by hash and carry statistics): no shard is scanned.
-For a real species (config source: cave) a Neuroglancer link opens the EM and segmentation layers of its
-config at the row's point, with segments A and B selected, at the time its EM labels were resolved.
+"""`python -m pipeline show <combined_sample_hash>`: one release row as text (found by shard.lookup.find_row,
+which scans no shard). For a real species (config source: cave) a Neuroglancer link opens the EM and
+segmentation layers of its config at the row's point, with segments A and B selected, at the time its EM
+labels were resolved (shard/neuroglancer.py).
 """
 
 from __future__ import annotations
 
 import json
-import urllib.parse
-from dataclasses import dataclass
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from shard.lookup import FoundRow
 
-from config.schema import SpeciesConfig
-from pipeline.core.errors import UserError
-from pipeline.core.release_schema import SPLIT_DIRS, SPLITS
-from pipeline.core.samples import COORD_KEY
-
-# Spelunker, CAVE's Neuroglancer: its segmentation layers read the chunkedgraph at the layer's "timestamp"
-# (epoch milliseconds; seung-lab/neuroglancer, src/layer/segmentation/json_keys.ts TIMESTAMP_JSON_KEY).
-NEUROGLANCER = "https://spelunker.cave-explorer.org/"
 LABEL_KEYS = (
     "combined_sample_hash", "source_archive", "source_archive_sample_hash", "sample_type", "species", "split",
     "same_neuron", "task_routing", "false_split_correction_label", "false_merge_identification_label", "has_em",
     "has_after_mask", "present_slots", "shard_path",
 )  # fmt: skip
-
-
-@dataclass
-class FoundRow:
-    sidecar: dict  # the sidecar's columns of the row (identity, labels, metadata JSON, shard_path)
-    row: dict  # the full release row, images included
-
-
-def find_row(out: Path, combined_hash: str) -> FoundRow:
-    """The release row with this combined_sample_hash; UserError if no sidecar lists it."""
-    out = Path(out)
-    hit = None
-    for split in SPLITS:
-        sidecar = out / "metadata" / f"{SPLIT_DIRS[split]}.parquet"
-        if not sidecar.exists():
-            continue
-        t = pq.read_table(sidecar, filters=pc.field("combined_sample_hash") == combined_hash)
-        if t.num_rows:
-            hit = t.slice(0, 1).to_pylist()[0]
-            break
-    if hit is None:
-        raise UserError(f"no row {combined_hash} in the metadata sidecars of {out}")
-    return FoundRow(hit, _read_shard_row(out / hit["shard_path"], combined_hash))
-
-
-def _read_shard_row(path: Path, combined_hash: str) -> dict:
-    """The row from the one row group of the shard whose combined_sample_hash statistics hold the hash."""
-    if not path.exists():
-        raise UserError(f"row {combined_hash}: its shard {path} is missing")
-    pf = pq.ParquetFile(path)
-    col = pf.schema_arrow.get_field_index("combined_sample_hash")
-    for i in range(pf.metadata.num_row_groups):
-        stats = pf.metadata.row_group(i).column(col).statistics
-        if stats is not None and stats.has_min_max and not stats.min <= combined_hash <= stats.max:
-            continue
-        group = pf.read_row_group(i)
-        match = group.filter(pc.equal(group.column("combined_sample_hash"), pa.scalar(combined_hash)))
-        if match.num_rows:
-            return match.slice(0, 1).to_pylist()[0]
-    raise UserError(f"row {combined_hash}: the sidecar names {path}, which does not hold it")
-
-
-def segment_roots(sample_type: str, meta: dict) -> list[str]:
-    """Root ids of segments A and B (B absent on junction rows), from the row's metadata, as the card names them."""
-    if sample_type == "merge_edit":
-        return list(meta.get("before_root_ids") or [])[:2]
-    if sample_type == "split_edit":
-        return list(meta.get("after_root_ids") or [])[:2]
-    if sample_type == "adjacent_control":
-        return [r for r in (meta.get("base_root"), meta.get("adjacent_root")) if r]
-    if sample_type == "synapse_control":
-        return [r for r in (meta.get("pre_pt_root_id"), meta.get("post_pt_root_id")) if r]
-    return [meta["root_id"]] if meta.get("root_id") else []
-
-
-def labels_time_ms(sample_type: str, meta: dict) -> int | None:
-    """When the row's EM labels were resolved, epoch ms: T - 1 s for merges and adjacent controls, T for
-    splits (T = timestamp_ms), cutout_timestamp for controls."""
-    if meta.get("timestamp_ms") is not None:
-        return int(meta["timestamp_ms"]) - (0 if sample_type == "split_edit" else 1000)
-    if meta.get("cutout_timestamp") is not None:
-        return int(meta["cutout_timestamp"]) * 1000
-    return None
-
-
-def neuroglancer_state(cfg: SpeciesConfig, sample_type: str, meta: dict) -> dict:
-    """A Neuroglancer state: the config's EM and segmentation layers, the row's segments, centred on its point
-    (nm coordinates), the segmentation at the time the row's EM labels were resolved."""
-    point = meta.get(COORD_KEY[sample_type]) or meta.get("render_center_nm")
-    seg = {"type": "segmentation", "source": cfg.seg_cloudpath, "name": "segmentation",
-           "segments": segment_roots(sample_type, meta)}  # fmt: skip
-    when = labels_time_ms(sample_type, meta)
-    if when is not None:
-        seg["timestamp"] = when
-    return {
-        "dimensions": {axis: [1e-9, "m"] for axis in ("x", "y", "z")},
-        "position": [float(v) for v in point],
-        "crossSectionScale": 2.0,
-        "projectionScale": 4096.0,
-        "layers": [{"type": "image", "source": cfg.em_cloudpath, "name": "em"}, seg],
-        "selectedLayer": {"layer": "segmentation"},
-        "layout": "xy-3d",
-    }
-
-
-def neuroglancer_url(state: dict, base: str = NEUROGLANCER) -> str:
-    return base + "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
 
 
 def describe(found: FoundRow) -> str:

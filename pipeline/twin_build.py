@@ -10,6 +10,8 @@ per flavour, because the endpoints are inputs of the stages' fingerprints: a rer
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class TwinOptions:
     port: int | None = None
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
+    drift: tuple[str, ...] = ()  # pipeline/twin/drift.py switches (preflight's drill)
 
 
 def _demo_world(opts: TwinOptions) -> Path:
@@ -47,10 +50,10 @@ def _demo_world(opts: TwinOptions) -> Path:
     return world
 
 
-def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: TwinOptions) -> tuple:  # noqa: ANN001
-    """Serve the world, build `species` (demo) through CaveSource against it, stop the twin. Returns the build's
-    (summaries, release result) and the twin's request log summary."""
-    from pipeline.build import build
+@contextmanager
+def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
+    """A running twin serving the demo world, its species config in `WORK/.twin/config/demo.yaml` and the
+    environment pointing there (CB2_CONFIG_DIR, CAVE_TOKEN: worker processes inherit it); all undone after."""
     from pipeline.twin.limits import TwinLimits
     from pipeline.twin.server import TOKEN, TwinServer
     from pipeline.twin.species import twin_config
@@ -61,18 +64,20 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
     port = TWIN_PORTS[opts.flavor] if opts.port is None else opts.port
     try:
         server = TwinServer(world, flavor=opts.flavor, port=port, limits=TwinLimits(latency_ms=opts.latency_ms),
-                            draco_bin_nm=opts.draco_bin_nm)  # fmt: skip
+                            draco_bin_nm=opts.draco_bin_nm, drift=opts.drift)  # fmt: skip
     except OSError as exc:
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({exc.strerror or exc}); set TWIN_PORT") from None
+    except ValueError as exc:  # an unknown drift
+        raise UserError(f"TWIN_DRIFT: {exc}") from None
     server.start()
     config_dir = twin_config_dir(work)
     config_dir.mkdir(parents=True, exist_ok=True)
-    cfg = twin_config(load_config("demo", default_config_dir()), server.url)
+    cfg = twin_config(load_config("demo", default_config_dir()), server.url, opts.flavor)
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     saved = {k: os.environ.get(k) for k in ("CB2_CONFIG_DIR", "CAVE_TOKEN")}
     os.environ["CB2_CONFIG_DIR"], os.environ["CAVE_TOKEN"] = str(config_dir), TOKEN  # worker processes inherit it
     try:
-        return build(species, work, out, run_opts), requests_summary(server.log.records())
+        yield server
     finally:
         server.stop()
         for k, v in saved.items():
@@ -80,6 +85,30 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: TwinOptions) -> tuple:  # noqa: ANN001
+    """Serve the world, build `species` (demo) through CaveSource against it, stop the twin. Returns the build's
+    (summaries, release result) and the twin's request log summary."""
+    from pipeline.build import build
+
+    with twin_environment(species, work, opts) as server:
+        return build(species, work, out, run_opts), requests_summary(server.log.records())
+
+
+def preflight_species(species: str, work: Path, out: Path, record: Path | None, workers: int,
+                      twin: TwinOptions | None, echo) -> tuple:  # noqa: ANN001  # fmt: skip
+    """`preflight` of `species` against its own servers, or (twin options given) of the demo species against a
+    twin this starts. Returns (context, report)."""
+    from pipeline.build import make_context
+    from pipeline.preflight import run_preflight
+
+    if twin is None:
+        ctx = make_context(species, work, out)
+        return ctx, run_preflight(ctx, record, workers, echo=echo)
+    with twin_environment(species, work, twin):
+        ctx = make_context(species, work, out)
+        return ctx, run_preflight(ctx, record, workers, echo=echo)
 
 
 def requests_summary(records: list) -> dict:

@@ -486,6 +486,7 @@ def _layout_section() -> list[str]:
         "demo.parquet          stratified mini-shard",
         "figures/",
         "  channel_decomposition.png",
+        "report/               index.html: counts, a gallery, failures, the build (a view, not in shards.csv)",
         "```",
         "",
     ]

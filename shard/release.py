@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from config.schema import SpeciesConfig
 from pipeline.core import atomic
+from pipeline.core.checkpoints import checkpoint
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import read_failures
@@ -41,10 +43,13 @@ from pipeline.core.release_schema import (
 )
 from shard.card import render_card
 from shard.figure import channel_figure
+from shard.lookup import read_shard_row
+from shard.report import GALLERY_ROWS, REPORT_DIR, pick_gallery, write_report
 from shard.rules import DUAL_TYPES, SAMPLE_TYPES, RowError, check_table
 
 ROW_GROUP_ROWS = 32
 SIDECAR_ROW_GROUP_ROWS = 8192
+FAILURE_EXAMPLES = 5  # sample ids the report shows per stage and reason
 # Fixed writer settings: the same rows give the same bytes (no timestamps in parquet).
 SHARD_OPTIONS: dict = {
     "compression": "zstd",
@@ -291,6 +296,7 @@ class _SplitWriter:
                 "shard_id": len(self.shards),
             }
         )
+        checkpoint("release-shard-closed")
 
     def close(self) -> None:
         self._flush()
@@ -314,6 +320,7 @@ def _read_failures(paths: list[Path]) -> dict:
     by_stage_reason: Counter = Counter()
     by_species: Counter = Counter()
     by_type: Counter = Counter()
+    examples: dict[tuple[str, str], set[str]] = {}
     for path in sorted(Path(p) for p in paths):
         try:
             failures = read_failures(path, missing_ok=False)
@@ -323,9 +330,11 @@ def _read_failures(paths: list[Path]) -> dict:
             by_stage_reason[(f.stage, f.reason)] += 1
             by_species[f.species] += 1
             by_type[f.sample_type] += 1
+            examples.setdefault((f.stage, f.reason), set()).add(f.sample_id)
     return {
         "total": sum(by_stage_reason.values()),
-        "by_stage_reason": [{"stage": s, "reason": r, "n": n} for (s, r), n in sorted(by_stage_reason.items())],
+        "by_stage_reason": [{"stage": s, "reason": r, "n": n, "examples": sorted(examples[(s, r)])[:FAILURE_EXAMPLES]}
+                            for (s, r), n in sorted(by_stage_reason.items())],  # fmt: skip
         "by_species": dict(sorted(by_species.items())),
         "by_sample_type": dict(sorted(by_type.items())),
     }
@@ -371,6 +380,8 @@ def write_release(
     extra_card_info: dict | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
     split_manifests: dict[str, Path] | None = None,
+    configs: dict[str, SpeciesConfig] | None = None,
+    build_info: dict | None = None,
 ) -> dict:
     """Write the release to `out_dir` (replacing it whole at the end). Returns a summary dict.
 
@@ -378,6 +389,7 @@ def write_release(
     `splits`: species -> its split assignment parquet (combined_sample_hash, split, ...).
     `failures`: the failures ledgers to count in the card.
     `split_manifests`: species -> its split manifest (the card states each species' split).
+    `configs`, `build_info`: what the report (shard/report.py) shows beside the counts and under "Build".
     """
     _check_arguments(species_parts, splits, shard_bytes, row_group_rows)
     out_dir = Path(out_dir)
@@ -395,6 +407,7 @@ def write_release(
         figure = _write_figure(tmp_dir, tally.figure_rows)
         stats = _stats(tally, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
         atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
+        write_report(tmp_dir, stats, pick_gallery(tally.gallery), configs or {}, build_info or {})
         _swap_in(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -432,6 +445,7 @@ class _Tally:
     demo: dict[str, list[pa.Table]] = field(default_factory=lambda: {t: [] for t in SAMPLE_TYPES})
     figure_rows: dict[str, pa.Table] = field(default_factory=dict)
     metadata_keys: dict[str, list[str]] = field(default_factory=dict)  # archive -> the keys of its first row
+    gallery: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (species, type) -> first rows by hash
 
     def add(self, part: _Part, i: int) -> None:
         r = part.rows[i]
@@ -441,6 +455,9 @@ class _Tally:
             self.metadata_keys[r["source_archive"]] = sorted(json.loads(r["metadata"]))
         if split == "train" and len(self.demo[st]) < self.demo_rows_per_type:
             self.demo[st].append(part.table.take([i]))
+        shown = self.gallery.setdefault((r["species"], st), [])
+        if len(shown) < GALLERY_ROWS:  # rows come in hash order: the first ones by hash
+            shown.append(part.table.take([i]).to_pylist()[0])
         # The figure: the first train row of each kind (dual / single), else the first of any split.
         kind = ("train:" if split == "train" else "any:") + ("dual" if st in DUAL_TYPES else "single")
         if kind not in self.figure_rows:
@@ -514,11 +531,14 @@ def _stats(
     rows = {s: 0 for s in SPLITS}
     by_type = {s: {t: 0 for t in SAMPLE_TYPES} for s in SPLITS}
     by_species: dict[str, dict[str, int]] = {}
+    by_species_type: dict[str, dict[str, dict[str, int]]] = {}
     split_edits = {"total": 0, "with_after_mask": 0}
     for (split, sp, st, ham), n in sorted(tally.counts.items()):
         rows[split] += n
         by_type[split][st] += n
         by_species.setdefault(sp, {s: 0 for s in SPLITS})[split] += n
+        cell = by_species_type.setdefault(sp, {s: {} for s in SPLITS})[split]
+        cell[st] = cell.get(st, 0) + n
         if st == "split_edit":
             split_edits["total"] += n
             split_edits["with_after_mask"] += n if ham else 0
@@ -531,6 +551,7 @@ def _stats(
         "total_rows": sum(rows.values()),
         "by_type": by_type,
         "by_species": dict(sorted(by_species.items())),
+        "by_species_type": dict(sorted(by_species_type.items())),
         "split_edits": split_edits,
         "shards": shards,
         "shard_list": shard_rows,
@@ -540,3 +561,42 @@ def _stats(
         "figure": figure,
         "metadata_keys": dict(sorted(tally.metadata_keys.items())),
     }
+
+
+def rewrite_report(
+    out_dir: Path, failures: list[Path], configs: dict[str, SpeciesConfig], build_info: dict
+) -> Path:
+    """The report of a release already written (`python -m pipeline report`), without touching its shards: the
+    counts from its sidecars and shards.csv, the gallery rows read from their shards (one row group each), the
+    failures from the ledgers. Swapped in whole; returns the index path."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "shards.csv").exists():
+        raise ReleaseError(f"{out_dir} has no shards.csv: build a release first (`make build`)")
+    tally = _Tally(0)
+    firsts: dict[tuple[str, str], list[dict]] = {}
+    for split in SPLITS:
+        sidecar = out_dir / "metadata" / f"{SPLIT_DIRS[split]}.parquet"
+        if not sidecar.exists():
+            continue
+        t = pq.read_table(sidecar, columns=["combined_sample_hash", "split", "species", "sample_type",
+                                            "has_after_mask", "shard_path"])  # fmt: skip
+        keys = ["split", "species", "sample_type", "has_after_mask"]
+        for g in t.group_by(keys).aggregate([("combined_sample_hash", "count")]).to_pylist():
+            tally.counts[tuple(g[k] for k in keys)] += g["combined_sample_hash_count"]
+        for r in t.to_pylist():
+            firsts.setdefault((r["species"], r["sample_type"]), []).append(r)
+    for key, rows in firsts.items():
+        chosen = sorted(rows, key=itemgetter("combined_sample_hash"))[:GALLERY_ROWS]
+        tally.gallery[key] = [read_shard_row(out_dir / r["shard_path"], r["combined_sample_hash"]) for r in chosen]
+    with open(out_dir / "shards.csv", newline="") as fh:
+        shard_rows = [{**r, "size": int(r["size"])} for r in csv.DictReader(fh)]
+    stats = _stats(tally, shard_rows, _read_failures(failures), {}, 0, None)
+    tmp_dir = out_dir / f".{REPORT_DIR}.building"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    try:
+        write_report(tmp_dir.parent, stats, pick_gallery(tally.gallery), configs, build_info, folder=tmp_dir.name)
+        _swap_in(tmp_dir, out_dir / REPORT_DIR)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir / REPORT_DIR / "index.html"

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,35 @@ def tiny_world(tmp_path_factory) -> Path:
     return world
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 300.0, proc=None) -> None:  # noqa: ANN001
+    """Wait for `condition()` to hold: never a fixed sleep. The timeout only fails a broken run; `proc`, a Popen
+    that must still be running while we wait (a build that ended first fails at once, naming its exit code)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {what}: the process ended first (exit {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: not within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    """A port no one listens on now (the OS's choice), for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def checkpoint_env(**points: str) -> dict[str, str]:
+    """Environment making a build stop at named points (pipeline.core.checkpoints): `name="kill"` or
+    `name="hold:DIR"`; names use `_` for the module's `-` (render_sealed -> render-sealed)."""
+    from pipeline.core.checkpoints import ENV
+
+    return {ENV: ",".join(f"{name.replace('_', '-')}:{action}" for name, action in points.items())}
+
+
 def seed_work(work: Path, world: Path, species: str = "demo") -> Path:
     shutil.copytree(world, work / species / "world")
     return work
@@ -101,6 +132,15 @@ def cli_in_process(*args: str, config_dir: Path) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory, tiny_world, tiny_configs) -> tuple[Path, Path]:
+    """(work, out) of one tiny demo build, shared by the tests that only read a release (never change it)."""
+    root = tmp_path_factory.mktemp("tiny-release")
+    work, out = seed_work(root / "work", tiny_world), root / "out"
+    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    return work, out
 
 
 @pytest.fixture(scope="session")

@@ -186,7 +186,7 @@ class Source(Protocol):
         """
 
     def skeleton(self, root_id: int) -> Skeleton:
-        """The neuron's level-2 graph (real) or skeleton (demo), for junction points."""
+        """The skeleton built from the neuron's level-2 graph (l2skeleton.py): its branch points are junctions."""
 
     def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
         """The root's mesh in nm; with box_nm = (lo_nm, hi_nm) at least every face with a vertex in the box

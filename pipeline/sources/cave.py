@@ -48,6 +48,7 @@ from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.cave_limits import CaveLimits, chunks, url_batches
 from pipeline.sources.cave_tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
+from pipeline.sources.l2skeleton import skeleton_edges
 
 TOKEN_ENV = "CAVE_TOKEN"
 CONNECT_TIMEOUT_S = 10.0
@@ -108,6 +109,28 @@ def _graphene_identity(cloudpath: str) -> tuple[str, str] | None:
     except Exception:  # noqa: BLE001 - not a graphene path
         return None
     return parsed.fqdn.lower(), parsed.dataset
+
+
+def _missing_tos(resp: requests.Response | None) -> str | None:
+    """The terms-of-service form's URL of a middle_auth `missing_tos` 403 (the JSON caveclient base.py reads)."""
+    if resp is None or resp.status_code != 403:
+        return None
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("error") != "missing_tos":
+        return None
+    return str((body.get("data") or {}).get("tos_form_url") or "the datastack's terms-of-service page")
+
+
+class _NoBrowser:
+    """caveclient opens a web browser on a `missing_tos` 403 (base.py); a build runs on machines where that
+    would start a text browser on the terminal. Its module gets this instead: the 403 becomes one line."""
+
+    @staticmethod
+    def open(url: str, *args: Any, **kwargs: Any) -> bool:
+        return False
 
 
 def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN001, ANN202
@@ -196,6 +219,37 @@ class CaveSource:
             "~/.cloudvolume/secrets/cave-secret.json"
         )
 
+    def _access_error(self, resp: requests.Response | None, url: str) -> UserError:
+        """A 401 / 403 as what it is: terms of service not accepted (middle_auth's `missing_tos`), a public
+        table's time cap (PyChunkedGraph remap_public: "root_id not valid at timestamp"), else the token."""
+        text = resp.text if resp is not None else ""
+        tos = _missing_tos(resp)
+        if tos is not None:
+            return UserError(
+                f"datastack '{self.cfg.datastack}': the token's user has not accepted its terms of service "
+                f"({url.split('?')[0]} answered 403 missing_tos); accept them at {tos} signed in as that user, "
+                "then rerun"
+            )
+        if "not valid at timestamp" in text:
+            return UserError(
+                f"{url.split('?')[0]} answered 401 'root_id not valid at timestamp': datastack "
+                f"'{self.cfg.datastack}''s segmentation is a public table whose time is capped at its release, "
+                f"and this build reads it at a later time; pin materialization_version (or as_of) in "
+                f"{self._config_file} to the public release or earlier"
+            )
+        if resp is not None and resp.status_code == 403:
+            return UserError(
+                f"{url.split('?')[0]} refused access (HTTP 403): the CAVE token's user has no access to datastack "
+                f"'{self.cfg.datastack}'; ask its administrators for access, or set {TOKEN_ENV} to a token that has it"
+            )
+        return self._auth_error(url)
+
+    def _tos_hook(self, response, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - a requests hook
+        """Refuse a `missing_tos` answer here, before caveclient opens a web browser for it."""
+        if response.status_code == 403 and _missing_tos(response) is not None:
+            raise self._access_error(response, response.url or "")
+        return response
+
     def _unreachable(self, url: str, exc: BaseException, key: str = "server_address") -> UserError:
         return UserError(f"could not reach {url} ({type(exc).__name__}); check network or {key} in {self._config_file}")
 
@@ -214,7 +268,7 @@ class CaveSource:
             status = resp.status_code if resp is not None else 0
             where = resp.url if resp is not None and resp.url else url
             if status in (401, 403):
-                raise self._auth_error(where) from None
+                raise self._access_error(resp, where) from None
             if status >= 500 or status in (408, 429):
                 raise TransientSourceError(f"{what}: HTTP {status} from {where}") from None
             body = self._redact(resp.text[:300]) if resp is not None else ""
@@ -259,6 +313,7 @@ class CaveSource:
         adapter = meshes.TimeoutAdapter(self._timeout, max_retries=retries)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        session.hooks["response"].append(self._tos_hook)
 
     # ------------------------------------------------------------------ clients
     @property
@@ -270,7 +325,10 @@ class CaveSource:
     def client(self):
         """The CAVEclient (opened on first use; its constructor's requests are bounded by a deadline)."""
         if self._client is None:
+            import caveclient.base
             from caveclient import CAVEclient
+
+            caveclient.base.webbrowser = _NoBrowser  # never a browser from a build (see _NoBrowser)
 
             self._probe(self._server)
             with self._guard(f"opening datastack '{self.cfg.datastack}'", self._server):
@@ -376,17 +434,34 @@ class CaveSource:
             url = _https_url(self.cfg.em_cloudpath)
             self._probe(url, "em_cloudpath")
             with self._guard("EM volume", url):
-                self._em_cv = CloudVolume(
-                    self.cfg.em_cloudpath,
-                    mip=self.cfg.em_mip,
-                    use_https=True,
-                    fill_missing=False,
-                    progress=False,
-                    bounded=False,
-                    cache=False,
-                )
+                try:
+                    self._em_cv = CloudVolume(
+                        self.cfg.em_cloudpath,
+                        mip=self.cfg.em_mip,
+                        use_https=True,
+                        fill_missing=False,
+                        progress=False,
+                        bounded=False,
+                        cache=False,
+                    )
+                except IndexError:  # cloud-volume's ScaleUnavailableError is one; an empty scale list raises it too
+                    raise self._missing_mip("em_mip", self.cfg.em_mip, url) from None
             self._reached = True
         return self._em_cv
+
+    def _missing_mip(self, key: str, mip: int, url: str, info: dict | None = None) -> UserError:
+        """`key` names a mip the layer's info does not list: UserError naming the mips (and resolutions) it does."""
+        if info is None:
+            with self._guard(f"{key} layer info", url):
+                resp = self._session().get(url.rstrip("/") + "/info", timeout=self._timeout)
+                resp.raise_for_status()
+                info = resp.json()
+        scales = [f"{i} ({'x'.join(f'{r:g}' for r in sc.get('resolution', []))} nm)"
+                  for i, sc in enumerate(info.get("scales") or [])]  # fmt: skip
+        return UserError(
+            f"{self._config_file}: {key} {mip} is not a mip of {url} (its info lists "
+            f"{', '.join(scales) if scales else 'no scales'}); set {key} to one it lists"
+        )
 
     def _seg_token(self, fqdn: str) -> str | None:
         token = self._token()
@@ -417,6 +492,8 @@ class CaveSource:
                     )
                     resp.raise_for_status()
                     info = resp.json()
+            if info is not None and self.cfg.seg_mip >= len(info.get("scales") or []):
+                raise self._missing_mip("seg_mip", self.cfg.seg_mip, url, info)
             with self._guard("segmentation volume", url):
                 seg = CloudVolume(
                     self.cfg.seg_cloudpath,
@@ -482,12 +559,53 @@ class CaveSource:
             "merge_reference": False,  # our tables are not reference tables: no metadata request per query
             "metadata": False,
         }
-        with self._guard(f"querying table '{table}'", self._local):
-            if not self._live:
-                return mat.query_table(
-                    table, materialization_version=self.cfg.materialization_version, **common, **filters
-                )
-            return mat.live_query(table, _utc(self.as_of()), **common, **filters)
+        try:
+            with self._guard(f"querying table '{table}'", self._local):
+                try:
+                    if not self._live:
+                        return mat.query_table(
+                            table, materialization_version=self.cfg.materialization_version, **common, **filters
+                        )
+                    return mat.live_query(table, _utc(self.as_of()), **common, **filters)
+                except requests.HTTPError as exc:
+                    if exc.response is not None and exc.response.status_code == 404:
+                        self._missing_table(table)
+                    raise
+        except TransientSourceError:
+            self._pinned_version_listed()  # an expired version answers 500: say so instead of retrying
+            raise
+
+    def table_key(self, table: str) -> str:
+        """The config key that names `table`."""
+        return "proofread_table" if table == self.cfg.proofread_table else "synapse_table"
+
+    def _missing_table(self, table: str) -> None:
+        """A 404 of a table query: UserError naming the table, its config key and the tables that exist."""
+        mat = self._mat()
+        where = f"version {self.cfg.materialization_version}" if not self._live else "the live database"
+        with self._guard("materialization tables", self._local):
+            tables = sorted(mat.get_tables(version=self.cfg.materialization_version))
+        if table not in tables:
+            raise UserError(
+                f"{self._config_file}: {self.table_key(table)} '{table}' is not a table of datastack "
+                f"'{self.cfg.datastack}' at {where}; tables there: {', '.join(tables) or 'none'}"
+            )
+
+    def _pinned_version_listed(self) -> None:
+        """The pinned version is still listed (caveclient caches the version metadata for 12 h, and the engine
+        answers a query of an expired version with a 500): else UserError saying to re-pin it."""
+        if self._live:
+            return
+        mat = self._mat()
+        with self._guard("materialization versions", self._local):
+            versions = sorted(int(v) for v in mat.get_versions())
+        if int(self.cfg.materialization_version) not in versions:
+            raise UserError(
+                f"{self._config_file}: materialization_version {self.cfg.materialization_version} of datastack "
+                f"'{self.cfg.datastack}' has expired (its queries answer HTTP 500); pin one that exists: "
+                f"{', '.join(map(str, versions)) or 'none'} (a new version changes the proofread roots: the bank "
+                "is redone)"
+            )
 
     def _query_checked(self, table: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
         """The query and whether the server capped it (its Warning header, or exactly the cap's rows)."""
@@ -505,12 +623,27 @@ class CaveSource:
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
 
+    def check_columns(self, key: str, table: str, present: list[str]) -> None:
+        """The columns this source reads from the table config key `key` names are in `present` (the one list of
+        them: proofread_roots and synapses call this, and so does preflight); else UserError naming the column."""
+        if key == "proofread_table":
+            self._need(present, table, "pt_root_id", "proofread roots")
+        elif key == "synapse_table":
+            for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
+                self._need(present, table, col, "synapse controls")
+            if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
+                either = "synapse controls (or pre_pt_position and post_pt_position)"
+                self._need(present, table, "ctr_pt_position", either)
+        else:
+            raise ValueError(f"no table columns are read for {key!r}")
+
     def _need(self, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
         columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
         if column not in columns:
+            named = f" ({self.table_key(table)})" if table in (self.cfg.proofread_table, self.cfg.synapse_table) else ""
             raise UserError(
-                f"table '{table}' (datastack {self.cfg.datastack}) has no column '{column}', needed for {purpose}; "
-                f"columns are: {', '.join(map(str, columns))}. Check {self._config_file}"
+                f"table '{table}'{named} (datastack {self.cfg.datastack}) has no column '{column}', needed for "
+                f"{purpose}; columns are: {', '.join(map(str, columns))}. Check {self._config_file}"
             )
 
     # ------------------------------------------------------------------ proofread neurons
@@ -526,7 +659,7 @@ class CaveSource:
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
         present = self._columns(table)
-        self._need(present, table, "pt_root_id", "proofread roots")
+        self.check_columns("proofread_table", table, present)
         wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "") if c in present]
         df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
         roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
@@ -541,7 +674,9 @@ class CaveSource:
             as_of = self.as_of()
             for batch in chunks(roots, self.limits.change_log_batch):
                 with self._guard("chunkedgraph tabular change log", self._local):
-                    logs = cg.get_tabular_change_log(batch, filtered=True)
+                    # the whole lineage: filtered=True (the server's default) drops edits that were undone or
+                    # cut off (graph/segmenthistory.py in_neuron / is_relevant), which are candidates too
+                    logs = cg.get_tabular_change_log(batch, filtered=False)
                 for root, df in sorted(logs.items()):
                     if df is None or len(df) == 0:
                         continue
@@ -669,10 +804,7 @@ class CaveSource:
         if not pre or not post:
             return normalise_synapses(pd.DataFrame(), table, self._need, self._columns(table))
         present = self._columns(table)
-        for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
-            self._need(present, table, col, "synapse controls")
-        if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
-            self._need(present, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
+        self.check_columns("synapse_table", table, present)
         columns = synapse_columns(present, self._live)
         df = read_synapses(self._query_checked, table, columns, pre, post, self.limits)
         return normalise_synapses(df, table, self._need, present)
@@ -707,11 +839,17 @@ class CaveSource:
         index = {int(v): i for i, v in enumerate(kept)}
         vertices = np.array([coords[int(v)] for v in kept], dtype=np.float64).reshape(-1, 3)
         pairs = [(index[int(a)], index[int(b)]) for a, b in edges if int(a) in index and int(b) in index and a != b]
-        edge_arr = np.unique(np.sort(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
+        edge_arr = np.unique(np.sort(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=1), axis=0).reshape(-1, 2)
+        # the level-2 graph has cycles and corner contacts: its branch points are the skeleton's (l2skeleton.py)
         return Skeleton(
             vertices_nm=vertices,
-            edges=edge_arr.reshape(-1, 2),
-            extra={"l2_ids": kept, "n_missing_rep_coord": int(l2_ids.size - kept.size), "coords": source},
+            edges=skeleton_edges(vertices, edge_arr),
+            extra={
+                "l2_ids": kept,
+                "n_missing_rep_coord": int(l2_ids.size - kept.size),
+                "coords": source,
+                "l2_edges": int(len(edge_arr)),
+            },
         )
 
     def _chunk_centres(self, l2_ids: np.ndarray) -> dict[int, list[float]]:

@@ -24,7 +24,9 @@ from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
 from pipeline.core.errors import SampleError, UserError
+from pipeline.demo_world.level2 import level2_graph
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
+from pipeline.sources.l2skeleton import skeleton_edges
 from render.geometry import crop_box
 
 _STATE_CACHE = 64
@@ -207,6 +209,11 @@ class DemoSource:
         found = keys[idx] == arr.ravel()
         return np.where(found, values[idx], np.uint64(0)).astype(np.uint64).reshape(arr.shape)
 
+    def supervoxels_of(self, root_id: int, timestamp: float) -> np.ndarray:
+        """Every supervoxel of `root_id` at `timestamp` (the viewer's equivalences), sorted."""
+        keys, values = self._state(timestamp)
+        return np.sort(keys[values == np.uint64(root_id)])
+
     def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
         t = self._table("synapses")
         pre_set = pa.array(sorted({int(r) for r in pre_root_ids}), pa.uint64())
@@ -221,9 +228,10 @@ class DemoSource:
         if hit.num_rows == 0:
             raise SampleError("missing_skeleton", f"no skeleton for root {int(root_id)}")
         row = hit.slice(0, 1).to_pylist()[0]
-        vertices = np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3)
-        edges = np.asarray(row["edges"], dtype=np.int64).reshape(-1, 2)
-        return Skeleton(vertices_nm=vertices, edges=edges, extra={"root_id": int(root_id)})
+        # as a CAVE source sees the neuron: its level-2 graph, skeletonized (the same junctions as the twin's)
+        graph = level2_graph(np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3), row["edges"])
+        edges = skeleton_edges(graph.rep_coord_nm, graph.edges)
+        return Skeleton(vertices_nm=graph.rep_coord_nm, edges=edges, extra={"root_id": int(root_id)})
 
     def mesh(self, root_id: int, box_nm: tuple | None = None) -> trimesh.Trimesh:
         """The whole mesh, cropped to box_nm (faces with a vertex in it) when given."""

@@ -37,6 +37,9 @@ class BankStage:
     consumes = ()
     unit = "roots"  # what a partition's members are: proofread roots (their candidates become bank rows)
     select_reads = ("budgets",)  # read by the selection step alone (finish), not by the batches
+    # 2: junction controls at branch points of skeletons built from level-2 graphs (pipeline/sources/l2skeleton.py),
+    # as for a real species, not at the demo world's own skeleton's: a bank built before is redone, not reused
+    output_version = 2
 
     # -- the proofread roots ----------------------------------------------------------------------------
     def _roots_fingerprint(self, ctx: BuildContext) -> str:

@@ -8,6 +8,7 @@ species). Its marker is `work/release.done`; it records the release files' sizes
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +17,14 @@ from pipeline import __version__
 from pipeline.context import BuildContext, release_marker_path
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import key_of, md5_hex
+from pipeline.core.layout import MARKER
 from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
 from pipeline.runner import is_done
 from pipeline.stages.render import RenderStage
 from pipeline.stages.split import SplitStage
 
 STAGE = "shard"
-RELEASE_FILES = ("shards.csv", "README.md")
+RELEASE_FILES = ("shards.csv", "README.md", "report/index.html")
 
 
 def make_context(species: str, work: Path, out: Path) -> BuildContext:
@@ -100,12 +102,38 @@ class ShardStage:
             failures=[c.ledger_path for c in release.contexts if c.ledger_path.exists()],
             out_dir=Path(out),
             shard_bytes=shard_bytes(release.contexts),
+            configs={c.species: c.cfg for c in release.contexts},
+            build_info=build_info(release.contexts),
         )
         files = {name: (Path(out) / name).stat().st_size for name in RELEASE_FILES}
         species = [c.species for c in release.contexts]
         write_marker(release_marker_path(work), {"fingerprint": release.fingerprint, "species": species,
                                                  "out_dir": str(Path(out).resolve()), "files": files})  # fmt: skip
         return {"species": species, "summary": summary}
+
+
+def build_info(contexts: list[BuildContext]) -> dict:
+    """What the report says built the release: the code version, each species' config digest and source, and
+    per stage the partitions, their summed seconds and when the last finished (from the markers)."""
+    species = {}
+    for ctx in contexts:
+        stages = {}
+        for stage in ("bank", "fetch", "render"):
+            markers = [m for m in (read_marker(p) for p in sorted(ctx.stage_dir(stage).glob(f"part-*{MARKER}"))) if m]
+            if markers:
+                last = max(m.get("finished_unix", 0) for m in markers)
+                stages[stage] = {
+                    "partitions": len(markers),
+                    "seconds": sum(m.get("seconds", 0.0) for m in markers),
+                    "finished": dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                    if last else "?",
+                }
+        species[ctx.species] = {
+            "config_digest": md5_hex(ctx.cfg.model_dump_json())[:12],
+            "source": ctx.cfg.source,
+            "stages": stages,
+        }
+    return {"code_version": __version__, "species": species}
 
 
 def shard_bytes(contexts: list[BuildContext]) -> int:
@@ -126,3 +154,20 @@ def check_render_parts(contexts: list[BuildContext]) -> None:
                     f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
                     "to render that partition again"
                 )
+
+
+def rewrite_report_of(work: Path, out: Path) -> Path:
+    """`python -m pipeline report`: the report of the release in `out` again, from it and the work dir that built
+    it (ledgers, markers, configs), without rewriting a shard."""
+    from shard.release import ReleaseError, rewrite_report
+
+    contexts = [make_context(sp, work, out) for sp in species_in(work)]
+    try:
+        return rewrite_report(
+            Path(out),
+            failures=[c.ledger_path for c in contexts if c.ledger_path.exists()],
+            configs={c.species: c.cfg for c in contexts},
+            build_info=build_info(contexts),
+        )
+    except ReleaseError as exc:
+        raise UserError(str(exc)) from None

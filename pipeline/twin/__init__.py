@@ -6,10 +6,12 @@ fragments with legacy names, a manifest that ignores `bounds`) and `v2` (MICrONS
 CAVEconnectome/PyChunkedGraph, sharded Draco initial meshes, a manifest that honours `bounds` and
 `start_layer`). Real limits are on by default at values scaled to bite at demo scale (limits.py).
 
-Modules: model.py (the world as the servers' data model), cache.py + fragments.py + ids.py (derived
-files, built once per world), info.py (CAVE info, graphene info), chunkedgraph.py, meshing.py,
+Modules: model.py (the world as the servers' data model), cache.py + fragments.py + ids.py +
+stitched.py (derived files, built once per world), info.py (CAVE info, graphene info), chunkedgraph.py, meshing.py,
 l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log),
-log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command).
+log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command), drift.py
+(`--drift`: states a config does not expect, e.g. an expired version, terms of service not accepted),
+replay.py (`--replay`: a preflight recording served as it was answered).
 
 What the twin encodes about the real servers that nothing here could confirm (no machine here reaches
 them; each fact was read from the file named, at the versions named: PyChunkedGraph 2.21.1 "v2",
@@ -20,7 +22,12 @@ Chunkedgraph
     to_json() with timestamps in ms (app/segmentation/v1/routes.py tabular_change_log_many;
     app/__init__.py CustomJsonEncoder). A row's after_root_ids lists only the after root in the queried
     root's lineage (graph/segmenthistory.py builds it from the lineage graph; caveclient's docstring
-    says so). The `filtered` rules (in_neuron, is_relevant) are reduced to "the root's lineage".
+    says so). `filtered` (read with default True: app/segmentation/v1/routes.py
+    tabular_change_log_many) drops the edits failing in_neuron or is_relevant, as
+    graph/segmenthistory.py _build_tabular_changelogs computes them from the edit's sink and source
+    supervoxels at the root's timestamp and at the earliest timestamp (corrected: the twin used to keep
+    the whole lineage). Unverified: the twin's sink/source supervoxels are its edit's edge, and ops
+    without points use supervoxels of the two sides.
  2. No explicit bound on roots per change-log request exists; the twin's 504 past 50 roots stands in
     for the timeout of one request building ~10^5 lineages. The real threshold is unmeasured.
  3. Operation details: ids in the URL as urlencoded str(list) (caveclient chunkedgraph.py); keys are
@@ -39,9 +46,12 @@ Chunkedgraph
     (graph/chunkedgraph.py get_earliest_timestamp).
  6. past_id_mapping maps a past root to a future one only along merges (graph/segmenthistory.py
     past_future_id_mapping; the twin's rule is a reading of that code, not a port of it).
- 7. The level-2 graph: the twin serves each proofread root's skeleton as its level-2 graph (one node
-    per skeleton node, rep_coord_nm = the node). A real level-2 graph has one node per chunk
-    component (app/segmentation/common.py handle_get_layer2_graph): its branch points differ.
+ 7. The level-2 graph has one node per connected component of the neuron in a chunk, edges where
+    components touch, cycles included (app/segmentation/common.py handle_get_layer2_graph; corrected:
+    the twin used to serve each skeleton as its level-2 graph). The twin derives the components from
+    the world's skeleton swept by a tube touching across chunk faces within 250 nm
+    (pipeline/demo_world/level2.py), not from supervoxels; rep_coord_nm is the voxel of the component's
+    centreline sample nearest its centroid: the real l2cache's rule for that point is unread here.
  8. Level-2 ids belong to (root, chunk) in the twin and never change; on the real servers an edit makes
     new level-2 ids whose meshes are dynamic (unsharded) fragments (meshing/manifest/sharded_format.md).
     The twin has no dynamic fragments.
@@ -58,11 +68,19 @@ Meshes
 10. Shard files named `{chunk position number}-{shard}.shard` (cloud-volume
     datasource/graphene/sharding.py) and laid out by cloud-volume's own synthesis; not compared with
     files PyChunkedGraph's mesher writes.
-11. v1 manifest (pcgv1 app/meshing/common.py, meshing/meshgen_utils.py): `bounds` parsed and ignored,
-    `start_layer` and `return_seg_ids` not read, entries `{id}:0:{bbox}` where bbox is the chunk's box
-    from the chunk grid's origin WITHOUT the voxel offset (meshgen_utils.get_chunk_bbox). Whether
-    FlyWire's chunks start at a non-zero voxel offset, and whether FlyWire lists stitched higher-layer
-    fragments (larger boxes: the client-side filter would keep more), is unverified.
+11. v1 manifest (pcgv1 app/meshing/common.py handle_get_manifest, meshing/meshgen_utils.py): `bounds`
+    parsed and ignored, `start_layer` and `return_seg_ids` not read; with `verify` the highest nodes
+    that have a mesh, from the root down (get_highest_child_nodes_with_meshes), without it the node
+    itself; entries `{id}:0:{bbox}` where bbox is the node's chunk box (chunk size x 2^(layer-2)) from
+    the chunk grid's origin WITHOUT the voxel offset (get_mesh_name, get_chunk_bbox). Edits remesh and
+    stitch up to stop_layer 4 (app/meshing/tasks.py), so an edited root lists layer 3-4 fragments
+    (corrected: the twin used to list level-2 fragments only; pipeline/twin/stitched.py). Also served
+    on the legacy `meshing/1.0/{table}/manifest/...` route (app/meshing/legacy/routes.py) that a
+    `segmentation/1.0/...` cloudpath (config/fly.yaml) makes cloud-volume ask. Unverified: FlyWire's
+    initial meshes' layers (the twin: 2 only), the stitched meshes' simplification (mip 1, max_err 320
+    nm; the twin's are not simplified), when a skip connection leaves a layer-3 node without a layer-4
+    parent (the twin: when the root's part of the layer-4 chunk is in one layer-3 chunk), and whether
+    FlyWire's chunks start at a non-zero voxel offset.
 12. Draco: the bin is PyChunkedGraph's for a level-2 chunk (meshing/meshgen.py
     get_draco_encoding_settings_for_chunk, calculate_quantization_bits_and_range): 17 nm at 32 nm
     voxels, one grid for all fragments. The twin cuts each root's mesh by face centroid, so a
@@ -79,7 +97,9 @@ Materialization
     create_query_response); only valid rows. Ids are int64 (Postgres bigint; caveclient's live query
     promotes uint64 to float64 and loses digits); a missing root is served as 0, not null.
 16. Versions: the listing drops expired versions unless `expired` is set (blueprints/client/api2.py);
-    querying an expired version answers 404 (status and message unverified).
+    querying an expired version answers 404 here by default; with `--drift expired_version` it answers 500,
+    as the engine most likely does (validate_datastack checks only the datastack, then opening the expired
+    version's database fails: MaterializationEngine blueprints/client). Status and message unverified.
 17. The twin's datastack has the demo's own tables (proofread_neurons; synapses with
     ctr_pt_position, cleft and connection scores and neurotransmitter scores), not FlyWire's or
     MICrONS' (theirs are named in config/fly.yaml and config/mouse.yaml).

@@ -4,9 +4,12 @@ What the twin serves but the world does not hold as such:
 - mesh fragments: every root's mesh split by level-2 chunk and Draco-encoded (fragments.py), written
   both as v1 unsharded files with legacy names (`v1/{id}:0:{chunk bbox}`) and as v2 sharded initial
   meshes (`v2/initial/2/{chunk position}-{shard}.shard`, cloud-volume's own shard synthesis), with an
-  index (`fragments.parquet`: root, level-2 id, chunk, sizes, quantization, shard byte range);
-- level-2 graphs (`l2graph.parquet`): each proofread root's skeleton as a level-2 graph, one level-2
-  id per skeleton node, its node position as the l2cache's rep_coord_nm;
+  index (`fragments.parquet`: root, level-2 id, chunk, sizes, quantization, shard byte range); for v1,
+  stitched layer 3-4 fragments where a root's lineage was edited and each such root's manifest
+  (`v1_manifest.parquet`, stitched.py);
+- level-2 graphs (`l2graph.parquet`): each proofread root's level-2 graph, one level-2 id per
+  connected component of the neuron in a chunk, edges where components touch (cycles included), each
+  component's representative voxel as the l2cache's rep_coord_nm (pipeline/demo_world/level2.py);
 - supervoxels under points (`points.parquet`): the supervoxel under each edit's source and sink point
   (an edit's edge) and under each proofread neuron's point (the table's pt_supervoxel_id).
 
@@ -32,11 +35,13 @@ from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, S
 
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.hashing import sha256_file
-from pipeline.demo_world.plan import CHUNK, RES
+from pipeline.demo_world.level2 import level2_graph
+from pipeline.demo_world.plan import CHUNK, RES, VOXEL_OFFSET
 from pipeline.twin import ids
 from pipeline.twin.fragments import encode_fragment, overhang_nm, pcg_draco_bin_nm, quantization_for, split_by_chunk
+from pipeline.twin.stitched import edit_chunks, highest_meshed
 
-CACHE_FORMAT = "cb2-twin-cache/1"
+CACHE_FORMAT = "cb2-twin-cache/2"  # 2: level-2 graphs of chunk components, v1 stitched fragments
 CACHE_DIR = "twin-cache"
 # The sharding of level-2 initial meshes (MICrONS-like; the spec's fields are the precomputed standard's).
 SHARD_SPEC = {
@@ -118,11 +123,16 @@ def build(world_dir: Path, out: Path, bin_nm: float) -> dict:
     shard_data: dict[int, dict[int, bytes]] = defaultdict(dict)  # chunk position number -> {l2 id: bytes}
     max_overhang = 0.0
     exists = seg.mesh.exists([int(r) for r in roots])
+    edited = _edited_chunks(world_dir)
+    v1_rows: list[dict] = []
+    higher_segid: dict[tuple[int, int, int, int], int] = defaultdict(int)
     for root in sorted(int(r) for r in roots):
         if exists.get(str(root)) is None:
             continue
         mesh = seg.mesh.get(root, fuse=False)[root]
-        for frag in split_by_chunk(mesh.vertices, mesh.faces):
+        frags = split_by_chunk(mesh.vertices, mesh.faces)
+        first = len(rows["l2_id"])
+        for frag in frags:
             next_segid[frag.chunk] += 1
             l2 = ids.encode(2, *frag.chunk, next_segid[frag.chunk])
             q = quantization_for(frag.vertices, bin_nm)
@@ -137,12 +147,18 @@ def build(world_dir: Path, out: Path, bin_nm: float) -> dict:
                 ("q_origin_nm", list(q.origin_nm)), ("v1_name", name),
             ):  # fmt: skip
                 rows[col].append(val)
+        if edited.get(root):
+            v1_rows.append(_stitch(out, root, frags, rows, first, edited[root], higher_segid, bin_nm))
     ranges = _write_shards(out / "v2" / "initial" / "2", shard_data)
     rows["v2_fragment"] = [ranges[l2] for l2 in rows["l2_id"]]
     write_parquet(out / "fragments.parquet", _fragments_table(rows))
     n_l2 = _write_l2graph(world_dir, out, next_segid)
     n_points = _write_points(world_dir, out, seg)
+    write_parquet(out / "v1_manifest.parquet", pa.Table.from_pylist(v1_rows, schema=V1_MANIFEST_SCHEMA))
+    layers = [layer for r in v1_rows for layer in r["layers"]]
     return {
+        "v1_stitched_roots": len(v1_rows),
+        "v1_stitched_fragments": {str(k): layers.count(k) for k in (3, 4)},
         "fragments": len(rows["l2_id"]),
         "roots_with_mesh": len(set(rows["root_id"])),
         "fragment_bytes": int(sum(rows["nbytes"])),
@@ -151,6 +167,77 @@ def build(world_dir: Path, out: Path, bin_nm: float) -> dict:
         "l2graph_nodes": n_l2,
         "points": n_points,
     }
+
+
+V1_MANIFEST_SCHEMA = pa.schema(
+    [
+        ("root_id", pa.uint64()),
+        ("fragments", pa.list_(pa.string())),  # legacy names, in the order a v1 manifest lists them
+        ("layers", pa.list_(pa.int64())),
+        ("nbytes", pa.list_(pa.int64())),
+    ]
+)
+
+
+def _edited_chunks(world_dir: Path) -> dict[int, set]:
+    """Level-2 chunks touched by the edits of each root's lineage (its creating edits and its ancestors'),
+    from the edits' source and sink points; an edit without points places nothing."""
+    ops = pq.read_table(world_dir / "tables" / "operations.parquet").to_pylist()
+    made_by: dict[int, list[dict]] = defaultdict(list)
+    for op in ops:
+        for r in op["after_root_ids"]:
+            made_by[int(r)].append(op)
+    memo: dict[int, set] = {}
+
+    def of(root: int) -> set:
+        stack, order = [root], []
+        while stack:  # iterative post-order: lineages are deep
+            r = stack.pop()
+            if r in memo or r in order:
+                continue
+            order.append(r)
+            stack.extend(int(b) for op in made_by.get(r, []) for b in op["before_root_ids"])
+        for r in reversed(order):
+            got = set()
+            for op in made_by.get(r, []):
+                pts = [*(op["source_coords_vx"] or []), *(op["sink_coords_vx"] or [])]
+                got |= edit_chunks(pts, VOXEL_OFFSET, ids.GRAPH_CHUNK_VX)
+                for b in op["before_root_ids"]:
+                    got |= memo.get(int(b), set())
+            memo[r] = got
+        return memo[root]
+
+    return {r: of(r) for r in sorted(made_by)}
+
+
+def _stitch(
+    out: Path, root: int, frags: list, rows: dict, first: int, edited: set, segids: dict, bin_nm: float
+) -> dict:
+    """The root's v1 manifest: stitched layer 3-4 fragments where its lineage was edited (written to v1/),
+    its level-2 fragments elsewhere (stitched.py)."""
+    stitched, plain = highest_meshed([f.chunk for f in frags], edited)
+    names, layers, sizes = [], [], []
+    for node in stitched:
+        key = (node.layer, *node.chunk)
+        segids[key] += 1
+        node_id = ids.encode(node.layer, *node.chunk, segids[key])
+        parts = [frags[i] for i in node.members]
+        verts, inverse = np.unique(np.concatenate([p.vertices for p in parts]), axis=0, return_inverse=True)
+        offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+        faces = inverse.ravel()[
+            np.concatenate([p.faces.astype(np.int64) + o for p, o in zip(parts, offsets, strict=True)])
+        ]
+        data = encode_fragment(verts, faces, quantization_for(verts, bin_nm))
+        name = ids.legacy_fragment_name(node_id)
+        _put(out / "v1" / name, data)
+        names.append(name)
+        layers.append(node.layer)
+        sizes.append(len(data))
+    for i in plain:
+        names.append(rows["v1_name"][first + i])
+        layers.append(2)
+        sizes.append(rows["nbytes"][first + i])
+    return {"root_id": root, "fragments": names, "layers": layers, "nbytes": sizes}
 
 
 def _put(path: Path, data: bytes) -> None:
@@ -197,18 +284,22 @@ def _write_shards(folder: Path, shard_data: dict[int, dict[int, bytes]]) -> dict
 
 
 def _write_l2graph(world_dir: Path, out: Path, next_segid: dict) -> int:
-    """One level-2 node per skeleton node (ids after the mesh fragments' in each chunk)."""
+    """Each proofread root's level-2 graph: one node per chunk component (pipeline.demo_world.level2, cycles
+    included), its representative voxel as the l2cache's rep_coord_nm; ids after the mesh fragments' in
+    each chunk."""
     skel = pq.read_table(world_dir / "tables" / "skeletons.parquet").to_pylist()
     out_rows = []
     for row in sorted(skel, key=lambda r: r["root_id"]):
-        verts = np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3)
+        graph = level2_graph(np.asarray(row["vertices_nm"], dtype=np.float64).reshape(-1, 3), row["edges"])
         l2_ids = []
-        for chunk in ids.chunk_index_of_nm(verts):
+        for chunk in graph.chunks:
             key = tuple(int(c) for c in chunk)
             next_segid[key] += 1
             l2_ids.append(ids.encode(2, *key, next_segid[key]))
-        edges = [[l2_ids[a], l2_ids[b]] for a, b in row["edges"]]
-        out_rows.append({"root_id": row["root_id"], "l2_ids": l2_ids, "rep_coord_nm": verts.tolist(), "edges": edges})
+        edges = [[l2_ids[a], l2_ids[b]] for a, b in graph.edges.tolist()]
+        out_rows.append(
+            {"root_id": row["root_id"], "l2_ids": l2_ids, "rep_coord_nm": graph.rep_coord_nm.tolist(), "edges": edges}
+        )
     schema = pa.schema(
         [
             ("root_id", pa.uint64()),

@@ -74,7 +74,8 @@ def register(router: Router, app: TwinApp) -> None:
         if len(roots) > app.limits.change_log_roots:
             # the real server builds every root's lineage in this one request and runs out of time
             return Response(504, b"<html><body><h1>504 Gateway Time-out</h1></body></html>", "text/html")
-        out = {str(r): _frame_json(world.change_log(r), CHANGE_LOG_COLUMNS) for r in sorted(set(roots))}
+        filtered = req.flag("filtered", default=True)  # the server reads it with default True (v1/routes.py)
+        out = {str(r): _frame_json(world.change_log(r, filtered), CHANGE_LOG_COLUMNS) for r in sorted(set(roots))}
         return json_response(out)
 
     def details(req: Request) -> Response:

@@ -1,6 +1,6 @@
 """The level-2 cache: representative points of level-2 nodes (caveclient l2cache.py's endpoints).
 
-The twin's level-2 nodes with attributes are its skeleton nodes (cache.py); any other id answers {}
+The twin's level-2 nodes with attributes are its level-2 graphs' chunk components (cache.py); any other id answers {}
 as the real cache does for an id it has not computed. `has_cache()` reads the table mapping.
 """
 

@@ -8,9 +8,11 @@ the entries are `~{layer}/{shard file}:{offset}:{size}` (byte ranges the client 
 speculative `~{id}:{layer}:{chunk id}:{shard file}:{minishard}`; `return_seg_ids` adds the node ids,
 `prepend_seg_ids` prefixes `~{id}:`.
 v1 (seung-lab/PyChunkedGraph pcgv1, app/meshing/common.py and meshing/meshgen_utils.py): `bounds` is
-parsed and IGNORED, `start_layer` and `return_seg_ids` are not read; entries are legacy names
-`{id}:0:{chunk bbox}` of unsharded files.
-The twin holds level-2 fragments only (its graph has no stitched higher-layer meshes).
+parsed and IGNORED, `start_layer` and `return_seg_ids` are not read; with `verify` the entries are the
+legacy names `{id}:0:{chunk bbox}` of the highest nodes that have a mesh (stitched layer 3-4 fragments
+where the root's lineage was edited: stitched.py), without it the node's own name; served on the
+`meshing/api/v1/table/...` and the legacy `meshing/1.0/...` routes (app/meshing/legacy/routes.py).
+v2 holds level-2 fragments only (its stitched higher-layer initial meshes are not modelled).
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def register(router: Router, app: TwinApp) -> None:
         if app.flavor == "v1":
             if "bounds" in req.query:
                 chunk_range(req.query["bounds"])  # parsed (a malformed box fails) and then not used
-            return json_response({"fragments": [world.frag_v1[i] for i in rows]})
+            if not req.flag("verify"):  # without verify pcgv1 lists the node itself, mesh or not
+                return json_response({"fragments": [ids.legacy_fragment_name(int(node))] if rows else []})
+            return json_response({"fragments": world.v1_fragments(int(node))})
         start_layer = int(req.query.get("start_layer", 2))
         if "start_layer" in data:
             start_layer = int(data["start_layer"])
@@ -83,3 +87,5 @@ def register(router: Router, app: TwinApp) -> None:
         return json_response(out)
 
     router.add("GET", rf"/meshing/api/v1/table/{TABLE_ID}/manifest/(?P<node>\d+):0", manifest)
+    if app.flavor == "v1":  # pcgv1 app/meshing/legacy/routes.py: the `.../1.0/{table}` paths FlyWire's config uses
+        router.add("GET", rf"/meshing/1.0/{TABLE_ID}/manifest/(?P<node>\d+):0", manifest)

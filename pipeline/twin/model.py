@@ -142,6 +142,9 @@ class TwinWorld:
         self.frag_v2 = frags["v2_fragment"].to_pylist()
         self.frag_bytes = frags["nbytes"].to_pylist()
         self.l2_fragment = {int(l2): i for i, l2 in enumerate(self.frag_l2)}
+        # v1: roots whose lineage was edited list stitched layer 3-4 fragments (cache.py, stitched.py)
+        stitched = pq.read_table(self.cache_dir / "v1_manifest.parquet").to_pylist()
+        self.v1_manifests = {int(r["root_id"]): r for r in stitched}
 
     def _load_l2(self) -> None:
         graphs = pq.read_table(self.cache_dir / "l2graph.parquet").to_pylist()
@@ -259,13 +262,16 @@ class TwinWorld:
                 stack.extend(int(b) for b in self.op_rows[i]["before_root_ids"])
         return sorted(rows, key=lambda i: (int(self.op_rows[i]["operation_id"]), i))
 
-    def change_log(self, root: int) -> list[dict]:
-        """The filtered tabular change log rows of one root (sorted by operation id, as the server does)."""
+    def change_log(self, root: int, filtered: bool = True) -> list[dict]:
+        """The tabular change log rows of one root (sorted by operation id, as the server does); `filtered`
+        drops the edits failing `in_neuron` or `is_relevant` (graph/segmenthistory.py: see _kept)."""
         lineage = self._lineage_roots(int(root))
         out = []
         for i in self.lineage_rows(root):
             row = self.op_rows[i]
             op = self.ops[int(row["operation_id"])]
+            if filtered and not self._kept(op, int(root)):
+                continue
             kept = [r for r in op.after if r in lineage] or list(op.after[:1])
             out.append(
                 {
@@ -280,6 +286,19 @@ class TwinWorld:
                 }
             )
         return out
+
+    def _kept(self, op: Operation, root: int) -> bool:
+        """PyChunkedGraph's filter (graph/segmenthistory.py _build_tabular_changelogs, tabular_changelog):
+        the edit's supervoxels (its sink and source ids) looked up at the queried root's own timestamp
+        ("current") and at the chunkedgraph's earliest timestamp ("original"). A merge is relevant when its
+        supervoxels began in different objects and in the neuron when all of them are in the root now; a
+        split is relevant when its supervoxels are still apart and in the neuron when any is in the root."""
+        svs = np.asarray(op.edge, dtype=np.uint64)
+        current = self.roots_at(svs, int(self.created_ms[self.root_row[root]]))
+        if op.is_merge:
+            original = self.roots_at(svs, to_ms(self.first_op_s - 0.5))
+            return len(np.unique(original)) != 1 and bool(np.all(current == root))
+        return len(np.unique(current)) != 1 and bool(np.any(current == root))
 
     def _lineage_roots(self, root: int) -> set[int]:
         out, stack = set(), [root]
@@ -302,6 +321,13 @@ class TwinWorld:
         if node_id in self.l2_fragment:
             return [self.l2_fragment[node_id]]
         return []
+
+    def v1_fragments(self, node_id: int) -> list[str]:
+        """The legacy names a pcgv1 manifest lists for a node: the highest fragments with a mesh."""
+        got = self.v1_manifests.get(int(node_id))
+        if got is not None:
+            return list(got["fragments"])
+        return [self.frag_v1[i] for i in self.fragment_rows(node_id)]
 
     # ------------------------------------------------------------------ materialized tables
     def version(self, number: int) -> Version | None:

@@ -23,16 +23,28 @@ def run_twin_cli(
     log_path: Path | None,
     draco_bin_nm: float | None,
     echo: Callable[[str], None],
+    drift: tuple[str, ...] = (),
 ) -> None:
     from pipeline.build import ensure_world, make_context
+    from pipeline.twin.drift import parse_drifts
 
+    try:
+        drift = tuple(sorted(parse_drifts(drift)))
+    except ValueError as exc:
+        raise UserError(f"--drift: {exc}") from None
     ctx = make_context("demo", Path(work), Path("out"))
     ensure_world(ctx)
     limits = dataclasses.replace(TwinLimits(latency_ms=latency_ms), **{k: v for k, v in changes.items() if v})
     log_path = Path(log_path) if log_path else ctx.twin_requests_path
     try:
         server = TwinServer(
-            ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path, draco_bin_nm=draco_bin_nm
+            ctx.world_dir,
+            flavor=flavor,
+            port=port,
+            limits=limits,
+            log_path=log_path,
+            draco_bin_nm=draco_bin_nm,
+            drift=drift,
         )
     except OSError as exc:
         reason = exc.strerror or exc
@@ -45,6 +57,7 @@ def run_twin_cli(
     echo(f"  datastack {DATASTACK} (server_address {server.url}), token {server.token} (CAVE_TOKEN)")
     echo(f"  segmentation graphene://{server.url}/segmentation/table/{TABLE_ID}, EM precomputed://{server.url}/em")
     echo(f"  limits: {limits.describe()}; Draco bin {server.cache_summary['draco_bin_nm']:g} nm")
+    echo(f"  drift: {server.app.drift.describe()}")
     echo(f"  request log: {log_path}")
     try:
         while not stop.wait(0.5):

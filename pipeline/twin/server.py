@@ -12,8 +12,9 @@ import contextlib
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from pipeline.twin import chunkedgraph, info, l2cache, layers, materialization, meshing
 from pipeline.twin.cache import cache_summary, ensure_cache
+from pipeline.twin.drift import Drift
 from pipeline.twin.http import Request, Response, Router, error, parse_query
 from pipeline.twin.limits import TwinLimits
 from pipeline.twin.log import RequestLog, RequestRecord
@@ -54,6 +56,7 @@ class TwinApp:
         self.l2cache = l2cache_enabled
         self.require_token = require_token
         self.url = ""  # set once the socket is bound
+        self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
         self.ws_info = layers.load_ws_info(world.world_dir)
         self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
         self.router = Router()
@@ -68,8 +71,11 @@ class TwinApp:
             return error(401, "a valid token is needed (Authorization: Bearer ...)")
         if self.limits.latency_ms > 0:
             time.sleep(self.limits.latency_ms / 1000.0)
+        refused = self.drift.before(req)
+        if refused is not None:
+            return refused
         try:
-            return self.router.dispatch(req)
+            return self.drift.after(req, self.router.dispatch(req))
         except (ValueError, KeyError) as exc:  # a malformed argument
             return error(400, f"{type(exc).__name__}: {exc}")
 
@@ -87,6 +93,7 @@ class _Server(ThreadingHTTPServer):
 def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, *args) -> None:  # noqa: ANN002 - the twin keeps its own log
             pass
@@ -96,16 +103,15 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
             parsed = urllib.parse.urlsplit(self.path)
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
+            app.log.arrived()  # from here on, the request is recorded whatever happens
             req = Request(self.command, parsed.path, parse_query(parsed.query), dict(self.headers), body)
-            resp = app.handle(req, len(self.path.encode()))
+            try:
+                resp = app.handle(req, len(self.path.encode()))
+            except Exception as exc:  # noqa: BLE001 - a handler's bug: a 500 with its traceback, as a Flask app
+                traceback.print_exc()
+                resp = error(500, f"{type(exc).__name__}: {exc}")
             payload = b"" if self.command == "HEAD" else resp.body
-            self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
-            self.send_header("Content-Length", str(len(resp.body)))
-            for key, value in resp.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            # Logged before the answer leaves: a client that has its answer finds its request in the log.
             app.log.add(
                 method=self.command,
                 path=parsed.path,
@@ -115,6 +121,13 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
                 url_bytes=len(self.path.encode()),
                 duration_ms=round((time.perf_counter() - start) * 1000.0, 3),
             )
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            for key, value in resp.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
 
         do_GET = do_POST = do_HEAD = _serve
 
@@ -133,6 +146,7 @@ class TwinServer:
         log_path: str | Path | None = None,
         draco_bin_nm: float | None = None,
         l2cache_enabled: bool = True,
+        drift: Drift | Iterable[str] = (),
     ) -> None:
         cache = ensure_cache(world_dir, draco_bin_nm)
         self.cache_summary = cache_summary(cache)
@@ -141,6 +155,8 @@ class TwinServer:
         self.app = TwinApp(
             world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled
         )
+        self.app.drift = Drift.of(drift)
+        self.app.drift.apply(self.app)
         self.httpd = _Server(("127.0.0.1", port), _handler(self.app))
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

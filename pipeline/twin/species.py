@@ -14,7 +14,13 @@ from pipeline.twin.model import default_versions
 LATEST_VERSION = max(v.version for v in default_versions())
 
 
-def twin_config(demo: SpeciesConfig, url: str, **overrides: object) -> SpeciesConfig:
+def seg_cloudpath(url: str, flavor: str = "v2") -> str:
+    """v1 as config/fly.yaml names FlyWire's (`segmentation/1.0/...`: cloud-volume then asks the legacy
+    `meshing/1.0/...` manifest route), v2 as config/mouse.yaml names MICrONS' (`segmentation/table/...`)."""
+    return f"graphene://{url}/segmentation/{'1.0' if flavor == 'v1' else 'table'}/{TABLE_ID}"
+
+
+def twin_config(demo: SpeciesConfig, url: str, flavor: str = "v2", **overrides: object) -> SpeciesConfig:
     raw = demo.model_dump()
     raw.update(
         {
@@ -22,7 +28,7 @@ def twin_config(demo: SpeciesConfig, url: str, **overrides: object) -> SpeciesCo
             "datastack": DATASTACK,
             "server_address": url,
             "em_cloudpath": f"precomputed://{url}/em",
-            "seg_cloudpath": f"graphene://{url}/segmentation/table/{TABLE_ID}",
+            "seg_cloudpath": seg_cloudpath(url, flavor),
             "as_of": None,
             "materialization_version": LATEST_VERSION,
             "proofread_table": "proofread_neurons",

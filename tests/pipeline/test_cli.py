@@ -1,7 +1,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -45,15 +44,12 @@ def test_status_of_empty_work_dir(tmp_path):
 @pytest.mark.slow  # a subprocess
 def test_real_species_without_network_fails_fast_naming_the_endpoint(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "CAVE_TOKEN": "not-a-real-token"}
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "build", "--species", "fly", "--work", str(tmp_path / "w"),
          "--out", str(tmp_path / "o"), "--scheduler", "sync", "--no-progress"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=os.getcwd(),
-    )  # fmt: skip
-    elapsed = time.monotonic() - start
+        capture_output=True, text=True, timeout=300, env=env, cwd=os.getcwd(),
+    )  # fmt: skip  (the timeout only fails a hung run: the fast failure is pinned by test_cave's `waits`)
     assert proc.returncode == 1, proc.stderr
-    assert elapsed < 60
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error:") and "Traceback" not in proc.stderr
     assert "http" in line  # names the endpoint it could not reach

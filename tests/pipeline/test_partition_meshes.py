@@ -99,29 +99,41 @@ def test_a_samples_own_fault_is_not_shared(setup):
 
 
 def test_threads_needing_one_root_fetch_it_once():
+    """Seven threads ask while an eighth is fetching: all wait for that one fetch (held open until they are
+    all waiting, so the overlap is certain rather than left to the scheduler)."""
     import threading
-    import time
 
     import numpy as np
     import trimesh
 
     from config import load_config
     from pipeline.sources.partition_meshes import PartitionMeshes
+    from tests.conftest import wait_until
 
-    class Slow:
+    gate = threading.Event()
+
+    class Gated:
         calls = 0
 
         def mesh(self, root_id, box_nm=None):
-            Slow.calls += 1
-            time.sleep(0.05)
+            Gated.calls += 1
+            gate.wait(timeout=60)
             return trimesh.Trimesh(np.eye(3), [[0, 1, 2]], process=False)
 
     rows = [{"coord_nm": [0.0, 0.0, 0.0], "geometry_roots": ["7"], "sample_type": "junction_control"}] * 8
-    pm = PartitionMeshes(Slow(), load_config("demo"), rows)
+    pm = PartitionMeshes(Gated(), load_config("demo"), rows)
     got = []
-    threads = [threading.Thread(target=lambda: got.append(pm.mesh(7))) for _ in range(8)]
-    for t in threads:
+    first = threading.Thread(target=lambda: got.append(pm.mesh(7)))
+    first.start()
+    wait_until(lambda: Gated.calls == 1, "the first fetch", timeout=60)
+    pending, waiting = pm._fetching[7], []
+    real_wait = pending.wait
+    pending.wait = lambda timeout=None: (waiting.append(1), real_wait(timeout))[1]
+    others = [threading.Thread(target=lambda: got.append(pm.mesh(7))) for _ in range(7)]
+    for t in others:
         t.start()
-    for t in threads:
-        t.join()
-    assert Slow.calls == 1 and len(got) == 8 and all(g is got[0] for g in got)
+    wait_until(lambda: len(waiting) == 7, "seven threads waiting on the fetch", timeout=60)
+    gate.set()
+    for t in [first, *others]:
+        t.join(timeout=60)
+    assert Gated.calls == 1 and len(got) == 8 and all(g is got[0] for g in got)

@@ -17,21 +17,20 @@ from PIL import Image
 from config.schema import SpeciesConfig
 from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
 from pipeline.core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
-from pipeline.show import find_row, neuroglancer_state, neuroglancer_url, segment_roots
 from pipeline.sources.demo import DemoSource
 from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry
-from tests.conftest import cli, seed_work
+from shard.lookup import find_row
+from shard.neuroglancer import neuroglancer_state, neuroglancer_url, segment_roots, state_of_url
+from tests.conftest import cli
 
 CARDINAL_AXES = {"em_xy_before": (0, 1), "em_xz_before": (0, 2), "em_yz_before": (1, 2)}  # (column, row) axes
 CENTRAL = slice(28, 196)
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory, tiny_world, tiny_configs):
-    root = tmp_path_factory.mktemp("audit")
-    work, out = seed_work(root / "work", tiny_world), root / "out"
-    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+def release(tiny_release, tiny_configs):
+    work, out = tiny_release
     cfg = SpeciesConfig.model_validate(yaml.safe_load((tiny_configs / "demo.yaml").read_text()))
     rows = []
     for shard in sorted(out.glob("*/*-*.parquet")):
@@ -156,7 +155,7 @@ def test_show_finds_a_row_without_scanning_and_draws_it(release, tiny_configs, t
     proc = cli("show", h, "--out", str(out), "--png", str(png), config_dir=tiny_configs)
     assert f'combined_sample_hash: "{h}"' in proc.stdout and '"split_edit"' in proc.stdout
     assert "false_merge_identification_label: 1.0" in proc.stdout and "timestamp_ms:" in proc.stdout
-    assert "neuroglancer: none for demo" in proc.stdout
+    assert "neuroglancer: add --neuroglancer to view it locally" in proc.stdout
     img = np.asarray(Image.open(png).convert("RGB"))
     assert img.shape[1] > 7 * 160 and img.std() > 10
     bad = cli("show", "0" * 32, "--out", str(out), config_dir=tiny_configs, check=False)
@@ -174,24 +173,45 @@ def test_show_finds_a_row_without_scanning_and_draws_it(release, tiny_configs, t
 
 
 def test_neuroglancer_link_for_a_cave_species():
-    cfg = SpeciesConfig.model_validate(
-        {
-            "species": "fly", "source": "cave", "datastack": "flywire_fafb_public",
-            "em_cloudpath": "precomputed://https://bossdb-open-data.s3.amazonaws.com/flywire/fafbv14",
-            "seg_cloudpath": "graphene://https://prod.flywire-daf.com/segmentation/1.0/flywire_public",
-            "em_window_nm": 1500, "extent_nm": [2000, 4000], "materialization_version": 783,
-        }
-    )  # fmt: skip
+    """fly's shipped config: FlyWire's layers, the point in its 4 x 4 x 40 nm voxels, both segments, the time."""
+    from config import load_config
+    from config.schema import CONFIG_DIR
+
+    cfg = load_config("fly", CONFIG_DIR)
     meta = {"edit_point_nm": [331008.0, 306424.0, 251800.0], "before_root_ids": ["7205", "7206"],
             "timestamp": 1700000000, "timestamp_ms": 1700000000123, "cutout_timestamp": None}  # fmt: skip
-    state = neuroglancer_state(cfg, "merge_edit", meta)
+    url = neuroglancer_url(neuroglancer_state(cfg, "merge_edit", meta))
+    assert url.startswith("https://spelunker.cave-explorer.org/#!%7B")
+    state = state_of_url(url)  # what the viewer reads
     image, seg = state["layers"]
-    assert image["source"] == cfg.em_cloudpath and seg["source"] == cfg.seg_cloudpath
+    assert image["source"] == "precomputed://https://bossdb-open-data.s3.amazonaws.com/flywire/fafbv14"
+    assert seg["source"] == "graphene://https://prod.flywire-daf.com/segmentation/1.0/flywire_public"
     assert seg["type"] == "segmentation" and seg["segments"] == ["7205", "7206"]
     assert seg["timestamp"] == 1700000000123 - 1000  # labels of a merge are resolved at T - 1 s
-    assert state["position"] == [331008.0, 306424.0, 251800.0] and state["dimensions"]["x"] == [1e-9, "m"]
-    junction = neuroglancer_state(cfg, "junction_control", {"interface_point_nm": [1.0, 2.0, 3.0], "root_id": "9",
+    assert state["dimensions"] == {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [40e-9, "m"]}
+    assert state["position"] == [331008.0 / 4, 306424.0 / 4, 251800.0 / 40]  # voxels, not nm
+    junction = neuroglancer_state(cfg, "junction_control", {"interface_point_nm": [4.0, 8.0, 80.0], "root_id": "9",
                                                              "cutout_timestamp": 1778960736})  # fmt: skip
     assert junction["layers"][1]["timestamp"] == 1778960736000 and junction["layers"][1]["segments"] == ["9"]
-    url = neuroglancer_url(state)
-    assert url.startswith("https://spelunker.cave-explorer.org/#!%7B") and "graphene" in url
+    assert junction["position"] == [1.0, 2.0, 2.0]
+    split = neuroglancer_state(cfg, "split_edit", {**meta, "after_root_ids": ["8001", "8002"]})
+    assert split["layers"][1]["segments"] == ["8001", "8002"] and split["layers"][1]["timestamp"] == 1700000000123
+
+
+def test_the_build_writes_the_report_and_the_report_command_writes_it_again(release, tiny_configs):
+    """The shard stage writes report/ with the release; `python -m pipeline report` rebuilds it from the release
+    and the work dir alone, byte for byte (no shard rewritten); its stage timings come from the markers."""
+    from tests.conftest import cli_in_process
+
+    work, out, _cfg, rows, _bank = release
+    report = out / "report"
+    before = {p.relative_to(report): p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()}
+    page = (report / "index.html").read_text()
+    assert "<h3>demo</h3>" in page and "<td>render</td>" in page and "<td>fetch</td>" in page
+    assert sum(f"{r['combined_sample_hash']}\"" in page for r in rows) >= 10  # gallery rows, by id
+    shards = {p: p.stat().st_mtime_ns for p in out.glob("*/*-*.parquet")}
+    done = cli_in_process("report", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
+    assert done.returncode == 0 and done.stdout.startswith(f"report: {report / 'index.html'}")
+    after = {p.relative_to(report): p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()}
+    assert after == before
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*-*.parquet")} == shards

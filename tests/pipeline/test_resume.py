@@ -1,36 +1,27 @@
-"""Kill the build (SIGKILL to its process group) mid-render and mid-shard; the rerun's release is identical."""
+"""Kill the build (SIGKILL to its process group) mid-render and mid-shard; the rerun's release is identical.
+
+The kill is made by the build itself at a named point (pipeline.core.checkpoints), not by a watcher that
+races it: on a busy machine a watcher may look too late, after the build has finished the step.
+"""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO, cli, seed_work
+from tests.conftest import REPO, checkpoint_env, cli, seed_work
 
 
-def _start(args, config_dir):
-    env = {**os.environ, "CB2_CONFIG_DIR": str(config_dir)}
-    return subprocess.Popen(
+def _killed_at(point: str, args, config_dir) -> None:
+    """Run `python -m pipeline *args` in a session of its own until it SIGKILLs its group at `point`."""
+    env = {**os.environ, "CB2_CONFIG_DIR": str(config_dir), **checkpoint_env(**{point: "kill"})}
+    proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600,
     )  # fmt: skip
-
-
-def _kill_when(proc, condition, timeout=300):
-    """SIGKILL the process group once condition() holds; False if the process ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.005)
-    raise AssertionError("condition never held")
+    assert proc.returncode == -signal.SIGKILL, f"the build was not killed at {point}: exit {proc.returncode}"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +36,9 @@ def test_kill_mid_render_then_resume(tmp_path, tiny_world, tiny_configs, referen
     work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
     args = ["build", "--work", str(work), "--out", str(out), "--no-progress", "--workers", "2"]
     render = work / "demo" / "render"
-    proc = _start(args, tiny_configs)
-    killed = _kill_when(proc, lambda: render.exists() and len(list(render.glob("*.done"))) >= 1)
-    assert killed, "the build finished before it could be killed"
+    _killed_at("render_sealed", [*args, "--scheduler", "processes"], tiny_configs)  # after a render marker
     done_before = len(list(render.glob("*.done")))
+    assert done_before >= 1
     assert not (out / "shards.csv").exists()
     status = cli("status", "--work", str(work), "--out", str(out), config_dir=tiny_configs).stdout
     render_line = next(line.split() for line in status.splitlines() if line.split()[1:2] == ["render"])
@@ -65,13 +55,8 @@ def test_kill_mid_shard_then_resume(tmp_path, tiny_world, tiny_configs, referenc
     cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
     building = tmp_path / ".out.building"
     shard_args = ["stage", "shard", "--work", str(work), "--out", str(out), "--force"]
-    killed = False
-    for _ in range(20):  # the tiny shard stage is quick: try until a kill lands inside it
-        proc = _start(shard_args, tiny_configs)
-        if _kill_when(proc, lambda: building.exists() and any(building.rglob("*.parquet"))):
-            killed = True
-            break
-    assert killed, "no kill landed inside the shard stage"
+    _killed_at("release_shard_closed", shard_args, tiny_configs)  # one shard of the new release written
+    assert any(building.rglob("*.parquet"))
     # the killed run never replaced the finished release with a partial one
     assert (out / "shards.csv").read_bytes() == reference
     cli("verify", "--out", str(out), config_dir=tiny_configs)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pipeline.runner import parse_summaries
-from tests.conftest import cli, seed_work
+from tests.conftest import cli, free_port, seed_work
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,11 @@ def demo_release(tmp_path_factory, tiny_world, tiny_configs):
 def test_a_build_through_the_twin_gives_the_demo_release(demo_release, tiny_configs, flavor):
     root, work, out = demo_release
     twin_work, twin_out = root / f"work-{flavor}", root / f"out-{flavor}"
+    # a free port, not the flavour's fixed one, which another build on this machine may hold (a twin's port is in
+    # the config the stages fingerprint, so both runs below use this one)
     args = ["build", "--work", str(twin_work), "--out", str(twin_out), "--no-progress", "--source", "twin",
-            "--twin-flavor", flavor, "--twin-world", str(work / "demo" / "world")]  # fmt: skip
+            "--twin-flavor", flavor, "--twin-world", str(work / "demo" / "world"),
+            "--twin-port", str(free_port())]  # fmt: skip
     first = cli(*args, config_dir=tiny_configs)
     asked = re.search(r"twin \(\w+\): (\d+) requests, .* longest URL (\d+) bytes, (\d+) refused by a limit, "
                       r"(\d+) other errors", first.stdout)  # fmt: skip

@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.runner import parse_summaries
-from tests.conftest import REPO, TINY, cli, cli_in_process, seed_work, write_tiny_configs
+from tests.conftest import REPO, TINY, checkpoint_env, cli, cli_in_process, seed_work, wait_until, write_tiny_configs
 
 
 def summary(stdout: str) -> dict[str, dict[str, int]]:
@@ -177,19 +176,21 @@ def test_a_second_species_that_is_not_built_blocks_the_release(tmp_path, tiny_wo
 
 
 def test_a_second_build_on_the_same_work_dir_refuses_in_one_line(tmp_path, tiny_world, tiny_configs):
-    work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
-    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs)}
+    work, out, hold = seed_work(tmp_path / "work", tiny_world), tmp_path / "out", tmp_path / "hold"
+    hold.mkdir()
+    # the first build holds still right after taking its lock (no race with a build that finishes first)
+    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs), **checkpoint_env(species_locked=f"hold:{hold}")}
     args = [sys.executable, "-m", "pipeline", "build", "--work", str(work), "--out", str(out), "--no-progress"]
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)  # fmt: skip
-    lock = work / "demo" / ".lock"
-    deadline = time.monotonic() + 120
-    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.01)
-    second = cli("build", "--work", str(work), "--out", str(out), "--no-progress", "--force",
-                 config_dir=tiny_configs, check=False)  # fmt: skip
-    _refused(second, "is in use by pid", str(first.pid), "species demo")
+    try:
+        wait_until(lambda: (hold / "species-locked.reached").exists(), "the first build's lock", proc=first)
+        assert (work / "demo" / ".lock").read_text().strip() == str(first.pid)
+        second = cli("build", "--work", str(work), "--out", str(out), "--no-progress", "--force",
+                     config_dir=tiny_configs, check=False)  # fmt: skip
+        _refused(second, "is in use by pid", str(first.pid), "species demo")
+    finally:
+        (hold / "species-locked.go").touch()
     stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
     cli("verify", "--out", str(out), "--deep", config_dir=tiny_configs)
@@ -197,15 +198,13 @@ def test_a_second_build_on_the_same_work_dir_refuses_in_one_line(tmp_path, tiny_
 
 def test_the_lock_dies_with_its_holder(tmp_path, tiny_world, tiny_configs):
     work, out = seed_work(tmp_path / "work", tiny_world), tmp_path / "out"
-    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs)}
+    # SIGKILLed (its whole process group) while it holds the species lock
+    env = {**os.environ, "CB2_CONFIG_DIR": str(tiny_configs), **checkpoint_env(species_locked="kill")}
     args = [sys.executable, "-m", "pipeline", "build", "--work", str(work), "--out", str(out), "--no-progress"]
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
-    lock = work / "demo" / ".lock"
-    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
-        time.sleep(0.01)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    assert first.wait(timeout=600) == -signal.SIGKILL
+    assert (work / "demo" / ".lock").read_text().strip() == str(first.pid)  # it held the lock when it died
     build(work, out, tiny_configs)  # not refused: the kernel released the lock with the process
 
 

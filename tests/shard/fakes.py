@@ -99,7 +99,8 @@ def make_row(species: str, sample_type: str, key: str, has_after_mask: bool | No
         "species": species,
         "has_em": True,
         "has_after_mask": ham,
-        "metadata": json.dumps({"species": species, "key": key}, sort_keys=True),
+        "metadata": json.dumps({"species": species, "key": key, "render_center_nm": [4000.0, 8000.0, 40000.0]},
+                               sort_keys=True),  # fmt: skip
         "geometry": npz_bytes(geometry(h, sample_type not in SINGLE_TYPES)),
     }
     for c in EM_COLUMNS:

@@ -45,17 +45,18 @@ T_SPLIT = 1690000000.0  # 2023-07-22T04:26:40Z (reported in RFC 1123, whole seco
 VERSIONS = {1: "2023-01-01T00:00:00.000000", 2: "2024-01-01T00:00:00.000000"}
 OLDEST = "2022-01-01T00:00:00+00:00"
 
-# Level-2 graph of ROOT_AB: centre 0, arms (1, 2), (3, 4), (5, 6).
+# Level-2 graph of ROOT_AB: centre 0, arms (1, 2), (3, 4), (5, 6), each 2 um long (longer than the
+# twigs a skeleton prunes: pipeline/sources/l2skeleton.py).
 L2_IDS = [int(L2 + np.uint64(100 + i)) for i in range(7)]
 L2_EDGES = [(0, 1), (1, 2), (0, 3), (3, 4), (0, 5), (5, 6)]
 L2_COORDS = {
     0: [100.0, 100.0, 200.0],
-    1: [150.0, 100.0, 200.0],
-    2: [200.0, 100.0, 200.0],
-    3: [100.0, 150.0, 200.0],
-    4: [100.0, 200.0, 200.0],
-    5: [100.0, 100.0, 240.0],
-    6: [100.0, 100.0, 280.0],
+    1: [1100.0, 100.0, 200.0],
+    2: [2100.0, 100.0, 200.0],
+    3: [100.0, 1100.0, 200.0],
+    4: [100.0, 2100.0, 200.0],
+    5: [100.0, 100.0, 1200.0],
+    6: [100.0, 100.0, 2200.0],
 }
 
 OPS = {
@@ -324,6 +325,7 @@ def _query_table(name: str, body: dict) -> tuple[dict[str, list], str]:
 def _make_handler(server: ReplayServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, *args) -> None:  # quiet
             pass

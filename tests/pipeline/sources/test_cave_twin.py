@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -120,12 +119,15 @@ def test_synapses_and_junctions_match_demo(cave, demo, twin):
     assert {"gaba", "ach", "glut", "oct", "ser", "da"} <= set(got.column_names)
     cols = [*SYNAPSE_COLUMNS, "gaba", "da"]
     assert got.select(cols).to_pylist() == want.select(cols).sort_by("id").to_pylist()
+    found = 0
     for root in roots[:6]:
         a, b = cave.skeleton(root), demo.skeleton(root)
         assert a.extra["coords"] == "l2cache"
         ja = sorted(tuple(p) + (d,) for p, d in junction_points(a.vertices_nm, a.edges))
         jb = sorted(tuple(p) + (d,) for p, d in junction_points(b.vertices_nm, b.edges))
-        assert ja == jb and ja
+        assert ja == jb
+        found += len(ja)
+    assert found
 
 
 def test_cutouts_identical(cave, demo):
@@ -232,6 +234,7 @@ def test_other_mesh_errors_are_not_missing_mesh(cave, twin, twin_world, monkeypa
     saved = names[i]
     names[i] = f"{twin.world.frag_l2[i]}:0:0-64_0-64_0-40" if twin.flavor == "v1" else "~2/0-0.shard:0:64"
     twin.world._frag_rows[root] = [i]
+    stitched = twin.world.v1_manifests.pop(root, None)  # v1 lists an edited root's stitched fragments
     try:
         with pytest.raises(Exception) as err:
             cave.mesh(root)
@@ -239,6 +242,8 @@ def test_other_mesh_errors_are_not_missing_mesh(cave, twin, twin_world, monkeypa
     finally:
         names[i] = saved
         twin.world._frag_rows[root] = rows
+        if stitched is not None:
+            twin.world.v1_manifests[root] = stitched
 
 
 # ---------------------------------------------------------------- the bank and the fetch, end to end
@@ -364,13 +369,15 @@ def test_startup_checks_name_the_problem(make, twin):
 def test_timeouts_bound_every_request(make, twin):
     cave = make(timeout_s=0.5)
     roots = cave.proofread_roots()
+    # each answer now comes after three times the client's read timeout: a bounded request gives up on it
     twin.limits = dataclasses.replace(twin.limits, latency_ms=1500)
-    start = time.monotonic()
+    n = len(twin.requests)
     with pytest.raises(TransientSourceError):
         cave.skeleton(roots[0])
     with pytest.raises(TransientSourceError):
         cave.mesh(roots[0])
-    assert time.monotonic() - start < 20
+    assert twin.log.wait_idle()  # the twin is still sleeping on the answers the client gave up on
+    assert 0 < len(twin.requests) - n <= 8  # asked, and not again and again
 
 
 def test_skeleton_without_an_l2cache_uses_chunk_centres(make, twin):
