@@ -41,7 +41,7 @@ STAMP  := $(VENV)/.cb2-installed
 RUN_FLAGS := --scheduler $(SCHEDULER) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force)
 COMMON    := --work $(WORK) --out $(OUT)
 
-.PHONY: build stage split verify status report preview demo-world test test-stress bench lint clean setup setup-browser preflight
+.PHONY: build stage split verify status report preview demo-world test test-fast test-stress bench lint readme clean setup setup-browser preflight
 
 # SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
 PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
@@ -78,6 +78,10 @@ demo-world: $(STAMP)
 test: $(STAMP) setup-browser
 	$(PY) -m pytest
 
+# the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, the generated world, the twin)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 # the suite RUNS times beside BURNERS CPU-bound processes (default: one per core); not run by CI
 test-stress: $(STAMP)
 	$(PY) -m tests.stress $(if $(BURNERS),--burners $(BURNERS)) $(if $(RUNS),--runs $(RUNS))
@@ -88,6 +92,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m pipeline.invalidation --check
+
+# the README's table of what a changed config key redoes, from the stages' declarations
+readme: $(STAMP)
+	$(PY) -m pipeline.invalidation
 
 setup: $(STAMP)
 

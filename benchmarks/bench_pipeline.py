@@ -45,8 +45,8 @@ def run(per_type: int = 15) -> dict:
     for row in rows:
         try:
             with timer("fetch"):
-                arrays = fetch_sample(source, ctx.cfg, row)
-            out = render_row(row, arrays, ctx.cfg, timer=timer)
+                sample = fetch_sample(source, ctx.cfg, row)
+            out = render_row(row, sample, ctx.cfg, timer=timer)
         except SampleError:
             continue
         n += 1

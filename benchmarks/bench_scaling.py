@@ -46,7 +46,7 @@ def _prepare(n_sites: int) -> int:
     ensure_world(ctx)
     run_stage(BankStage(), ctx, scheduler="sync", progress=False)
     run_stage(FetchStage(), ctx, scheduler="processes", workers=2, progress=False)
-    return sum(p.n_samples for p in FetchStage().plan(ctx))
+    return sum(p.n_samples for p in FetchStage().partitions(ctx))
 
 
 def _measure(n_sites: int, workers: int) -> dict:

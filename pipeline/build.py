@@ -34,10 +34,6 @@ SPECIES_STAGES: dict[str, Stage] = {
 }
 SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
-# Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
-# demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
-NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "demo_world")
-
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
 
 
@@ -59,20 +55,6 @@ def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
         return json.loads((ctx.world_dir / "world.json").read_text())
     params = ctx.cfg.demo_world
     return generate_world(ctx.world_dir, params.n_sites, params.neurons_per_site, params.seed)
-
-
-def invalidation() -> dict[str, list[str]]:
-    """config key -> the stages whose outputs it changes (what a changed key redoes), from the stages' own
-    declarations. `extent_nm` and `center_jitter_nm` also redo fetch when the mesh crop box must grow."""
-    stages: list[tuple[str, tuple[str, ...]]] = [(n, s.reads) for n, s in SPECIES_STAGES.items()]
-    stages.insert(1, ("bank selection", BankStage.select_reads))
-    stages.append((SHARD.name, SHARD.reads))
-    out: dict[str, list[str]] = {}
-    for name, reads in stages:
-        for key in reads:
-            if name not in out.setdefault(key, []):
-                out[key].append(name)
-    return out
 
 
 def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> None:
@@ -105,12 +87,12 @@ def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | 
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")
-        plan = SHARD.plan(work, out)
-        for ctx in plan.contexts:
+        release = SHARD.inputs(work, out)
+        for ctx in release.contexts:
             _lock_species(held, ctx, shared=True)
-        if not opts.force and SHARD.is_done(plan, work, out):
-            return {"species": [c.species for c in plan.contexts], "skipped": True}
-        return SHARD.run(plan, work, out)
+        if not opts.force and SHARD.is_done(release, work, out):
+            return {"species": [c.species for c in release.contexts], "skipped": True}
+        return SHARD.run(release, work, out)
 
 
 def build(species: str, work: Path, out: Path, opts: RunOptions) -> tuple[list[StageSummary], dict]:
@@ -136,14 +118,16 @@ def _ledger(ctx: BuildContext) -> list[Failure]:
 
 
 def status(work: Path, out: Path) -> list[dict]:
-    """Per species and stage: partitions done / pending, samples done, failures recorded; then the release."""
+    """Per species and stage: partitions done / pending, what the done partitions cover (`covered` of `unit`: the
+    bank's proofread roots, the bank rows of fetch, render and split), failures recorded; then the release (rows
+    shipped)."""
     rows = []
     for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()) if Path(work).exists() else []:
         ctx = make_context(species, work, out)
         ledger = _ledger(ctx)
         for name, stage in SPECIES_STAGES.items():
             try:
-                parts = stage.plan(ctx)
+                parts = stage.partitions(ctx)
             except UserError:
                 parts = []
             done = [p for p in parts if is_done(ctx, p)]
@@ -153,13 +137,14 @@ def status(work: Path, out: Path) -> list[dict]:
                     "stage": name,
                     "partitions_done": len(done),
                     "partitions_pending": len(parts) - len(done),
-                    "samples_done": sum(p.n_samples for p in done),
+                    "covered": sum(p.n_samples for p in done),
+                    "unit": stage.unit,
                     "failed": sum(1 for f in ledger if f.stage == name),
                 }
             )
     if rows:
-        plan = SHARD.plan(work, out)
-        ok = SHARD.is_done(plan, work, out)
+        release = SHARD.inputs(work, out)
+        ok = SHARD.is_done(release, work, out)
         marker = read_marker(Path(work) / "release.done") or {}
         rows.append(
             {
@@ -167,7 +152,8 @@ def status(work: Path, out: Path) -> list[dict]:
                 "stage": SHARD.name,
                 "partitions_done": int(ok),
                 "partitions_pending": int(not ok),
-                "samples_done": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
+                "covered": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
+                "unit": "rows",
                 "failed": 0,
                 "species_in": ",".join(marker.get("species", [])) if ok else "",
             }

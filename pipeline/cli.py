@@ -194,7 +194,8 @@ def verify(out, deep, scheduler, workers, no_progress) -> None:  # noqa: ANN001
 @click.option("--failed", is_flag=True, help="list crashed partitions, the samples they did not build, their logs")
 @_user_errors
 def status(work, out, failed) -> None:  # noqa: ANN001
-    """Per species and stage: partitions done / pending, failures recorded; then the release."""
+    """Per species and stage: partitions done / pending, what the done ones cover (the bank: proofread roots; fetch,
+    render, split: bank rows), failures recorded; then the release (rows shipped)."""
     from pipeline.build import crashed
     from pipeline.build import status as build_status
 
@@ -202,11 +203,11 @@ def status(work, out, failed) -> None:  # noqa: ANN001
     if not rows:
         click.echo(f"nothing built in {work} yet")
         return
-    click.echo(f"{'species':<10} {'stage':<7} {'done':>6} {'pending':>8} {'samples':>8} {'failed':>7}")
+    click.echo(f"{'species':<10} {'stage':<7} {'done':>6} {'pending':>8} {'covering':>8} {'':<6} {'failed':>7}")
     for r in rows:
         click.echo(
             f"{r['species']:<10} {r['stage']:<7} {r['partitions_done']:>6} {r['partitions_pending']:>8} "
-            f"{r['samples_done']:>8} {r['failed']:>7}"
+            f"{r['covered']:>8} {r['unit']:<6} {r['failed']:>7}"
         )
     if failed:
         logs = crashed(work, out)

@@ -97,7 +97,7 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
     budgets = ctx.cfg.budgets.model_dump()
     if bank_complete(ctx) is None:
         cols = ["combined_sample_hash", "sample_type"]
-        found = {r["combined_sample_hash"]: r for p in stage.plan(ctx)
+        found = {r["combined_sample_hash"]: r for p in stage.partitions(ctx)
                  for r in pq.read_table(p.output_file(ctx), columns=cols).to_pylist()}  # fmt: skip
         candidates = _counts(list(found.values()))
         selected = _counts(pq.read_table(ctx.bank_path, columns=["sample_type"]).to_pylist())

@@ -30,7 +30,7 @@ def pick_rows(part_paths: list[Path], per_type: int) -> list[dict]:
 
 def write_preview(species: str, work: Path, out: Path, per_type: int, output: Path) -> Path:
     ctx = make_context(species, work, out)
-    parts = [p.output_file(ctx) for p in SPECIES_STAGES["render"].plan(ctx)]
+    parts = [p.output_file(ctx) for p in SPECIES_STAGES["render"].partitions(ctx)]
     rows = pick_rows(parts, per_type)
     if not rows:
         raise UserError(f"species {species}: nothing rendered yet in {ctx.stage_dir('render')} (run `make build`)")

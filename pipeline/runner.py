@@ -1,6 +1,6 @@
-"""The stage runner: a plan of partitions, executed on dask, resumable, reusing what did not change.
+"""The stage runner: a stage's partitions, executed on dask, resumable, reusing what did not change.
 
-Planning and executing are separate: `stage.plan()` lists partitions, each with a fingerprint of its inputs;
+Listing and executing are separate: `stage.partitions()` lists them, each with a fingerprint of its inputs;
 `run_stage()` checks that the upstream stage is complete (else it refuses, naming what is missing), executes
 the partitions whose marker does not match, then runs the stage's `finish` step. A partition that runs again
 reuses the samples whose own inputs did not change (pipeline.reuse), unless `force`.
@@ -101,10 +101,13 @@ class PartResult:
 class Stage(Protocol):
     name: str
     reads: tuple[str, ...]  # the config keys its outputs depend on
-    consumes: str | None  # the stage whose outputs it reads (None: the source only)
+    consumes: tuple[str, ...]  # the stages whose outputs it reads (none: the source only)
+    unit: str  # what its partitions' members are ("roots", "rows"): what `Partition.n_samples` counts
+    # keys_samples (optional, False): each sample has a key of its own inputs, and a partition that runs again keeps
+    # the samples whose key is unchanged (what an upstream change redoes is then only the samples it changed).
     # A stage may also have `output_version`: raised when its code writes other bytes from the same inputs.
 
-    def plan(self, ctx: BuildContext) -> list[Partition]: ...
+    def partitions(self, ctx: BuildContext) -> list[Partition]: ...
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
         """None when every input is done, else one line naming what is missing and the command to run."""
@@ -252,7 +255,7 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: b
 
 
 def relayout(ctx: BuildContext, stage: str, parts: list[Partition]) -> None:
-    """When the plan's level differs from the markers on disk, move the old layout's partition files into
+    """When the partitions' level differs from the markers on disk, move the old layout's partition files into
     `<stage>/previous/` (kept for reuse until the stage completes). If `previous/` already holds an older
     layout (a relayout run was interrupted and the layout changed again), the middle layout is dropped."""
     folder = ctx.stage_dir(stage)
@@ -342,7 +345,7 @@ def run_stage(
     prepare = getattr(stage, "prepare", None)
     if prepare is not None:
         prepare(ctx, force)
-    parts = stage.plan(ctx)
+    parts = stage.partitions(ctx)
     missing = stage.missing_upstream(ctx, parts)
     if missing:
         raise UserError(f"species {ctx.species}, stage {stage.name}: {missing}")

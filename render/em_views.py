@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.core.errors import SampleError
+from pipeline.core.fetched import MISSING_BITS
 
 CARDINAL = {"xy": (0.0, 0.0, 1.0), "xz": (0.0, 1.0, 0.0), "yz": (1.0, 0.0, 0.0)}
 # in-plane (column, row) axes of the cardinal views
@@ -328,9 +329,10 @@ def render_em_views(
     """EM cutout (X, Y, Z) uint8 and root-id labels on the same grid, 1.5 x window wide, centred on the sample
     coordinate -> the four EM views (224, 224, 3) uint8 and an info dict.
 
-    `missing` (optional, same grid, uint8): bit 0 where the EM voxel came from an absent chunk, bit 1 where the
-    segmentation's did. info["missing_view_fraction"] then gives, per bit ("em", "seg"), the largest fraction
-    of a view's pixels whose central-plane point lies in such a voxel (the views' own pixels, not the window)."""
+    `missing` (optional, same grid, uint8; bits of pipeline.core.fetched.MISSING_BITS): bit 0 where the EM voxel
+    came from an absent chunk, bit 1 where the segmentation's did. info["missing_view_fraction"] then gives, per
+    bit ("em", "seg"), the largest fraction of a view's pixels whose central-plane point lies in such a voxel (the
+    views' own pixels, not the window)."""
     em = np.asarray(em)
     labels = np.asarray(labels)
     _check_grids(em, labels, missing)
@@ -445,5 +447,5 @@ def _missing_view_fraction(miss_w: np.ndarray, chosen: _Chosen) -> dict[str, flo
     view_planes = [chosen.planes[name] for name in CARDINAL] + [chosen.best_plane]
     looked = [p.central(miss_w) for p in view_planes]
     return {
-        what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked) for what, bit in (("em", 1), ("seg", 2))
+        what: max(float(np.count_nonzero(m & bit)) / m.size for m in looked) for what, bit in MISSING_BITS.items()
     }

@@ -1,13 +1,13 @@
-"""A release row from a bank row and its fetched arrays: geometry, EM views, split masks, metadata, encoding.
+"""A release row from a bank row and its fetched sample: geometry, EM views, split masks, metadata, encoding.
 
 The render stage's logic (pipeline/stages/render.py is its adapter to the runner). Everything here is pure:
-arrays in, one row (the release's columns minus `split`) out; a sample that cannot be rendered raises
+a fetched sample in, one row (the release's columns minus `split`) out; a sample that cannot be rendered raises
 SampleError with its reason.
 
-EM views also keep what they saw: the metadata below, and the per-view missing-chunk rule. Fetch fails a sample
-whose EM window has too much from absent chunks; the views are cut from the window after recentring, and a
-thin slab of absent chunks can cross a view's plane while being a small part of the window, so the row checks
-each view's own pixels against the same limit.
+The missing-chunk rule (`max_missing_fraction`, pipeline.core.fetched.check_missing) is applied here, first to
+the EM window (the fractions the fetch recorded), then to each view's own pixels: the views are cut from the
+window after recentring, and a thin slab of absent chunks can cross a view's plane while being a small part of
+the window.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 import trimesh
 
 from pipeline.core.errors import SampleError
+from pipeline.core.fetched import FetchedSample, Mesh, check_missing
 from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
-from pipeline.core.samples import DUAL_TYPES, MISSING_REASON, task_routing
+from pipeline.core.samples import DUAL_TYPES, task_routing
 from render.em_views import render_em_views
 from render.encode import encode_geometry, encode_png
 from render.geometry import CROP_FACTOR, crop_mesh, draw_view_params, render_geometry
@@ -39,16 +40,17 @@ def _untimed(step: str) -> Iterator[None]:
     yield
 
 
-def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) -> dict:  # noqa: ANN001
-    """One release row (without `split`) from a bank row and its fetched arrays.
+def render_row(row: dict, sample: FetchedSample, cfg, timer=_untimed) -> dict:  # noqa: ANN001
+    """One release row (without `split`) from a bank row and its fetched sample.
 
     `timer(step)` is a context manager wrapped around each step (the benchmark times them).
     """
     sample_hash = row["combined_sample_hash"]
     sample_type = row["sample_type"]
+    check_missing(sample.missing_fractions, cfg.max_missing_fraction, f"the {cfg.em_window_nm:g} nm EM window")
     center, extent = draw_view_params(sample_hash, row["coord_nm"], cfg.extent_nm, cfg.center_jitter_nm, cfg.seed)
     with timer("geometry"):
-        meshes = [crop_mesh(m, center, CROP_FACTOR * extent) for m in fetched_meshes(arrays, "mesh")]
+        meshes = [crop_mesh(m, center, CROP_FACTOR * extent) for m in trimeshes(sample.meshes)]
         dual = sample_type in DUAL_TYPES
         if len(meshes) != (2 if dual else 1):
             raise SampleError("wrong_mesh_count", f"{sample_type} needs {2 if dual else 1} meshes, got {len(meshes)}")
@@ -56,12 +58,11 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
     with timer("em_views"):
         b_ids = {2} if row["mask_b_root"] else set()
         views, em_info = render_em_views(
-            arrays["em"], arrays["labels"], tuple(arrays["em_voxel_nm"]), {1}, b_ids, cfg.em_window_nm,
-            missing=arrays.get("missing"),
-        )  # fmt: skip
-        check_views_missing(em_info, cfg.max_missing_fraction)
+            sample.em, sample.labels, tuple(sample.em_voxel_nm), {1}, b_ids, cfg.em_window_nm, missing=sample.missing
+        )
+        check_missing(em_info.get("missing_view_fraction") or {}, cfg.max_missing_fraction, "an EM view's pixels")
     masks = None
-    after = fetched_meshes(arrays, "after")
+    after = trimeshes(sample.after)
     with timer("split_masks"):
         if sample_type == "split_edit" and len(after) == 2:
             after = [crop_mesh(m, center, CROP_FACTOR * extent) for m in after]
@@ -79,7 +80,7 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
             "image_types": image_types,
             "render_center_nm": [round(float(v), 3) for v in center],
             "view_extent_nm": round(float(extent), 3),
-            **em_metadata(arrays, em_info),
+            **em_metadata(sample, em_info),
         }
     )
     with timer("encode"):
@@ -106,43 +107,20 @@ def render_row(row: dict, arrays: dict[str, np.ndarray], cfg, timer=_untimed) ->
     }
 
 
-def fetched_meshes(arrays: dict[str, np.ndarray], prefix: str) -> list[trimesh.Trimesh]:
-    meshes = []
-    i = 0
-    while f"{prefix}{i}_vertices" in arrays:
-        meshes.append(trimesh.Trimesh(arrays[f"{prefix}{i}_vertices"], arrays[f"{prefix}{i}_faces"], process=False))
-        i += 1
-    return meshes
+def trimeshes(meshes: list[Mesh]) -> list[trimesh.Trimesh]:
+    return [trimesh.Trimesh(verts, faces, process=False) for verts, faces in meshes]
 
 
-_LAYER = {"em": "EM", "seg": "segmentation"}
-
-
-def check_views_missing(info: dict, max_fraction: float) -> None:
-    """Raise em_chunks_missing / seg_chunks_missing when a view has more than `max_fraction` of its pixels on
-    voxels from absent chunks (render_em_views' info['missing_view_fraction'], absent when nothing was)."""
-    fractions = info.get("missing_view_fraction") or {}
-    for which in ("em", "seg"):
-        frac = fractions.get(which, 0.0)
-        if frac > max_fraction:
-            raise SampleError(
-                MISSING_REASON[which],
-                f"an EM view has {frac:.1%} of its pixels on absent {_LAYER[which]} chunks "
-                f"(max_missing_fraction {max_fraction:g})",
-            )
-
-
-def em_metadata(arrays: dict[str, np.ndarray], info: dict) -> dict:
+def em_metadata(sample: FetchedSample, info: dict) -> dict:
     """Metadata keys of the EM views (pipeline.core.samples.RENDER_META_KEYS, those from EM): the views' centre in
     nm (absolute, after recentring), the best plane's normal, the output-resolution scores of the best and the
     cardinal views, and the fractions of the EM window from absent EM and segmentation chunks."""
-    origin = np.asarray(arrays.get("em_origin_nm", np.zeros(3)), dtype=np.float64)
-    centre = origin + np.asarray(info["em_view_center_nm"], dtype=np.float64)
+    centre = sample.em_origin_nm + np.asarray(info["em_view_center_nm"], dtype=np.float64)
     return {
         "em_view_center_nm": [round(float(v), 3) for v in centre],
         "em_best_normal": [round(float(v), 6) for v in info["em_best_normal"]],
         "em_best_score": round(float(info["em_best_score"]), 6),
         "em_cardinal_scores": {k: round(float(v), 6) for k, v in info["em_cardinal_scores"].items()},
-        "em_missing_fraction": round(float(arrays.get("em_missing_fraction", 0.0)), 6),
-        "seg_missing_fraction": round(float(arrays.get("seg_missing_fraction", 0.0)), 6),
+        "em_missing_fraction": round(sample.em_missing_fraction, 6),
+        "seg_missing_fraction": round(sample.seg_missing_fraction, 6),
     }

@@ -29,6 +29,18 @@ TINY = {
 }
 
 
+# Fixtures whose tests are slow by nature: the generated tiny world (~20 s once) and what is built on it, the twin.
+SLOW_FIXTURES = {"tiny_world", "twin_world", "twins", "twin"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` on every test that uses a slow fixture, directly or through another fixture (`make test-fast` runs
+    the rest); tests that are slow otherwise (subprocess builds) carry the mark themselves."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def write_tiny_configs(folder: Path, **overrides: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())

@@ -6,26 +6,20 @@ Segment labels are resolved at the row's cutout timestamp and stored as a small 
 0 = neither, 1 = segment A, 2 = segment B.
 
 Absent chunks are found, not painted black: the sources mark the voxels that came from chunks missing from
-the layer (pipeline.sources.base.read_padded). A sample fails as `em_chunks_missing` / `seg_chunks_missing`
-when more than `max_missing_fraction` of its EM window's voxels come from such chunks (the window, not the
-whole 1.5 x cutout: the views are cut from the window). Below that the fractions travel with the sample, and
-so does the mask (`missing`: bit 0 EM, bit 1 segmentation, on the EM grid) so that render can check the
-views' own pixels too.
+the layer (pipeline.sources.base.read_padded). The fractions of the EM window's voxels from such chunks (the
+window, not the whole 1.5 x cutout: the views are cut from the window) travel with the sample, and so does the
+mask (`missing`, on the EM grid), so that render applies `max_missing_fraction` to the window and to the views'
+own pixels (pipeline.core.fetched): the limit is not an input of the fetch.
 """
 
 from __future__ import annotations
-
-import hashlib
-import io
-from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.core.atomic import write_bytes
-from pipeline.core.errors import SampleError, UserError
-from pipeline.core.samples import MISSING_REASON
+from pipeline.core.errors import SampleError
+from pipeline.core.fetched import MISSING_BITS, FetchedSample
 from pipeline.sources.base import Cutout, window_fraction
 from render.geometry import CROP_FACTOR, crop_mesh
 
@@ -34,7 +28,13 @@ JITTER_REACH = 4.0  # standard deviations of centre jitter covered by the fetch 
 EM_FACTOR = 1.5  # cutouts are 1.5 x the EM window wide
 
 
+# The config keys that set the mesh crop box. A fetched file records its box (`crop_half_nm`) and is kept while it is
+# at least as wide as the current config asks: these keys refetch only the samples whose box must grow.
+CROP_BOX_KEYS = ("extent_nm", "center_jitter_nm")
+
+
 def crop_box_half_nm(cfg: SpeciesConfig) -> float:
+    """Half the width of the box a sample's meshes are cropped to: the widest any render of it can need."""
     return CROP_FACTOR * cfg.extent_nm[1] + JITTER_REACH * cfg.center_jitter_nm * np.sqrt(3)
 
 
@@ -62,8 +62,8 @@ def ab_labels(seg: Cutout, shape: tuple[int, ...], a_root: int, b_root: int | No
     return labels
 
 
-def fetch_sample(source, cfg: SpeciesConfig, row: dict, meshes=None) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Everything render needs for one bank row, as named arrays.
+def fetch_sample(source, cfg: SpeciesConfig, row: dict, meshes=None) -> FetchedSample:  # noqa: ANN001
+    """Everything render needs for one bank row.
 
     Meshes come from `meshes` (a PartitionMeshes: each root fetched once per partition) when given, else
     from the source, bounded to this sample's fetch box.
@@ -75,77 +75,47 @@ def fetch_sample(source, cfg: SpeciesConfig, row: dict, meshes=None) -> dict[str
     def mesh_of(root: int) -> trimesh.Trimesh:
         return meshes.mesh(root) if meshes is not None else source.mesh(root, box_nm=box)
 
-    out: dict[str, np.ndarray] = {}
-    for i, root in enumerate(row["geometry_roots"]):
+    geometry = []
+    for root in row["geometry_roots"]:
         verts, faces = crop_to_box(mesh_of(int(root)), center, half)
         if len(faces) == 0:
             raise SampleError("mesh_outside_window", f"root {root} has no faces within {half:.0f} nm of the point")
-        out[f"mesh{i}_vertices"], out[f"mesh{i}_faces"] = verts, faces
+        geometry.append((verts, faces))
+    after = []
     if row["sample_type"] == "split_edit":
         try:
             after = [crop_to_box(mesh_of(int(r)), center, half) for r in row["after_roots"]]
         except SampleError as exc:
             if exc.reason != "missing_mesh":
                 raise
-            after = []
-        for i, (verts, faces) in enumerate(after):
-            out[f"after{i}_vertices"], out[f"after{i}_faces"] = verts, faces
     size = EM_FACTOR * cfg.em_window_nm
     em = source.em_cutout(center, size)
-    em_frac = _check_missing(em, cfg, "em")
     seg = source.segmentation_cutout(center, size, row["cutout_timestamp"])
-    seg_frac = _check_missing(seg, cfg, "seg")
+    em_data = np.asarray(em.data, dtype=np.uint8)
     b_root = int(row["mask_b_root"]) if row["mask_b_root"] else None
-    out["em"] = np.asarray(em.data, dtype=np.uint8)
-    out["labels"] = ab_labels(seg, out["em"].shape, int(row["mask_a_root"]), b_root)
-    out["em_voxel_nm"] = np.asarray(em.voxel_nm, dtype=np.float64)
-    out["em_origin_nm"] = np.asarray(em.origin_nm, dtype=np.float64)
-    out["em_missing_fraction"] = np.float64(em_frac)
-    out["seg_missing_fraction"] = np.float64(seg_frac)
+    missing = None
     if em.missing is not None or seg.missing is not None:
-        missing = np.zeros(out["em"].shape, dtype=np.uint8)
+        missing = np.zeros(em_data.shape, dtype=np.uint8)
         if em.missing is not None:
-            missing |= np.asarray(em.missing, dtype=np.uint8)
+            missing |= np.asarray(em.missing, dtype=np.uint8) * np.uint8(MISSING_BITS["em"])
         if seg.missing is not None:
-            missing |= resample_nearest(np.asarray(seg.missing, dtype=np.uint8), out["em"].shape) << 1
-        out["missing"] = missing
-    out["crop_half_nm"] = np.asarray(half, dtype=np.float64)  # a later run keeps this file while it is wide enough
-    return out
+            missing |= resample_nearest(np.asarray(seg.missing, dtype=np.uint8), em_data.shape) * np.uint8(
+                MISSING_BITS["seg"]
+            )
+    return FetchedSample(
+        meshes=geometry,
+        after=after,
+        em=em_data,
+        labels=ab_labels(seg, em_data.shape, int(row["mask_a_root"]), b_root),
+        em_voxel_nm=np.asarray(em.voxel_nm, dtype=np.float64),
+        em_origin_nm=np.asarray(em.origin_nm, dtype=np.float64),
+        em_missing_fraction=_window_fraction(em, cfg),
+        seg_missing_fraction=_window_fraction(seg, cfg),
+        missing=missing,
+        crop_half_nm=float(half),
+    )
 
 
-_LAYER = {"em": "EM", "seg": "segmentation"}
-
-
-def _check_missing(cut: Cutout, cfg: SpeciesConfig, which: str) -> float:
-    """The fraction of the EM window's voxels from absent chunks of this layer; over the limit, the sample fails."""
-    frac = window_fraction(cut.missing, cut.voxel_nm, cfg.em_window_nm)
-    if frac > cfg.max_missing_fraction:
-        raise SampleError(
-            MISSING_REASON[which],
-            f"{frac:.1%} of the {cfg.em_window_nm:g} nm EM window comes from absent {_LAYER[which]} chunks "
-            f"(max_missing_fraction {cfg.max_missing_fraction:g})",
-        )
-    return frac
-
-
-def save_fetched(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write the arrays (atomically); returns the sha256 of the bytes written."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
-    write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_fetched(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a fetched file; with `sha256`, the bytes must match it (the fetch marker's record): a file
-    altered on disk is removed, so that the next run fetches it again, and the partition stops (UserError)."""
-    data = Path(path).read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        Path(path).unlink(missing_ok=True)
-        raise UserError(
-            f"fetched file {path} does not match the sha256 in its fetch marker (altered on disk); it was removed: "
-            "rerun the build to fetch that sample again"
-        )
-    with np.load(io.BytesIO(data)) as arrays:
-        return {k: arrays[k] for k in arrays.files}
+def _window_fraction(cut: Cutout, cfg: SpeciesConfig) -> float:
+    """The fraction of the EM window's voxels from absent chunks of this cutout's layer."""
+    return window_fraction(cut.missing, cut.voxel_nm, cfg.em_window_nm)

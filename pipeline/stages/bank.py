@@ -34,8 +34,9 @@ BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads onl
 class BankStage:
     name = STAGE
     reads = (*ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op")
-    consumes = None
-    select_reads = ("budgets",)
+    consumes = ()
+    unit = "roots"  # what a partition's members are: proofread roots (their candidates become bank rows)
+    select_reads = ("budgets",)  # read by the selection step alone (finish), not by the batches
     # 2: junction controls at branch points of skeletons built from level-2 graphs (pipeline/sources/l2skeleton.py),
     # as for a real species, not at the demo world's own skeleton's: a bank built before is redone, not reused
     output_version = 2
@@ -60,7 +61,7 @@ class BankStage:
         return [int(r) for r in pq.read_table(ctx.roots_path).column("root_id").to_pylist()]
 
     # -- partitions -------------------------------------------------------------------------------------
-    def plan(self, ctx: BuildContext) -> list[Partition]:
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
         roots = self.roots(ctx)
         if roots is None:
             return []
@@ -104,9 +105,9 @@ class BankStage:
         return f"{len(selected.rows)} bank rows selected from {len(candidates)} candidates"
 
     def incomplete(self, ctx: BuildContext) -> str | None:
-        """None when bank.parquet is the selection of the current plan, else one line saying what to run."""
+        """None when bank.parquet is the selection of the current partitions, else one line saying what to run."""
         run = f"run `make stage STAGE=bank SPECIES={ctx.species}` (or `make build SPECIES={ctx.species}`)"
-        parts = self.plan(ctx)
+        parts = self.partitions(ctx)
         if not parts and self.roots(ctx) is None:
             return f"the bank has not run under the current config; {run}"
         pending = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]

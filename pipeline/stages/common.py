@@ -44,7 +44,7 @@ def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object
 
 
 def bank_complete(ctx: BuildContext) -> str | None:
-    """None when bank.parquet is the selection of the current bank plan, else why not (one line)."""
+    """None when bank.parquet is the selection of the current bank partitions, else why not (one line)."""
     from pipeline.stages.bank import BankStage
 
     return BankStage().incomplete(ctx)

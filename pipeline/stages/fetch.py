@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.context import BuildContext
+from pipeline.core.fetched import crop_half_of
 from pipeline.core.hashing import sha256_file
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition
 from pipeline.sources import open_source
-from pipeline.sources.fetch_sample import STAGE, crop_box_half_nm, fetch_sample, save_fetched
+from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stages.common import (
     SOURCE_KEYS,
@@ -30,15 +29,6 @@ from pipeline.stages.common import (
     sample_key,
     source_identity,
 )
-
-
-def fetched_half_nm(path: Path) -> float:
-    """The mesh crop half-width a fetched file was made with (-1 when there is no such file)."""
-    try:
-        with np.load(path) as data:
-            return float(data["crop_half_nm"]) if "crop_half_nm" in data.files else -1.0
-    except (FileNotFoundError, OSError, ValueError):
-        return -1.0
 
 
 def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:
@@ -68,12 +58,15 @@ class FetchStage:
         "em_mip",
         "seg_mip",
         "em_window_nm",
-        "max_missing_fraction",
         "faults",
     )
-    consumes = "bank"
+    consumes = ("bank",)
+    unit = "rows"  # bank rows, one sample each
+    keys_samples = True
+    widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
+    widened_what = "mesh crop box"
 
-    def plan(self, ctx: BuildContext) -> list[Partition]:
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
         return bank_partitions(ctx, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
@@ -100,7 +93,7 @@ class FetchStage:
 
         def reuse(row: dict, key: str) -> bool:
             path = ctx.fetched_path(row["combined_sample_hash"], key)
-            if fetched_half_nm(path) >= half:
+            if crop_half_of(path) >= half:
                 paths[row["combined_sample_hash"]] = (path, None)
                 return True
             return False
@@ -111,8 +104,8 @@ class FetchStage:
             for stale in path.parent.glob(f"{h}-*.npz"):  # an earlier key's file: its inputs changed
                 stale.unlink(missing_ok=True)
             with source.sample(h):
-                arrays = fetch_sample(source, ctx.cfg, row, meshes)
-            paths[h] = (path, save_fetched(path, arrays))
+                sample = fetch_sample(source, ctx.cfg, row, meshes)
+            paths[h] = (path, sample.save(path))
             return paths[h]
 
         def settled(row: dict, value: object) -> None:

@@ -104,13 +104,13 @@ def run_fetch_render(
     """The fetch and render stages together, one task per partition; their two summary lines."""
     start = time.perf_counter()
     fetch, render = FetchStage(), RenderStage()
-    parts = fetch.plan(ctx)
+    parts = fetch.partitions(ctx)
     missing = fetch.missing_upstream(ctx, parts)
     if missing:
         raise UserError(f"species {ctx.species}, stage {fetch.name}: {missing}")
     relayout(ctx, fetch.name, parts)
     relayout(ctx, render.name, parts)
-    render_parts = render.plan(ctx)
+    render_parts = render.partitions(ctx)
     todo = [f for f, r in zip(parts, render_parts, strict=True) if force or not (is_done(ctx, f) and is_done(ctx, r))]
     bar = tqdm(total=sum(p.n_samples for p in todo), desc=f"{ctx.species} fetch+render", unit="sample",
                disable=not progress or not todo, leave=True)  # fmt: skip

@@ -13,13 +13,13 @@ import pyarrow as pa
 
 from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
+from pipeline.core.fetched import FetchedSample
 from pipeline.core.layout import MARKER
 from pipeline.core.release_schema import RENDER_PART_SCHEMA
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, is_done
 from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
-from pipeline.sources.fetch_sample import load_fetched
 from pipeline.stages.common import (
     bank_complete,
     bank_partition,
@@ -40,10 +40,12 @@ class RenderStage:
     name = STAGE
     output_version = OUTPUT_VERSION
     reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
-    consumes = FETCH_STAGE
+    consumes = (FETCH_STAGE,)
+    unit = "rows"
+    keys_samples = True
 
-    def plan(self, ctx: BuildContext) -> list[Partition]:
-        fetch = {p.index: p for p in FetchStage().plan(ctx)}
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
+        fetch = {p.index: p for p in FetchStage().partitions(ctx)}
         return bank_partitions(ctx, self, upstream=lambda index: self._upstream(ctx, fetch[index]))
 
     def _upstream(self, ctx: BuildContext, fetch_part: Partition) -> str:
@@ -58,7 +60,7 @@ class RenderStage:
                               self._upstream(ctx, fetch_part))  # fmt: skip
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().plan(ctx))
+        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().partitions(ctx))
 
     def run(
         self,
@@ -102,7 +104,7 @@ class RenderStage:
 
         def build(row: dict, key: str) -> None:
             path, sha256 = found[row["combined_sample_hash"]]
-            built.append(render_row(row, load_fetched(path, sha256), ctx.cfg))
+            built.append(render_row(row, FetchedSample.load(path, sha256), ctx.cfg))
 
         outcome = run_samples(ctx, part, rows_of_partition(ctx, part), key_of_row, reuse, build, prior)
         table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)

@@ -39,7 +39,7 @@ def species_in(work: Path) -> list[str]:
 
 
 @dataclass
-class ReleasePlan:
+class ReleaseInputs:
     contexts: list[BuildContext]
     fingerprint: str
     problem: str | None  # why the release cannot be written yet (one line), or None
@@ -48,16 +48,16 @@ class ReleasePlan:
 class ShardStage:
     name = STAGE
     reads = ("shard_bytes",)
-    consumes = "render"  # and split
+    consumes = ("render", "split")
 
-    def plan(self, work: Path, out: Path) -> ReleasePlan:
+    def inputs(self, work: Path, out: Path) -> ReleaseInputs:
         contexts = [make_context(sp, work, out) for sp in species_in(work)]
         if not contexts:
-            return ReleasePlan([], "", f"no species in {work} has a bank yet: run `make build` first")
+            return ReleaseInputs([], "", f"no species in {work} has a bank yet: run `make build` first")
         inputs, problems = [], []
         for ctx in contexts:
             for stage in (RenderStage(), SplitStage()):
-                parts = stage.plan(ctx)
+                parts = stage.partitions(ctx)
                 missing = stage.missing_upstream(ctx, parts)
                 pending = [p.name for p in parts if not is_done(ctx, p)]
                 if missing or pending:
@@ -74,11 +74,11 @@ class ShardStage:
                 f"every species with a bank in {work} goes into the release, and {names} is not ready: run "
                 f"`make build SPECIES={first}`, or remove {Path(work) / first} to leave it out"
             )
-        return ReleasePlan(contexts, fp, problem)
+        return ReleaseInputs(contexts, fp, problem)
 
-    def is_done(self, plan: ReleasePlan, work: Path, out: Path) -> bool:
+    def is_done(self, release: ReleaseInputs, work: Path, out: Path) -> bool:
         marker = read_marker(release_marker_path(work))
-        if marker is None or plan.problem or marker.get("fingerprint") != plan.fingerprint:
+        if marker is None or release.problem or marker.get("fingerprint") != release.fingerprint:
             return False
         if marker.get("out_dir") != str(Path(out).resolve()):
             return False
@@ -88,26 +88,26 @@ class ShardStage:
                 return False
         return True
 
-    def run(self, plan: ReleasePlan, work: Path, out: Path) -> dict:
+    def run(self, release: ReleaseInputs, work: Path, out: Path) -> dict:
         from shard.release import write_release
 
-        if plan.problem:
-            raise UserError(plan.problem)
-        check_render_parts(plan.contexts)
+        if release.problem:
+            raise UserError(release.problem)
+        check_render_parts(release.contexts)
         render = RenderStage()
         summary = write_release(
-            species_parts={c.species: [p.output_file(c) for p in render.plan(c)] for c in plan.contexts},
-            splits={c.species: c.split_path for c in plan.contexts},
-            split_manifests={c.species: c.manifest_path for c in plan.contexts},
-            failures=[c.ledger_path for c in plan.contexts if c.ledger_path.exists()],
+            species_parts={c.species: [p.output_file(c) for p in render.partitions(c)] for c in release.contexts},
+            splits={c.species: c.split_path for c in release.contexts},
+            split_manifests={c.species: c.manifest_path for c in release.contexts},
+            failures=[c.ledger_path for c in release.contexts if c.ledger_path.exists()],
             out_dir=Path(out),
-            shard_bytes=shard_bytes(plan.contexts),
-            configs={c.species: c.cfg for c in plan.contexts},
-            build_info=build_info(plan.contexts),
+            shard_bytes=shard_bytes(release.contexts),
+            configs={c.species: c.cfg for c in release.contexts},
+            build_info=build_info(release.contexts),
         )
         files = {name: (Path(out) / name).stat().st_size for name in RELEASE_FILES}
-        species = [c.species for c in plan.contexts]
-        write_marker(release_marker_path(work), {"fingerprint": plan.fingerprint, "species": species,
+        species = [c.species for c in release.contexts]
+        write_marker(release_marker_path(work), {"fingerprint": release.fingerprint, "species": species,
                                                  "out_dir": str(Path(out).resolve()), "files": files})  # fmt: skip
         return {"species": species, "summary": summary}
 
@@ -145,7 +145,7 @@ def check_render_parts(contexts: list[BuildContext]) -> None:
     """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
     render = RenderStage()
     for ctx in contexts:
-        for part in render.plan(ctx):
+        for part in render.partitions(ctx):
             bad = corrupt_outputs(ctx.work_dir, part.marker_path(ctx))
             if bad:
                 part.marker_path(ctx).unlink(missing_ok=True)

@@ -18,12 +18,13 @@ STAGE = "split"
 class SplitStage:
     name = STAGE
     reads = (*SOURCE_KEYS, "seg_cloudpath", "split_salt", "cube_nm", "split_ratios")
-    consumes = "bank"
+    consumes = ("bank",)
+    unit = "rows"  # its one partition assigns every bank row
 
-    def plan(self, ctx: BuildContext) -> list[Partition]:
-        bank = (read_marker(ctx.bank_marker_path) or {}).get("outputs", {})
-        digest = ",".join(rec["sha256"] for _, rec in sorted(bank.items())) or "no-bank"
-        return [Partition(STAGE, 0, 1, fingerprint(ctx, self, source_identity(ctx), digest))]
+    def partitions(self, ctx: BuildContext) -> list[Partition]:
+        marker = read_marker(ctx.bank_marker_path) or {}
+        digest = ",".join(rec["sha256"] for _, rec in sorted(marker.get("outputs", {}).items())) or "no-bank"
+        return [Partition(STAGE, 0, int(marker.get("n_rows", 0)), fingerprint(ctx, self, source_identity(ctx), digest))]
 
     def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
         return bank_complete(ctx)

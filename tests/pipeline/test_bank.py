@@ -174,3 +174,12 @@ def test_rows_of_an_archive_share_one_key_set_across_batches():
     rows = select_bank([a, b], budgets, "demo").rows
     assert [set(json.loads(r["metadata"])) for r in rows] == [{"species", "gaba"}] * 2
     assert all(r["row_digest"] for r in rows)
+
+
+def test_a_rows_budget_priority_is_the_hash_of_its_identity(cfg):
+    """Budgets keep the smallest `unit_interval("budget", combined_sample_hash)`, pinned by a literal value."""
+    from pipeline.core.hashing import unit_interval
+
+    assert unit_interval("budget", "81c5a636674e76552ed428d6c3f1148c") == 0.6727342477981816
+    rows = build_bank(FakeSource(), cfg).rows
+    assert rows and all(r["priority"] == unit_interval("budget", r["combined_sample_hash"]) for r in rows)

@@ -75,7 +75,10 @@ def test_status_reports_every_stage(built, tiny_configs):
     assert [cols[1] for cols in lines] == ["bank", "fetch", "render", "split", "shard"]
     assert lines[-1][:4] == ["release", "shard", "1", "0"]  # the release is a stage with its marker
     assert all(cols[3] == "0" for cols in lines)  # nothing pending
-    assert int(lines[0][5]) >= 1  # the demo world's injected defects failed in the bank
+    assert int(lines[0][6]) >= 1  # the demo world's injected defects failed in the bank
+    assert [cols[5] for cols in lines] == ["roots", "rows", "rows", "rows", "rows"]  # what each count is
+    fetch, render, split = (int(cols[4]) for cols in lines[1:4])
+    assert fetch == render == split > int(lines[-1][4])  # every bank row; the release ships those that did not fail
 
 
 def _released(out):

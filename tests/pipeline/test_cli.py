@@ -41,6 +41,7 @@ def test_status_of_empty_work_dir(tmp_path):
     assert result.exit_code == 0 and "nothing built" in result.output
 
 
+@pytest.mark.slow  # a subprocess
 def test_real_species_without_network_fails_fast_naming_the_endpoint(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "CAVE_TOKEN": "not-a-real-token"}
     proc = subprocess.run(

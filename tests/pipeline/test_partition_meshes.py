@@ -47,7 +47,7 @@ def setup(tiny_configs, tiny_world):
 
 def _fetch(source, cfg, row, meshes=None):  # noqa: ANN001, ANN202
     try:
-        return fetch_sample(source, cfg, row, meshes)
+        return fetch_sample(source, cfg, row, meshes).to_arrays()
     except SampleError as exc:
         return exc.reason
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import cli, seed_work
 
 
@@ -26,6 +28,7 @@ def test_plan_estimates_before_the_bank_and_counts_after_it(tmp_path, tiny_world
     assert "ESTIMATES (per-sample costs measured through the twin" in after.stdout
 
 
+@pytest.mark.slow  # a subprocess
 def test_plan_for_a_real_species_without_network_fails_in_one_line(tmp_path, tiny_configs):
     from config.schema import CONFIG_DIR
 

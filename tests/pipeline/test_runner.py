@@ -16,12 +16,12 @@ class CountingStage:
 
     name = "toy"
     reads = ()
-    consumes = None
+    consumes = ()
 
     def __init__(self, n_parts=5, fingerprint="v1", broken=()):
         self.n_parts, self.fingerprint, self.broken = n_parts, fingerprint, set(broken)
 
-    def plan(self, ctx):
+    def partitions(self, ctx):
         return [
             Partition(self.name, i, 4, f"{self.fingerprint}-{i}", members=tuple(f"s{i}-{k}" for k in range(4)))
             for i in range(self.n_parts)
@@ -50,10 +50,10 @@ def ctx(tmp_path):
 
 
 def _runs(ctx, stage):
-    return [int(p.output_file(ctx, ".runs").read_text()) for p in stage.plan(ctx)]
+    return [int(p.output_file(ctx, ".runs").read_text()) for p in stage.partitions(ctx)]
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize("scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.slow)])
 def test_runs_every_partition_once_and_records_failures(ctx, scheduler):
     stage = CountingStage()
     summary = run_stage(stage, ctx, scheduler=scheduler, workers=2, progress=False)
@@ -78,7 +78,7 @@ def test_rerun_skips_done_force_redoes(ctx):
 def test_changed_fingerprint_reruns(ctx):
     run_stage(CountingStage(), ctx, scheduler="sync", progress=False)
     stage = CountingStage(fingerprint="v2")
-    assert not any(is_done(ctx, p) for p in stage.plan(ctx))
+    assert not any(is_done(ctx, p) for p in stage.partitions(ctx))
     assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 5
 
 
@@ -86,21 +86,21 @@ def test_broken_partition_keeps_the_others_and_resumes(ctx):
     with pytest.raises(UserError, match=r"stage toy: part-00002: RuntimeError: boom.*part-00002.log.*rerun to resume"):
         run_stage(CountingStage(broken={2}), ctx, scheduler="sync", progress=False)
     stage = CountingStage()
-    assert [is_done(ctx, p) for p in stage.plan(ctx)] == [True, True, False, True, True]
-    log = stage.plan(ctx)[2].log_path(ctx).read_text()
+    assert [is_done(ctx, p) for p in stage.partitions(ctx)] == [True, True, False, True, True]
+    log = stage.partitions(ctx)[2].log_path(ctx).read_text()
     assert "part-00002: RuntimeError: boom" in log.splitlines()[0]
     assert log.splitlines()[1] == "samples not built (4): s2-0 s2-1 s2-2 s2-3"
     assert "Traceback (most recent call last)" in log and 'raise RuntimeError("boom")' in log
     summary = run_stage(stage, ctx, scheduler="sync", progress=False)
     assert (summary.ran, summary.skipped) == (1, 4)
     assert _runs(ctx, stage) == [1] * 5
-    assert not stage.plan(ctx)[2].log_path(ctx).exists()  # the crash log goes once the partition is done
+    assert not stage.partitions(ctx)[2].log_path(ctx).exists()  # the crash log goes once the partition is done
 
 
 def test_marker_is_written_last_and_names_the_partition(ctx):
     stage = CountingStage(n_parts=1)
     run_stage(stage, ctx, scheduler="sync", progress=False)
-    part = stage.plan(ctx)[0]
+    part = stage.partitions(ctx)[0]
     marker = json.loads(part.marker_path(ctx).read_text())
     assert marker["fingerprint"] == "v1-0" and marker["n_built"] == 4
     assert part.marker_path(ctx).stat().st_mtime_ns >= part.failures_path(ctx).stat().st_mtime_ns
@@ -116,6 +116,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
+@pytest.mark.slow  # waits out a connect timeout
 def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
     monkeypatch.setattr("pipeline.core.compute.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
@@ -125,7 +126,7 @@ def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
 def test_a_deleted_or_truncated_output_is_not_done(ctx):
     stage = CountingStage(n_parts=2)
     run_stage(stage, ctx, scheduler="sync", progress=False)
-    first, second = stage.plan(ctx)
+    first, second = stage.partitions(ctx)
     first.output_file(ctx, ".txt").unlink()
     second.output_file(ctx, ".txt").write_text("trunc")
     assert not is_done(ctx, first) and not is_done(ctx, second)

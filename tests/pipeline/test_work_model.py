@@ -47,6 +47,9 @@ def chain(tmp_path_factory, tiny_world):
                      "shard_bytes": 400_000, "extent_nm": [1000, 1500]},
         "relayout": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1",
                      "shard_bytes": 400_000, "extent_nm": [1000, 1500], "partition_rows": 3},
+        "missing_limit": {"budgets": _budgets(merge_edit=9, split_edit=9), "seed": 8, "split_salt": "tiny-1",
+                          "shard_bytes": 400_000, "extent_nm": [1000, 1500], "partition_rows": 3,
+                          "max_missing_fraction": 0.5},
     }  # fmt: skip
     for name, overrides in cfgs.items():
         cfg = write_tiny_configs(root / f"cfg-{name}", **overrides)
@@ -96,6 +99,13 @@ def test_a_new_layout_reuses_every_sample(chain):
     assert not (chain["work"] / "demo" / "render" / "previous").exists()  # dropped once the stage completed
     assert not [p for p in (chain["work"] / "demo" / "render").glob("part-*.done")
                 if int(p.name[5:10]) >= s["render"]["parts"]]  # fmt: skip
+
+
+def test_the_missing_chunk_limit_rerenders_and_refetches_nothing(chain):
+    s = chain["steps"]["missing_limit"]
+    assert "fetch: " in s["_stdout"] and (s["fetch"]["ran"], s["fetch"]["samples"]) == (0, 0)  # "0 samples" fetched
+    assert s["render"]["ran"] == s["render"]["parts"] and s["render"]["reused"] == 0
+    assert (s["bank"]["ran"], s["split"]["ran"]) == (0, 0)
 
 
 def test_the_incremental_release_equals_a_from_scratch_build(chain, tiny_world):

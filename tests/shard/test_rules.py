@@ -36,3 +36,34 @@ def test_png_checks_are_safe_on_many_threads():
     with SCHEDULER=threads; run in a subprocess so that a crash is a failure, not the end of the suite."""
     proc = subprocess.run([sys.executable, "-c", _STRESS], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+
+
+def _checked(row: dict) -> dict:
+    """A row as `row_problems` reads it: the non-image columns and each slot's presence."""
+    from shard.rules import SLOT_COLUMNS
+
+    return {**{k: v for k, v in row.items() if k not in SLOT_COLUMNS},
+            **{f"present:{c}": row[c] is not None for c in SLOT_COLUMNS}}  # fmt: skip
+
+
+def test_row_forms_of_the_card_are_checked_without_decoding():
+    """Identity forms (32 / 12 lowercase hex, the archive's recipe), labels, routing and flags of each type."""
+    from shard.rules import row_problems
+    from tests.shard import fakes
+
+    for sample_type in ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control"):
+        assert row_problems(_checked(fakes.make_row("fly", sample_type, "k"))) == [], sample_type
+    good = _checked(fakes.make_row("fly", "merge_edit", "k"))
+    bad = {
+        "source_archive_sample_hash": good["source_archive_sample_hash"][:11],
+        "combined_sample_hash": good["combined_sample_hash"].upper(),
+        "source_archive": "unified_controls_fly",
+        "false_split_correction_label": 0.0,
+        "false_merge_identification_label": 1.0,
+        "same_neuron": False,
+        "task_routing": ["false_merge_identification"],
+        "has_after_mask": True,
+    }
+    for key, value in bad.items():
+        problems = row_problems({**good, key: value})
+        assert any(p.startswith(key) for p in problems), (key, problems)  # the rule of that column itself

@@ -39,6 +39,7 @@ def rewrite_csv(out, rows):
         w.writerows(rows)
 
 
+@pytest.mark.slow  # deep verify on worker processes
 def test_a_good_release_verifies_shallow_and_deep(release):
     r = verify_release(release)
     assert r.ok, r.text()
@@ -143,7 +144,7 @@ def test_deep_verify_catches_a_bad_label(release):
     entry["sha256"], entry["size"] = sha256_file(path), path.stat().st_size
     rewrite_csv(release, rows)
     assert verify_release(release).ok
-    deep = verify_release(release, deep=True)
+    deep = verify_release(release, deep=True, scheduler="sync")
     assert not deep.ok
     assert any(victim["combined_sample_hash"] in p and "false_split_correction_label" in p for p in deep.problems)
     # the sidecar still carries the old label: the disagreement is reported too
@@ -162,5 +163,5 @@ def test_deep_verify_catches_wrong_split_folder(release):
     pq.write_table(pa.Table.from_pylist(data, schema=RELEASE_SCHEMA), path, row_group_size=4, **SHARD_OPTIONS)
     entry["sha256"], entry["size"] = sha256_file(path), path.stat().st_size
     rewrite_csv(release, rows)
-    deep = verify_release(release, deep=True)
+    deep = verify_release(release, deep=True, scheduler="sync")
     assert any(data[0]["combined_sample_hash"] in p and "expected 'test'" in p for p in deep.problems), deep.text()

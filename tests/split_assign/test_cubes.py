@@ -142,3 +142,12 @@ def test_manifest_content(tmp_path):
     first = path.read_bytes()
     split_assign.write_manifest(path, split_assign.manifest(t, BBOX_MIN, BBOX_MAX, "fly", SALT))
     assert path.read_bytes() == first
+
+
+def test_cube_split_literal_values():
+    """Pinned values of the rule (hash of species, cube, salt): a change of the hash's parts or order fails here."""
+    cubes = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 3, 4), (5, 5, 5), (7, 1, 2), (3, 3, 3)]
+    assert [split_assign.cube_split("fly", i, j, k, "cb2-v2") for i, j, k in cubes] == [
+        "validation", "test", "train", "train", "train", "test", "train", "test",
+    ]  # fmt: skip
+    assert unit_interval("fly", 2, 3, 4, "cb2-v2") == 0.4697557582948447

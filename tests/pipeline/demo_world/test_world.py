@@ -15,6 +15,7 @@ import pipeline.demo_world.world as world_mod
 from pipeline.demo_world import generate_world, world_is_complete
 from pipeline.demo_world.history import AS_OF, OPS_START
 
+pytestmark = pytest.mark.slow  # every test here generates a world or reads one generated for the module
 TINY = {"n_sites": 3, "neurons_per_site": 4}
 
 

@@ -281,9 +281,9 @@ def test_fetch_through_the_twin_matches_demo_with_each_root_once(cave, demo, dem
         if isinstance(b, str) or isinstance(a, str):
             assert a == b  # the same failure reason
             continue
-        assert np.array_equal(a["em"], b["em"]) and np.array_equal(a["labels"], b["labels"])
+        assert np.array_equal(a.em, b.em) and np.array_equal(a.labels, b.labels)
         # the same crop, up to faces a quantized vertex moved across the crop's faces
-        assert abs(len(a["mesh0_faces"]) - len(b["mesh0_faces"])) <= 0.01 * len(b["mesh0_faces"]) + 5
+        assert abs(len(a.meshes[0][1]) - len(b.meshes[0][1])) <= 0.01 * len(b.meshes[0][1]) + 5
     manifests = [r for r in twin.requests[n:] if "/manifest/" in r.path]
     roots = {r.path.rsplit("/", 1)[-1] for r in manifests}
     assert len(manifests) <= len(roots) + sum(1 for r in manifests if "bounds=" not in r.query)

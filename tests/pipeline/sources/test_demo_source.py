@@ -16,6 +16,7 @@ from pipeline.demo_world import generate_world
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.demo import DemoSource
 
+pytestmark = pytest.mark.slow  # the module generates a world
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):

@@ -1,0 +1,88 @@
+"""A release row from a fetched sample (render/row.py): the missing-chunk limit is applied here, to the window's
+recorded fractions and to each view's own pixels, so that changing `max_missing_fraction` needs no refetch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from config import load_config
+from pipeline.core.errors import SampleError
+from pipeline.core.fetched import MISSING_BITS, FetchedSample
+from render.row import render_row
+
+VOXEL = np.array([25.0, 25.0, 50.0])
+CENTER = np.array([10_000.0, 10_000.0, 10_000.0])
+
+
+def _sample(em_fraction: float, missing: np.ndarray | None = None) -> FetchedSample:
+    cfg = load_config("demo")
+    n = np.round(1.5 * cfg.em_window_nm / VOXEL).astype(int)
+    labels = np.zeros(n, np.uint8)
+    labels[: n[0] // 2, n[1] // 3 : 2 * n[1] // 3] = 1
+    labels[n[0] // 2 :, n[1] // 3 : 2 * n[1] // 3] = 2
+    a = trimesh.creation.box(extents=(800, 800, 800)).apply_translation(CENTER - [300, 0, 0])
+    b = trimesh.creation.box(extents=(800, 800, 800)).apply_translation(CENTER + [300, 0, 0])
+    mesh = [(np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32)) for m in (a, b)]
+    return FetchedSample(
+        meshes=mesh,
+        em=np.random.default_rng(1).integers(30, 220, n, dtype=np.uint8),
+        labels=labels,
+        em_voxel_nm=VOXEL,
+        em_origin_nm=CENTER - n * VOXEL / 2,
+        em_missing_fraction=em_fraction,
+        seg_missing_fraction=0.0,
+        crop_half_nm=5000.0,
+        missing=missing,
+    )
+
+
+ROW = {
+    "combined_sample_hash": "81c5a636674e76552ed428d6c3f1148c", "source_archive_sample_hash": "88cda73850c3",
+    "source_archive": "unified_demo", "sample_type": "merge_edit", "same_neuron": True,
+    "false_split_correction_label": 1.0, "false_merge_identification_label": None, "species": "demo",
+    "coord_nm": CENTER.tolist(), "mask_b_root": 2, "metadata": json.dumps({"species": "demo"}),
+}  # fmt: skip
+
+
+def test_the_windows_fraction_is_held_to_the_limit_render_is_given():
+    cfg = load_config("demo")
+    with pytest.raises(SampleError) as exc:
+        render_row(ROW, _sample(0.3), cfg.model_copy(update={"max_missing_fraction": 0.02}))
+    assert exc.value.reason == "em_chunks_missing" and "EM window" in str(exc.value)
+    row = render_row(ROW, _sample(0.3), cfg.model_copy(update={"max_missing_fraction": 0.5}))
+    assert json.loads(row["metadata"])["em_missing_fraction"] == 0.3
+
+
+def test_a_view_on_absent_chunks_fails_though_the_window_fraction_is_small():
+    cfg = load_config("demo")
+    n = np.round(1.5 * cfg.em_window_nm / VOXEL).astype(int)
+    missing = np.zeros(n, np.uint8)
+    missing[:, :, n[2] // 2 - 1 : n[2] // 2 + 2] = MISSING_BITS["seg"]  # a thin slab through the xy plane
+    with pytest.raises(SampleError) as exc:
+        render_row(ROW, _sample(0.0, missing), cfg)
+    assert exc.value.reason == "seg_chunks_missing" and "EM view" in str(exc.value)
+    render_row(ROW, _sample(0.0, missing), cfg.model_copy(update={"max_missing_fraction": 1.0}))
+
+
+class _Recording:
+    """A config that notes every key read from it."""
+
+    def __init__(self, cfg) -> None:  # noqa: ANN001
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, key: str):  # noqa: ANN204
+        self.read.add(key)
+        return getattr(self._cfg, key)
+
+
+def test_render_reads_only_the_keys_its_stage_declares():
+    """A row depends on no config key but RenderStage.reads (the keys in its samples' keys and fingerprints)."""
+    from pipeline.stages.render import RenderStage
+
+    cfg = _Recording(load_config("demo"))
+    render_row(ROW, _sample(0.0), cfg)
+    assert cfg.read and cfg.read <= set(RenderStage.reads), cfg.read - set(RenderStage.reads)
