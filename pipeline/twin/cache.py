@@ -1,4 +1,5 @@
-"""The twin's derived files, built once per world into `<world>/twin-cache/` (deterministic, atomic).
+"""The twin's derived files, built once per world and Draco step into `<world>/twin-cache/draco-<step>nm/`
+(deterministic, atomic).
 
 What the twin serves but the world does not hold as such:
 - mesh fragments: every root's mesh split by level-2 chunk and Draco-encoded (fragments.py), written
@@ -55,8 +56,11 @@ SHARD_SPEC = {
 }
 
 
-def cache_dir(world_dir: Path) -> Path:
-    return Path(world_dir) / CACHE_DIR
+def cache_dir(world_dir: Path, draco_bin_nm: float | None = None) -> Path:
+    """The cache of this world for these settings: a folder per Draco step, so that a twin started with other
+    settings on the same world (a build's twin beside a test's) never replaces the files another one serves."""
+    bin_nm = default_draco_bin_nm() if draco_bin_nm is None else float(draco_bin_nm)
+    return Path(world_dir) / CACHE_DIR / f"draco-{bin_nm:g}nm"
 
 
 def _key(world_dir: Path, draco_bin_nm: float) -> dict:
@@ -77,18 +81,19 @@ def ensure_cache(world_dir: str | os.PathLike, draco_bin_nm: float | None = None
     each builder writes its own temp dir; the first rename wins and the others discard theirs."""
     world_dir = Path(world_dir).resolve()
     bin_nm = default_draco_bin_nm() if draco_bin_nm is None else float(draco_bin_nm)
-    target = cache_dir(world_dir)
+    target = cache_dir(world_dir, bin_nm)
     key = _key(world_dir, bin_nm)
     if _matches(target, key):
         return target
-    tmp = world_dir / f".{CACHE_DIR}.partial-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         summary = build(world_dir, tmp, bin_nm)
         write_json(tmp / "cache.json", {**key, "summary": summary})
         if target.exists():
-            stale = world_dir / f".{CACHE_DIR}.stale-{os.getpid()}"
+            stale = target.parent / f".{target.name}.stale-{os.getpid()}"
             with contextlib.suppress(OSError):
                 os.replace(target, stale)
             shutil.rmtree(stale, ignore_errors=True)

@@ -39,12 +39,15 @@ def test_ensure_cache_is_reused_then_rebuilt_for_other_settings(twin_world, tmp_
     first = ensure_cache(world)
     stamp = (first / "cache.json").stat().st_mtime_ns
     assert ensure_cache(world) == first and (first / "cache.json").stat().st_mtime_ns == stamp
-    ensure_cache(world, draco_bin_nm=8.0)
-    assert json.loads((cache_dir(world) / "cache.json").read_text())["draco_bin_nm"] == 8.0
-    assert not list(world.glob(".twin-cache.*"))  # no partial or stale dirs left behind
+    other = ensure_cache(world, draco_bin_nm=8.0)
+    assert other == cache_dir(world, 8.0) != first
+    assert json.loads((other / "cache.json").read_text())["draco_bin_nm"] == 8.0
+    # other settings beside, not instead: a twin serving the first cache keeps its files
+    assert (first / "cache.json").stat().st_mtime_ns == stamp
+    assert not [p for p in (world / "twin-cache").iterdir() if p.name.startswith(".")]  # no partial or stale dirs
     (world / "world.json").write_text((world / "world.json").read_text() + " ")  # another world
     ensure_cache(world, draco_bin_nm=8.0)
-    got = json.loads((cache_dir(world) / "cache.json").read_text())
+    got = json.loads((cache_dir(world, 8.0) / "cache.json").read_text())
     assert got["world_sha256"] == hashlib.sha256((world / "world.json").read_bytes()).hexdigest()
 
 
