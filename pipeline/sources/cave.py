@@ -499,9 +499,7 @@ class CaveSource:
     def _columns(self, table: str) -> list[str]:
         """The table's columns, from a one-row query (asked once per table)."""
         if table not in self._columns_of:
-            cap = self._cap.cap
-            df = self._query(table, limit=1, log_warning=False)  # its one row "reaches the limit": not the cap
-            self._cap.cap = cap
+            df = self._query(table, limit=1, log_warning=False)  # CapWatch: a limit probe teaches no cap
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
 
