@@ -35,7 +35,10 @@ SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
 # Config keys no stage output depends on: how work is cut and run, not what it makes. (`demo_world` makes the
 # demo world, whose digest every stage that reads the source covers; `species` names the work dir.)
-NOT_INPUTS = ("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "demo_world")
+NOT_INPUTS = (
+    "species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads", "cave_requests",
+    "demo_world",
+)  # fmt: skip
 
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
 
