@@ -330,7 +330,7 @@ class Adaptive:
                     todo.extendleft([batch[half:], batch[:half]])
                     break
                 timeouts += failure.kind == "timeout"
-                spent = (failure.status in SIZE_ONLY or timeouts > 1 or sends >= ONE_ITEM_TRIES)
+                spent = failure.status in SIZE_ONLY or timeouts > 1 or sends >= ONE_ITEM_TRIES
                 if spent:
                     raise ExhaustedRequest(
                         f"{what}: {failure.describe()} from {host} for a single item ({batch[0]!r}) after "

@@ -135,15 +135,42 @@ def synapse_columns(present: list[str], live: bool) -> list[str]:
     return [c for c in cols if c in present]
 
 
+Batches = Callable[[list[int], Callable[[list[int]], pd.DataFrame]], list[pd.DataFrame]]
+
+
 def read_synapses(
-    query: Query, table: str, columns: list[str], pre: list[int], post: list[int], limits: CaveLimits
+    query: Query,
+    table: str,
+    columns: list[str],
+    pre: list[int],
+    post: list[int],
+    limits: CaveLimits,
+    batches: Batches | None = None,
 ) -> pd.DataFrame:
-    """Rows with pre in `pre` and post in `post`, batched by presynaptic roots; a capped batch is halved
-    (pre roots first, then post roots) and asked again."""
+    """Rows with pre in `pre` and post in `post`, batched by presynaptic roots (`batches(pre, read)`: the
+    adaptive layer's sizes; default: `synapse_pre_batch` at a time); a capped batch is halved (pre roots
+    first, then post roots) and asked again."""
     post_in_body = len(post) <= limits.synapse_post_filter_max
-    todo: list[tuple[list[int], list[int] | None]] = [
-        (b, post if post_in_body else None) for b in chunks(pre, limits.synapse_pre_batch)
-    ]
+
+    def read(pre_batch: list[int]) -> pd.DataFrame:
+        return _read_capped(query, table, columns, pre_batch, post, post_in_body, limits)
+
+    frames = batches(pre, read) if batches is not None else [read(b) for b in chunks(pre, limits.synapse_pre_batch)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    df = pd.concat(frames, ignore_index=True)
+    pre_ok = pd.to_numeric(df["pre_pt_root_id"], errors="coerce").isin(pre)
+    post_ok = pd.to_numeric(df["post_pt_root_id"], errors="coerce").isin(post)
+    return df[pre_ok & post_ok].reset_index(drop=True)
+
+
+def _read_capped(
+    query: Query, table: str, columns: list[str], pre: list[int], post: list[int], post_in_body: bool,
+    limits: CaveLimits,
+) -> pd.DataFrame:  # fmt: skip
+    """One batch of presynaptic roots, its capped answers split until none is."""
+    todo: list[tuple[list[int], list[int] | None]] = [(pre, post if post_in_body else None)]
     frames = []
     while todo:
         pre_b, post_b = todo.pop(0)
@@ -168,12 +195,7 @@ def read_synapses(
                 "server's row cap; this query cannot be split further"
             )
     frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    df = pd.concat(frames, ignore_index=True)
-    pre_ok = pd.to_numeric(df["pre_pt_root_id"], errors="coerce").isin(pre)
-    post_ok = pd.to_numeric(df["post_pt_root_id"], errors="coerce").isin(post)
-    return df[pre_ok & post_ok].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def normalise_synapses(
