@@ -14,18 +14,20 @@ SOURCE    ?= config
 TWIN_FLAVOR ?= v2
 TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
+TWIN_HOSTILE ?=
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
-# build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
+# build), serving work/demo/world; its own work dir and release unless WORK / OUT are given. TWIN_HOSTILE=SEED: the
+# twin hides limits drawn from SEED (a work dir of its own, so nothing is reused from a kind build).
 ifeq ($(SOURCE),twin)
   ifeq ($(origin WORK),file)
-    WORK := work/twin-$(TWIN_FLAVOR)
+    WORK := work/twin-$(TWIN_FLAVOR)$(if $(TWIN_HOSTILE),-hostile$(TWIN_HOSTILE))
   endif
   ifeq ($(origin OUT),file)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT))
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE))
 endif
 
 VENV   := .venv

@@ -85,9 +85,11 @@ def cli() -> None:
               help="the demo world the twin serves (generated when missing)")  # fmt: skip
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--twin-hostile", type=int, default=None, metavar="SEED",
+              help="the twin hides limits drawn from SEED (printed once the build ends)")  # fmt: skip
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -96,7 +98,8 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if source == "twin":
         from pipeline.twin_build import TwinOptions, build_through_twin
 
-        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms)
+        topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
+                            hostile=twin_hostile)  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         summaries, result = build_all(species, work, out, opts)
@@ -108,6 +111,10 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
             f"twin ({twin_flavor}): {asked['requests']} requests, {asked['bytes'] / 1e6:.1f} MB sent, longest URL "
             f"{asked['longest_url']} bytes, {asked['refused']} refused by a limit, {asked['errors']} other errors"
         )
+        from pipeline.twin_build import closing_lines
+
+        for line in closing_lines(asked):
+            click.echo(line)
     if verify:
         _verify(out, deep=False)
     click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
@@ -253,13 +260,16 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="request log (JSONL) [WORK/demo/twin-requests.jsonl]")  # fmt: skip
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
+@click.option("--hostile", type=int, default=None, metavar="SEED",
+              help="hide limits drawn from SEED, add faults and heavy-tailed latency (shown when stopped)")  # fmt: skip
 @_user_errors
-def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm) -> None:  # noqa: ANN001
+def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm,
+         hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     from pipeline.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
-    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo)
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, hostile)
 
 
 @cli.command()
