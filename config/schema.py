@@ -105,6 +105,9 @@ class SpeciesConfig(_Strict):
     proofread_table: str | None = None
     proofread_from_delta_roots: bool = False
     synapse_table: str | None = None
+    # rows of the synapse table kept only where each named score is strictly above its value (FlyWire: fafbseg warns
+    # that synapses_nt_v1 rows with cleft_score <= 50 are mostly false); applied in the synapse query itself
+    synapse_score_above: dict[str, float] = Field(default_factory=dict)
     budgets: Budgets = Budgets()
     junctions_per_neuron: int = Field(default=8, ge=1)
     adjacent_per_op: int = Field(default=3, ge=0)

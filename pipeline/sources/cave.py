@@ -694,6 +694,8 @@ class CaveSource:
             self._need(present, table, col, "synapse controls")
         if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
             self._need(present, table, "ctr_pt_position", "synapse controls (or pre_pt_position and post_pt_position)")
+        for col in sorted(self.cfg.synapse_score_above):
+            self._need(present, table, col, f"synapse_score_above in {self._config_file}")
         columns = synapse_columns(present, self._live)
 
         def batches(items: list[int], read_pre) -> list[pd.DataFrame]:  # noqa: ANN001
@@ -704,7 +706,7 @@ class CaveSource:
         def query(t: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
             return self._query_checked(t, False, **filters)  # the batch is already in the adaptive layer
 
-        df = read_synapses(query, table, columns, pre, post, self.limits, batches)
+        df = read_synapses(query, table, columns, pre, post, self.limits, batches, self.cfg.synapse_score_above)
         return normalise_synapses(df, table, self._need, present)
 
     # ------------------------------------------------------------------ level-2 graph

@@ -146,14 +146,16 @@ def read_synapses(
     post: list[int],
     limits: CaveLimits,
     batches: Batches | None = None,
+    score_above: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Rows with pre in `pre` and post in `post`, batched by presynaptic roots (`batches(pre, read)`: the
     adaptive layer's sizes; default: `synapse_pre_batch` at a time); a capped batch is halved (pre roots
-    first, then post roots) and asked again."""
+    first, then post roots) and asked again. `score_above`: only rows whose scores are above these (the server
+    filters them: filter_greater_dict)."""
     post_in_body = len(post) <= limits.synapse_post_filter_max
 
     def read(pre_batch: list[int]) -> pd.DataFrame:
-        return _read_capped(query, table, columns, pre_batch, post, post_in_body, limits)
+        return _read_capped(query, table, columns, pre_batch, post, post_in_body, limits, score_above or {})
 
     frames = batches(pre, read) if batches is not None else [read(b) for b in chunks(pre, limits.synapse_pre_batch)]
     frames = [f for f in frames if len(f)]
@@ -167,7 +169,7 @@ def read_synapses(
 
 def _read_capped(
     query: Query, table: str, columns: list[str], pre: list[int], post: list[int], post_in_body: bool,
-    limits: CaveLimits,
+    limits: CaveLimits, score_above: dict[str, float],
 ) -> pd.DataFrame:  # fmt: skip
     """One batch of presynaptic roots, its capped answers split until none is."""
     todo: list[tuple[list[int], list[int] | None]] = [(pre, post if post_in_body else None)]
@@ -177,7 +179,8 @@ def _read_capped(
         filters = {"pre_pt_root_id": pre_b}
         if post_b is not None:
             filters["post_pt_root_id"] = post_b
-        df, capped = query(table, filter_in_dict=filters, select_columns=columns)
+        above = {"filter_greater_dict": dict(sorted(score_above.items()))} if score_above else {}
+        df, capped = query(table, filter_in_dict=filters, select_columns=columns, **above)
         if not capped:
             frames.append(df)
             continue

@@ -1,7 +1,7 @@
 """The hostile twin: limits drawn per run from plausible ranges and hidden from the client until the build ends.
 
 `--hostile SEED` (python -m pipeline twin, make build SOURCE=twin TWIN_HOSTILE=SEED). What the real servers do
-and where it was read (see /work/shared/REAL_SOURCES.md):
+and where it was read:
 
 - v1 (FlyWire, PyChunkedGraph `pcgv1`): uWSGI `buffer-size = 4096` ("Max request header size", uwsgi.ini). The
   request line, the URI again as REQUEST_URI, QUERY_STRING and every header must fit; a request over it is
