@@ -254,7 +254,8 @@ class Adaptive:
             counters, self._counters = self._counters, Counters()
             counters.sizes = {}
             for (_, endpoint), state in sorted(self._sizes.items()):
-                counters.sizes[endpoint] = min(state.size, counters.sizes.get(endpoint, state.size))
+                if state.start > 1:  # single requests (a level-2 graph, a manifest) have no size to learn
+                    counters.sizes[endpoint] = min(state.size, counters.sizes.get(endpoint, state.size))
         return counters.as_dict()
 
     # -------------------------------------------------------------- one request
