@@ -174,8 +174,14 @@ class _Size:
             self.size, self.streak = grown, 0
 
     def failure(self, n: int) -> None:
-        self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
-        self.size = max(1, min(self.size, n // 2))
+        """A batch of n failed. One of about the working size says that size is too big: the size drops to the half
+        and n becomes a ceiling. A much smaller one (a remainder) may have met a fault that has nothing to do with
+        its size: the working size halves at most, never collapses to that remainder's half."""
+        if 2 * n >= self.size:
+            self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
+            self.size = max(1, min(self.size, n // 2))
+        else:
+            self.size = max(1, n, self.size // 2)
         self.streak = self.since_failure = 0
 
 

@@ -216,3 +216,19 @@ def test_counters_merge_across_processes():
     assert merge_counters(a, b) == {
         "refused": 3, "bisections": 1, "rate_limited": 4, "sizes": {"change_log": [6, 12], "roots": [100]}
     }  # fmt: skip
+
+
+def test_a_small_remainder_that_fails_halves_the_size_at_most():
+    """A random 502 on the 2-item remainder of a call must not drag the working size of 16 down to 1."""
+    layer = Adaptive(sleep=lambda s: None)
+    faults = {"left": 1}
+
+    def send(batch: list[int]) -> list[int]:
+        if len(batch) == 2 and faults["left"]:
+            faults["left"] -= 1
+            raise _http_error(502)
+        return batch
+
+    got = layer.run("h:1", "roots", list(range(18)), send, start=16, opts=OPTS, what="roots")
+    assert _flat(got) == list(range(18))
+    assert layer.size("h:1", "roots", 16) == 8
