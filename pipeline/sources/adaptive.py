@@ -7,9 +7,11 @@ deployments. So every batched call goes through `Adaptive.run`:
 - per (host, endpoint) a working batch size, shared by a process's threads (a lock), starting at the
   conservative size the caller gives;
 - a batch answered 413 / 414 / 431 / 502 / 503 / 504, or that timed out or had its connection reset, is
-  BISECTED: both halves are asked, the working size drops to the half, and the size that failed is a
-  ceiling for a while; after `GROW_AFTER` successes in a row the size grows by a quarter, never straight
-  back to a size that failed recently;
+  BISECTED: both halves are asked, the working size drops to the half, and a size that failed with an answer
+  that always means "too big" (413/414/431/504, a timeout) is a ceiling for a while; after `GROW_AFTER`
+  successes in a row the size grows by a quarter, so never straight back to a size that just failed; a 502,
+  503 or reset (which may be a fault of the moment) bisects its batch but changes the working size only when
+  a second one follows soon (else ~3% random faults would walk every size down to 1);
 - a request is never resent unchanged after a failure, except a batch of one: after a timeout once (with a
   longer timeout: the first one may be short), after a 5xx or a reset a few times with backoff; then the
   call fails with `ExhaustedRequest` (a TransientSourceError that says its resends are spent, so that the
@@ -39,6 +41,7 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from config.schema import CaveRequests
 from pipeline.core.errors import TransientSourceError
@@ -50,6 +53,10 @@ R = TypeVar("R")
 
 TOO_BIG = frozenset({413, 414, 431, 502, 503, 504})  # a batch answered so is bisected
 SIZE_ONLY = frozenset({413, 414, 431})  # the request itself is too large: resending one item cannot help
+# Answers that say the size was too big every time they come; a 502 / 503 / reset may be a size limit (pcgv1's
+# uWSGI drops an oversized request, nginx answers 502) or a fault of the moment: it bisects too, but sets no ceiling
+# (random faults would otherwise ratchet the size down to 1), so growth may try that size again, slowly.
+SIZE_SIGNALS = frozenset({413, 414, 431, 504})
 GROW_AFTER = 8  # successes in a row at the working size before it grows
 FORGET_AFTER = 64  # successes after which a failed size may be tried again
 ONE_ITEM_TRIES = 4  # sends of a batch of one answered 5xx or reset (timeouts: 2)
@@ -107,9 +114,17 @@ def classify(exc: BaseException, now: Callable[[], float] = time.time) -> Failur
         return None  # nothing was sent: the connection's own retries and the first-contact rules apply
     if isinstance(exc, requests.Timeout):
         return Failure("timeout")
+    if isinstance(exc, requests.ConnectionError) and isinstance(_reason(exc), ReadTimeoutError):
+        return Failure("timeout")  # urllib3 gave up reading (read retries 0): requests calls that a ConnectionError
     if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         return Failure("reset")
     return None
+
+
+def _reason(exc: BaseException) -> BaseException | None:
+    """The urllib3 error under a requests exception (MaxRetryError's reason), if any."""
+    inner = exc.args[0] if exc.args else None
+    return getattr(inner, "reason", None) if isinstance(inner, MaxRetryError) else None
 
 
 # ------------------------------------------------------------------------------------ timeouts per request
@@ -157,8 +172,13 @@ class _Size:
     ceiling: int | None = None  # a size that failed recently: growth stays below it
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
+    strike: int = 0  # successes left in which a second ambiguous failure confirms a first one
 
     def success(self, n: int) -> None:
+        self.strike = max(0, self.strike - 1)
+        self._success(n)
+
+    def _success(self, n: int) -> None:
         self.since_failure += 1
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
@@ -173,15 +193,19 @@ class _Size:
         if grown > self.size:
             self.size, self.streak = grown, 0
 
-    def failure(self, n: int) -> None:
-        """A batch of n failed. One of about the working size says that size is too big: the size drops to the half
-        and n becomes a ceiling. A much smaller one (a remainder) may have met a fault that has nothing to do with
-        its size: the working size halves at most, never collapses to that remainder's half."""
-        if 2 * n >= self.size:
+    def failure(self, n: int, size_signal: bool) -> None:
+        """A batch of n failed: the working size drops to n's half and, when the answer always means "too big"
+        (`size_signal`), n becomes a ceiling. An ambiguous failure (502, 503, a reset: a fault of the moment, or
+        pcgv1's uWSGI dropping an oversized request) changes nothing by itself: only a second one within GROW_AFTER
+        successes does (random faults would otherwise walk the size down to 1). The batch is bisected either way."""
+        if not size_signal and self.strike == 0:
+            self.strike = GROW_AFTER
+            self.streak = 0
+            return
+        self.strike = 0
+        if size_signal:
             self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
-            self.size = max(1, min(self.size, n // 2))
-        else:
-            self.size = max(1, n, self.size // 2)
+        self.size = max(1, min(self.size, n // 2))
         self.streak = self.since_failure = 0
 
 
@@ -332,7 +356,8 @@ class Adaptive:
                 if len(batch) > 1:
                     half = len(batch) // 2
                     with self._lock:
-                        self._state(host, endpoint, start).failure(len(batch))
+                        signal = failure.kind == "timeout" or failure.status in SIZE_SIGNALS
+                        self._state(host, endpoint, start).failure(len(batch), signal)
                         self._counters.bisections += 1
                     todo.extendleft([batch[half:], batch[:half]])
                     break

@@ -218,8 +218,9 @@ def test_counters_merge_across_processes():
     }  # fmt: skip
 
 
-def test_a_small_remainder_that_fails_halves_the_size_at_most():
-    """A random 502 on the 2-item remainder of a call must not drag the working size of 16 down to 1."""
+def test_one_fault_of_the_moment_does_not_shrink_the_size_but_a_second_does():
+    """A 502 on the 2-item remainder of a call is bisected, and the working size of 16 stays; a second one within
+    GROW_AFTER successes confirms it: the size drops to that batch's half."""
     layer = Adaptive(sleep=lambda s: None)
     faults = {"left": 1}
 
@@ -231,4 +232,47 @@ def test_a_small_remainder_that_fails_halves_the_size_at_most():
 
     got = layer.run("h:1", "roots", list(range(18)), send, start=16, opts=OPTS, what="roots")
     assert _flat(got) == list(range(18))
-    assert layer.size("h:1", "roots", 16) == 8
+    assert layer.size("h:1", "roots", 16) == 16
+    faults["left"] = 1
+    layer.run("h:1", "roots", list(range(2)), send, start=16, opts=OPTS, what="roots")
+    assert layer.size("h:1", "roots", 16) == 1
+
+
+def test_random_502s_do_not_walk_the_size_down():
+    """Faults of the moment (a 502 on one request in 30, ~3% as the hostile twin's) bisect their batches but leave
+    the working size alone; halving on each of them walks it down to 2 or 3 within 100 calls."""
+    layer = Adaptive(sleep=lambda s: None)
+    count = {"n": 0}
+
+    def send(batch: list[int]) -> list[int]:
+        count["n"] += 1
+        if count["n"] % 30 == 0:
+            raise _http_error(502)
+        return batch
+
+    for _ in range(100):
+        got = layer.run("h:1", "l2cache", list(range(64)), send, start=64, opts=OPTS, what="l2")
+        assert _flat(got) == list(range(64))
+    assert count["n"] > 100 and layer.size("h:1", "l2cache", 64) == 64
+
+
+def test_a_read_timeout_under_urllib3s_retry_is_a_timeout_not_a_reset(tmp_path):
+    """With read retries off (CaveSource's sessions), requests reports a read timeout as a ConnectionError over
+    urllib3's MaxRetryError: it must still count as a timeout (one unchanged resend, with a longer wait)."""
+    import socket
+
+    from urllib3.util.retry import Retry
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # accepts (the kernel does) and never answers
+    port = server.getsockname()[1]
+    session = requests.Session()
+    session.mount("http://", adaptive.ScopedTimeoutAdapter((5.0, 0.2), max_retries=Retry(total=2, connect=2, read=0)))
+    try:
+        with pytest.raises(requests.RequestException) as caught:
+            session.get(f"http://127.0.0.1:{port}/x")
+    finally:
+        server.close()
+    failure = classify(caught.value)
+    assert failure is not None and failure.kind == "timeout"
