@@ -37,7 +37,7 @@ CLIENT_FIRST_TIMEOUT_S = 1.0  # the twin build's client read timeout (the real s
 TAIL_S = (1.3, 2.5)  # a slow answer: past the client's first timeout, within its one longer resend
 P_502 = 0.02
 P_RESET = 0.01
-P_BURST = 0.03  # a materialization query starts a 429 burst
+P_BURST = 0.06  # a materialization query starts a 429 burst (a build makes ~100 queries: a few bursts each)
 BURST_LEN = (2, 5)
 RETRY_AFTER_S = 1
 
