@@ -37,7 +37,10 @@ CLIENT_FIRST_TIMEOUT_S = 1.0  # the twin build's client read timeout (the real s
 TAIL_S = (1.3, 2.5)  # a slow answer: past the client's first timeout, within its one longer resend
 P_502 = 0.02
 P_RESET = 0.01
-P_BURST = 0.06  # a materialization query starts a 429 burst (a build makes ~100 queries: a few bursts each)
+# 429 bursts: the first at a drawn early query, then one every drawn number of queries (a build makes tens of
+# queries: every run meets some)
+FIRST_BURST = (2, 6)
+BURST_EVERY = (12, 30)
 BURST_LEN = (2, 5)
 RETRY_AFTER_S = 1
 
@@ -79,6 +82,8 @@ class HiddenLimits:
     url_bytes: int  # v2's URL limit (414)
     change_log_roots: int  # roots per change-log request (504 past it)
     l2_ids: int  # ids per level-2 cache request (504 past it)
+    first_burst: int  # the materialization query that meets the first 429 burst
+    burst_every: int  # queries between bursts
     spread: dict[str, float] = field(default_factory=dict)  # log-normal sigma per endpoint class
     tail: dict[str, float] = field(default_factory=dict)  # probability of a slow answer per slow class
 
@@ -90,6 +95,8 @@ class HiddenLimits:
             url_bytes=int(_rng(seed, "url_bytes").integers(2048, 8193)),
             change_log_roots=int(_rng(seed, "change_log_roots").integers(3, 13)),
             l2_ids=int(_rng(seed, "l2_ids").integers(8, 65)),
+            first_burst=int(_rng(seed, "first_burst").integers(FIRST_BURST[0], FIRST_BURST[1] + 1)),
+            burst_every=int(_rng(seed, "burst_every").integers(BURST_EVERY[0], BURST_EVERY[1] + 1)),
             spread={c: round(float(_rng(seed, "spread", c).uniform(0.3, 1.0)), 3) for c in classes},
             tail={c: round(float(_rng(seed, "tail", c).uniform(0.005, 0.02)), 4) for c in sorted(SLOW)},
         )
@@ -119,6 +126,7 @@ class Hostility:
         self._lock = threading.Lock()
         self._n = 0
         self._burst = 0
+        self._queries = 0
         self.met: dict[str, int] = {"dropped_502": 0, "random_502": 0, "resets": 0, "rate_limited": 0,
                                     "over_limit_504": 0, "url_414": 0, "slow": 0}  # fmt: skip
 
@@ -177,7 +185,11 @@ class Hostility:
 
     def _rate_limited(self, rng: np.random.Generator) -> bool:
         with self._lock:
-            if self._burst == 0 and rng.random() < P_BURST:
+            self._queries += 1
+            due = self._queries >= self.limits.first_burst and (
+                (self._queries - self.limits.first_burst) % self.limits.burst_every == 0
+            )
+            if self._burst == 0 and due:
                 self._burst = int(rng.integers(BURST_LEN[0], BURST_LEN[1] + 1))
             if self._burst == 0:
                 return False
