@@ -17,21 +17,24 @@ TWIN_FLAVOR ?= v2
 TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
 TWIN_DRIFT ?=
+TWIN_HOSTILE ?=
 RECORD    ?=
 comma := ,
 TWIN_DRIFT_FLAGS = $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d))
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
-# build), serving work/demo/world; its own work dir and release unless WORK / OUT are given.
+# build), serving work/demo/world; its own work dir and release unless WORK / OUT are given. TWIN_HOSTILE=SEED: the
+# twin hides limits drawn from SEED (a work dir of its own, so nothing is reused from a kind build).
 ifeq ($(SOURCE),twin)
   ifeq ($(origin WORK),file)
-    WORK := work/twin-$(TWIN_FLAVOR)
+    WORK := work/twin-$(TWIN_FLAVOR)$(if $(TWIN_HOSTILE),-hostile$(TWIN_HOSTILE))
   endif
   ifeq ($(origin OUT),file)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS)
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS) \
+                  $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE))
 endif
 
 VENV   := .venv
@@ -45,7 +48,8 @@ COMMON    := --work $(WORK) --out $(OUT)
 
 # SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
 PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
-                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS))
+                   --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS) \
+                   $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE)))
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)

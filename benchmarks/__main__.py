@@ -38,6 +38,8 @@ def main() -> None:
     bench_l2skeleton.run()
     print("\n== fetch + render per worker through the twin at 0, 30, 100 ms latency (issue 10) ==")
     bench_latency.run()
+    print("\n== fetch + render per worker: hostile twin at 30 ms median / kind twin at 0 ms (issue 16) ==")
+    bench_latency.run_hostile()
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
 

@@ -6,7 +6,13 @@ threads fetching ahead while it renders). The bank is built first (not timed), i
 endpoints are inputs of the fingerprints). Throughput at each latency is rows rendered per wall second, beside
 the 0 ms figure: with the fetches overlapping the renders, latency should cost little.
 
+`--hostile SEED` runs only the hostile comparison (issue 16): the kind twin at 0 ms, then the hostile twin
+(pipeline/twin/hostile.py: hidden limits, 2% 502s, 1% resets, heavy-tailed latency around a 30 ms median with
+slow answers past the client's first timeout) with the client's short timeouts, measured in the same run; the
+figure is the hostile throughput as a fraction of the kind one (target >= 60%).
+
     .venv/bin/python -m benchmarks.bench_latency [--per-type 12] [--latencies 0 30 100]
+    .venv/bin/python -m benchmarks.bench_latency --hostile 7 [--per-type 12] [--median-ms 30]
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ import time
 from pathlib import Path
 
 from benchmarks.common import BENCH_WORK, demo_context
-from config.schema import Budgets
+from config.schema import Budgets, CaveRequests
 from pipeline.build import ensure_world
 from pipeline.context import BuildContext
 from pipeline.runner import run_stage
+from pipeline.sources.adaptive import merge_counters
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch_render import run_fetch_render
 from pipeline.twin import TOKEN
+from pipeline.twin.hostile import CLIENT_FIRST_TIMEOUT_S
 from pipeline.twin.species import twin_config
 
 
@@ -37,10 +45,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_twin(work: Path, latency_ms: float) -> tuple[subprocess.Popen, str]:
+def _start_twin(work: Path, latency_ms: float, hostile: int | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "pipeline", "twin", "--work", str(work), "--port", str(port),
            "--latency-ms", str(latency_ms), "--log", os.devnull]  # fmt: skip
+    if hostile is not None:
+        cmd += ["--hostile", str(hostile)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300  # the first start builds the twin's cache
     while time.monotonic() < deadline:
@@ -55,14 +65,18 @@ def _start_twin(work: Path, latency_ms: float) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the twin did not start within 300 s")
 
 
-def measure(latency_ms: float, per_type: int) -> dict:
+def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dict:
     demo = demo_context("pipeline")  # the bench world: generated once, shared with bench_pipeline
     ensure_world(demo)
-    proc, url = _start_twin(demo.work_dir, latency_ms)
+    proc, url = _start_twin(demo.work_dir, latency_ms, hostile)
     try:
         budgets = Budgets(**dict.fromkeys(Budgets.model_fields, per_type))
-        cfg = twin_config(demo.cfg, url, budgets=budgets)
-        root = (BENCH_WORK / f"latency-{latency_ms:g}").resolve()
+        extra = {}
+        if hostile is not None:  # the twin build's short client timeouts (the drawn slow answers cost seconds)
+            extra["cave_requests"] = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S})
+        cfg = twin_config(demo.cfg, url, budgets=budgets, **extra)
+        name = f"latency-{latency_ms:g}" + (f"-hostile{hostile}" if hostile is not None else "")
+        root = (BENCH_WORK / name).resolve()
         shutil.rmtree(root, ignore_errors=True)
         ctx = BuildContext("demo", cfg, root / "work", root / "out")
         os.environ["CAVE_TOKEN"] = TOKEN
@@ -74,7 +88,8 @@ def measure(latency_ms: float, per_type: int) -> dict:
         proc.terminate()
         proc.wait()
     return {"latency_ms": latency_ms, "rendered": render.samples, "seconds": seconds,
-            "samples_per_s": render.samples / seconds, "fetch_failures": fetch.failures}  # fmt: skip
+            "samples_per_s": render.samples / seconds, "fetch_failures": fetch.failures,
+            "requests": merge_counters(fetch.requests, render.requests)}  # fmt: skip
 
 
 def run(per_type: int = 12, latencies: tuple[float, ...] = (0.0, 30.0, 100.0)) -> list[dict]:
@@ -86,12 +101,34 @@ def run(per_type: int = 12, latencies: tuple[float, ...] = (0.0, 30.0, 100.0)) -
     return results
 
 
+def run_hostile(per_type: int = 12, seed: int = 7, median_ms: float = 30.0) -> dict:
+    """Fetch+render per worker through the hostile twin at `median_ms`, as a fraction of the kind twin's at 0 ms."""
+    kind = measure(0.0, per_type)
+    mean = measure(median_ms, per_type, hostile=seed)
+    ratio = mean["samples_per_s"] / kind["samples_per_s"]
+    met = mean["requests"]
+    k, h = kind, mean
+    print(f"  kind twin, 0 ms: {k['rendered']} rows in {k['seconds']:.1f} s = {k['samples_per_s']:.1f} samples/s")
+    print(f"  hostile twin (seed {seed}), {median_ms:g} ms median: {h['rendered']} rows in {h['seconds']:.1f} s = "
+          f"{h['samples_per_s']:.1f} samples/s, {h['fetch_failures']} fetch failures")  # fmt: skip
+    counts = {key: met.get(key, 0) for key in ("refused", "rate_limited", "resets", "timeouts", "bisections")}
+    print("    met: {refused} refused, {rate_limited} 429s, {resets} resets, {timeouts} timeouts, "
+          "{bisections} bisections".format(**counts))  # fmt: skip
+    print(f"  hostile / kind: {ratio:.0%} (target >= 60%)")
+    return {"kind": kind, "hostile": mean, "ratio": ratio}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-type", type=int, default=12)
     ap.add_argument("--latencies", type=float, nargs="+", default=[0.0, 30.0, 100.0])
+    ap.add_argument("--hostile", type=int, default=None, metavar="SEED", help="only the hostile comparison")
+    ap.add_argument("--median-ms", type=float, default=30.0, help="the hostile twin's median latency")
     args = ap.parse_args()
-    run(args.per_type, tuple(args.latencies))
+    if args.hostile is not None:
+        run_hostile(args.per_type, args.hostile, args.median_ms)
+    else:
+        run(args.per_type, tuple(args.latencies))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,41 @@ class Faults(_Strict):
     permanent_samples: list[str] = Field(default_factory=list)
 
 
+# The classes of CAVE requests, each with its own learned batch size and read timeout (pipeline/sources/adaptive.py).
+REQUEST_CLASSES = (
+    "change_log", "operation_details", "roots", "root_timestamps", "delta_roots", "query", "synapses",
+    "level2_graph", "l2cache", "manifest",
+)  # fmt: skip
+# The real servers let a request run 600 s (nginx proxy_read_timeout 600, PyChunkedGraph's deployment; uWSGI
+# harakiri 1200): a client that gives up sooner gives up on answers that were coming.
+SERVER_READ_TIMEOUT_S = 600.0
+
+
+class CaveRequests(_Strict):
+    """How CaveSource waits for and paces its requests. Batch sizes are not here: they are learned from the
+    server's answers. Nothing here changes which rows come back, so no stage reads it (build.NOT_INPUTS)."""
+
+    # read timeout per request class ("default" for any class not named); the one resend after a timeout waits
+    # four times as long
+    read_timeout_s: dict[str, float] = Field(default_factory=lambda: {"default": SERVER_READ_TIMEOUT_S + 60.0})
+    slow_request_s: float = Field(default=30.0, gt=0)  # a request slower than this is logged
+    max_in_flight_per_host: int = Field(default=8, ge=1)  # per worker process
+
+    @field_validator("read_timeout_s")
+    @classmethod
+    def _known_classes(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - {"default", *REQUEST_CLASSES})
+        if unknown:
+            known = ", ".join(("default", *REQUEST_CLASSES))
+            raise ValueError(f"unknown request class {', '.join(unknown)} (known: {known})")
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("timeouts must be > 0")
+        return value
+
+    def read_timeout(self, request_class: str) -> float:
+        return float(self.read_timeout_s.get(request_class, self.read_timeout_s.get("default", SERVER_READ_TIMEOUT_S)))
+
+
 class DemoWorld(_Strict):
     """Size of the synthetic demo world (demo species only)."""
 
@@ -73,6 +108,9 @@ class SpeciesConfig(_Strict):
     proofread_table: str | None = None
     proofread_from_delta_roots: bool = False
     synapse_table: str | None = None
+    # rows of the synapse table kept only where each named score is strictly above its value (FlyWire: fafbseg warns
+    # that synapses_nt_v1 rows with cleft_score <= 50 are mostly false); applied in the synapse query itself
+    synapse_score_above: dict[str, float] = Field(default_factory=dict)
     budgets: Budgets = Budgets()
     junctions_per_neuron: int = Field(default=8, ge=1)
     adjacent_per_op: int = Field(default=3, ge=0)
@@ -85,6 +123,7 @@ class SpeciesConfig(_Strict):
     seed: int = 0
     timeout_s: float = Field(default=30.0, gt=0)
     fetch_threads: int = Field(default=8, ge=1)  # I/O threads per worker: samples fetched ahead while one renders
+    cave_requests: CaveRequests = CaveRequests()
     faults: Faults = Faults()
     demo_world: DemoWorld | None = None
 

@@ -87,9 +87,11 @@ def cli() -> None:
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
+@click.option("--twin-hostile", type=int, default=None, metavar="SEED",
+              help="the twin hides limits drawn from SEED (printed once the build ends)")  # fmt: skip
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms, twin_drift) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_drift, twin_hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -99,7 +101,7 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
         from pipeline.twin_build import TwinOptions, build_through_twin
 
         topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
-                            drift=tuple(twin_drift))  # fmt: skip
+                            drift=tuple(twin_drift), hostile=twin_hostile)  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         summaries, result = build_all(species, work, out, opts)
@@ -111,6 +113,10 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
             f"twin ({twin_flavor}): {asked['requests']} requests, {asked['bytes'] / 1e6:.1f} MB sent, longest URL "
             f"{asked['longest_url']} bytes, {asked['refused']} refused by a limit, {asked['errors']} other errors"
         )
+        from pipeline.twin_build import closing_lines
+
+        for line in closing_lines(asked):
+            click.echo(line)
     if verify:
         _verify(out, deep=False)
     click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
@@ -261,9 +267,11 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
               help="serve a drifted state (repeatable; names: pipeline/twin/drift.py)")  # fmt: skip
 @click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
+@click.option("--hostile", type=int, default=None, metavar="SEED",
+              help="hide limits drawn from SEED, add faults and heavy-tailed latency (shown when stopped)")  # fmt: skip
 @_user_errors
 def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm, drift,
-         replay) -> None:  # noqa: ANN001  # fmt: skip
+         replay, hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     if replay is not None:
         from pipeline.twin.replay import run_replay_cli
@@ -273,7 +281,8 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
     from pipeline.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
-    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift)
+    run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift,
+                 hostile=hostile)  # fmt: skip
 
 
 @cli.command()
@@ -308,15 +317,18 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
 @click.option("--twin-world", type=click.Path(path_type=Path), default=Path("work/demo/world"), show_default=True)
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
+@click.option("--twin-hostile", type=int, default=None, metavar="SEED", help="the twin hides limits drawn from SEED")
 @_user_errors
-def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift) -> None:  # noqa: ANN001
+def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift,
+              twin_hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Check, in a few minutes and a few hundred requests, every assumption a build of SPECIES makes about its
     servers: one line per check (ok / warn / FAIL with the config key or action), a JSON report in
     WORK/<species>/preflight.json; exit 1 when a check FAILed."""
     from pipeline.preflight import report_path
     from pipeline.twin_build import TwinOptions, preflight_species
 
-    topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift))
+    topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift),
+                        hostile=twin_hostile)  # fmt: skip
     ctx, report = preflight_species(species, work, out, record, workers, topts if source == "twin" else None,
                                     click.echo)  # fmt: skip
     click.echo(f"report: {report_path(ctx)}" + (f"; recording: {record}" if record else ""))

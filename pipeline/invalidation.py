@@ -24,7 +24,8 @@ from pipeline.stages.bank import BankStage
 NOT_INPUTS_REDO = "nothing by themselves (how work is cut and run; the demo world's own digest is a source input)"
 VIEWER_REDO = "nothing by itself (Neuroglancer links of `show` and of the release report, which `make report` rewrites)"
 NOT_INPUTS = {
-    **dict.fromkeys(("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads"),
+    **dict.fromkeys(("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads",
+                     "cave_requests"),
                     NOT_INPUTS_REDO),
     "demo_world": NOT_INPUTS_REDO,
     "viewer_voxel_nm": VIEWER_REDO,

@@ -96,6 +96,7 @@ class PartResult:
     error: str | None = None
     log: str | None = None
     skipped: bool = False  # already done: nothing ran
+    requests: dict = field(default_factory=dict)  # what the worker's requests met (pipeline/sources/adaptive.py)
 
 
 class Stage(Protocol):
@@ -131,6 +132,7 @@ class StageSummary:
     reused: int = 0
     crashed_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    requests: dict = field(default_factory=dict)  # the partitions' request counters, merged
 
     def line(self) -> str:
         text = (
@@ -247,8 +249,12 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
 def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: bool, **kw: object) -> PartResult:
     """Run one partition in a worker: outputs, then failures file, then the marker, last."""
     prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
+    from pipeline.sources.adaptive import take_counters
+
     outcome = attempt(stage, ctx, part, prior, **kw)
-    return outcome if isinstance(outcome, PartResult) else seal(ctx, part, outcome, prior)
+    result = outcome if isinstance(outcome, PartResult) else seal(ctx, part, outcome, prior)
+    result.requests = take_counters()  # carried back explicitly: the figures live in this worker process
+    return result
 
 
 # ------------------------------------------------------------------------------------------ layout changes
@@ -307,6 +313,10 @@ def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> 
         reused=sum(r.reused for r in ran),
         crashed_samples=sum(r.crashed for r in ran),
     )
+    from pipeline.sources.adaptive import merge_counters
+
+    for r in results:  # a skipped partition's result may carry counters of its process too: none is lost
+        summary.requests = merge_counters(summary.requests, r.requests)
     crashed = [r for r in ran if r.crashed]
     if crashed:
         summary.notes.append(

@@ -5,6 +5,12 @@ serve theirs, with their limits on; the species config is the demo's with its so
 endpoints (pipeline.twin.species), written to `WORK/.twin/config/demo.yaml` and used by every step of the
 build (CB2_CONFIG_DIR), so status and verify of that work dir read it too. The twin listens on a fixed port
 per flavour, because the endpoints are inputs of the stages' fingerprints: a rerun on the same port resumes.
+
+`hostile=SEED`: the twin hides limits drawn from the seed (pipeline/twin/hostile.py) and the client's config gets
+short read timeouts (hostile.CLIENT_FIRST_TIMEOUT_S, so that the drawn slow answers cost seconds, not minutes).
+Nothing of the hidden limits is printed until the build has ended; then `closing_lines` says what the clients met
+(refused, 429s, resets, timeouts, bisections), what they learned (each endpoint's final batch size, gathered from
+the worker processes through the partitions' results) and the hidden limits beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class TwinOptions:
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
     drift: tuple[str, ...] = ()  # pipeline/twin/drift.py switches (preflight's drill)
+    hostile: int | None = None  # a seed: the twin hides limits drawn from it
 
 
 def _demo_world(opts: TwinOptions) -> Path:
@@ -53,7 +60,10 @@ def _demo_world(opts: TwinOptions) -> Path:
 @contextmanager
 def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     """A running twin serving the demo world, its species config in `WORK/.twin/config/demo.yaml` and the
-    environment pointing there (CB2_CONFIG_DIR, CAVE_TOKEN: worker processes inherit it); all undone after."""
+    environment pointing there (CB2_CONFIG_DIR, CAVE_TOKEN: worker processes inherit it); all undone after.
+    A hostile twin's config gives the client short read timeouts, so that its slow tail meets them."""
+    from config.schema import CaveRequests
+    from pipeline.twin.hostile import CLIENT_FIRST_TIMEOUT_S
     from pipeline.twin.limits import TwinLimits
     from pipeline.twin.server import TOKEN, TwinServer
     from pipeline.twin.species import twin_config
@@ -64,7 +74,7 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     port = TWIN_PORTS[opts.flavor] if opts.port is None else opts.port
     try:
         server = TwinServer(world, flavor=opts.flavor, port=port, limits=TwinLimits(latency_ms=opts.latency_ms),
-                            draco_bin_nm=opts.draco_bin_nm, drift=opts.drift)  # fmt: skip
+                            draco_bin_nm=opts.draco_bin_nm, drift=opts.drift, hostile_seed=opts.hostile)  # fmt: skip
     except OSError as exc:
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({exc.strerror or exc}); set TWIN_PORT") from None
     except ValueError as exc:  # an unknown drift
@@ -72,7 +82,9 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     server.start()
     config_dir = twin_config_dir(work)
     config_dir.mkdir(parents=True, exist_ok=True)
-    cfg = twin_config(load_config("demo", default_config_dir()), server.url, opts.flavor)
+    short = {"cave_requests": CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S})}
+    demo = load_config("demo", default_config_dir())
+    cfg = twin_config(demo, server.url, opts.flavor, **(short if opts.hostile is not None else {}))
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     saved = {k: os.environ.get(k) for k in ("CB2_CONFIG_DIR", "CAVE_TOKEN")}
     os.environ["CB2_CONFIG_DIR"], os.environ["CAVE_TOKEN"] = str(config_dir), TOKEN  # worker processes inherit it
@@ -89,11 +101,23 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
 
 def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: TwinOptions) -> tuple:  # noqa: ANN001
     """Serve the world, build `species` (demo) through CaveSource against it, stop the twin. Returns the build's
-    (summaries, release result) and the twin's request log summary."""
+    (summaries, release result) and what its requests asked, met and learned (and a hostile twin's limits)."""
     from pipeline.build import build
+    from pipeline.sources.adaptive import merge_counters, take_counters
 
     with twin_environment(species, work, opts) as server:
-        return build(species, work, out, run_opts), requests_summary(server.log.records())
+        take_counters()  # this process's figures from before the build are not the build's
+        summaries, result = build(species, work, out, run_opts)
+        asked = requests_summary(server.log.records())
+        learned = take_counters()  # the main process's own requests (the bank's roots, the split's bbox)
+        for summary in summaries:
+            learned = merge_counters(learned, summary.requests)
+        asked["learned"] = learned
+        hostility = server.app.hostility
+        if hostility is not None:
+            asked["met"] = dict(hostility.met)
+            asked["hidden"] = hostility.limits.describe(opts.flavor)
+        return (summaries, result), asked
 
 
 def preflight_species(species: str, work: Path, out: Path, record: Path | None, workers: int,
@@ -120,3 +144,30 @@ def requests_summary(records: list) -> dict:
         "refused": sum(r.status in (414, 504) for r in records),
         "errors": sum(r.status >= 400 and r.status not in (404, 414, 504) for r in records),
     }
+
+
+def closing_lines(asked: dict) -> list[str]:
+    """What the build's requests met and learned, then (hostile twin) the limits it was not told."""
+    learned = asked.get("learned") or {}
+    lines = [
+        "requests met: {refused} refused, {rate_limited} 429s honoured, {resets} resets, {timeouts} timeouts, "
+        "{bisections} bisections, {slow} slow".format(
+            **{k: learned.get(k, 0) for k in ("refused", "rate_limited", "resets", "timeouts", "bisections", "slow")}
+        )
+    ]
+    sizes = learned.get("sizes") or {}
+    if sizes:
+        lines.append(
+            "final batch size per endpoint (min-max over worker processes): "
+            + ", ".join(f"{k} {min(v)}" + (f"-{max(v)}" if max(v) != min(v) else "") for k, v in sorted(sizes.items()))
+        )
+    if "met" in asked:
+        lines.append("hostile twin did: " + ", ".join(f"{k} {v}" for k, v in asked["met"].items()))
+        hidden = asked["hidden"]
+        beside = {"change_log": "change_log", "l2cache": "l2cache"}
+        shown = []
+        for key, value in hidden.items():
+            got = sizes.get(beside.get(key, ""), [])
+            shown.append(f"{key} {value}" + (f" (learned {min(got)}-{max(got)})" if got else ""))
+        lines.append("hidden limits: " + ", ".join(shown))
+    return lines

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import re
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,6 @@ from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check
 from pipeline.sources import cave_meshes
 from pipeline.sources.cave import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list
-from pipeline.sources.cave_limits import operation_details_url, url_batches
 from pipeline.sources.fetch_sample import EM_FACTOR
 
 REQUEST_BOUND = 500
@@ -377,7 +377,7 @@ class Preflight:
         cg = self.src._cg()
         base = cg._endpoints["operation_details"].format_map(cg.default_url_mapping)
         known = sorted(self.found.ops)
-        start = len(url_batches(base, _op_ids(known, 100_000), self.src.limits.url_budget_bytes)[0])
+        start = self.src.limits.operation_details_batch  # where the adaptive source starts; it halves on refusals
 
         session = _probe_session(cg.session, self.src._timeout)
 
@@ -402,13 +402,13 @@ class Preflight:
         self.found.batch = probe
         url_ok = len(operation_details_url(base, _op_ids(known, probe.largest_ok))) if probe.largest_ok else 0
         self.found.batch_url_bytes = url_ok
-        text = f"{probe.text()}; the build sends {start} ids ({self.src.limits.url_budget_bytes} URL bytes)"
+        text = f"{probe.text()}; the build starts at {start} ids and learns the rest"
         if probe.largest_ok < start:
+            halvings = math.ceil(math.log2(start / max(1, probe.largest_ok)))
             raise _Result(
-                FAIL,
-                text + f"; the largest URL answered is {url_ok} bytes",
-                "the build's operation-details batches are refused: lower the URL budget "
-                f"(CaveLimits.url_budget_bytes) to {url_ok} or let the adaptive source start there",
+                WARN,
+                text + f"; the largest URL answered is {url_ok} bytes: the build's first batches are refused and "
+                f"halved ~{halvings} times per worker before they pass (CaveLimits.operation_details_batch)",
             )
         return text + f"; largest URL answered {url_ok} bytes"
 
@@ -462,6 +462,11 @@ def _probe_session(client_session: requests.Session, timeout: tuple[float, float
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def operation_details_url(base_url: str, ids: list[int]) -> str:
+    """The URL caveclient's get_operation_details requests (urlencode of the id list's str)."""
+    return base_url + "?" + urllib.parse.urlencode({"operation_ids": [int(i) for i in ids]})
 
 
 def _op_ids(known: list[int], n: int) -> list[int]:

@@ -12,9 +12,12 @@ Errors (see pipeline.core.errors):
 - other HTTP 4xx -> UserError naming the URL (wrong datastack, table or version in the config);
 - a table without a needed column -> UserError naming the table and the column.
 
-Requests are sized for the real servers (pipeline/sources/cave_limits.py): change logs and operation
-details in batches, synapse queries batched by presynaptic roots and split when the server caps them
-(cave_tables.py), meshes fetched within a box (cave_meshes.py). Every request has a timeout. At first
+Requests find the real servers' limits instead of knowing them (pipeline/sources/adaptive.py): every batched
+call (change logs, operation details, roots, root timestamps, synapse queries, level-2 graphs, l2cache,
+manifests) starts at a conservative size (cave_limits.py), is bisected when refused, timed out or reset, and
+remembers the size that works; 429s wait what Retry-After says. Synapse queries are also split when the
+server caps them (cave_tables.py); meshes are fetched within a box (cave_meshes.py). Every request has a
+timeout, its endpoint's (config `cave_requests`). At first
 contact the source checks that the datastack's segmentation is `seg_cloudpath`'s and that the pinned
 materialization version still exists.
 
@@ -44,9 +47,10 @@ from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.sources import adaptive
 from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
-from pipeline.sources.cave_limits import CaveLimits, chunks, url_batches
+from pipeline.sources.cave_limits import CaveLimits
 from pipeline.sources.cave_tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
 from pipeline.sources.l2skeleton import skeleton_edges
 
@@ -302,18 +306,25 @@ class CaveSource:
             raise self._unreachable(url, exc, key) from None
 
     def _bound_session(self, session: requests.Session) -> None:
-        """Give a client's session short timeouts and a small retry budget (the runner retries too)."""
-        retries = Retry(
-            total=2,
-            backoff_factor=0.2,
-            status_forcelist=(502, 503, 504),
-            allowed_methods=frozenset(["GET", "POST"]),
-            raise_on_status=False,
-        )
-        adapter = meshes.TimeoutAdapter(self._timeout, max_retries=retries)
+        """Give a client's session timeouts (its endpoint's, set per request by the adaptive layer) and retries of
+        connecting only: a request that reached the server is resent by the adaptive layer alone, which knows
+        whether it timed out or was refused, so identical resends stay bounded (not urllib3 x runner x ...)."""
+        retries = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2, raise_on_status=False)
+        adapter = adaptive.ScopedTimeoutAdapter(self._timeout, max_retries=retries)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.hooks["response"].append(self._tos_hook)
+
+    def _batched(self, endpoint: str, items: list, send, start: int, what: str, url: str) -> list:  # noqa: ANN001
+        """`send(batch)` over `items` in batches the server accepts (adaptive.py); (batch, answer) pairs in order."""
+        with self._guard(what, url):
+            return adaptive.ADAPTIVE.run(
+                url, endpoint, list(items), send, start=start, opts=self.cfg.cave_requests, what=what
+            )
+
+    def _one(self, endpoint: str, what: str, url: str, fn):  # noqa: ANN001, ANN202
+        """One request through the adaptive layer (its timeout, resend and 429 rules; nothing to bisect)."""
+        return self._batched(endpoint, [None], lambda _: fn(), 1, what, url)[0][1]
 
     # ------------------------------------------------------------------ clients
     @property
@@ -550,8 +561,9 @@ class CaveSource:
     def _live(self) -> bool:
         return self.cfg.materialization_version is None
 
-    def _query(self, table: str, **filters: Any) -> pd.DataFrame:
-        """A table query pinned to the materialization version, else a live query at as_of (never now)."""
+    def _query(self, table: str, wrapped: bool = True, **filters: Any) -> pd.DataFrame:
+        """A table query pinned to the materialization version, else a live query at as_of (never now).
+        `wrapped=False`: the bare request, for a caller that already sends it through the adaptive layer."""
         mat = self._mat()
         common = {
             "desired_resolution": [1, 1, 1],
@@ -559,20 +571,33 @@ class CaveSource:
             "merge_reference": False,  # our tables are not reference tables: no metadata request per query
             "metadata": False,
         }
+        as_of = None if not self._live else _utc(self.as_of())
+
+        def ask() -> pd.DataFrame:
+            try:
+                if as_of is None:
+                    return mat.query_table(
+                        table, materialization_version=self.cfg.materialization_version, **common, **filters
+                    )
+                return mat.live_query(table, as_of, **common, **filters)
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    self._missing_table(table)  # one line naming the key and the tables there
+                raise
+
+        if not wrapped:
+            return ask()
+        with self._version_checked():
+            return self._one("query", f"querying table '{table}'", self._local, ask)
+
+    @contextmanager
+    def _version_checked(self) -> Iterator[None]:
+        """A query that failed as transient may have met an expired version (the engine answers a query of one
+        with a 500, and caveclient caches the version list for 12 h): say so in one line instead of retrying."""
         try:
-            with self._guard(f"querying table '{table}'", self._local):
-                try:
-                    if not self._live:
-                        return mat.query_table(
-                            table, materialization_version=self.cfg.materialization_version, **common, **filters
-                        )
-                    return mat.live_query(table, _utc(self.as_of()), **common, **filters)
-                except requests.HTTPError as exc:
-                    if exc.response is not None and exc.response.status_code == 404:
-                        self._missing_table(table)
-                    raise
+            yield
         except TransientSourceError:
-            self._pinned_version_listed()  # an expired version answers 500: say so instead of retrying
+            self._pinned_version_listed()
             raise
 
     def table_key(self, table: str) -> str:
@@ -607,19 +632,17 @@ class CaveSource:
                 "is redone)"
             )
 
-    def _query_checked(self, table: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
+    def _query_checked(self, table: str, wrapped: bool = True, **filters: Any) -> tuple[pd.DataFrame, bool]:
         """The query and whether the server capped it (its Warning header, or exactly the cap's rows)."""
         self._mat()
         self._cap.reset()
-        df = self._query(table, **filters)
+        df = self._query(table, wrapped, **filters)
         return df, self._cap.capped(len(df))
 
     def _columns(self, table: str) -> list[str]:
         """The table's columns, from a one-row query (asked once per table)."""
         if table not in self._columns_of:
-            cap = self._cap.cap
-            df = self._query(table, limit=1, log_warning=False)  # its one row "reaches the limit": not the cap
-            self._cap.cap = cap
+            df = self._query(table, limit=1, log_warning=False)  # CapWatch: a limit probe teaches no cap
             self._columns_of[table] = [str(c) for c in df.columns]
         return self._columns_of[table]
 
@@ -634,6 +657,8 @@ class CaveSource:
             if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
                 either = "synapse controls (or pre_pt_position and post_pt_position)"
                 self._need(present, table, "ctr_pt_position", either)
+            for col in sorted(self.cfg.synapse_score_above):
+                self._need(present, table, col, f"synapse_score_above in {self._config_file}")
         else:
             raise ValueError(f"no table columns are read for {key!r}")
 
@@ -650,9 +675,12 @@ class CaveSource:
     def proofread_roots(self) -> list[int]:
         if self.cfg.proofread_from_delta_roots:
             cg = self._cg()
+            as_of = self.as_of()
             with self._guard("chunkedgraph delta roots", self._local):
                 t0 = cg.get_oldest_timestamp()
-                old, new = cg.get_delta_roots(t0, _utc(self.as_of()))
+            old, new = self._one(
+                "delta_roots", "chunkedgraph delta roots", self._local, lambda: cg.get_delta_roots(t0, _utc(as_of))
+            )
             roots = set(_uint64_list(new)) - set(_uint64_list(old))
             return sorted(r for r in roots if r)
         table = self.cfg.proofread_table
@@ -672,30 +700,31 @@ class CaveSource:
         if roots:
             cg = self._cg()
             as_of = self.as_of()
-            for batch in chunks(roots, self.limits.change_log_batch):
-                with self._guard("chunkedgraph tabular change log", self._local):
-                    # the whole lineage: filtered=True (the server's default) drops edits that were undone or
-                    # cut off (graph/segmenthistory.py in_neuron / is_relevant), which are candidates too
-                    logs = cg.get_tabular_change_log(batch, filtered=False)
-                for root, df in sorted(logs.items()):
-                    if df is None or len(df) == 0:
+            # the whole lineage: filtered=True (the server's default) drops edits that were undone or cut off
+            # (graph/segmenthistory.py in_neuron / is_relevant), which are candidates too
+            pairs = self._batched(
+                "change_log", roots, lambda batch: cg.get_tabular_change_log(batch, filtered=False),
+                self.limits.change_log_batch, "chunkedgraph tabular change log", self._local,
+            )  # fmt: skip
+            for root, df in sorted(((r, df) for _, logs in pairs for r, df in logs.items()), key=lambda p: int(p[0])):
+                if df is None or len(df) == 0:
+                    continue
+                for name in ("operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids"):
+                    self._need(df, "tabular_change_log", name, "the change log")
+                for row in df.itertuples(index=False):
+                    ts = _epoch(row.timestamp)
+                    if ts > as_of:
                         continue
-                    for name in ("operation_id", "timestamp", "is_merge", "before_root_ids", "after_root_ids"):
-                        self._need(df, "tabular_change_log", name, "the change log")
-                    for row in df.itertuples(index=False):
-                        ts = _epoch(row.timestamp)
-                        if ts > as_of:
-                            continue
-                        op = int(row.operation_id)
-                        before = _uint64_list(row.before_root_ids)
-                        is_merge = bool(row.is_merge)
-                        self._oplog[op] = (tuple(before), ts, is_merge)
-                        cols["root_id"].append(int(root))
-                        cols["operation_id"].append(op)
-                        cols["timestamp"].append(ts)
-                        cols["is_merge"].append(is_merge)
-                        cols["before_root_ids"].append(before)
-                        cols["after_root_ids"].append(_uint64_list(row.after_root_ids))
+                    op = int(row.operation_id)
+                    before = _uint64_list(row.before_root_ids)
+                    is_merge = bool(row.is_merge)
+                    self._oplog[op] = (tuple(before), ts, is_merge)
+                    cols["root_id"].append(int(root))
+                    cols["operation_id"].append(op)
+                    cols["timestamp"].append(ts)
+                    cols["is_merge"].append(is_merge)
+                    cols["before_root_ids"].append(before)
+                    cols["after_root_ids"].append(_uint64_list(row.after_root_ids))
         schema = pa.schema(
             [
                 ("root_id", pa.uint64()),
@@ -714,11 +743,12 @@ class CaveSource:
         if not ids:
             return {}
         cg = self._cg()
-        base = cg._endpoints["operation_details"].format_map(cg.default_url_mapping)
         raw: dict = {}
-        for batch in url_batches(base, ids, self.limits.url_budget_bytes):
-            with self._guard("chunkedgraph operation details", self._local):
-                raw.update(cg.get_operation_details(batch))
+        for _, got in self._batched(
+            "operation_details", ids, cg.get_operation_details, self.limits.operation_details_batch,
+            "chunkedgraph operation details", self._local,
+        ):  # fmt: skip
+            raw.update(got)
         created = self._edit_times({int(k): det for k, det in raw.items() if det and int(k) not in self._oplog})
         out: dict[int, OperationDetails] = {}
         for key, det in raw.items():
@@ -760,9 +790,10 @@ class CaveSource:
             return {}
         cg = self._cg()
         stamps: dict[int, float] = {}
-        for batch in chunks(roots, self.limits.roots_batch):
-            with self._guard("chunkedgraph root timestamps", self._local):
-                got = cg.get_root_timestamps(batch)
+        for batch, got in self._batched(
+            "root_timestamps", roots, cg.get_root_timestamps, self.limits.roots_batch, "chunkedgraph root timestamps",
+            self._local,
+        ):  # fmt: skip
             stamps.update({r: _epoch(t) for r, t in zip(batch, got, strict=True)})
         return {op: min(stamps[r] for r in rs) for op, rs in after.items() if rs}
 
@@ -783,12 +814,13 @@ class CaveSource:
         if uniq.size == 0:
             return out
         cg = self._cg()
-        roots = []
-        with self._guard("chunkedgraph roots", self._local):
-            for batch in chunks(uniq, self.limits.roots_batch):
-                got = cg.get_roots(np.asarray(batch, np.uint64), timestamp=_utc(timestamp))
-                roots.append(np.asarray(got, dtype=np.uint64))
-        mapped = np.concatenate(roots)
+        when = _utc(timestamp)
+
+        def ask(batch: list) -> np.ndarray:
+            return np.asarray(cg.get_roots(np.asarray(batch, np.uint64), timestamp=when), dtype=np.uint64)
+
+        pairs = self._batched("roots", uniq, ask, self.limits.roots_batch, "chunkedgraph roots", self._local)
+        mapped = np.concatenate([got for _, got in pairs])
         idx = np.searchsorted(uniq, svs)
         nz = svs != 0
         out[nz] = mapped[idx[nz]]
@@ -806,7 +838,17 @@ class CaveSource:
         present = self._columns(table)
         self.check_columns("synapse_table", table, present)
         columns = synapse_columns(present, self._live)
-        df = read_synapses(self._query_checked, table, columns, pre, post, self.limits)
+
+        def batches(items: list[int], read_pre) -> list[pd.DataFrame]:  # noqa: ANN001
+            what = f"querying table '{table}'"
+            with self._version_checked():
+                pairs = self._batched("synapses", items, read_pre, self.limits.synapse_pre_batch, what, self._local)
+            return [df for _, df in pairs]
+
+        def query(t: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
+            return self._query_checked(t, False, **filters)  # the batch is already in the adaptive layer
+
+        df = read_synapses(query, table, columns, pre, post, self.limits, batches, self.cfg.synapse_score_above)
         return normalise_synapses(df, table, self._need, present)
 
     # ------------------------------------------------------------------ level-2 graph
@@ -819,20 +861,22 @@ class CaveSource:
 
     def skeleton(self, root_id: int) -> Skeleton:
         cg = self._cg()
-        with self._guard("chunkedgraph level-2 graph", self._local):
-            edge_list = cg.level2_chunk_graph(int(root_id))
+        edge_list = self._one(
+            "level2_graph", "chunkedgraph level-2 graph", self._local, lambda: cg.level2_chunk_graph(int(root_id))
+        )
         edges = np.asarray(edge_list, dtype=np.uint64).reshape(-1, 2)
         l2_ids = np.unique(edges)
         coords: dict[int, list[float]] = {}
         source = "l2cache"
         if l2_ids.size and self._has_l2cache():
             l2 = self._l2()
-            with self._guard("l2cache attributes", self._local):
-                for batch in chunks(l2_ids, self.limits.l2_batch):
-                    data = l2.get_l2data([int(v) for v in batch], attributes=["rep_coord_nm"])
-                    for key, attrs in data.items():
-                        if attrs and attrs.get("rep_coord_nm") is not None:
-                            coords[int(key)] = attrs["rep_coord_nm"]
+            for _, data in self._batched(
+                "l2cache", [int(v) for v in l2_ids], lambda batch: l2.get_l2data(batch, attributes=["rep_coord_nm"]),
+                self.limits.l2_batch, "l2cache attributes", self._local,
+            ):  # fmt: skip
+                for key, attrs in data.items():
+                    if attrs and attrs.get("rep_coord_nm") is not None:
+                        coords[int(key)] = attrs["rep_coord_nm"]
         elif l2_ids.size:  # no level-2 cache for this datastack: each node at its chunk's centre
             coords, source = self._chunk_centres(l2_ids), "chunk_centre"
         kept = np.array([i for i in l2_ids if int(i) in coords], dtype=np.uint64)
@@ -880,11 +924,16 @@ class CaveSource:
             )
             if bbox is None:
                 return meshes.empty_mesh()
+
+        def manifest_of(box):  # noqa: ANN001, ANN202 - through the adaptive layer (timeouts, resends, 429)
+            fetch = lambda: meshes.fetch_manifest(self._session(), seg, root, box, self._timeout)  # noqa: E731
+            return self._one("manifest", f"mesh manifest of {root}", url, fetch)
+
         with self._guard(f"mesh manifest of {root}", url):
-            manifest = meshes.fetch_manifest(self._session(), seg, root, bbox, self._timeout)
+            manifest = manifest_of(bbox)
             if manifest is not None and not manifest.get("fragments") and bbox is not None:
                 # nothing in the box: a mesh elsewhere, or none at all?
-                whole = meshes.fetch_manifest(self._session(), seg, root, None, self._timeout)
+                whole = manifest_of(None)
                 if whole is not None and whole.get("fragments"):
                     return meshes.empty_mesh()
         if manifest is None or not manifest.get("fragments"):

@@ -10,6 +10,7 @@ their batch of presynaptic (then postsynaptic) roots.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -40,26 +41,58 @@ class _CapHandled(logging.Filter):
 _CAP_HANDLED = _CapHandled()
 
 
+def _asked_limit(response) -> int | None:  # noqa: ANN001 - a requests.Response
+    """The `limit` the query itself asked for (caveclient puts it in the JSON body), None if none."""
+    body = getattr(getattr(response, "request", None), "body", None)
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return None
+    limit = data.get("limit") if isinstance(data, dict) else None
+    return int(limit) if isinstance(limit, int) else None
+
+
 class CapWatch:
-    """A requests response hook: remembers, per thread, whether the last response said it was capped."""
+    """A requests response hook: remembers, per thread, whether that thread's last answer was capped.
+
+    The server's cap is learned only from a Warning header of a query that asked for no smaller limit of its
+    own: a `limit=1` probe's one row "reaches the limit" too, and must neither teach a cap of 1 nor make
+    another thread's one-row answer look capped. What a thread asks ("was MY last answer capped") is kept
+    per thread; the learned cap is shared (it is the server's, the same for every thread)."""
 
     def __init__(self, known_cap: int | None = None) -> None:
-        self.cap = known_cap
+        self._known = known_cap
+        self._learned: int | None = None
+        self._lock = threading.Lock()
         self._local = threading.local()
         logging.getLogger("caveclient.base").addFilter(_CAP_HANDLED)  # a set: adding twice keeps one
 
+    @property
+    def cap(self) -> int | None:
+        """The cap known in advance, else the one the server announced."""
+        return self._known if self._known is not None else self._learned
+
     def hook(self, response, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - requests' hook signature
         m = _CAP.search(response.headers.get("Warning", "") or "")
-        if m is not None:
-            self.cap = int(m.group(1))
-            self._local.capped = True
+        if m is None:
+            return response
+        n = int(m.group(1))
+        asked = _asked_limit(response)
+        if asked is not None and n >= asked:
+            return response  # our own limit reached: neither capped nor the server's cap
+        with self._lock:
+            self._learned = n if self._learned is None else min(self._learned, n)
+        self._local.capped = True
         return response
 
     def reset(self) -> None:
         self._local.capped = False
 
     def capped(self, n_rows: int) -> bool:
-        return bool(getattr(self._local, "capped", False)) or (self.cap is not None and n_rows == self.cap)
+        cap = self.cap
+        return bool(getattr(self._local, "capped", False)) or (cap is not None and n_rows == cap)
 
 
 Query = Callable[..., tuple[pd.DataFrame, bool]]  # (table, **caveclient filters) -> (rows, capped)
@@ -102,22 +135,52 @@ def synapse_columns(present: list[str], live: bool) -> list[str]:
     return [c for c in cols if c in present]
 
 
+Batches = Callable[[list[int], Callable[[list[int]], pd.DataFrame]], list[pd.DataFrame]]
+
+
 def read_synapses(
-    query: Query, table: str, columns: list[str], pre: list[int], post: list[int], limits: CaveLimits
+    query: Query,
+    table: str,
+    columns: list[str],
+    pre: list[int],
+    post: list[int],
+    limits: CaveLimits,
+    batches: Batches | None = None,
+    score_above: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Rows with pre in `pre` and post in `post`, batched by presynaptic roots; a capped batch is halved
-    (pre roots first, then post roots) and asked again."""
+    """Rows with pre in `pre` and post in `post`, batched by presynaptic roots (`batches(pre, read)`: the
+    adaptive layer's sizes; default: `synapse_pre_batch` at a time); a capped batch is halved (pre roots
+    first, then post roots) and asked again. `score_above`: only rows whose scores are above these (the server
+    filters them: filter_greater_dict)."""
     post_in_body = len(post) <= limits.synapse_post_filter_max
-    todo: list[tuple[list[int], list[int] | None]] = [
-        (b, post if post_in_body else None) for b in chunks(pre, limits.synapse_pre_batch)
-    ]
+
+    def read(pre_batch: list[int]) -> pd.DataFrame:
+        return _read_capped(query, table, columns, pre_batch, post, post_in_body, limits, score_above or {})
+
+    frames = batches(pre, read) if batches is not None else [read(b) for b in chunks(pre, limits.synapse_pre_batch)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    df = pd.concat(frames, ignore_index=True)
+    pre_ok = pd.to_numeric(df["pre_pt_root_id"], errors="coerce").isin(pre)
+    post_ok = pd.to_numeric(df["post_pt_root_id"], errors="coerce").isin(post)
+    return df[pre_ok & post_ok].reset_index(drop=True)
+
+
+def _read_capped(
+    query: Query, table: str, columns: list[str], pre: list[int], post: list[int], post_in_body: bool,
+    limits: CaveLimits, score_above: dict[str, float],
+) -> pd.DataFrame:  # fmt: skip
+    """One batch of presynaptic roots, its capped answers split until none is."""
+    todo: list[tuple[list[int], list[int] | None]] = [(pre, post if post_in_body else None)]
     frames = []
     while todo:
         pre_b, post_b = todo.pop(0)
         filters = {"pre_pt_root_id": pre_b}
         if post_b is not None:
             filters["post_pt_root_id"] = post_b
-        df, capped = query(table, filter_in_dict=filters, select_columns=columns)
+        above = {"filter_greater_dict": dict(sorted(score_above.items()))} if score_above else {}
+        df, capped = query(table, filter_in_dict=filters, select_columns=columns, **above)
         if not capped:
             frames.append(df)
             continue
@@ -135,12 +198,7 @@ def read_synapses(
                 "server's row cap; this query cannot be split further"
             )
     frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    df = pd.concat(frames, ignore_index=True)
-    pre_ok = pd.to_numeric(df["pre_pt_root_id"], errors="coerce").isin(pre)
-    post_ok = pd.to_numeric(df["post_pt_root_id"], errors="coerce").isin(post)
-    return df[pre_ok & post_ok].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def normalise_synapses(

@@ -220,7 +220,10 @@ class DemoSource:
         post_set = pa.array(sorted({int(r) for r in post_root_ids}), pa.uint64())
         pre = pc.fill_null(pc.is_in(t["pre_pt_root_id"], value_set=pre_set), False)
         post = pc.fill_null(pc.is_in(t["post_pt_root_id"], value_set=post_set), False)
-        return t.filter(pc.and_(pre, post))
+        keep = pc.and_(pre, post)
+        for column, above in sorted(self.cfg.synapse_score_above.items()):  # as CaveSource asks the server
+            keep = pc.and_(keep, pc.fill_null(pc.greater(t[column], above), False))
+        return t.filter(keep)
 
     def skeleton(self, root_id: int) -> Skeleton:
         t = self._table("skeletons")

@@ -29,13 +29,14 @@ def with_retries(
 ) -> T:
     """Call `fn`; on TransientSourceError wait base * 2**k (capped) and try again, up to `attempts` times.
 
-    Any other exception is permanent and propagates at once.
+    Any other exception is permanent and propagates at once, and so does a transient one marked `final`: its
+    request was already resent as often as it may be (pipeline/sources/adaptive.py), a retry would resend it.
     """
     for attempt in range(attempts):
         try:
             return fn()
-        except TransientSourceError:
-            if attempt == attempts - 1:
+        except TransientSourceError as exc:
+            if attempt == attempts - 1 or getattr(exc, "final", False):
                 raise
             sleep(min(max_delay_s, base_delay_s * 2**attempt))
     raise AssertionError("unreachable")

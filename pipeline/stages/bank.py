@@ -33,7 +33,10 @@ BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads onl
 
 class BankStage:
     name = STAGE
-    reads = (*ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op")
+    reads = (
+        *ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "synapse_score_above", "junctions_per_neuron",
+        "adjacent_per_op",
+    )  # fmt: skip
     consumes = ()
     unit = "roots"  # what a partition's members are: proofread roots (their candidates become bank rows)
     select_reads = ("budgets",)  # read by the selection step alone (finish), not by the batches

@@ -9,6 +9,10 @@ Which values are the real ones and which are scaled (see the package docstring f
 - roots per change-log request: 50, else 504 (SCALED stand-in: the real server has no explicit bound,
   it builds every root's lineage in one request and times out for ~10^5 roots);
 - latency per request: 0 ms unless asked (real: tens of ms from a cluster to the cloud).
+
+These are known to the client's tests by design. The hostile twin (hostile.py, `--hostile SEED`) instead hides
+limits drawn per run (v1's real uWSGI header buffer, v2's URL limit, roots per change log, ids per level-2
+batch) behind faults and heavy-tailed latency, so that the client must find them.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ def run_twin_cli(
     draco_bin_nm: float | None,
     echo: Callable[[str], None],
     drift: tuple[str, ...] = (),
+    hostile: int | None = None,
 ) -> None:
     from pipeline.build import ensure_world, make_context
     from pipeline.twin.drift import parse_drifts
@@ -38,14 +39,9 @@ def run_twin_cli(
     log_path = Path(log_path) if log_path else ctx.twin_requests_path
     try:
         server = TwinServer(
-            ctx.world_dir,
-            flavor=flavor,
-            port=port,
-            limits=limits,
-            log_path=log_path,
-            draco_bin_nm=draco_bin_nm,
-            drift=drift,
-        )
+            ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path, draco_bin_nm=draco_bin_nm,
+            drift=drift, hostile_seed=hostile,
+        )  # fmt: skip
     except OSError as exc:
         reason = exc.strerror or exc
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({reason}); pick another --port") from None
@@ -56,7 +52,10 @@ def run_twin_cli(
     echo(f"twin ({flavor}) of {ctx.world_dir} at {server.url}")
     echo(f"  datastack {DATASTACK} (server_address {server.url}), token {server.token} (CAVE_TOKEN)")
     echo(f"  segmentation graphene://{server.url}/segmentation/table/{TABLE_ID}, EM precomputed://{server.url}/em")
-    echo(f"  limits: {limits.describe()}; Draco bin {server.cache_summary['draco_bin_nm']:g} nm")
+    if hostile is None:
+        echo(f"  limits: {limits.describe()}; Draco bin {server.cache_summary['draco_bin_nm']:g} nm")
+    else:  # the point is that the client cannot know them: shown only when the twin stops
+        echo(f"  hostile (seed {hostile}): limits hidden, faults on")
     echo(f"  drift: {server.app.drift.describe()}")
     echo(f"  request log: {log_path}")
     try:
@@ -65,3 +64,7 @@ def run_twin_cli(
     finally:
         server.stop()
         echo(f"twin stopped after {len(server.log)} requests")
+        if server.app.hostility is not None:
+            hostility = server.app.hostility
+            echo("  it did: " + ", ".join(f"{k} {v}" for k, v in hostility.met.items()))
+            echo("  hidden limits: " + ", ".join(f"{k} {v}" for k, v in hostility.limits.describe(flavor).items()))

@@ -2,8 +2,10 @@
 
 `serve_twin(world_dir, flavor=..., latency_ms=...)` starts it in-process on a free port (tests, the
 build) and stops it on exit; `TwinServer.serve_forever()` is what the CLI runs. Every request goes
-through the same gate, in this order: URL length (414), token on the CAVE APIs (401), latency, the
-handler; and every request, whatever its answer, is logged with its status and the bytes sent.
+through the same gate, in this order: URL length (414), the hostile twin's hidden limits and faults when it
+is hostile (hostile.py: header buffer 502, URL 414, latency, 429, 502, 504 past a drawn batch size), token on
+the CAVE APIs (401), latency, the handler (a hostile twin may then reset the connection mid-body); and every
+request, whatever its answer, is logged with its status and the bytes sent.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.twin import chunkedgraph, info, l2cache, layers, materialization, meshing
+from pipeline.twin import chunkedgraph, hostile, info, l2cache, layers, materialization, meshing
 from pipeline.twin.cache import cache_summary, ensure_cache
 from pipeline.twin.drift import Drift
 from pipeline.twin.http import Request, Response, Router, error, parse_query
@@ -45,6 +47,7 @@ class TwinApp:
         draco_bin_nm: float,
         l2cache_enabled: bool = True,
         require_token: bool = True,
+        hostile_seed: int | None = None,
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
@@ -55,6 +58,7 @@ class TwinApp:
         self.draco_bin_nm = draco_bin_nm
         self.l2cache = l2cache_enabled
         self.require_token = require_token
+        self.hostility = None if hostile_seed is None else hostile.Hostility(hostile_seed, flavor, limits.latency_ms)
         self.url = ""  # set once the socket is bound
         self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
         self.ws_info = layers.load_ws_info(world.world_dir)
@@ -63,21 +67,26 @@ class TwinApp:
         for module in (info, chunkedgraph, meshing, l2cache, materialization, layers):
             module.register(self.router, self)
 
-    def handle(self, req: Request, url_bytes: int) -> Response:
+    def handle(self, req: Request, url_bytes: int, buffer_bytes: int = 0) -> Response:
         if url_bytes > self.limits.url_bytes:
             return error(414, f"request URI of {url_bytes} bytes is longer than {self.limits.url_bytes}")
+        if self.hostility is not None:
+            refused = self.hostility.before(req, url_bytes, buffer_bytes)
+            if refused is not None:
+                return refused
         public = req.path.startswith(_PUBLIC)
         if self.require_token and not public and req.header("Authorization") != f"Bearer {TOKEN}":
             return error(401, "a valid token is needed (Authorization: Bearer ...)")
-        if self.limits.latency_ms > 0:
-            time.sleep(self.limits.latency_ms / 1000.0)
+        if self.limits.latency_ms > 0 and (self.hostility is None or hostile.endpoint_class(req.path) is None):
+            time.sleep(self.limits.latency_ms / 1000.0)  # a hostile twin draws the API's latency itself
         refused = self.drift.before(req)
         if refused is not None:
             return refused
         try:
-            return self.drift.after(req, self.router.dispatch(req))
+            resp = self.drift.after(req, self.router.dispatch(req))
         except (ValueError, KeyError) as exc:  # a malformed argument
             return error(400, f"{type(exc).__name__}: {exc}")
+        return resp if self.hostility is None else self.hostility.after(req, resp)
 
 
 class _Server(ThreadingHTTPServer):
@@ -105,12 +114,16 @@ def _handler(app: TwinApp) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(n) if n else b""
             app.log.arrived()  # from here on, the request is recorded whatever happens
             req = Request(self.command, parsed.path, parse_query(parsed.query), dict(self.headers), body)
+            buffer_bytes = hostile.header_bytes(self.requestline, self.path, parsed.query, list(self.headers.items()))
             try:
-                resp = app.handle(req, len(self.path.encode()))
+                resp = app.handle(req, len(self.path.encode()), buffer_bytes)
             except Exception as exc:  # noqa: BLE001 - a handler's bug: a 500 with its traceback, as a Flask app
                 traceback.print_exc()
                 resp = error(500, f"{type(exc).__name__}: {exc}")
             payload = b"" if self.command == "HEAD" else resp.body
+            if isinstance(resp, hostile.Reset):
+                payload = payload[: len(payload) // 2]  # Content-Length promises the whole body: the client sees
+                self.close_connection = True  # the connection end mid-body
             # Logged before the answer leaves: a client that has its answer finds its request in the log.
             app.log.add(
                 method=self.command,
@@ -147,14 +160,16 @@ class TwinServer:
         draco_bin_nm: float | None = None,
         l2cache_enabled: bool = True,
         drift: Drift | Iterable[str] = (),
+        hostile_seed: int | None = None,
     ) -> None:
         cache = ensure_cache(world_dir, draco_bin_nm)
         self.cache_summary = cache_summary(cache)
         world = TwinWorld(world_dir, cache)
         self.log = RequestLog(log_path)
         self.app = TwinApp(
-            world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled
-        )
+            world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled,
+            hostile_seed=hostile_seed,
+        )  # fmt: skip
         self.app.drift = Drift.of(drift)
         self.app.drift.apply(self.app)
         self.httpd = _Server(("127.0.0.1", port), _handler(self.app))

@@ -40,3 +40,25 @@ def test_a_build_through_the_twin_gives_the_demo_release(demo_release, tiny_conf
     # the same port, the same endpoints: a second run resumes and does nothing
     again = parse_summaries(cli(*args, config_dir=tiny_configs).stdout)
     assert all(s["ran"] == 0 for s in again.values()), again
+
+
+def test_a_build_through_the_hostile_twin_learns_its_hidden_limits(demo_release, tiny_configs):
+    """Limits drawn from a seed, 502s, resets, 429s, slow answers: the same release, and the closing lines show
+    what the worker processes met and learned, then the hidden limits."""
+    root, work, out = demo_release
+    twin_work, twin_out = root / "work-hostile", root / "out-hostile"
+    args = ["build", "--work", str(twin_work), "--out", str(twin_out), "--no-progress", "--source", "twin",
+            "--twin-flavor", "v1", "--twin-world", str(work / "demo" / "world"), "--twin-hostile", "7",
+            "--twin-port", "0"]  # fmt: skip
+    built = cli(*args, config_dir=tiny_configs).stdout
+    met = re.search(r"requests met: (\d+) refused, (\d+) 429s honoured, (\d+) resets, (\d+) timeouts, (\d+) bisections",
+                    built)  # fmt: skip
+    assert met is not None, built
+    refused, _, _, _, bisections = (int(g) for g in met.groups())
+    assert refused > 0 and bisections > 0
+    assert re.search(r"final batch size per endpoint .*change_log \d+", built)
+    hidden = re.search(r"hidden limits: change_log (\d+) \(learned (\d+)(?:-(\d+))?\)", built)
+    assert hidden is not None and int(hidden.group(3) or hidden.group(2)) <= int(hidden.group(1))
+    compared = cli("compare", str(out), str(twin_out), "--iou", "0.98", config_dir=tiny_configs)
+    assert "0 only in A, 0 only in B" in compared.stdout and "non-image columns: identical" in compared.stdout
+    assert "EM views: 0 rows differ" in compared.stdout and " 0 below 0.98" in compared.stdout

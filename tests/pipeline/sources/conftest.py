@@ -51,3 +51,13 @@ def make_cfg(cave_server):
         return SpeciesConfig.model_validate(raw)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_adaptive(monkeypatch):
+    """Each test starts with nothing learned (the adaptive layer's sizes and counters are per process)."""
+    from pipeline.sources import adaptive
+
+    layer = adaptive.Adaptive()
+    monkeypatch.setattr(adaptive, "ADAPTIVE", layer)
+    return layer

@@ -293,26 +293,33 @@ def test_fetch_through_the_twin_matches_demo_with_each_root_once(cave, demo, dem
 
 
 # ---------------------------------------------------------------- the limits
-def test_change_logs_are_batched_under_the_servers_bound(make, twin):
-    twin.limits = dataclasses.replace(twin.limits, change_log_roots=4)
+def test_change_logs_learn_the_servers_bound(make, twin, fresh_adaptive):
+    """The twin refuses more than 4 roots per change-log request (504): the source bisects, learns 4 or fewer,
+    and gives the same log as without the bound."""
     roots = make().proofread_roots()
+    want = make().change_log(roots)
+    twin.limits = dataclasses.replace(twin.limits, change_log_roots=4)
     n = len(twin.requests)
-    log = make(CaveLimits(change_log_batch=4)).change_log(roots)
+    log = make(CaveLimits(change_log_batch=16)).change_log(roots)
     calls = [r for r in twin.requests[n:] if r.path.endswith("/tabular_change_log_many")]
-    assert log.num_rows > 0 and len(calls) == -(-len(roots) // 4) and all(r.status == 200 for r in calls)
-    with pytest.raises(TransientSourceError, match="HTTP 504"):
-        make(CaveLimits(change_log_batch=10)).change_log(roots)
+    assert log.equals(want) and log.num_rows > 0
+    assert any(r.status == 504 for r in calls) and calls[-1].status == 200
+    counters = fresh_adaptive.take_counters()
+    assert counters["refused"] > 0 and counters["bisections"] > 0 and counters["sizes"]["change_log"][0] <= 4
+    n = len(twin.requests)
+    assert make(CaveLimits(change_log_batch=16)).change_log(roots).equals(want)  # a new source, the learned size
+    assert all(r.status == 200 for r in twin.requests[n:] if r.path.endswith("/tabular_change_log_many"))
 
 
-def test_operation_details_keep_urls_under_budget(make, demo, twin):
+def test_operation_details_learn_the_url_limit(make, demo, twin):
     ops = sorted({int(o) for o in demo._table("operations")["operation_id"].to_pylist()})
+    want = make().operation_details(ops)
     twin.limits = dataclasses.replace(twin.limits, url_bytes=200)
     n = len(twin.requests)
-    got = make(CaveLimits(url_budget_bytes=190)).operation_details(ops)
+    got = make(CaveLimits(operation_details_batch=100)).operation_details(ops)
     calls = [r for r in twin.requests[n:] if r.path.endswith("/operation_details")]
-    assert set(got) == set(ops) and len(calls) > 1 and max(r.url_bytes for r in calls) <= 190
-    with pytest.raises(UserError, match="HTTP 414"):
-        make(CaveLimits(url_budget_bytes=7000)).operation_details(ops)
+    assert got == want and set(got) == set(ops)
+    assert any(r.status == 414 for r in calls) and max(r.url_bytes for r in calls if r.status == 200) <= 200
 
 
 def test_capped_queries_are_split_never_truncated(make, demo, twin, caplog):
