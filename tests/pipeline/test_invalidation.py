@@ -64,7 +64,7 @@ def test_each_stage_declares_its_inputs():
     source = {"source", "datastack", "server_address"}
     assert reads["bank"] == source | {
         "as_of", "materialization_version", "proofread_table", "proofread_from_delta_roots", "seg_cloudpath",
-        "seg_mip", "synapse_table", "junctions_per_neuron", "adjacent_per_op",
+        "seg_mip", "synapse_table", "synapse_score_above", "junctions_per_neuron", "adjacent_per_op",
     }  # fmt: skip
     assert reads["fetch"] == source | {"em_cloudpath", "seg_cloudpath", "em_mip", "seg_mip", "em_window_nm", "faults"}
     assert reads["render"] == {"extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction"}
