@@ -374,10 +374,14 @@ def test_startup_checks_name_the_problem(make, twin):
 
 
 def test_timeouts_bound_every_request(make, twin):
-    cave = make(timeout_s=0.5)
+    """Short read timeouts for the level-2 graph and the manifest only: the roots are read with the long default,
+    so nothing but the two requests under test can time out, however busy the machine."""
+    short = {"read_timeout_s": {"default": 600.0, "level2_graph": 0.25, "manifest": 0.25}}
+    cave = make(cave_requests=short)
     roots = cave.proofread_roots()
-    # each answer now comes after three times the client's read timeout: a bounded request gives up on it
-    twin.limits = dataclasses.replace(twin.limits, latency_ms=1500)
+    # each answer now comes after three times the longest wait of the client (0.25 s, then 4 x 0.25 s once):
+    # a bounded request gives up on it, a late timer cannot make it see the answer
+    twin.limits = dataclasses.replace(twin.limits, latency_ms=3000)
     n = len(twin.requests)
     with pytest.raises(TransientSourceError):
         cave.skeleton(roots[0])
