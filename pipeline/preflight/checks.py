@@ -251,8 +251,9 @@ class Preflight:
         cg = self.src._cg()
         nodes, edges, branch = 0, 0, 0
         for root in self.found.chosen:
-            with self.src._guard("chunkedgraph level-2 graph", self.src._local):
-                pairs = np.asarray(cg.level2_chunk_graph(int(root)), dtype=np.uint64).reshape(-1, 2)
+            graph = self.src._one("level2_graph", "chunkedgraph level-2 graph", self.src._local,
+                                  lambda root=root: cg.level2_chunk_graph(int(root)))  # fmt: skip
+            pairs = np.asarray(graph, dtype=np.uint64).reshape(-1, 2)
             ids, degree = np.unique(pairs, return_counts=True)
             nodes, edges, branch = nodes + ids.size, edges + len(pairs), branch + int((degree >= 3).sum())
         cycles = edges - nodes + len(self.found.chosen)  # independent cycles if each graph is connected
@@ -263,8 +264,9 @@ class Preflight:
         they have a root."""
         cg = self.src._cg()
         op = min(self.found.ops)
-        with self.src._guard("chunkedgraph operation details", self.src._local):
-            det = cg.get_operation_details([op]).get(str(op)) or {}
+        details = self.src._one("operation_details", "chunkedgraph operation details", self.src._local,
+                                lambda: cg.get_operation_details([op]))  # fmt: skip
+        det = details.get(str(op)) or {}
         edges = det.get("added_edges") or det.get("removed_edges") or []
         svs = np.unique(np.asarray(edges, dtype=np.uint64).ravel())
         if svs.size == 0:
@@ -328,8 +330,9 @@ class Preflight:
         fragments, nbytes = 0, 0
         for root in self.found.chosen:
             url = _https_url(self.cfg.seg_cloudpath)
-            with self.src._guard(f"mesh manifest of {root}", url):
-                manifest = cave_meshes.fetch_manifest(self.src._session(), seg, root, None, self.src._timeout)
+            manifest = self.src._one("manifest", f"mesh manifest of {root}", url,
+                                     lambda root=root: cave_meshes.fetch_manifest(self.src._session(), seg, root, None,
+                                                                                  self.src._timeout))  # fmt: skip
             names = (manifest or {}).get("fragments") or []
             fragments += len(names)
             if names and not _SHARDED_NAME.search(names[0]):  # unsharded: the bytes of one fragment per root

@@ -71,6 +71,25 @@ def test_kind_twin_passes_every_check(twins, demo_cfg, tmp_path, flavor):
     assert TOKEN not in report_path(ctx).read_text() and all(TOKEN not in line for line in lines)
 
 
+@pytest.mark.parametrize("flavor", ["v1", "v2"])
+def test_hostile_twin_passes_and_its_hidden_url_budget_is_found(twin_world, demo_cfg, tmp_path, flavor):
+    """Through resets, 502s, 429s and slow answers, every check passes; the operation-details bisection finds
+    the URL the hidden limit allows within 20%: v2's drawn URL limit; v1's uWSGI buffer, where the URL is
+    counted about three times (request line, REQUEST_URI, QUERY_STRING) beside the headers."""
+    from pipeline.twin.hostile import UWSGI_BUFFER_BYTES
+
+    server = TwinServer(twin_world, flavor=flavor, hostile_seed=7).start()
+    try:
+        report, _, _ = _preflight(server, demo_cfg, tmp_path)
+        hidden = server.app.hostility.limits
+    finally:
+        server.stop()
+    assert report.ok and all(c.status == OK for c in report.checks), [c.line() for c in report.checks]
+    found = report.limits["operation_details_batch"]["largest_url_bytes"]
+    allowed = hidden.url_bytes if flavor == "v2" else UWSGI_BUFFER_BYTES / 3
+    assert 0.8 * allowed <= found <= allowed, (found, allowed)
+
+
 @pytest.mark.parametrize("drift", sorted(DRIFTS))
 def test_each_drift_fails_exactly_its_check(twin_world, demo_cfg, tmp_path, drift):
     server = TwinServer(twin_world, flavor="v2", drift=[drift]).start()
