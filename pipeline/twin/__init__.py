@@ -29,14 +29,17 @@ Chunkedgraph
     the whole lineage). Unverified: the twin's sink/source supervoxels are its edit's edge, and ops
     without points use supervoxels of the two sides.
  2. No explicit bound on roots per change-log request exists; the twin's 504 past 50 roots stands in
-    for the timeout of one request building ~10^5 lineages. The real threshold is unmeasured.
+    for the timeout of one request building ~10^5 lineages. The real threshold is unmeasured: the hostile
+    twin (hostile.py) draws it per seed (3-12 roots) and hides it, and CaveSource finds it (adaptive.py).
  3. Operation details: ids in the URL as urlencoded str(list) (caveclient chunkedgraph.py); keys are
     the log row's columns (graph/attributes.py OperationLogs): roots, user, source_coords and
     sink_coords (absent when the edit has none), added_edges or removed_edges, and on v2 operation_ts
     and operation_status, on v1 splits bb_offset; datetimes as str(datetime) (app/__init__.py). v2's
     `timestamp` is the edit's operation_ts (graph/client/bigtable/client.py read_log_entries); v1's
     is the log row's cell write time (pcgv1 backend/chunkedgraph.py read_log_rows): the twin puts it
-    2.5 s after the edit, a magnitude it invents.
+    2.5 s after the edit, a magnitude it invents. Corrected reading (pcgv1 graphoperation.py writes the log
+    row with the edit's own timestamp): on v1 the two times most likely agree. The twin keeps the lag as
+    the harder case (the source resolves before-roots just before the details' own time either way).
  4. roots_binary: float seconds rounded DOWN to the millisecond (graph/client/bigtable/utils.py
     get_google_compatible_time_stamp), reads end-inclusive (an edit at T is seen at T); 0 for a
     supervoxel without a root at that time (fail_to_zero; what the real server answers before a
@@ -110,9 +113,17 @@ Info, auth, buckets
 19. Buckets: gzip chunks sent with `Content-Encoding: gzip`, `Range` answered 206 (what GCS and S3
     do; cloud-files interfaces.py HttpInterface reads both).
 20. 414 past 8 KB of URL: a front server's limit (nginx, gunicorn), in none of the services' code.
+    Corrected: pcgv1's uwsgi.ini sets buffer-size = 4096, which holds the request line, the URI again,
+    the query string and every header; past it uWSGI drops the request and nginx answers 502 (usable
+    query string ~1.3 KB). The hostile twin applies that rule on v1 and a drawn 2-8 KB limit (414) on v2;
+    real limits vary by deployment and are found by CaveSource, never configured.
 21. The l2cache answers {} for an id it has no attributes for (caveclient l2cache.py).
 22. Where a real server reads the clock (a request without a timestamp), the twin uses the world's
     as_of: it never reads the clock.
+23. Rate limits: MaterializationEngine's limiter.py limits queries per user and endpoint; production
+    values are unknown. The hostile twin answers bursts of 429 with Retry-After (seconds), honoured by
+    adaptive.py; connection resets mid-body, random 502s and a slow tail past the client's first timeout
+    are the twin's own plausible magnitudes, not measured ones.
 """
 
 from pipeline.twin.limits import TwinLimits
