@@ -377,15 +377,7 @@ class CaveSource:
                 "the other; point seg_cloudpath at the datastack's segmentation_source"
             )
         if self.cfg.materialization_version is not None:
-            mat = self._mat()
-            with self._guard("materialization versions", self._local):
-                versions = sorted(int(v) for v in mat.get_versions())
-            if int(self.cfg.materialization_version) not in versions:
-                raise UserError(
-                    f"{self._config_file}: materialization_version {self.cfg.materialization_version} of datastack "
-                    f"'{self.cfg.datastack}' does not exist (any more); versions that do: "
-                    f"{', '.join(map(str, versions)) or 'none'}"
-                )
+            self._require_pinned_version("does not exist (any more); versions that do: {versions}")
         elif self.cfg.proofread_table or self.cfg.synapse_table:
             mat = self._mat()
             with self._guard("materialization versions", self._local):
@@ -621,15 +613,20 @@ class CaveSource:
         answers a query of an expired version with a 500): else UserError saying to re-pin it."""
         if self._live:
             return
+        self._require_pinned_version(
+            "has expired (its queries answer HTTP 500); pin one that exists: {versions} (a new version changes the "
+            "proofread roots: the bank is redone)"
+        )
+
+    def _require_pinned_version(self, missing: str) -> None:
+        """UserError `missing` (its `{versions}`: the versions listed) unless the pinned version is listed."""
         mat = self._mat()
         with self._guard("materialization versions", self._local):
             versions = sorted(int(v) for v in mat.get_versions())
         if int(self.cfg.materialization_version) not in versions:
             raise UserError(
                 f"{self._config_file}: materialization_version {self.cfg.materialization_version} of datastack "
-                f"'{self.cfg.datastack}' has expired (its queries answer HTTP 500); pin one that exists: "
-                f"{', '.join(map(str, versions)) or 'none'} (a new version changes the proofread roots: the bank "
-                "is redone)"
+                f"'{self.cfg.datastack}' " + missing.format(versions=", ".join(map(str, versions)) or "none")
             )
 
     def _query_checked(self, table: str, wrapped: bool = True, **filters: Any) -> tuple[pd.DataFrame, bool]:
