@@ -11,7 +11,7 @@ deployments. So every batched call goes through `Adaptive.run`:
   that always means "too big" (413/414/431/504, a timeout) is a ceiling for a while; after `GROW_AFTER`
   successes in a row the size grows by a quarter, so never straight back to a size that just failed; a 502,
   503 or reset (which may be a fault of the moment) bisects its batch but changes the working size only when
-  a second one follows soon (else ~3% random faults would walk every size down to 1);
+  a second one follows soon, and then by half at most (else ~3% random faults would walk every size down to 1);
 - a request is never resent unchanged after a failure, except a batch of one: after a timeout once (with a
   longer timeout: the first one may be short), after a 5xx or a reset a few times with backoff; then the
   call fails with `ExhaustedRequest` (a TransientSourceError that says its resends are spent, so that the
@@ -205,7 +205,10 @@ class _Size:
         self.strike = 0
         if size_signal:
             self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
-        self.size = max(1, min(self.size, n // 2))
+            self.size = max(1, min(self.size, n // 2))
+        else:  # confirmed, but still ambiguous: halve the working size at most, whatever batch it hit (a fault on a
+            # 5-item remainder would otherwise set a size of 2: seen at scale, 24 level-2 requests per neuron)
+            self.size = max(1, min(self.size, max(n // 2, self.size // 2)))
         self.streak = self.since_failure = 0
 
 

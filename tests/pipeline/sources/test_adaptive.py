@@ -60,17 +60,29 @@ def test_a_refused_batch_is_bisected_and_the_size_remembered(name):
     got = layer.run("h:1", "change_log", items, server, start=40, opts=OPTS, what="change logs")
     assert _flat(got) == [2 * i for i in items]  # every item answered once, in order
     assert [len(b) for b in server.sent[:3]] == [20, 10, 5]  # halves until one is answered
-    assert [len(b) for b in server.sent[3:]] == [5, 5, 5]
-    assert layer.size("h:1", "change_log", 40) == 5
+    # an answer that always means "too big" sets the size to the failed batch's half at once; an ambiguous one
+    # (502, 503, a reset) halves the working size at most, so the next batch of 10 is tried and bisected once more
+    size_signal = name in ("http_413", "http_414", "http_431", "http_504", "timeout")
     counters = layer.take_counters()
-    assert counters["bisections"] == 2  # 20 -> 10 -> 5; the half waiting behind is cut at 5 before sending
+    if size_signal:
+        assert [len(b) for b in server.sent[3:]] == [5, 5, 5]
+        assert counters["bisections"] == 2  # 20 -> 10 -> 5; the half waiting behind is cut at 5 before sending
+    else:
+        # ambiguous (502, 503, a reset: pcgv1 drops an oversized request, or a fault of the moment): a second one
+        # within GROW_AFTER successes halves the working size at most, so a size limit is learned over a few calls
+        for _ in range(3):
+            layer.run("h:1", "change_log", items, server, start=40, opts=OPTS, what="change logs")
+        counters = merge_counters(counters, layer.take_counters())
     kind = {"timeout": "timeouts", "reset": "resets", "reset_mid_body": "resets"}.get(name, "refused")
     assert counters[kind] == counters["bisections"]
-    assert counters["sizes"] == {"change_log": [5]}
+    learned = layer.size("h:1", "change_log", 40)
+    # exactly the limit after a size signal; after ambiguous answers, around it (growth tries a quarter more, and a
+    # 502 there bisects that batch without a ceiling)
+    assert learned == 5 if size_signal else 3 <= learned <= 6
     # a new call starts at the learned size
     server.sent.clear()
     layer.run("h:1", "change_log", items, server, start=40, opts=OPTS, what="change logs")
-    assert len(server.sent[0]) == 5
+    assert len(server.sent[0]) == learned
 
 
 def test_sizes_are_per_host_and_endpoint():
@@ -218,9 +230,10 @@ def test_counters_merge_across_processes():
     }  # fmt: skip
 
 
-def test_one_fault_of_the_moment_does_not_shrink_the_size_but_a_second_does():
+def test_one_fault_of_the_moment_does_not_shrink_the_size_but_a_second_halves_it():
     """A 502 on the 2-item remainder of a call is bisected, and the working size of 16 stays; a second one within
-    GROW_AFTER successes confirms it: the size drops to that batch's half."""
+    GROW_AFTER successes confirms it: the size halves (not to that small batch's half: a fault on a remainder says
+    little of the size, and at scale such faults walked the level-2 cache's size down to 2)."""
     layer = Adaptive(sleep=lambda s: None)
     faults = {"left": 1}
 
@@ -235,7 +248,7 @@ def test_one_fault_of_the_moment_does_not_shrink_the_size_but_a_second_does():
     assert layer.size("h:1", "roots", 16) == 16
     faults["left"] = 1
     layer.run("h:1", "roots", list(range(2)), send, start=16, opts=OPTS, what="roots")
-    assert layer.size("h:1", "roots", 16) == 1
+    assert layer.size("h:1", "roots", 16) == 8
 
 
 def test_random_502s_do_not_walk_the_size_down():
