@@ -171,3 +171,32 @@ def closing_lines(asked: dict) -> list[str]:
             shown.append(f"{key} {value}" + (f" (learned {min(got)}-{max(got)})" if got else ""))
         lines.append("hidden limits: " + ", ".join(shown))
     return lines
+
+
+@contextmanager
+def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port: int = 0,  # noqa: ANN001
+               **overrides: object) -> Iterator[tuple]:  # fmt: skip
+    """A twin serving a generated world at real scale (pipeline/twin/scale.py: the bank's inputs only) with the
+    demo species' config pointed at it in `WORK/.twin/config/demo.yaml`. Yields (server, env): `env` is what a
+    bank run in another process needs (CB2_CONFIG_DIR, CAVE_TOKEN), given to it explicitly, never set here."""
+    from config.schema import CaveRequests
+    from pipeline.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+    from pipeline.twin.limits import REAL_ROW_CAP, TwinLimits
+    from pipeline.twin.scale import ScaleWorld
+    from pipeline.twin.server import TOKEN, TwinServer
+    from pipeline.twin.species import twin_config
+
+    world = ScaleWorld(Path(work) / "scale-world", params)
+    limits = TwinLimits(latency_ms=latency_ms, row_cap=REAL_ROW_CAP)
+    server = TwinServer(world, flavor="v2", port=port, limits=limits, hostile_seed=hostile).start()
+    try:
+        config_dir = twin_config_dir(work)
+        config_dir.mkdir(parents=True, exist_ok=True)
+        if hostile is not None:
+            overrides.setdefault("cave_requests", CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S}))
+        demo = load_config("demo", default_config_dir())
+        cfg = twin_config(demo, server.url, "v2", **overrides)
+        (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
+        yield server, {"CB2_CONFIG_DIR": str(config_dir), "CAVE_TOKEN": TOKEN}
+    finally:
+        server.stop()

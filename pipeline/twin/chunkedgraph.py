@@ -122,12 +122,8 @@ def register(router: Router, app: TwinApp) -> None:
         if req.flag("latest"):
             t_ms = _ts_ms(req, "timestamp", as_of)
             latest = world.is_latest(nodes, t_ms)
-            out = []
-            for n, ok in zip(nodes, latest, strict=True):
-                if ok or n not in world.root_row:
-                    out.append(t_ms / 1000.0)
-                else:
-                    out.append(float(world.expired_ms[world.root_row[n]]) / 1000.0)
+            expired = world.expired_s(nodes)
+            out = [t_ms / 1000.0 if ok or gone is None else gone for ok, gone in zip(latest, expired, strict=True)]
             return json_response({"timestamp": out})
         return json_response({"timestamp": world.created_s(nodes)})
 

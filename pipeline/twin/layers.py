@@ -7,7 +7,6 @@ files. `Range: bytes=a-b` is honoured with 206 (sharded meshes are read by byte 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,11 +73,10 @@ def register(router: Router, app: TwinApp) -> None:
             return error(404, "no such object")  # dynamic/: no edit-made fragments in the twin
         if head in MESH_DIRS.values() or head == "mesh":
             return error(404, "no such object")
+        generated = app.world.ws_chunk(rel)  # a generated world's chunks are made when asked
+        if generated is not None:
+            return Response(200, generated, "application/octet-stream", {"Content-Encoding": "gzip"})
         return file_response(req, world_dir / "segmentation" / rel)
 
     router.add("GET", r"/em/(?P<rel>.+)", em)
     router.add("GET", r"/ws/(?P<rel>.+)", ws)
-
-
-def load_ws_info(world_dir: Path) -> dict:
-    return json.loads((Path(world_dir) / "segmentation" / "info").read_text())

@@ -68,6 +68,8 @@ class Operation:
 class TwinWorld:
     """The demo world at `world_dir` with its twin cache at `cache_dir` (pipeline.twin.cache)."""
 
+    is_generated = False  # its files are the world (pipeline/twin/scale.py generates its answers instead)
+
     def __init__(self, world_dir: str | Path, cache_dir: str | Path, versions: tuple[Version, ...] | None = None):
         self.world_dir = Path(world_dir)
         self.cache_dir = Path(cache_dir)
@@ -188,6 +190,18 @@ class TwinWorld:
     def created_s(self, roots: list[int]) -> list[float]:
         rows = [self.root_row.get(int(r)) for r in roots]
         return [0.0 if i is None else float(self.created_ms[i]) / 1000.0 for i in rows]
+
+    def expired_s(self, roots: list[int]) -> list[float | None]:
+        """When each root was replaced (None: an id this world never made); NEVER_S for alive roots."""
+        rows = [self.root_row.get(int(r)) for r in roots]
+        return [None if i is None else float(self.expired_ms[i]) / 1000.0 for i in rows]
+
+    def ws_info(self) -> dict:
+        return json.loads((self.world_dir / "segmentation" / "info").read_text())
+
+    def ws_chunk(self, rel: str) -> bytes | None:
+        """None: the watershed's chunks are the world's files (pipeline.twin.layers serves them)."""
+        return None
 
     def _creator(self, root: int) -> Operation | None:
         rows = self.creators.get(int(root))

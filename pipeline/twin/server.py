@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.twin import chunkedgraph, hostile, info, l2cache, layers, materialization, meshing
-from pipeline.twin.cache import cache_summary, ensure_cache
+from pipeline.twin.cache import cache_summary, default_draco_bin_nm, ensure_cache
 from pipeline.twin.drift import Drift
 from pipeline.twin.http import Request, Response, Router, error, parse_query
 from pipeline.twin.limits import TwinLimits
 from pipeline.twin.log import RequestLog, RequestRecord
 from pipeline.twin.model import TwinWorld
+from pipeline.twin.scale import ScaleWorld
 
 FLAVORS = ("v1", "v2")
 TOKEN = "cb2d0e7f1a2b3c4d5e6f708192a3b4c5"  # the twin's CAVE token (a hex string, as the real ones)
@@ -40,7 +41,7 @@ class TwinApp:
 
     def __init__(
         self,
-        world: TwinWorld,
+        world: TwinWorld | ScaleWorld,
         flavor: str,
         limits: TwinLimits,
         log: RequestLog,
@@ -58,10 +59,12 @@ class TwinApp:
         self.draco_bin_nm = draco_bin_nm
         self.l2cache = l2cache_enabled
         self.require_token = require_token
-        self.hostility = None if hostile_seed is None else hostile.Hostility(hostile_seed, flavor, limits.latency_ms)
+        l2_range = hostile.SCALE_L2_IDS if world.is_generated else hostile.L2_IDS
+        self.hostility = None if hostile_seed is None else hostile.Hostility(hostile_seed, flavor, limits.latency_ms,
+                                                                             l2_range)  # fmt: skip
         self.url = ""  # set once the socket is bound
         self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
-        self.ws_info = layers.load_ws_info(world.world_dir)
+        self.ws_info = world.ws_info()
         self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
         self.router = Router()
         for module in (info, chunkedgraph, meshing, l2cache, materialization, layers):
@@ -152,7 +155,7 @@ class TwinServer:
 
     def __init__(
         self,
-        world_dir: str | Path,
+        world_dir: str | Path | ScaleWorld,
         flavor: str = "v2",
         port: int = 0,
         limits: TwinLimits | None = None,
@@ -162,9 +165,13 @@ class TwinServer:
         drift: Drift | Iterable[str] = (),
         hostile_seed: int | None = None,
     ) -> None:
-        cache = ensure_cache(world_dir, draco_bin_nm)
-        self.cache_summary = cache_summary(cache)
-        world = TwinWorld(world_dir, cache)
+        if isinstance(world_dir, ScaleWorld):  # a generated world: no files, no mesh cache
+            world = world_dir
+            self.cache_summary = {"draco_bin_nm": draco_bin_nm or default_draco_bin_nm()}
+        else:
+            cache = ensure_cache(world_dir, draco_bin_nm)
+            self.cache_summary = cache_summary(cache)
+            world = TwinWorld(world_dir, cache)
         self.log = RequestLog(log_path)
         self.app = TwinApp(
             world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled,
@@ -192,7 +199,7 @@ class TwinServer:
         self.app.limits = value
 
     @property
-    def world(self) -> TwinWorld:
+    def world(self) -> TwinWorld | ScaleWorld:
         return self.app.world
 
     @property
