@@ -123,6 +123,7 @@ class SpeciesConfig(_Strict):
     seed: int = 0
     timeout_s: float = Field(default=30.0, gt=0)
     fetch_threads: int = Field(default=8, ge=1)  # I/O threads per worker: samples fetched ahead while one renders
+    bank_threads: int = Field(default=8, ge=1)  # I/O threads per bank batch: level-2 graphs and merge cutouts
     cave_requests: CaveRequests = CaveRequests()
     faults: Faults = Faults()
     demo_world: DemoWorld | None = None

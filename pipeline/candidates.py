@@ -8,7 +8,8 @@ same rows. Bad input becomes a failures-ledger row with its reason; the run goes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,15 +248,33 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
     _adjacent_rows(source, col, ops, merges)
 
 
+def _in_threads(fn: Callable, items: list, threads: int) -> list:
+    """fn over items on `threads` I/O threads, results (or the SampleError raised) in the items' order, so that a
+    batch's rows and failures never depend on which answer came first."""
+
+    def one(item):  # noqa: ANN001, ANN202
+        try:
+            return fn(item)
+        except SampleError as exc:
+            return exc
+
+    if threads <= 1 or len(items) <= 1:
+        return [one(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="cb2-bank") as pool:
+        return list(pool.map(one, items))
+
+
 def _adjacent_rows(source: Source, col: _Collector, ops: dict, merges: list[tuple[int, np.ndarray]]) -> None:
     """Adjacent controls of every merge op (the budget picks among them by hashed priority, like every type)."""
-    for op_id, point in merges:
+    cutouts = _in_threads(
+        lambda m: source.segmentation_cutout(m[1], ADJACENT_CUTOUT_NM, ops[m[0]]["timestamp"] - 1),
+        merges, col.cfg.bank_threads,
+    )  # fmt: skip
+    for (op_id, point), seg in zip(merges, cutouts, strict=True):
         entry = ops[op_id]
         t = entry["timestamp"]
-        try:
-            seg = source.segmentation_cutout(point, ADJACENT_CUTOUT_NM, t - 1)
-        except SampleError as exc:
-            col.fail(f"operation:{op_id}", "adjacent_control", exc.reason, describe(exc))
+        if isinstance(seg, SampleError):
+            col.fail(f"operation:{op_id}", "adjacent_control", seg.reason, describe(seg))
             continue
         exclude = set(entry["before"]) | set(entry["after"])
         found = adjacent_roots(seg.data, list(entry["before"]), exclude)[: col.cfg.adjacent_per_op]
@@ -284,11 +303,9 @@ def junction_points(vertices_nm: np.ndarray, edges: np.ndarray) -> list[tuple[np
 
 def _junction_rows(source: Source, col: _Collector, roots: list[int], as_of: float) -> None:
     cap = col.cfg.junctions_per_neuron
-    for root in roots:
-        try:
-            skel = source.skeleton(root)
-        except SampleError as exc:
-            col.fail(f"root:{root}", "junction_control", exc.reason, describe(exc))
+    for root, skel in zip(roots, _in_threads(source.skeleton, roots, col.cfg.bank_threads), strict=True):
+        if isinstance(skel, SampleError):
+            col.fail(f"root:{root}", "junction_control", skel.reason, describe(skel))
             continue
         points = junction_points(skel.vertices_nm, skel.edges)
         keyed = sorted(
