@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks import (
+    bench_bank_scale,
     bench_incremental,
     bench_l2skeleton,
     bench_latency,
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--per-type", type=int, default=15)
     ap.add_argument("--sizes", type=int, nargs=2, default=(9, 36))
     ap.add_argument("--twin-per-type", type=int, default=10)
+    ap.add_argument("--bank-roots", type=int, default=20_000, help="proofread roots of the bank-at-scale world")
     args = ap.parse_args()
     print("== render core on synthetic meshes (no I/O), against the encoding floor ==")
     bench_render_core.run()
@@ -40,6 +42,8 @@ def main() -> None:
     bench_latency.run()
     print("\n== fetch + render per worker: hostile twin at 30 ms median / kind twin at 0 ms (issue 16) ==")
     bench_latency.run_hostile()
+    print("\n== bank at scale: 20,000 proofread roots behind the hostile twin at 30 ms (issue 17) ==")
+    bench_bank_scale.run(args.bank_roots)
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
 

@@ -35,6 +35,14 @@ TWIN_COSTS = {
     "fetch_cpu_ms": 23.7,
     "render_cpu_ms": 61.6,
 }
+# The bank's cost per proofread root, measured by `make bench` ("bank at scale": 20,000 roots of
+# pipeline/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads): requests per root
+# (level-2 graph and cache, a segmentation chunk and its roots per merge, change logs, details, synapse queries)
+# and the CPU per root (client and twin on the same 2 cores), folded into one figure of the measured wall time.
+BANK_COSTS = {
+    "requests_per_root": 10.0,
+    "cpu_ms_per_root": 20.0,
+}
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
 
@@ -67,6 +75,8 @@ class Plan:
             f"{self.bank_partitions}, fetch/render {self.sample_partitions}",
             f"ESTIMATES (per-sample costs measured through the twin, bytes scaled to {self.cutout_voxels:,} "
             f"cutout voxels; {ASSUMED_LATENCY_MS:g} ms per request and {ASSUMED_MB_PER_S:g} MB/s per worker assumed):",
+            f"  bank: {self.roots * BANK_COSTS['requests_per_root']:,.0f} requests, "
+            f"{self.hours['bank']:.2f} hours with {self.workers} workers",
             f"  fetch: {self.requests:,.0f} requests, {self.gigabytes:,.2f} GB",
             "  hours with {} workers: fetch+render {:.2f} (fetch I/O {:.2f}, CPU {:.2f})".format(
                 self.workers, self.hours["fetch_render"], self.hours["fetch_io"], self.hours["cpu"]),
@@ -113,6 +123,7 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
     rows = sum(selected.values())
     voxels = _cutout_voxels(ctx)
     requests, gigabytes, hours = estimate_cost(rows, voxels, workers, ctx.cfg.fetch_threads)
+    hours["bank"] = bank_hours(len(roots), workers, ctx.cfg.bank_threads)
     return Plan(
         species=ctx.species,
         roots=len(roots),
@@ -143,6 +154,13 @@ def estimate_cost(rows: int, cutout_voxels: int, workers: int, fetch_threads: in
         "fetch_render": max(io_s, cpu_s) / workers / 3600,  # fused: fetches overlap renders
     }
     return requests, gigabytes, hours
+
+
+def bank_hours(roots: int, workers: int, bank_threads: int) -> float:
+    """Hours of the bank stage for `roots` proofread roots: each root's requests at the assumed latency on the
+    batch's I/O threads, plus its CPU, over the workers (an estimate from BANK_COSTS)."""
+    per_root_ms = BANK_COSTS["requests_per_root"] * ASSUMED_LATENCY_MS / bank_threads + BANK_COSTS["cpu_ms_per_root"]
+    return roots * per_root_ms / max(workers, 1) / 1000.0 / 3600.0
 
 
 def _cutout_voxels(ctx: BuildContext) -> int:
