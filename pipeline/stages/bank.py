@@ -13,7 +13,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.candidates import STAGE, bank_candidates, bank_table, candidate_table, select_bank
+from pipeline.candidates import STAGE, bank_candidates, bank_table, candidate_table, select_from_batches
 from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
 from pipeline.core.hashing import key_of, md5_hex
@@ -99,13 +99,16 @@ class BankStage:
         fp = self._select_fingerprint(ctx, parts)
         if not force and marker_is_current(ctx.work_dir, ctx.bank_marker_path, fp):
             return f"{read_marker(ctx.bank_marker_path)['n_rows']} bank rows (unchanged)"
-        candidates = [r for p in parts for r in pq.read_table(p.output_file(ctx)).to_pylist()]
-        selected = select_bank(candidates, ctx.cfg.budgets.model_dump(), ctx.species)
+        files = [p.output_file(ctx) for p in parts]
+        n_candidates = sum(pq.read_metadata(f).num_rows for f in files)
+        # one batch's file at a time, read twice: the selection keeps only the chosen rows
+        selected = select_from_batches(lambda: (pq.read_table(f).to_pylist() for f in files),
+                                       ctx.cfg.budgets.model_dump(), ctx.species)  # fmt: skip
         write_parquet(ctx.bank_path, bank_table(selected.rows), row_group_size=BANK_ROW_GROUP)
         write_failures(ctx.select_failures_path, selected.failures)
         write_marker(ctx.bank_marker_path, {"fingerprint": fp, "n_rows": len(selected.rows),
                                             "outputs": digests(ctx.work_dir, [ctx.bank_path])})  # fmt: skip
-        return f"{len(selected.rows)} bank rows selected from {len(candidates)} candidates"
+        return f"{len(selected.rows)} bank rows selected from {n_candidates} candidates"
 
     def incomplete(self, ctx: BuildContext) -> str | None:
         """None when bank.parquet is the selection of the current partitions, else one line saying what to run."""
