@@ -35,13 +35,15 @@ TWIN_COSTS = {
     "fetch_cpu_ms": 23.7,
     "render_cpu_ms": 61.6,
 }
-# The bank's cost per proofread root, measured by `make bench` ("bank at scale": 20,000 roots of
-# pipeline/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads): requests per root
-# (level-2 graph and cache, a segmentation chunk and its roots per merge, change logs, details, synapse queries)
-# and the CPU per root (client and twin on the same 2 cores), folded into one figure of the measured wall time.
+# The bank's cost per proofread root, measured by `make bench` on 2026-12-05 ("bank at scale": 20,000 roots of
+# pipeline/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads, killed -9 at half and
+# rerun; 1,550 s wall): 11.2 requests per root (a segmentation chunk and its roots per merge, level-2 graph and
+# cache, change logs, details, synapse queries), and the rest of the measured wall time per root and worker (CPU of
+# client and twin on the same 2 cores, per-partition start-up, the rerun's planning, the selection step) as one
+# figure: 1,550 s x 2 workers / 20,000 roots = 155 ms, minus 11.2 x 30 ms / 8 threads = 42 ms of waiting.
 BANK_COSTS = {
-    "requests_per_root": 10.0,
-    "cpu_ms_per_root": 20.0,
+    "requests_per_root": 11.2,
+    "cpu_ms_per_root": 113.0,
 }
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
