@@ -68,14 +68,14 @@ def _run_bank(work: Path, env: dict, kill_when_done: int | None, peaks: dict[int
         while proc.poll() is None:
             for p in _descendants(proc.pid):
                 peaks[p] = max(peaks.get(p, 0.0), _peak_rss_mb(p))
-            if kill_when_done is not None and len(list(bank_dir.glob(f"*{MARKER}"))) >= kill_when_done:
+            if kill_when_done is not None and len(list(bank_dir.glob(f"part-*{MARKER}"))) >= kill_when_done:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 break
             time.sleep(0.5)
         log.seek(0)
         text = log.read()
-    return text, time.perf_counter() - start, len(list(bank_dir.glob(f"*{MARKER}")))
+    return text, time.perf_counter() - start, len(list(bank_dir.glob(f"part-*{MARKER}")))
 
 
 def measure(neurons: int = 20_000, synapses: int = 1_000_000, kill: bool = True) -> dict:
