@@ -96,7 +96,12 @@ def test_show_serves_a_local_neuroglancer_with_the_rows_segments(browser, tiny_r
         errors: list[str] = []
         page = _page(browser, errors)
         page.goto(lines["neuroglancer"])
-        page.wait_for_function("() => window.viewer !== undefined", timeout=120_000)
+        # Neuroglancer sets its state from the URL after the viewer exists: wait for the state itself
+        page.wait_for_function(
+            "() => { const s = window.viewer && window.viewer.state.toJSON();"
+            " return !!(s && s.layers && s.layers.length === 2 && s.layers[1].segments); }",
+            timeout=180_000,
+        )
         got = page.evaluate("() => window.viewer.state.toJSON()")
         assert [layer["name"] for layer in got["layers"]] == ["em", "segmentation"]
         assert sorted(got["layers"][1]["segments"]) == sorted(seg["segments"])
