@@ -1,6 +1,6 @@
 """Skeletons from level-2 graphs: how many of their branch points are the neuron's, per method.
 
-On the demo world's proofread neurons: the level-2 graph the twin serves (pipeline/demo_world/level2.py)
+On the demo world's proofread neurons: the level-2 graph the twin serves (pipeline/sources/demo_level2.py)
 is skeletonized and each method's branch points (degree >= 3) are checked against the world's own
 skeleton: a branch point is "near" when a true one lies within one level-2 chunk per axis; recall is the
 share of true branch points with one near. Methods: the graph itself (what the code did before), the
@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
-from pipeline.build import ensure_world
 from pipeline.candidates import junction_points
-from pipeline.demo_world.level2 import level2_graph
-from pipeline.demo_world.plan import CHUNK, RES
+from pipeline.sim.demo_world import ensure_world
+from pipeline.sources.demo_level2 import level2_graph
+from pipeline.sources.demo_volume import CHUNK, RES
 from pipeline.sources.l2skeleton import PRUNE_NM, prune_twigs, spanning_tree
 
 CHUNK_NM = CHUNK * RES

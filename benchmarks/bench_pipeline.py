@@ -11,10 +11,10 @@ import argparse
 import pyarrow.parquet as pq
 
 from benchmarks.common import CpuTimer, demo_context
-from pipeline.build import ensure_world
 from pipeline.core.errors import SampleError
 from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from pipeline.runner import run_stage
+from pipeline.sim.demo_world import ensure_world
 from pipeline.sources import open_source
 from pipeline.sources.fetch_sample import fetch_sample
 from pipeline.stages.bank import BankStage

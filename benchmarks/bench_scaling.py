@@ -16,8 +16,8 @@ import sys
 import time
 
 from benchmarks.common import demo_context
-from pipeline.build import ensure_world
 from pipeline.runner import run_stage
+from pipeline.sim.demo_world import ensure_world
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.render import RenderStage

@@ -8,11 +8,10 @@ on every species it reads.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.context import BuildContext, release_lock_path
+from pipeline.context import BuildContext, make_context, release_lock_path
 from pipeline.core.checkpoints import checkpoint
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure, read_failures
@@ -23,7 +22,7 @@ from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.fetch_render import run_fetch_render
 from pipeline.stages.render import RenderStage
-from pipeline.stages.shard import ShardStage, make_context, species_in
+from pipeline.stages.shard import ShardStage, species_in
 from pipeline.stages.split import SplitStage
 
 SPECIES_STAGES: dict[str, Stage] = {
@@ -34,7 +33,7 @@ SPECIES_STAGES: dict[str, Stage] = {
 }
 SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
-__all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "make_context", "species_in", "status"]
+__all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "species_in", "status"]
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,6 @@ class RunOptions:
     workers: int | None = None
     force: bool = False
     progress: bool = True
-
-
-def ensure_world(ctx: BuildContext, force: bool = False) -> dict | None:
-    """Generate the demo world when it is missing (demo species only)."""
-    if ctx.cfg.source != "demo":
-        return None
-    from pipeline.demo_world import generate_world, world_is_complete
-
-    if world_is_complete(ctx.world_dir) and not force:
-        return json.loads((ctx.world_dir / "world.json").read_text())
-    params = ctx.cfg.demo_world
-    return generate_world(ctx.world_dir, params.n_sites, params.neurons_per_site, params.seed)
 
 
 def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> None:
@@ -68,7 +55,6 @@ def run_species(
     """Run `stages` of one species in order, under its lock."""
     with LockSet() as own:
         _lock_species(locks or own, ctx)
-        ensure_world(ctx)
         kw = {"scheduler": opts.scheduler, "workers": opts.workers, "force": opts.force, "progress": opts.progress}
         summaries: list[StageSummary] = []
         todo = list(stages)
@@ -95,9 +81,12 @@ def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | 
         return SHARD.run(release, work, out)
 
 
-def build(species: str, work: Path, out: Path, opts: RunOptions) -> tuple[list[StageSummary], dict]:
-    """`make build`: every stage of `species`, then the release of every species in `work`."""
-    ctx = make_context(species, work, out)
+def build(
+    species: str, work: Path, out: Path, opts: RunOptions, cave_token: str | None = None
+) -> tuple[list[StageSummary], dict]:
+    """`make build`: every stage of `species`, then the release of every species in `work`. `cave_token` goes to
+    the species' sources in every worker with the context (a twin's token; by default the source finds its own)."""
+    ctx = make_context(species, work, out, cave_token)
     with LockSet() as locks:
         summaries = run_species(ctx, opts, locks=locks)
         return summaries, write_release_all(work, out, opts, locks)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from scipy import ndimage
 
 from config import SpeciesConfig
+from pipeline.core.adjacency import adjacent_roots
 from pipeline.core.errors import SampleError
 from pipeline.core.hashing import md5_hex, unit_interval
 from pipeline.core.ledger import Failure, describe
@@ -150,24 +150,6 @@ def edit_point_nm(details: OperationDetails, resolution_nm: tuple[float, float, 
     if not centroids:
         return None
     return np.mean(centroids, axis=0) * np.asarray(resolution_nm, dtype=np.float64)
-
-
-def adjacent_roots(labels: np.ndarray, base_roots: list[int], exclude: set[int]) -> list[tuple[int, int, int]]:
-    """(base, adjacent, contact voxels) for roots 6-connected to a base root, largest contact first."""
-    structure = ndimage.generate_binary_structure(3, 1)
-    found: dict[int, tuple[int, int]] = {}
-    for base in base_roots:
-        mask = labels == base
-        if not mask.any():
-            continue
-        shell = ndimage.binary_dilation(mask, structure) & ~mask
-        ids, counts = np.unique(labels[shell], return_counts=True)
-        for root, count in zip(ids.tolist(), counts.tolist(), strict=True):
-            if root == 0 or root in exclude:
-                continue
-            if root not in found or count > found[root][1]:
-                found[root] = (base, count)
-    return sorted(((b, r, c) for r, (b, c) in found.items()), key=lambda t: (-t[2], t[1]))
 
 
 def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, dict]:

@@ -104,6 +104,9 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
                             drift=tuple(twin_drift), hostile=twin_hostile)  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
+        from pipeline.context import make_context
+
+        _ensure_world(make_context(species, work, out))
         summaries, result = build_all(species, work, out, opts)
     for summary in summaries:
         click.echo(summary.line())
@@ -120,6 +123,13 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if verify:
         _verify(out, deep=False)
     click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
+
+
+def _ensure_world(ctx) -> None:  # noqa: ANN001
+    """The demo species' world, generated when missing: the commands that build it start the simulator."""
+    from pipeline.sim.demo_world import ensure_world
+
+    ensure_world(ctx)
 
 
 def _release_line(result: dict, out: Path) -> str:
@@ -143,13 +153,16 @@ def _stage_names() -> list[str]:
 def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> None:  # noqa: ANN001
     """Run one STAGE of SPECIES (shard: the release of every species); finished partitions are skipped unless
     --force. A stage whose upstream is not done refuses, naming it."""
-    from pipeline.build import SHARD, make_context, run_species, write_release_all
+    from pipeline.build import SHARD, run_species, write_release_all
+    from pipeline.context import make_context
 
     opts = _opts(scheduler, workers, force, no_progress)
     if stage == SHARD.name:
         click.echo(_release_line(write_release_all(work, out, opts), out))
         return
-    for summary in run_species(make_context(species, work, out), opts, (stage,)):
+    ctx = make_context(species, work, out)
+    _ensure_world(ctx)
+    for summary in run_species(ctx, opts, (stage,)):
         click.echo(summary.line())
 
 
@@ -232,11 +245,12 @@ def status(work, out, failed) -> None:  # noqa: ANN001
 @_user_errors
 def demo_world(work, size, force) -> None:  # noqa: ANN001
     """Generate the synthetic demo world into WORK/demo/world (CloudVolume file:// layers + tables)."""
-    from pipeline.build import ensure_world, make_context
+    from pipeline.context import make_context
+    from pipeline.sim.demo_world import ensure_world
 
     ctx = make_context("demo", work, Path("out"))
     if size == "tiny":
-        from pipeline.demo_world import generate_world
+        from pipeline.sim.demo_world import generate_world
 
         summary = generate_world(ctx.world_dir, 3, 4, ctx.cfg.demo_world.seed)
     else:
@@ -264,7 +278,7 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
 @click.option("--drift", "drift", multiple=True, metavar="NAME",
-              help="serve a drifted state (repeatable; names: pipeline/twin/drift.py)")  # fmt: skip
+              help="serve a drifted state (repeatable; names: pipeline/sim/twin/drift.py)")  # fmt: skip
 @click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @click.option("--hostile", type=int, default=None, metavar="SEED",
@@ -274,11 +288,11 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
          replay, hostile) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     if replay is not None:
-        from pipeline.twin.replay import run_replay_cli
+        from pipeline.sim.twin.replay import run_replay_cli
 
         run_replay_cli(replay, port, click.echo)
         return
-    from pipeline.twin.serve import run_twin_cli
+    from pipeline.sim.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
     run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift,
@@ -296,8 +310,9 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
     """What a build of SPECIES would make and cost (candidates per type, partitions, requests, bytes, hours),
     asking the sources only for the proofread roots, a few roots' candidates and the volumes' info; never
     fetches or renders. Says which figures are measured and which are estimates."""
-    from pipeline.build import ensure_world, make_context
+    from pipeline.context import make_context
     from pipeline.plan import make_plan
+    from pipeline.sim.demo_world import ensure_world
 
     ctx = make_context(species, work, out)
     ensure_world(ctx)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from config import SpeciesConfig
-from pipeline.core.layout import PREVIOUS, SpeciesPaths, release_lock_path, release_marker_path
+from config import SpeciesConfig, load_config
+from pipeline.core.layout import PREVIOUS, SpeciesPaths, release_lock_path, release_marker_path, twin_config_dir
 
-__all__ = ["PREVIOUS", "BuildContext", "release_lock_path", "release_marker_path"]
+__all__ = ["PREVIOUS", "BuildContext", "make_context", "release_lock_path", "release_marker_path"]
 
 
 @dataclass(frozen=True)
@@ -18,3 +18,15 @@ class BuildContext(SpeciesPaths):
     cfg: SpeciesConfig
     work_dir: Path
     out_dir: Path
+    # the CAVE token for this build's sources, handed to every worker with the context (None: the source's own
+    # lookup, CAVE_TOKEN or caveclient's secrets); never an input of anything, never printed
+    cave_token: str | None = field(default=None, repr=False, compare=False)
+
+
+def make_context(species: str, work: Path, out: Path, cave_token: str | None = None) -> BuildContext:
+    """The context of `species` in `work`. Its config is the work dir's own when it has one (a work dir built
+    against a twin keeps the config that points at it, `WORK/.twin/config/<species>.yaml`, so every command on
+    that work dir reads the same), else the config dir's (CB2_CONFIG_DIR, or config/)."""
+    own = twin_config_dir(work)
+    cfg = load_config(species, own) if (own / f"{species}.yaml").exists() else load_config(species)
+    return BuildContext(species, cfg, Path(work).resolve(), Path(out).resolve(), cave_token)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.build import SPECIES_STAGES, make_context
+from pipeline.build import SPECIES_STAGES
+from pipeline.context import make_context
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import UserError
 from pipeline.core.samples import SAMPLE_TYPES

@@ -2,11 +2,13 @@
 
 The twin serves a demo world (by default `work/demo/world`, the one `make build` uses) as the real services
 serve theirs, with their limits on; the species config is the demo's with its source swapped for the twin's
-endpoints (pipeline.twin.species), written to `WORK/.twin/config/demo.yaml` and used by every step of the
-build (CB2_CONFIG_DIR), so status and verify of that work dir read it too. The twin listens on a fixed port
+endpoints (pipeline.sim.twin.species), written to `WORK/.twin/config/demo.yaml`: the work dir's own config, read by
+every command on that work dir (pipeline.context.make_context), so status and verify of it read it too. The
+twin's token travels with the build's context (`BuildContext.cave_token`) to every worker: nothing is set in this
+process's environment. The twin listens on a fixed port
 per flavour, because the endpoints are inputs of the stages' fingerprints: a rerun on the same port resumes.
 
-`hostile=SEED`: the twin hides limits drawn from the seed (pipeline/twin/hostile.py) and the client's config gets
+`hostile=SEED`: the twin hides limits drawn from the seed (pipeline/sim/twin/hostile.py) and the client's config gets
 short read timeouts (hostile.CLIENT_FIRST_TIMEOUT_S, so that the drawn slow answers cost seconds, not minutes).
 Nothing of the hidden limits is printed until the build has ended; then `closing_lines` says what the clients met
 (refused, 429s, resets, timeouts, bisections), what they learned (each endpoint's final batch size, gathered from
@@ -15,7 +17,6 @@ the worker processes through the partitions' results) and the hidden limits besi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,13 +43,13 @@ class TwinOptions:
     port: int | None = None
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
-    drift: tuple[str, ...] = ()  # pipeline/twin/drift.py switches (preflight's drill)
+    drift: tuple[str, ...] = ()  # pipeline/sim/twin/drift.py switches (preflight's drill)
     hostile: int | None = None  # a seed: the twin hides limits drawn from it
 
 
 def _demo_world(opts: TwinOptions) -> Path:
-    from pipeline.build import ensure_world
     from pipeline.context import BuildContext
+    from pipeline.sim.demo_world import ensure_world
 
     world = Path(opts.world or Path("work") / "demo" / "world").resolve()
     demo = load_config("demo", default_config_dir())
@@ -59,14 +60,14 @@ def _demo_world(opts: TwinOptions) -> Path:
 
 @contextmanager
 def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
-    """A running twin serving the demo world, its species config in `WORK/.twin/config/demo.yaml` and the
-    environment pointing there (CB2_CONFIG_DIR, CAVE_TOKEN: worker processes inherit it); all undone after.
-    A hostile twin's config gives the client short read timeouts, so that its slow tail meets them."""
+    """A running twin serving the demo world, with its species config written to `WORK/.twin/config/demo.yaml`
+    (the work dir's own config from then on); stopped after. A hostile twin's config gives the client short read
+    timeouts, so that its slow tail meets them."""
     from config.schema import CaveRequests
-    from pipeline.twin.hostile import CLIENT_FIRST_TIMEOUT_S
-    from pipeline.twin.limits import TwinLimits
-    from pipeline.twin.server import TOKEN, TwinServer
-    from pipeline.twin.species import twin_config
+    from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+    from pipeline.sim.twin.limits import TwinLimits
+    from pipeline.sim.twin.server import TwinServer
+    from pipeline.sim.twin.species import twin_config
 
     if species != "demo":
         raise UserError(f"--source twin builds the demo species (the twin serves the demo world), not {species!r}")
@@ -86,17 +87,10 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     demo = load_config("demo", default_config_dir())
     cfg = twin_config(demo, server.url, opts.flavor, **(short if opts.hostile is not None else {}))
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
-    saved = {k: os.environ.get(k) for k in ("CB2_CONFIG_DIR", "CAVE_TOKEN")}
-    os.environ["CB2_CONFIG_DIR"], os.environ["CAVE_TOKEN"] = str(config_dir), TOKEN  # worker processes inherit it
     try:
         yield server
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: TwinOptions) -> tuple:  # noqa: ANN001
@@ -107,7 +101,7 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
 
     with twin_environment(species, work, opts) as server:
         take_counters()  # this process's figures from before the build are not the build's
-        summaries, result = build(species, work, out, run_opts)
+        summaries, result = build(species, work, out, run_opts, cave_token=server.token)
         asked = requests_summary(server.log.records())
         learned = take_counters()  # the main process's own requests (the bank's roots, the split's bbox)
         for summary in summaries:
@@ -124,14 +118,14 @@ def preflight_species(species: str, work: Path, out: Path, record: Path | None, 
                       twin: TwinOptions | None, echo) -> tuple:  # noqa: ANN001  # fmt: skip
     """`preflight` of `species` against its own servers, or (twin options given) of the demo species against a
     twin this starts. Returns (context, report)."""
-    from pipeline.build import make_context
+    from pipeline.context import make_context
     from pipeline.preflight import run_preflight
 
     if twin is None:
         ctx = make_context(species, work, out)
         return ctx, run_preflight(ctx, record, workers, echo=echo)
-    with twin_environment(species, work, twin):
-        ctx = make_context(species, work, out)
+    with twin_environment(species, work, twin) as server:
+        ctx = make_context(species, work, out, cave_token=server.token)
         return ctx, run_preflight(ctx, record, workers, echo=echo)
 
 
@@ -176,15 +170,15 @@ def closing_lines(asked: dict) -> list[str]:
 @contextmanager
 def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port: int = 0,  # noqa: ANN001
                **overrides: object) -> Iterator[tuple]:  # fmt: skip
-    """A twin serving a generated world at real scale (pipeline/twin/scale.py: the bank's inputs only) with the
+    """A twin serving a generated world at real scale (pipeline/sim/twin/scale.py: the bank's inputs only) with the
     demo species' config pointed at it in `WORK/.twin/config/demo.yaml`. Yields (server, env): `env` is what a
     bank run in another process needs (CB2_CONFIG_DIR, CAVE_TOKEN), given to it explicitly, never set here."""
     from config.schema import CaveRequests
-    from pipeline.twin.hostile import CLIENT_FIRST_TIMEOUT_S
-    from pipeline.twin.limits import REAL_ROW_CAP, TwinLimits
-    from pipeline.twin.scale import ScaleWorld
-    from pipeline.twin.server import TOKEN, TwinServer
-    from pipeline.twin.species import twin_config
+    from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+    from pipeline.sim.twin.limits import REAL_ROW_CAP, TwinLimits
+    from pipeline.sim.twin.scale import ScaleWorld
+    from pipeline.sim.twin.server import TOKEN, TwinServer
+    from pipeline.sim.twin.species import twin_config
 
     world = ScaleWorld(Path(work) / "scale-world", params)
     limits = TwinLimits(latency_ms=latency_ms, row_cap=REAL_ROW_CAP)

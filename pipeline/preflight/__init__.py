@@ -16,7 +16,7 @@ from pipeline.context import BuildContext
 from pipeline.core.errors import UserError
 from pipeline.preflight.checks import REQUEST_BOUND, Preflight
 from pipeline.preflight.report import FAIL, OK, Check, Report
-from pipeline.preflight.transport import Recorder
+from pipeline.sources.transport import Recorder
 
 __all__ = ["REQUEST_BOUND", "Report", "report_path", "run_preflight"]
 
@@ -43,7 +43,7 @@ def run_preflight(
             f"config/{cfg.species}.yaml: preflight checks a source: cave species (this one is "
             f"{cfg.source}: nothing to contact)"
         )
-    source = CaveSource(cfg)
+    source = CaveSource(cfg, token=ctx.cave_token)
     report = Report(cfg.species)
     if record is not None:
         _write_config(Path(record), cfg)

@@ -26,6 +26,6 @@ def open_source(ctx: BuildContext) -> RetryingSource:
         else:
             from pipeline.sources.cave import CaveSource
 
-            inner = CaveSource(ctx.cfg)
+            inner = CaveSource(ctx.cfg, token=ctx.cave_token)
         _OPEN[key] = RetryingSource(inner, ctx.cfg.faults)
     return _OPEN[key]

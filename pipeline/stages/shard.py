@@ -12,9 +12,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import load_config
 from pipeline import __version__
-from pipeline.context import BuildContext, release_marker_path
+from pipeline.context import BuildContext, make_context, release_marker_path
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import key_of, md5_hex
 from pipeline.core.layout import MARKER
@@ -25,10 +24,6 @@ from pipeline.stages.split import SplitStage
 
 STAGE = "shard"
 RELEASE_FILES = ("shards.csv", "README.md", "report/index.html")
-
-
-def make_context(species: str, work: Path, out: Path) -> BuildContext:
-    return BuildContext(species, load_config(species), Path(work).resolve(), Path(out).resolve())
 
 
 def species_in(work: Path) -> list[str]:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from config import load_config
-from pipeline.candidates import adjacent_roots, bank_table, edit_point_nm, junction_points
+from pipeline.candidates import bank_table, edit_point_nm, junction_points
+from pipeline.core.adjacency import adjacent_roots
 from pipeline.core.samples import archive_hash, combined_hash
 from pipeline.sources.base import OperationDetails
 from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y, build_bank

@@ -18,10 +18,10 @@ from pipeline.context import BuildContext
 from pipeline.preflight import FAIL, REQUEST_BOUND, report_path, run_preflight
 from pipeline.preflight.batch import largest_batch
 from pipeline.preflight.report import OK, SKIP, WARN
-from pipeline.twin import TOKEN, TwinServer
-from pipeline.twin.drift import DRIFTS
-from pipeline.twin.replay import ReplayServer
-from pipeline.twin.species import twin_config
+from pipeline.sim.twin import TOKEN, TwinServer
+from pipeline.sim.twin.drift import DRIFTS
+from pipeline.sim.twin.replay import ReplayServer
+from pipeline.sim.twin.species import twin_config
 from tests.conftest import cli_in_process
 
 # drift -> (the one check that fails, a fragment of its line naming what to do)
@@ -76,7 +76,7 @@ def test_hostile_twin_passes_and_its_hidden_url_budget_is_found(twin_world, demo
     """Through resets, 502s, 429s and slow answers, every check passes; the operation-details bisection finds
     the URL the hidden limit allows within 20%: v2's drawn URL limit; v1's uWSGI buffer, where the URL is
     counted about three times (request line, REQUEST_URI, QUERY_STRING) beside the headers."""
-    from pipeline.twin.hostile import UWSGI_BUFFER_BYTES
+    from pipeline.sim.twin.hostile import UWSGI_BUFFER_BYTES
 
     server = TwinServer(twin_world, flavor=flavor, hostile_seed=7).start()
     try:
@@ -209,7 +209,7 @@ def test_twin_cli_refuses_an_unknown_drift_in_one_line(tmp_path, tiny_configs):
 
 # ---------------------------------------------------------------- recording and replay, without a server
 def test_redaction_of_urls_and_bodies():
-    from pipeline.preflight.transport import REDACTED, endpoint_of, redact_bytes, redact_url
+    from pipeline.sources.transport import REDACTED, endpoint_of, redact_bytes, redact_url
 
     url = "https://h.org/a?middle_auth_token=abc123&x=1&note=sec-ret"
     got = redact_url(url, ["sec-ret"])
@@ -222,7 +222,7 @@ def test_redaction_of_urls_and_bodies():
 def test_replay_rewrites_every_recorded_origin_and_bucket_paths(tmp_path):
     import json as _json
 
-    from pipeline.preflight.transport import BODIES, EXCHANGES, digest
+    from pipeline.sources.transport import BODIES, EXCHANGES, digest
 
     fly = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "fly.yaml").read_text())
     fly["em_cloudpath"] = "precomputed://gs://bucket/em"

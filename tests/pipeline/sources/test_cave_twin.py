@@ -19,6 +19,8 @@ from scipy.spatial import cKDTree
 from config.schema import load_config
 from pipeline.candidates import junction_points
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.sim.twin import TOKEN, ids
+from pipeline.sim.twin.species import twin_config
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.cave_limits import CaveLimits
@@ -27,8 +29,6 @@ from pipeline.sources.demo import DemoSource
 from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.sources.retrying import RetryingSource
-from pipeline.twin import TOKEN, ids
-from pipeline.twin.species import twin_config
 from render.geometry import crop_mesh
 from tests.pipeline.fakes import build_bank
 
