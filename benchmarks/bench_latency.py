@@ -29,14 +29,13 @@ from pathlib import Path
 from benchmarks.common import BENCH_WORK, demo_context
 from config.schema import Budgets, CaveRequests
 from pipeline.context import BuildContext
-from pipeline.runner import run_stage
+from pipeline.runner import run_stage, run_stages
 from pipeline.sim.demo_world import ensure_world
 from pipeline.sim.twin import TOKEN
 from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
 from pipeline.sim.twin.species import twin_config
 from pipeline.sources.adaptive import merge_counters
-from pipeline.stages.bank import BankStage
-from pipeline.stages.fetch_render import run_fetch_render
+from pipeline.stages.species import species_graph
 
 
 def _free_port() -> int:
@@ -80,9 +79,10 @@ def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dic
         shutil.rmtree(root, ignore_errors=True)
         ctx = BuildContext("demo", cfg, root / "work", root / "out")
         os.environ["CAVE_TOKEN"] = TOKEN
-        run_stage(BankStage(), ctx, scheduler="sync", progress=False)
+        run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
         start = time.perf_counter()
-        fetch, render = run_fetch_render(ctx, scheduler="sync", workers=1, force=True, progress=False)
+        fetch, render = run_stages(species_graph(ctx), ("fetch", "render"), scheduler="sync", workers=1, force=True,
+                                   progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
     finally:
         proc.terminate()

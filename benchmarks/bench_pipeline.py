@@ -17,8 +17,8 @@ from pipeline.runner import run_stage
 from pipeline.sim.demo_world import ensure_world
 from pipeline.sources import open_source
 from pipeline.sources.fetch_sample import fetch_sample
-from pipeline.stages.bank import BankStage
 from pipeline.stages.render import render_row
+from pipeline.stages.species import species_graph
 from render.encode import decode_geometry, decode_png, encode_geometry, encode_png
 
 STEPS = ("geometry", "em_views", "split_masks", "encode")
@@ -37,7 +37,7 @@ def pick(bank: list[dict], per_type: int) -> list[dict]:
 def run(per_type: int = 15) -> dict:
     ctx = demo_context("pipeline")
     ensure_world(ctx)
-    run_stage(BankStage(), ctx, scheduler="sync", progress=False)
+    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
     source = open_source(ctx)
     rows = pick(pq.read_table(ctx.bank_path).to_pylist(), per_type)
     timer, floor = CpuTimer(), CpuTimer()

@@ -18,9 +18,7 @@ import time
 from benchmarks.common import demo_context
 from pipeline.runner import run_stage
 from pipeline.sim.demo_world import ensure_world
-from pipeline.stages.bank import BankStage
-from pipeline.stages.fetch import FetchStage
-from pipeline.stages.render import RenderStage
+from pipeline.stages.species import species_graph
 
 FULL_RELEASE_ROWS = 716_485
 
@@ -29,7 +27,8 @@ def _child(n_sites: int, workers: int) -> None:
     """Run the render stage (forced) once and print samples, seconds and the workers' peak RSS."""
     ctx = demo_context(f"scale-{n_sites}", n_sites=n_sites, budgets=_unbounded())
     start = time.perf_counter()
-    summary = run_stage(RenderStage(), ctx, scheduler="processes", workers=workers, force=True, progress=False)
+    summary = run_stage(species_graph(ctx), "render", scheduler="processes", workers=workers, force=True,
+                        progress=False)  # fmt: skip
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"samples": summary.samples, "seconds": seconds, "worker_peak_rss_mb": rss_mb}))
@@ -44,9 +43,9 @@ def _unbounded():  # noqa: ANN202 - Budgets
 def _prepare(n_sites: int) -> int:
     ctx = demo_context(f"scale-{n_sites}", n_sites=n_sites, budgets=_unbounded())
     ensure_world(ctx)
-    run_stage(BankStage(), ctx, scheduler="sync", progress=False)
-    run_stage(FetchStage(), ctx, scheduler="processes", workers=2, progress=False)
-    return sum(p.n_samples for p in FetchStage().partitions(ctx))
+    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
+    run_stage(species_graph(ctx), "fetch", scheduler="processes", workers=2, progress=False)
+    return sum(p.n_samples for p in species_graph(ctx).partitions("fetch"))
 
 
 def _measure(n_sites: int, workers: int) -> dict:

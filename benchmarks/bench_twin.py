@@ -31,7 +31,7 @@ from pipeline.sources.cave import CaveSource
 from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots
 from pipeline.sources.retrying import RetryingSource
-from pipeline.stages.bank import BankStage
+from pipeline.stages.species import species_graph
 
 MESH_PATHS = ("_meshes/",)  # the twin's mesh directories under the bucket (v1 and v2)
 
@@ -185,7 +185,7 @@ def report(flavor: str, res: dict, n_rows: int) -> dict:
 def run(per_type: int = 10) -> dict:
     ctx = demo_context("pipeline")  # the world and bank bench_pipeline builds: generated once
     summary = ensure_world(ctx)
-    run_stage(BankStage(), ctx, scheduler="sync", progress=False)
+    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
     long_roots = {int(n["root_id"]) for n in summary["long_neurons"]}
     rows = pick(pq.read_table(ctx.bank_path).to_pylist(), per_type, long_roots)
     results = {}

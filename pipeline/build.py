@@ -1,4 +1,4 @@
-"""Orchestration: the one list of stages, a species' build under its lock, the release, status.
+"""Orchestration: a species' build under its lock (its stage graph, pipeline/graph.py), the release, status.
 
 Stage order is safe: a stage whose upstream is not complete under the current config refuses in one line,
 naming what is missing and the command to run (`make build` runs every stage in order, so it never refuses).
@@ -15,22 +15,13 @@ from pipeline.context import BuildContext, make_context, release_lock_path
 from pipeline.core.checkpoints import checkpoint
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure, read_failures
+from pipeline.graph import StageGraph
 from pipeline.locks import LockSet
 from pipeline.markers import read_marker
-from pipeline.runner import Stage, StageSummary, is_done, run_stage
-from pipeline.stages.bank import BankStage
-from pipeline.stages.fetch import FetchStage
-from pipeline.stages.fetch_render import run_fetch_render
-from pipeline.stages.render import RenderStage
+from pipeline.runner import StageSummary, is_done, run_stages
 from pipeline.stages.shard import ShardStage, species_in
-from pipeline.stages.split import SplitStage
+from pipeline.stages.species import SPECIES_STAGES, species_graph
 
-SPECIES_STAGES: dict[str, Stage] = {
-    "bank": BankStage(),
-    "fetch": FetchStage(),
-    "render": RenderStage(),
-    "split": SplitStage(),
-}
 SHARD = ShardStage()
 STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "species_in", "status"]
@@ -50,30 +41,33 @@ def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> No
 
 
 def run_species(
-    ctx: BuildContext, opts: RunOptions, stages: tuple[str, ...] = tuple(SPECIES_STAGES), locks: LockSet | None = None
+    graph: StageGraph, opts: RunOptions, stages: tuple[str, ...] | None = None, locks: LockSet | None = None
 ) -> list[StageSummary]:
-    """Run `stages` of one species in order, under its lock."""
+    """Run `stages` (default: all) of one species in build order, under its lock; a stage streaming from the one
+    before it runs with it, one task per partition (fetches overlap renders)."""
+    ctx = graph.ctx
+    wanted = [n for n in graph.order if stages is None or n in stages]
     with LockSet() as own:
         _lock_species(locks or own, ctx)
         kw = {"scheduler": opts.scheduler, "workers": opts.workers, "force": opts.force, "progress": opts.progress}
         summaries: list[StageSummary] = []
-        todo = list(stages)
-        while todo:
-            name = todo.pop(0)
-            if name == "fetch" and todo[:1] == ["render"]:  # one task per partition: fetches overlap renders
-                todo.pop(0)
-                summaries += run_fetch_render(ctx, **kw)
-            else:
-                summaries.append(run_stage(SPECIES_STAGES[name], ctx, **kw))
+        while wanted:
+            group = [wanted.pop(0)]
+            if wanted and graph.stage(wanted[0]).streams_from == group[0]:
+                group.append(wanted.pop(0))
+            summaries += run_stages(graph, tuple(group), **kw)
         return summaries
 
 
-def write_release_all(work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None) -> dict:
-    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6)."""
+def write_release_all(
+    work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None, graphs: dict[str, StageGraph] | None = None
+) -> dict:
+    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6); `graphs`:
+    the species' graphs a build has listed already."""
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")
-        release = SHARD.inputs(work, out)
+        release = SHARD.inputs(work, out, graphs)
         for ctx in release.contexts:
             _lock_species(held, ctx, shared=True)
         if not opts.force and SHARD.is_done(release, work, out):
@@ -86,20 +80,21 @@ def build(
 ) -> tuple[list[StageSummary], dict]:
     """`make build`: every stage of `species`, then the release of every species in `work`. `cave_token` goes to
     the species' sources in every worker with the context (a twin's token; by default the source finds its own)."""
-    ctx = make_context(species, work, out, cave_token)
+    graph = species_graph(make_context(species, work, out, cave_token))
     with LockSet() as locks:
-        summaries = run_species(ctx, opts, locks=locks)
-        return summaries, write_release_all(work, out, opts, locks)
+        summaries = run_species(graph, opts, locks=locks)
+        return summaries, write_release_all(work, out, opts, locks, {species: graph})
 
 
 def regenerate_splits(work: Path, out: Path, opts: RunOptions) -> tuple[list[tuple[str, StageSummary]], dict]:
     """`make split`: the split of every species in `work` again, then the release."""
     with LockSet() as locks:
         done = []
+        graphs = {}
         for species in species_in(work):
-            ctx = make_context(species, work, out)
-            done += [(species, s) for s in run_species(ctx, opts, ("split",), locks)]
-        return done, write_release_all(work, out, opts, locks)
+            graphs[species] = species_graph(make_context(species, work, out))
+            done += [(species, s) for s in run_species(graphs[species], opts, ("split",), locks)]
+        return done, write_release_all(work, out, opts, locks, graphs)
 
 
 def _ledger(ctx: BuildContext) -> list[Failure]:
@@ -111,12 +106,15 @@ def status(work: Path, out: Path) -> list[dict]:
     bank's proofread roots, the bank rows of fetch, render and split), failures recorded; then the release (rows
     shipped)."""
     rows = []
+    graphs = {}
     for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()) if Path(work).exists() else []:
-        ctx = make_context(species, work, out)
+        graph = graphs[species] = species_graph(make_context(species, work, out))
+        ctx = graph.ctx
         ledger = _ledger(ctx)
-        for name, stage in SPECIES_STAGES.items():
+        for name in graph.order:
+            stage = graph.stage(name)
             try:
-                parts = stage.partitions(ctx)
+                parts = graph.partitions(name)
             except UserError:
                 parts = []
             done = [p for p in parts if is_done(ctx, p)]
@@ -132,7 +130,7 @@ def status(work: Path, out: Path) -> list[dict]:
                 }
             )
     if rows:
-        release = SHARD.inputs(work, out)
+        release = SHARD.inputs(work, out, graphs)
         ok = SHARD.is_done(release, work, out)
         marker = read_marker(Path(work) / "release.done") or {}
         rows.append(

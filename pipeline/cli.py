@@ -155,6 +155,7 @@ def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> 
     --force. A stage whose upstream is not done refuses, naming it."""
     from pipeline.build import SHARD, run_species, write_release_all
     from pipeline.context import make_context
+    from pipeline.stages.species import species_graph
 
     opts = _opts(scheduler, workers, force, no_progress)
     if stage == SHARD.name:
@@ -162,7 +163,7 @@ def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> 
         return
     ctx = make_context(species, work, out)
     _ensure_world(ctx)
-    for summary in run_species(ctx, opts, (stage,)):
+    for summary in run_species(species_graph(ctx), opts, (stage,)):
         click.echo(summary.line())
 
 

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from config.schema import SpeciesConfig
-from pipeline.build import SHARD, SPECIES_STAGES
+from pipeline.build import SHARD
 from pipeline.stages.bank import BankStage
+from pipeline.stages.species import SPECIES_STAGES
 
 # Config keys no stage's fingerprinted output depends on, and what they are instead. (`demo_world` makes the demo
 # world, whose digest every stage that reads the source covers; `species` names the work dir.)
@@ -76,9 +77,9 @@ def redoes(key: str) -> str:
         return NOT_INPUTS[key]
     stages = dict(_stages())
     direct = invalidation().get(key, [])
-    widened = [n for n, s in stages.items() if key in getattr(s, "widened_by", ()) and n not in direct]
+    widened = [n for n, s in stages.items() if key in s.widened_by and n not in direct]
     after = [n for n in _downstream(set(direct) | set(widened)) if n not in direct]
-    keyed = [n for n in after if getattr(stages[n], "keys_samples", False) and n not in widened]
+    keyed = [n for n in after if stages[n].keys_samples and n not in widened]
     whole = [n for n in after if n not in keyed and n not in widened]
     first = list(direct)
     first += [f"{n} {WIDENED.format(what=stages[n].widened_what)}" for n in widened]

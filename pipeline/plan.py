@@ -100,16 +100,16 @@ def _budgeted(counts: dict[str, int], budgets: dict[str, int | None]) -> dict[st
 def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
     from pipeline.candidates import bank_candidates, select_bank
     from pipeline.sources import open_source
-    from pipeline.stages.bank import BankStage
-    from pipeline.stages.common import bank_complete
+    from pipeline.stages.species import species_graph
 
-    stage = BankStage()
-    stage.prepare(ctx, force=False)  # the proofread roots, queried once
+    graph = species_graph(ctx)
+    stage = graph.stage("bank")
+    stage.prepare(ctx, graph, force=False)  # the proofread roots, queried once
     roots = stage.roots(ctx) or []
     budgets = ctx.cfg.budgets.model_dump()
-    if bank_complete(ctx) is None:
+    if graph.incomplete("bank") is None:
         cols = ["combined_sample_hash", "sample_type"]
-        found = {r["combined_sample_hash"]: r for p in stage.partitions(ctx)
+        found = {r["combined_sample_hash"]: r for p in graph.partitions("bank")
                  for r in pq.read_table(p.output_file(ctx), columns=cols).to_pylist()}  # fmt: skip
         candidates = _counts(list(found.values()))
         selected = _counts(pq.read_table(ctx.bank_path, columns=["sample_type"]).to_pylist())

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.build import SPECIES_STAGES
 from pipeline.context import make_context
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import UserError
 from pipeline.core.samples import SAMPLE_TYPES
+from pipeline.stages.species import species_graph
 from render.contact_sheet import contact_sheet
 
 
@@ -31,7 +31,7 @@ def pick_rows(part_paths: list[Path], per_type: int) -> list[dict]:
 
 def write_preview(species: str, work: Path, out: Path, per_type: int, output: Path) -> Path:
     ctx = make_context(species, work, out)
-    parts = [p.output_file(ctx) for p in SPECIES_STAGES["render"].partitions(ctx)]
+    parts = [p.output_file(ctx) for p in species_graph(ctx).partitions("render")]
     rows = pick_rows(parts, per_type)
     if not rows:
         raise UserError(f"species {species}: nothing rendered yet in {ctx.stage_dir('render')} (run `make build`)")

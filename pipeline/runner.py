@@ -1,9 +1,10 @@
 """The stage runner: a stage's partitions, executed on dask, resumable, reusing what did not change.
 
-Listing and executing are separate: `stage.partitions()` lists them, each with a fingerprint of its inputs;
-`run_stage()` checks that the upstream stage is complete (else it refuses, naming what is missing), executes
-the partitions whose marker does not match, then runs the stage's `finish` step. A partition that runs again
-reuses the samples whose own inputs did not change (pipeline.reuse), unless `force`.
+Listing and executing are separate: the stage graph (pipeline/graph.py) lists a stage's partitions, each with a
+fingerprint of its inputs; `run_stages()` checks that the upstream stages are complete (else it refuses, naming
+what is missing), executes the partitions whose marker does not match, then runs the stage's `finish` step. A
+stage and the one streaming from it (fetch and render) run as one task per partition, by the same function.
+A partition that runs again reuses the samples whose own inputs did not change (pipeline.reuse), unless `force`.
 
 A partition's outputs are written atomically, then its failures file, then its marker (last). A partition
 that crashes writes no marker: its traceback and the samples it did not build go to `part-NNNNN.log`, and
@@ -16,11 +17,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import dask
 from tqdm.auto import tqdm
@@ -37,6 +39,9 @@ from pipeline.core.ledger import Failure, describe, merge_ledger, write_failures
 from pipeline.markers import digests, marker_is_current, read_marker, write_marker
 from pipeline.partitions import bucket_range
 from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior
+
+if TYPE_CHECKING:
+    from pipeline.graph import StageGraph
 
 SHOWN = 5  # partitions or samples named in one line
 
@@ -100,24 +105,71 @@ class PartResult:
 
 
 class Stage(Protocol):
+    """What every stage declares and does (pipeline/stages/; StageBase gives the defaults)."""
+
     name: str
     reads: tuple[str, ...]  # the config keys its outputs depend on
-    consumes: tuple[str, ...]  # the stages whose outputs it reads (none: the source only)
+    consumes: tuple[str, ...]  # the stages whose outputs it reads (none: the source only); the graph's edges
     unit: str  # what its partitions' members are ("roots", "rows"): what `Partition.n_samples` counts
-    # keys_samples (optional, False): each sample has a key of its own inputs, and a partition that runs again keeps
-    # the samples whose key is unchanged (what an upstream change redoes is then only the samples it changed).
-    # A stage may also have `output_version`: raised when its code writes other bytes from the same inputs.
+    # each sample has a key of its own inputs, and a partition that runs again keeps the samples whose key is
+    # unchanged (what an upstream change redoes is then only the samples it changed)
+    keys_samples: bool
+    widened_by: tuple[str, ...]  # config keys that redo a sample only when its fetched box must grow
+    widened_what: str
+    output_version: int | None  # raised when its code writes other bytes from the same inputs
+    # a consumed stage whose samples it can take as they are made: the runner may run both in one task per
+    # partition (`run(..., upstream=...)` of this one beside `run(..., on_sample=...)` of that one)
+    streams_from: str | None
 
-    def partitions(self, ctx: BuildContext) -> list[Partition]: ...
-
-    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        """None when every input is done, else one line naming what is missing and the command to run."""
+    def prepare(self, ctx: BuildContext, graph: StageGraph, force: bool) -> bool:
+        """Work before the partitions can be listed (the bank's proofread roots); True when it changed them."""
         ...
 
-    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]: ...
+
+    def incomplete(self, ctx: BuildContext, graph: StageGraph) -> str | None:
+        """None when every output is done under the current config, else one line: what is missing, what to run."""
+        ...
+
+    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None, **kw: object) -> Outcome:
         """Build one partition, writing its outputs atomically; `Outcome.outputs` lists them. `prior` (what
         earlier runs left for reuse) is None when forced."""
         ...
+
+    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:
+        """The stage's last step once every partition is done (the bank's selection); a note for its summary."""
+        ...
+
+    def partition_of(self, ctx: BuildContext, upstream: Partition) -> Partition:
+        """(streams_from only) its partition over `upstream`'s rows, fingerprinted by what `upstream` wrote."""
+        ...
+
+
+class StageDeclarations:
+    """What every stage declares, with its defaults (the shard stage too, whose scope is the release)."""
+
+    consumes: tuple[str, ...] = ()
+    keys_samples = False
+    widened_by: tuple[str, ...] = ()
+    widened_what = ""
+    output_version: int | None = None
+    streams_from: str | None = None
+
+
+class StageBase(StageDeclarations):
+    """The defaults of the Stage protocol: a stage overrides what it does differently."""
+
+    def prepare(self, ctx: BuildContext, graph: StageGraph, force: bool) -> bool:
+        return False
+
+    def incomplete(self, ctx: BuildContext, graph: StageGraph) -> str | None:
+        return graph.pending(self.name)  # type: ignore[attr-defined]
+
+    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:
+        return None
+
+    def partition_of(self, ctx: BuildContext, upstream: Partition) -> Partition:
+        raise NotImplementedError(f"stage {self.name} does not stream from another")  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -165,7 +217,7 @@ def config_values(ctx: BuildContext, keys: tuple[str, ...]) -> dict:
 def code_version(stage: Stage) -> str:
     """The code version in a stage's keys: the pipeline's, and the stage's own `output_version` when it has one,
     so that a change of one stage's output bytes redoes that stage (and what consumes it), not the ones before."""
-    own = getattr(stage, "output_version", None)
+    own = stage.output_version
     return __version__ if own is None else f"{__version__}+{stage.name}.{own}"
 
 
@@ -257,6 +309,11 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: b
     return result
 
 
+def execute_alone(stage: Stage, ctx: BuildContext, part: Partition, force: bool) -> tuple[PartResult]:
+    """A task of one partition: its result as a 1-tuple (a streamed pair's task gives a 2-tuple)."""
+    return (execute_partition(stage, ctx, part, force),)
+
+
 # ------------------------------------------------------------------------------------------ layout changes
 
 
@@ -341,58 +398,145 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-def run_stage(
-    stage: Stage,
-    ctx: BuildContext,
+def run_stage(graph: StageGraph, name: str, **kw: object) -> StageSummary:
+    """One stage of the graph (see run_stages)."""
+    return run_stages(graph, (name,), **kw)[0]  # type: ignore[arg-type]
+
+
+def run_stages(
+    graph: StageGraph,
+    names: tuple[str, ...],
     *,
     scheduler: str = "processes",
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
-) -> StageSummary:
+) -> list[StageSummary]:
+    """Run one stage, or a stage and the one that streams from it (`Stage.streams_from`) in one task per
+    partition, so that the second works on each sample as soon as the first has settled it (network waits
+    overlap compute). Either way: the inputs are checked (a stage whose upstream is not complete refuses in one
+    line), partitions relaid out, the ones not done executed on dask (outputs, failures file, marker last),
+    errors raised in one line after the ledger is merged, each stage's `finish`, one summary per stage."""
     start = time.perf_counter()
+    ctx = graph.ctx
+    stages = [graph.stage(n) for n in names]
+    if len(stages) > 2 or (len(stages) == 2 and stages[1].streams_from != stages[0].name):
+        raise ValueError(f"stages {names}: one stage, or a stage and the one streaming from it")
     remove_stale_temps(ctx.species_dir)  # left by a killed run; never taken for a result
-    prepare = getattr(stage, "prepare", None)
-    if prepare is not None:
-        prepare(ctx, force)
-    parts = stage.partitions(ctx)
-    missing = stage.missing_upstream(ctx, parts)
+    for stage in stages:
+        if stage.prepare(ctx, graph, force):
+            graph.reset(stage.name)
+    missing = graph.missing(stages[0].name)
     if missing:
-        raise UserError(f"species {ctx.species}, stage {stage.name}: {missing}")
-    relayout(ctx, stage.name, parts)
-    todo = [p for p in parts if force or not is_done(ctx, p)]
-    bar = tqdm(
-        total=sum(p.n_samples for p in todo),
-        desc=f"{ctx.species} {stage.name}",
-        unit="sample",
-        disable=not progress or not todo,
-        leave=True,
-    )
+        raise UserError(f"species {ctx.species}, stage {stages[0].name}: {missing}")
+    listed = [graph.partitions(stage.name) for stage in stages]
+    for stage, parts in zip(stages, listed, strict=True):
+        relayout(ctx, stage.name, parts)
+    if len(stages) == 1:
+        todo = [p for p in listed[0] if force or not is_done(ctx, p)]
+        tasks = [dask.delayed(execute_alone, pure=False)(stages[0], ctx, p, force) for p in todo]
+    else:
+        todo = [p for p, q in zip(*listed, strict=True) if force or not (is_done(ctx, p) and is_done(ctx, q))]
+        tasks = [dask.delayed(execute_streamed, pure=False)(*stages, ctx, p, force) for p in todo]
+    bar = tqdm(total=sum(p.n_samples for p in todo), desc=f"{ctx.species} {'+'.join(names)}", unit="sample",
+               disable=not progress or not todo, leave=True)  # fmt: skip
     n_failed = 0
 
     def on_result(result: object) -> None:
         nonlocal n_failed
-        if isinstance(result, PartResult):
-            n_failed += result.failures
-            bar.update(result.n_planned)
+        if isinstance(result, tuple):
+            done = [r for r in result if r is not None]
+            n_failed += sum(r.failures for r in done)
+            bar.update(max(r.n_planned for r in done))
             bar.set_postfix(failures=n_failed, refresh=False)
 
-    tasks = [dask.delayed(execute_partition, pure=False)(stage, ctx, p, force) for p in todo]
     try:
         results = compute(tasks, scheduler, workers, on_result) if tasks else []
     finally:
         bar.close()
-    errors = [r for r in results if r.error]
-    if errors:
-        merge_ledger(ctx)
-        raise stage_failed(ctx.species, stage.name, errors)
-    summary = summarize(stage.name, parts, results)
-    finish = getattr(stage, "finish", None)
-    if finish is not None:
-        note = finish(ctx, parts, force)
+    per_stage = [[r[i] for r in results if r[i] is not None] for i in range(len(stages))]
+    for stage, stage_results in zip(stages, per_stage, strict=True):
+        errors = [r for r in stage_results if r.error]
+        if errors:
+            merge_ledger(ctx)
+            raise stage_failed(ctx.species, stage.name, errors)
+    summaries = []
+    for stage, parts, stage_results in zip(stages, listed, per_stage, strict=True):
+        summary = summarize(stage.name, parts, stage_results)
+        if summary.ran:
+            graph.changed(stage.name)
+        note = stage.finish(ctx, graph, parts, force)
         if note:
             summary.notes.append(note)
+        summaries.append(summary)
     merge_ledger(ctx)
-    drop_previous(ctx, stage.name)
-    summary.seconds = time.perf_counter() - start
-    return summary
+    for stage in stages:
+        drop_previous(ctx, stage.name)
+    for summary in summaries:
+        summary.seconds = time.perf_counter() - start
+    return summaries
+
+
+# ------------------------------------------------------------------------------------------ streamed pairs
+
+
+class LiveSamples:
+    """The samples of a running partition, each (path, sha256) or None, as they are settled: what the stage
+    streaming from it waits on, sample by sample."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._got: dict[str, tuple[Path, str] | None] = {}
+        self._closed = False
+
+    def put(self, sample_hash: str, value: tuple[Path, str] | None) -> None:
+        with self._cond:
+            self._got[sample_hash] = value
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, sample_hash: str) -> tuple[Path, str] | None:
+        with self._cond:
+            self._cond.wait_for(lambda: sample_hash in self._got or self._closed)
+            if sample_hash not in self._got:
+                raise UserError(f"the upstream of sample {sample_hash} did not finish (its partition stopped)")
+            return self._got[sample_hash]
+
+
+def execute_streamed(
+    first: Stage, second: Stage, ctx: BuildContext, part: Partition, force: bool
+) -> tuple[PartResult, PartResult | None]:
+    """One task: `first`'s partition (unless done) on a background thread, `second` working on each of its
+    samples as soon as it is settled; `first` sealed first, then `second`, fingerprinted by what `first` wrote."""
+    if not force and is_done(ctx, part):
+        done = PartResult(part.index, 0, skipped=True)
+        own = second.partition_of(ctx, part)
+        if is_done(ctx, own):
+            return done, None
+        return done, execute_partition(second, ctx, own, force)
+    live = LiveSamples()
+    box: dict[str, PartResult] = {}
+
+    def first_job() -> None:
+        try:
+            box["first"] = execute_partition(first, ctx, part, force, on_sample=live.put)
+        finally:
+            live.close()
+
+    thread = threading.Thread(target=first_job, name=f"{first.name}-{part.name}", daemon=True)
+    thread.start()
+    prior = None if force else load_prior(ctx, second.name, part.index, part.level)
+    provisional = Partition(second.name, part.index, part.n_samples, "", part.level, part.members)
+    outcome = attempt(second, ctx, provisional, prior, upstream=live.get)
+    thread.join()
+    upstream = box["first"]
+    if upstream.error:  # the second stopped with it: its own log would only repeat the first's
+        provisional.log_path(ctx).unlink(missing_ok=True)
+        return upstream, None
+    if isinstance(outcome, PartResult):
+        return upstream, outcome
+    return upstream, seal(ctx, second.partition_of(ctx, part), outcome, prior)

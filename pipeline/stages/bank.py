@@ -18,10 +18,11 @@ from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
 from pipeline.core.hashing import key_of, md5_hex
 from pipeline.core.ledger import write_failures
+from pipeline.graph import StageGraph
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
 from pipeline.partitions import buckets, level_for, root_digest
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, config_values, fingerprint
+from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint
 from pipeline.sources import open_source
 from pipeline.stages.common import SOURCE_KEYS, source_identity
 
@@ -31,7 +32,7 @@ ROOTS_SCHEMA = pa.schema([("root_id", pa.uint64())])
 BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads only the groups of its hash range
 
 
-class BankStage:
+class BankStage(StageBase):
     name = STAGE
     reads = (
         *ROOTS_KEYS, "seg_cloudpath", "seg_mip", "synapse_table", "synapse_score_above", "junctions_per_neuron",
@@ -48,14 +49,16 @@ class BankStage:
     def _roots_fingerprint(self, ctx: BuildContext) -> str:
         return md5_hex(key_of("roots", sorted(config_values(ctx, ROOTS_KEYS).items()), source_identity(ctx)))
 
-    def prepare(self, ctx: BuildContext, force: bool) -> None:
+    def prepare(self, ctx: BuildContext, graph: StageGraph, force: bool) -> bool:
+        """The proofread roots at the pinned time, queried when the keys that define them changed (True then)."""
         fp = self._roots_fingerprint(ctx)
         if not force and marker_is_current(ctx.work_dir, ctx.roots_marker_path, fp):
-            return
+            return False
         roots = sorted({int(r) for r in open_source(ctx).proofread_roots()})
         write_parquet(ctx.roots_path, pa.table({"root_id": pa.array(roots, pa.uint64())}, schema=ROOTS_SCHEMA))
         write_marker(ctx.roots_marker_path, {"fingerprint": fp, "n_roots": len(roots),
                                                "outputs": digests(ctx.work_dir, [ctx.roots_path])})  # fmt: skip
+        return True
 
     def roots(self, ctx: BuildContext) -> list[int] | None:
         """The proofread roots kept under the current config (None: not queried yet, or for another config)."""
@@ -64,7 +67,7 @@ class BankStage:
         return [int(r) for r in pq.read_table(ctx.roots_path).column("root_id").to_pylist()]
 
     # -- partitions -------------------------------------------------------------------------------------
-    def partitions(self, ctx: BuildContext) -> list[Partition]:
+    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]:
         roots = self.roots(ctx)
         if roots is None:
             return []
@@ -77,9 +80,6 @@ class BankStage:
             fp = fingerprint(ctx, self, source_identity(ctx), everyone, index, level, *members)
             parts.append(Partition(STAGE, index, len(members), fp, level, members))
         return parts
-
-    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return None
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
         proofread = self.roots(ctx)
@@ -95,7 +95,7 @@ class BankStage:
         inputs = [outputs_digest(read_marker(p.marker_path(ctx))) for p in parts]
         return fingerprint(ctx, self, "select", sorted(config_values(ctx, self.select_reads).items()), *inputs)
 
-    def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str:
+    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str:
         fp = self._select_fingerprint(ctx, parts)
         if not force and marker_is_current(ctx.work_dir, ctx.bank_marker_path, fp):
             return f"{read_marker(ctx.bank_marker_path)['n_rows']} bank rows (unchanged)"
@@ -108,12 +108,13 @@ class BankStage:
         write_failures(ctx.select_failures_path, selected.failures)
         write_marker(ctx.bank_marker_path, {"fingerprint": fp, "n_rows": len(selected.rows),
                                             "outputs": digests(ctx.work_dir, [ctx.bank_path])})  # fmt: skip
+        graph.changed(self.name)  # a new bank.parquet: what was listed downstream of it is stale
         return f"{len(selected.rows)} bank rows selected from {n_candidates} candidates"
 
-    def incomplete(self, ctx: BuildContext) -> str | None:
+    def incomplete(self, ctx: BuildContext, graph: StageGraph) -> str | None:
         """None when bank.parquet is the selection of the current partitions, else one line saying what to run."""
         run = f"run `make stage STAGE=bank SPECIES={ctx.species}` (or `make build SPECIES={ctx.species}`)"
-        parts = self.partitions(ctx)
+        parts = graph.partitions(self.name)
         if not parts and self.roots(ctx) is None:
             return f"the bank has not run under the current config; {run}"
         pending = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]

@@ -16,7 +16,7 @@ from pipeline.context import BuildContext
 from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import Failure
-from pipeline.markers import marker_is_current
+from pipeline.graph import StageGraph
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, Stage, fingerprint
@@ -43,13 +43,6 @@ def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object
 # ------------------------------------------------------------------------------------------ the bank
 
 
-def bank_complete(ctx: BuildContext) -> str | None:
-    """None when bank.parquet is the selection of the current bank partitions, else why not (one line)."""
-    from pipeline.stages.bank import BankStage
-
-    return BankStage().incomplete(ctx)
-
-
 def read_bank_index(ctx: BuildContext) -> tuple[list[str], list[str]]:
     """(combined_sample_hash, row_digest) of every bank row, sorted by hash."""
     if not ctx.bank_path.exists():
@@ -59,12 +52,17 @@ def read_bank_index(ctx: BuildContext) -> tuple[list[str], list[str]]:
 
 
 def bank_partitions(
-    ctx: BuildContext, stage: Stage, *inputs: object, upstream: Callable[[int], str] | None = None
+    ctx: BuildContext,
+    graph: StageGraph,
+    stage: Stage,
+    *inputs: object,
+    upstream: Callable[[int], str] | None = None,
 ) -> list[Partition]:
     """Buckets of the bank's combined_sample_hash prefix, about `partition_rows` rows each: a row keeps its
     partition when others are added or removed. A fingerprint covers the stage's config keys, `inputs`, the
-    upstream partition's output digest (`upstream(index)`) and the members' row digests."""
-    hashes, row_digests = read_bank_index(ctx)
+    upstream partition's output digest (`upstream(index)`) and the members' row digests. The bank index is read
+    once per graph."""
+    hashes, row_digests = graph.memo("bank_index", lambda: read_bank_index(ctx))
     level = level_for(len(hashes), ctx.cfg.partition_rows)
     parts = []
     for index, (start, stop) in enumerate(buckets(hashes, level)):
@@ -101,18 +99,6 @@ def rows_of_partition(ctx: BuildContext, part: Partition) -> list[dict]:
     if [r["combined_sample_hash"] for r in rows] != list(part.members):
         raise UserError(f"species {ctx.species}: {ctx.bank_path} changed while {part.stage} ran; rerun the build")
     return rows
-
-
-def upstream_not_done(ctx: BuildContext, upstream: str, parts: list[Partition]) -> str | None:
-    """One line naming the upstream partitions (same layout) that are not done, and what to run."""
-    missing = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]
-    if not missing:
-        return None
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return (
-        f"{len(missing)} of {len(parts)} {upstream} partitions are not done ({shown}); run "
-        f"`make stage STAGE={upstream} SPECIES={ctx.species}` first, or `make build SPECIES={ctx.species}`"
-    )
 
 
 # ------------------------------------------------------------------------------------------ the sample loop

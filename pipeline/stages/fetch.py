@@ -14,15 +14,15 @@ from pathlib import Path
 from pipeline.context import BuildContext
 from pipeline.core.fetched import crop_half_of
 from pipeline.core.hashing import sha256_file
+from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition
+from pipeline.runner import Outcome, Partition, StageBase
 from pipeline.sources import open_source
 from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stages.common import (
     SOURCE_KEYS,
-    bank_complete,
     bank_partitions,
     rows_of_partition,
     run_samples,
@@ -49,7 +49,7 @@ def fetched_files(ctx: BuildContext, marker: dict | None) -> dict[str, tuple[Pat
     return out
 
 
-class FetchStage:
+class FetchStage(StageBase):
     name = STAGE
     reads = (
         *SOURCE_KEYS,
@@ -66,11 +66,8 @@ class FetchStage:
     widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
     widened_what = "mesh crop box"
 
-    def partitions(self, ctx: BuildContext) -> list[Partition]:
-        return bank_partitions(ctx, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))
-
-    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return bank_complete(ctx)
+    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]:
+        return bank_partitions(ctx, graph, self, source_identity(ctx), crop_box_half_nm(ctx.cfg))
 
     def run(
         self,
@@ -80,7 +77,7 @@ class FetchStage:
         on_sample: Callable[[str, tuple[Path, str] | None], None] | None = None,
     ) -> Outcome:
         """Fetch the partition's samples on `fetch_threads` I/O threads. `on_sample(hash, (path, sha256) or None)`
-        hears of each sample, in order, as soon as its file is settled (a render fused with this fetch)."""
+        hears of each sample, in order, as soon as its file is settled (the render streaming from this fetch)."""
         source = open_source(ctx)
         half = crop_box_half_nm(ctx.cfg)
         identity = source_identity(ctx)
@@ -123,7 +120,7 @@ class FetchStage:
         outcome.outputs = sorted(p for p, _ in paths.values())
         return outcome
 
-    def finish(self, ctx: BuildContext, parts: list[Partition], force: bool) -> str | None:
+    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:
         """Delete fetched files no current partition records (samples that left the bank, older keys)."""
         kept = {str(path) for p in parts for path, _ in fetched_files(ctx, read_marker(p.marker_path(ctx))).values()}
         removed = 0

@@ -16,37 +16,37 @@ from pipeline.core.atomic import write_parquet
 from pipeline.core.fetched import FetchedSample
 from pipeline.core.layout import MARKER
 from pipeline.core.release_schema import RENDER_PART_SCHEMA
+from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, is_done
+from pipeline.runner import Outcome, Partition, StageBase, is_done
 from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
 from pipeline.stages.common import (
-    bank_complete,
     bank_partition,
     bank_partitions,
     rows_of_partition,
     run_samples,
     sample_key,
-    upstream_not_done,
 )
-from pipeline.stages.fetch import FetchStage, fetched_files
+from pipeline.stages.fetch import fetched_files
 from render import OUTPUT_VERSION
 from render.row import render_row
 
 STAGE = "render"
 
 
-class RenderStage:
+class RenderStage(StageBase):
     name = STAGE
     output_version = OUTPUT_VERSION
     reads = ("extent_nm", "center_jitter_nm", "seed", "em_window_nm", "max_missing_fraction")
     consumes = (FETCH_STAGE,)
+    streams_from = FETCH_STAGE  # renders each sample as soon as its fetch has settled, in the same task
     unit = "rows"
     keys_samples = True
 
-    def partitions(self, ctx: BuildContext) -> list[Partition]:
-        fetch = {p.index: p for p in FetchStage().partitions(ctx)}
-        return bank_partitions(ctx, self, upstream=lambda index: self._upstream(ctx, fetch[index]))
+    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]:
+        fetch = {p.index: p for p in graph.partitions(FETCH_STAGE)}
+        return bank_partitions(ctx, graph, self, upstream=lambda index: self._upstream(ctx, fetch[index]))
 
     def _upstream(self, ctx: BuildContext, fetch_part: Partition) -> str:
         done = is_done(ctx, fetch_part)
@@ -59,19 +59,17 @@ class RenderStage:
         return bank_partition(ctx, self, fetch_part.index, fetch_part.level, hashes, digests,
                               self._upstream(ctx, fetch_part))  # fmt: skip
 
-    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return bank_complete(ctx) or upstream_not_done(ctx, FETCH_STAGE, FetchStage().partitions(ctx))
-
     def run(
         self,
         ctx: BuildContext,
         part: Partition,
         prior: PriorRun | None,
-        fetched: Callable[[str], tuple[Path, str] | None] | None = None,
+        upstream: Callable[[str], tuple[Path, str] | None] | None = None,
     ) -> Outcome:
-        """Render the partition's fetched samples, keeping the rows whose key is unchanged. `fetched(hash)` gives
+        """Render the partition's fetched samples, keeping the rows whose key is unchanged. `upstream(hash)` gives
         a sample's fetched file and its sha256 (None: its fetch failed, and the ledger says why); by default
-        from the fetch partition's marker, or, fused with a running fetch, as each sample is fetched."""
+        from the fetch partition's marker, or, streaming from a running fetch, as each sample is fetched."""
+        fetched = upstream
         if fetched is None:
             fetched = fetched_files(ctx, read_marker(ctx.part_file(FETCH_STAGE, part.index, MARKER))).get
         found: dict[str, tuple[Path, str]] = {}

@@ -17,10 +17,12 @@ from pipeline.context import BuildContext, make_context, release_marker_path
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import key_of, md5_hex
 from pipeline.core.layout import MARKER
+from pipeline.graph import StageGraph
 from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
-from pipeline.runner import is_done
-from pipeline.stages.render import RenderStage
-from pipeline.stages.split import SplitStage
+from pipeline.runner import Partition, StageDeclarations
+from pipeline.stages.render import STAGE as RENDER
+from pipeline.stages.species import species_graph
+from pipeline.stages.split import STAGE as SPLIT
 
 STAGE = "shard"
 RELEASE_FILES = ("shards.csv", "README.md", "report/index.html")
@@ -38,28 +40,36 @@ class ReleaseInputs:
     contexts: list[BuildContext]
     fingerprint: str
     problem: str | None  # why the release cannot be written yet (one line), or None
+    graphs: dict[str, StageGraph]  # each species' stage graph, as listed for the fingerprint
 
 
-class ShardStage:
+class ShardStage(StageDeclarations):
+    """The release's stage: one partition over every species (`inputs`, `is_done`, `run`), not a species'."""
+
     name = STAGE
     reads = ("shard_bytes",)
-    consumes = ("render", "split")
+    consumes = (RENDER, SPLIT)
 
-    def inputs(self, work: Path, out: Path) -> ReleaseInputs:
-        contexts = [make_context(sp, work, out) for sp in species_in(work)]
+    def inputs(self, work: Path, out: Path, graphs: dict[str, StageGraph] | None = None) -> ReleaseInputs:
+        """What the release is made of: every species with a bank in `work`, listed through its stage graph
+        (`graphs`: the ones a build has already listed, reused)."""
+        graphs = dict(graphs or {})
+        contexts = []
+        for sp in species_in(work):
+            if sp not in graphs:
+                graphs[sp] = species_graph(make_context(sp, work, out))
+            contexts.append(graphs[sp].ctx)
         if not contexts:
-            return ReleaseInputs([], "", f"no species in {work} has a bank yet: run `make build` first")
+            return ReleaseInputs([], "", f"no species in {work} has a bank yet: run `make build` first", graphs)
         inputs, problems = [], []
         for ctx in contexts:
-            for stage in (RenderStage(), SplitStage()):
-                parts = stage.partitions(ctx)
-                missing = stage.missing_upstream(ctx, parts)
-                pending = [p.name for p in parts if not is_done(ctx, p)]
-                if missing or pending:
-                    problems.append(f"{ctx.species} ({stage.name} not done)")
+            graph = graphs[ctx.species]
+            for name in self.consumes:
+                if graph.missing(name) or graph.incomplete(name):
+                    problems.append(f"{ctx.species} ({name} not done)")
                     break
-                inputs += [f"{ctx.species}:{stage.name}:{outputs_digest(read_marker(p.marker_path(ctx)))}"
-                           for p in parts]  # fmt: skip
+                inputs += [f"{ctx.species}:{name}:{outputs_digest(read_marker(p.marker_path(ctx)))}"
+                           for p in graph.partitions(name)]  # fmt: skip
         fp = md5_hex(key_of(__version__, STAGE, shard_bytes(contexts), *inputs))
         problem = None
         if problems:
@@ -69,7 +79,7 @@ class ShardStage:
                 f"every species with a bank in {work} goes into the release, and {names} is not ready: run "
                 f"`make build SPECIES={first}`, or remove {Path(work) / first} to leave it out"
             )
-        return ReleaseInputs(contexts, fp, problem)
+        return ReleaseInputs(contexts, fp, problem, graphs)
 
     def is_done(self, release: ReleaseInputs, work: Path, out: Path) -> bool:
         marker = read_marker(release_marker_path(work))
@@ -88,10 +98,10 @@ class ShardStage:
 
         if release.problem:
             raise UserError(release.problem)
-        check_render_parts(release.contexts)
-        render = RenderStage()
+        render_parts = {c.species: release.graphs[c.species].partitions(RENDER) for c in release.contexts}
+        check_render_parts(release.contexts, render_parts)
         summary = write_release(
-            species_parts={c.species: [p.output_file(c) for p in render.partitions(c)] for c in release.contexts},
+            species_parts={c.species: [p.output_file(c) for p in render_parts[c.species]] for c in release.contexts},
             splits={c.species: c.split_path for c in release.contexts},
             split_manifests={c.species: c.manifest_path for c in release.contexts},
             failures=[c.ledger_path for c in release.contexts if c.ledger_path.exists()],
@@ -136,11 +146,10 @@ def shard_bytes(contexts: list[BuildContext]) -> int:
     return min((c.cfg.shard_bytes for c in contexts), default=0)
 
 
-def check_render_parts(contexts: list[BuildContext]) -> None:
+def check_render_parts(contexts: list[BuildContext], parts: dict[str, list[Partition]]) -> None:
     """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
-    render = RenderStage()
     for ctx in contexts:
-        for part in render.partitions(ctx):
+        for part in parts[ctx.species]:
             bad = corrupt_outputs(ctx.work_dir, part.marker_path(ctx))
             if bad:
                 part.marker_path(ctx).unlink(missing_ok=True)

@@ -5,29 +5,27 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline.context import BuildContext
+from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, fingerprint
+from pipeline.runner import Outcome, Partition, StageBase, fingerprint
 from pipeline.sources import open_source
-from pipeline.stages.common import SOURCE_KEYS, bank_complete, source_identity
+from pipeline.stages.common import SOURCE_KEYS, source_identity
 from split_assign import assign, manifest, write_assignment, write_manifest
 
 STAGE = "split"
 
 
-class SplitStage:
+class SplitStage(StageBase):
     name = STAGE
     reads = (*SOURCE_KEYS, "seg_cloudpath", "split_salt", "cube_nm", "split_ratios")
     consumes = ("bank",)
     unit = "rows"  # its one partition assigns every bank row
 
-    def partitions(self, ctx: BuildContext) -> list[Partition]:
+    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]:
         marker = read_marker(ctx.bank_marker_path) or {}
         digest = ",".join(rec["sha256"] for _, rec in sorted(marker.get("outputs", {}).items())) or "no-bank"
         return [Partition(STAGE, 0, int(marker.get("n_rows", 0)), fingerprint(ctx, self, source_identity(ctx), digest))]
-
-    def missing_upstream(self, ctx: BuildContext, parts: list[Partition]) -> str | None:
-        return bank_complete(ctx)
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
         import pyarrow.parquet as pq

@@ -7,8 +7,9 @@ import pytest
 
 from config.schema import SpeciesConfig
 from pipeline import invalidation as inv
-from pipeline.build import SHARD, SPECIES_STAGES
+from pipeline.build import SHARD
 from pipeline.invalidation import NOT_INPUTS, invalidation, readme_table, redoes, table, with_table
+from pipeline.stages.species import SPECIES_STAGES
 from tests.conftest import REPO
 
 

@@ -8,27 +8,25 @@ from pipeline.context import BuildContext
 from pipeline.core.atomic import atomic_path, write_text
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure
-from pipeline.runner import Outcome, Partition, is_done, run_stage
+from pipeline.graph import StageGraph
+from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage
 
 
-class CountingStage:
+class CountingStage(StageBase):
     """Writes one text file per partition; partition 3's sample 0 fails; `broken` partitions raise."""
 
     name = "toy"
     reads = ()
-    consumes = ()
+    unit = "rows"
 
     def __init__(self, n_parts=5, fingerprint="v1", broken=()):
         self.n_parts, self.fingerprint, self.broken = n_parts, fingerprint, set(broken)
 
-    def partitions(self, ctx):
+    def partitions(self, ctx, graph=None):
         return [
             Partition(self.name, i, 4, f"{self.fingerprint}-{i}", members=tuple(f"s{i}-{k}" for k in range(4)))
             for i in range(self.n_parts)
         ]
-
-    def missing_upstream(self, ctx, parts):
-        return None
 
     def run(self, ctx, part, prior):
         if part.index in self.broken:
@@ -44,6 +42,10 @@ class CountingStage:
                        outputs=[part.output_file(ctx, ".txt")])  # fmt: skip
 
 
+def _run(stage, ctx, **kw):
+    return run_stage(StageGraph(ctx, {stage.name: stage}), stage.name, **kw)
+
+
 @pytest.fixture
 def ctx(tmp_path):
     return BuildContext("demo", load_config("demo"), tmp_path / "work", tmp_path / "out")
@@ -56,7 +58,7 @@ def _runs(ctx, stage):
 @pytest.mark.parametrize("scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.slow)])
 def test_runs_every_partition_once_and_records_failures(ctx, scheduler):
     stage = CountingStage()
-    summary = run_stage(stage, ctx, scheduler=scheduler, workers=2, progress=False)
+    summary = _run(stage, ctx, scheduler=scheduler, workers=2, progress=False)
     assert (summary.ran, summary.skipped, summary.samples, summary.failures) == (5, 0, 19, 1)
     assert _runs(ctx, stage) == [1] * 5
     ledger = pq.read_table(ctx.ledger_path).to_pylist()
@@ -65,33 +67,33 @@ def test_runs_every_partition_once_and_records_failures(ctx, scheduler):
 
 def test_rerun_skips_done_force_redoes(ctx):
     stage = CountingStage()
-    run_stage(stage, ctx, scheduler="sync", progress=False)
-    again = run_stage(stage, ctx, scheduler="sync", progress=False)
+    _run(stage, ctx, scheduler="sync", progress=False)
+    again = _run(stage, ctx, scheduler="sync", progress=False)
     assert (again.ran, again.skipped) == (0, 5)
     assert _runs(ctx, stage) == [1] * 5
-    run_stage(stage, ctx, scheduler="sync", force=True, progress=False)
+    _run(stage, ctx, scheduler="sync", force=True, progress=False)
     assert _runs(ctx, stage) == [2] * 5
     # the ledger is rebuilt from partition files, never duplicated
     assert len(pq.read_table(ctx.ledger_path)) == 1
 
 
 def test_changed_fingerprint_reruns(ctx):
-    run_stage(CountingStage(), ctx, scheduler="sync", progress=False)
+    _run(CountingStage(), ctx, scheduler="sync", progress=False)
     stage = CountingStage(fingerprint="v2")
     assert not any(is_done(ctx, p) for p in stage.partitions(ctx))
-    assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 5
+    assert _run(stage, ctx, scheduler="sync", progress=False).ran == 5
 
 
 def test_broken_partition_keeps_the_others_and_resumes(ctx):
     with pytest.raises(UserError, match=r"stage toy: part-00002: RuntimeError: boom.*part-00002.log.*rerun to resume"):
-        run_stage(CountingStage(broken={2}), ctx, scheduler="sync", progress=False)
+        _run(CountingStage(broken={2}), ctx, scheduler="sync", progress=False)
     stage = CountingStage()
     assert [is_done(ctx, p) for p in stage.partitions(ctx)] == [True, True, False, True, True]
     log = stage.partitions(ctx)[2].log_path(ctx).read_text()
     assert "part-00002: RuntimeError: boom" in log.splitlines()[0]
     assert log.splitlines()[1] == "samples not built (4): s2-0 s2-1 s2-2 s2-3"
     assert "Traceback (most recent call last)" in log and 'raise RuntimeError("boom")' in log
-    summary = run_stage(stage, ctx, scheduler="sync", progress=False)
+    summary = _run(stage, ctx, scheduler="sync", progress=False)
     assert (summary.ran, summary.skipped) == (1, 4)
     assert _runs(ctx, stage) == [1] * 5
     assert not stage.partitions(ctx)[2].log_path(ctx).exists()  # the crash log goes once the partition is done
@@ -99,7 +101,7 @@ def test_broken_partition_keeps_the_others_and_resumes(ctx):
 
 def test_marker_is_written_last_and_names_the_partition(ctx):
     stage = CountingStage(n_parts=1)
-    run_stage(stage, ctx, scheduler="sync", progress=False)
+    _run(stage, ctx, scheduler="sync", progress=False)
     part = stage.partitions(ctx)[0]
     marker = json.loads(part.marker_path(ctx).read_text())
     assert marker["fingerprint"] == "v1-0" and marker["n_built"] == 4
@@ -120,17 +122,17 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
 def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
     monkeypatch.setattr("pipeline.core.compute.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
-        run_stage(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
+        _run(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
 
 
 def test_a_deleted_or_truncated_output_is_not_done(ctx):
     stage = CountingStage(n_parts=2)
-    run_stage(stage, ctx, scheduler="sync", progress=False)
+    _run(stage, ctx, scheduler="sync", progress=False)
     first, second = stage.partitions(ctx)
     first.output_file(ctx, ".txt").unlink()
     second.output_file(ctx, ".txt").write_text("trunc")
     assert not is_done(ctx, first) and not is_done(ctx, second)
-    assert run_stage(stage, ctx, scheduler="sync", progress=False).ran == 2
+    assert _run(stage, ctx, scheduler="sync", progress=False).ran == 2
 
 
 def test_stale_temp_files_of_a_killed_run_are_swept(ctx):
@@ -138,7 +140,7 @@ def test_stale_temp_files_of_a_killed_run_are_swept(ctx):
     stale = ctx.stage_dir("toy") / ".part-00000.txt.abc123.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_text("half a file")
-    run_stage(stage, ctx, scheduler="sync", progress=False)
+    _run(stage, ctx, scheduler="sync", progress=False)
     assert not stale.exists()
 
 
