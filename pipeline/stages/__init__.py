@@ -1,1 +1,1 @@
-"""The stages as the runner sees them: bank, fetch, render, split, shard (and fetch+render fused)."""
+"""The stages as the runner sees them: bank, fetch, render, split (their graph: species.py) and shard."""

@@ -4,8 +4,8 @@
 build) and stops it on exit; `TwinServer.serve_forever()` is what the CLI runs. Every request goes
 through the same gate, in this order: URL length (414), the hostile twin's hidden limits and faults when it
 is hostile (hostile.py: header buffer 502, URL 414, latency, 429, 502, 504 past a drawn batch size), token on
-the CAVE APIs (401), latency, the handler (a hostile twin may then reset the connection mid-body); and every
-request, whatever its answer, is logged with its status and the bytes sent.
+the CAVE APIs (401), faults set by hand (faults.py), latency, the handler (a hostile twin may then reset the
+connection mid-body); and every request, whatever its answer, is logged with its status and the bytes sent.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.sim.twin import chunkedgraph, hostile, info, l2cache, layers, materialization, meshing
 from pipeline.sim.twin.cache import cache_summary, default_draco_bin_nm, ensure_cache
 from pipeline.sim.twin.drift import Drift
+from pipeline.sim.twin.faults import Faults
 from pipeline.sim.twin.http import Request, Response, Router, error, parse_query
 from pipeline.sim.twin.limits import TwinLimits
 from pipeline.sim.twin.log import RequestLog, RequestRecord
@@ -64,6 +65,7 @@ class TwinApp:
                                                                              l2_range)  # fmt: skip
         self.url = ""  # set once the socket is bound
         self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
+        self.faults = Faults()  # none unless set by hand (faults.py)
         self.ws_info = world.ws_info()
         self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
         self.router = Router()
@@ -80,6 +82,9 @@ class TwinApp:
         public = req.path.startswith(_PUBLIC)
         if self.require_token and not public and req.header("Authorization") != f"Bearer {TOKEN}":
             return error(401, "a valid token is needed (Authorization: Bearer ...)")
+        refused = self.faults.before(req)
+        if refused is not None:
+            return refused
         if self.limits.latency_ms > 0 and (self.hostility is None or hostile.endpoint_class(req.path) is None):
             time.sleep(self.limits.latency_ms / 1000.0)  # a hostile twin draws the API's latency itself
         refused = self.drift.before(req)
@@ -197,6 +202,10 @@ class TwinServer:
     @limits.setter
     def limits(self, value: TwinLimits) -> None:
         self.app.limits = value
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
 
     @property
     def world(self) -> TwinWorld | ScaleWorld:

@@ -199,3 +199,21 @@ def test_jsonl_log_for_the_cli(twin_world, tmp_path):
 def test_unknown_flavour_is_refused(twin_world):
     with pytest.raises(ValueError, match="flavor"):
         TwinServer(twin_world, flavor="v3")
+
+
+def test_faults_set_by_hand_answer_only_the_named_requests_and_only_as_often_as_told(twin):
+    twin.faults.clear()
+    try:
+        twin.faults.add("/versions", 429, times=2, headers={"Retry-After": "3"})
+        path = f"{MAT}/versions"
+        first, second, third = (_get(twin, path) for _ in range(3))
+        assert (first.status_code, second.status_code, third.status_code) == (429, 429, 200)
+        assert first.headers["Retry-After"] == "3" and third.json()
+        assert _get(twin, f"/info/api/v2/datastack/full/{DATASTACK}").status_code == 200  # other paths: untouched
+        twin.faults.add("/em/info", 503)
+        assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 503
+        assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 503  # no count: every time
+        twin.faults.clear()
+        assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 200
+    finally:
+        twin.faults.clear()
