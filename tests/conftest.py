@@ -164,8 +164,9 @@ def twins(twin_world):
 
 @pytest.fixture(params=["v1", "v2"])
 def twin(request, twins):
-    """Each test using it runs against both flavours; limits are restored after the test."""
+    """Each test using it runs against both flavours; limits are restored and faults cleared after the test."""
     server = twins[request.param]
     limits = server.limits
     yield server
     server.limits = limits
+    server.app.faults.clear()

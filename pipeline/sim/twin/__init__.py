@@ -11,6 +11,7 @@ stitched.py (derived files, built once per world), info.py (CAVE info, graphene 
 l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log),
 log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command), drift.py
 (`--drift`: states a config does not expect, e.g. an expired version, terms of service not accepted),
+faults.py (answers a test installs: one exact failure at the requests it chooses),
 replay.py (`--replay`: a preflight recording served as it was answered).
 
 What the twin encodes about the real servers that nothing here could confirm (no machine here reaches
@@ -126,7 +127,8 @@ Info, auth, buckets
     are the twin's own plausible magnitudes, not measured ones.
 """
 
+from pipeline.sim.twin.faults import Fault
 from pipeline.sim.twin.limits import TwinLimits
 from pipeline.sim.twin.server import TOKEN, TwinServer, serve_twin
 
-__all__ = ["TOKEN", "TwinLimits", "TwinServer", "serve_twin"]
+__all__ = ["TOKEN", "Fault", "TwinLimits", "TwinServer", "serve_twin"]

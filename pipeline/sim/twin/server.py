@@ -2,10 +2,11 @@
 
 `serve_twin(world_dir, flavor=..., latency_ms=...)` starts it in-process on a free port (tests, the
 build) and stops it on exit; `TwinServer.serve_forever()` is what the CLI runs. Every request goes
-through the same gate, in this order: URL length (414), the hostile twin's hidden limits and faults when it
-is hostile (hostile.py: header buffer 502, URL 414, latency, 429, 502, 504 past a drawn batch size), token on
-the CAVE APIs (401), faults set by hand (faults.py), latency, the handler (a hostile twin may then reset the
-connection mid-body); and every request, whatever its answer, is logged with its status and the bytes sent.
+through the same gate, in this order: the faults a test installed (faults.py; none otherwise), URL length (414),
+the hostile twin's hidden limits and faults when it is hostile (hostile.py: header buffer 502, URL 414, latency,
+429, 502, 504 past a drawn batch size), token on the CAVE APIs (401), latency, the handler (a hostile twin may then
+reset the connection mid-body); and every request, whatever its answer, is logged with its status and the bytes
+sent.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from pipeline.sim.twin import chunkedgraph, hostile, info, l2cache, layers, materialization, meshing
 from pipeline.sim.twin.cache import cache_summary, default_draco_bin_nm, ensure_cache
 from pipeline.sim.twin.drift import Drift
-from pipeline.sim.twin.faults import Faults
+from pipeline.sim.twin.faults import Fault, Faults
 from pipeline.sim.twin.http import Request, Response, Router, error, parse_query
 from pipeline.sim.twin.limits import TwinLimits
 from pipeline.sim.twin.log import RequestLog, RequestRecord
@@ -50,6 +51,7 @@ class TwinApp:
         l2cache_enabled: bool = True,
         require_token: bool = True,
         hostile_seed: int | None = None,
+        faults: Iterable[Fault] = (),
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
@@ -65,7 +67,7 @@ class TwinApp:
                                                                              l2_range)  # fmt: skip
         self.url = ""  # set once the socket is bound
         self.drift = Drift()  # no drift unless TwinServer(drift=...) applies one
-        self.faults = Faults()  # none unless set by hand (faults.py)
+        self.faults = Faults(faults)  # none unless a test adds them (faults.py)
         self.ws_info = world.ws_info()
         self.resolution = np.asarray(self.ws_info["scales"][0]["resolution"], dtype=np.float64)
         self.router = Router()
@@ -73,6 +75,9 @@ class TwinApp:
             module.register(self.router, self)
 
     def handle(self, req: Request, url_bytes: int, buffer_bytes: int = 0) -> Response:
+        faulted = self.faults.answer(req)
+        if faulted is not None:
+            return faulted
         if url_bytes > self.limits.url_bytes:
             return error(414, f"request URI of {url_bytes} bytes is longer than {self.limits.url_bytes}")
         if self.hostility is not None:
@@ -82,9 +87,6 @@ class TwinApp:
         public = req.path.startswith(_PUBLIC)
         if self.require_token and not public and req.header("Authorization") != f"Bearer {TOKEN}":
             return error(401, "a valid token is needed (Authorization: Bearer ...)")
-        refused = self.faults.before(req)
-        if refused is not None:
-            return refused
         if self.limits.latency_ms > 0 and (self.hostility is None or hostile.endpoint_class(req.path) is None):
             time.sleep(self.limits.latency_ms / 1000.0)  # a hostile twin draws the API's latency itself
         refused = self.drift.before(req)
@@ -169,6 +171,7 @@ class TwinServer:
         l2cache_enabled: bool = True,
         drift: Drift | Iterable[str] = (),
         hostile_seed: int | None = None,
+        faults: Iterable[Fault] = (),
     ) -> None:
         if isinstance(world_dir, ScaleWorld):  # a generated world: no files, no mesh cache
             world = world_dir
@@ -180,7 +183,7 @@ class TwinServer:
         self.log = RequestLog(log_path)
         self.app = TwinApp(
             world, flavor, limits or TwinLimits(), self.log, self.cache_summary["draco_bin_nm"], l2cache_enabled,
-            hostile_seed=hostile_seed,
+            hostile_seed=hostile_seed, faults=faults,
         )  # fmt: skip
         self.app.drift = Drift.of(drift)
         self.app.drift.apply(self.app)
@@ -202,10 +205,6 @@ class TwinServer:
     @limits.setter
     def limits(self, value: TwinLimits) -> None:
         self.app.limits = value
-
-    @property
-    def faults(self) -> Faults:
-        return self.app.faults
 
     @property
     def world(self) -> TwinWorld | ScaleWorld:

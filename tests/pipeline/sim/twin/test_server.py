@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import requests
 
-from pipeline.sim.twin import TOKEN, TwinServer
+from pipeline.sim.twin import TOKEN, Fault, TwinServer, serve_twin
 from pipeline.sim.twin.info import DATASTACK, TABLE_ID
 from pipeline.sim.twin.log import summarize
 
@@ -201,19 +201,28 @@ def test_unknown_flavour_is_refused(twin_world):
         TwinServer(twin_world, flavor="v3")
 
 
-def test_faults_set_by_hand_answer_only_the_named_requests_and_only_as_often_as_told(twin):
-    twin.faults.clear()
-    try:
-        twin.faults.add("/versions", 429, times=2, headers={"Retry-After": "3"})
-        path = f"{MAT}/versions"
-        first, second, third = (_get(twin, path) for _ in range(3))
-        assert (first.status_code, second.status_code, third.status_code) == (429, 429, 200)
-        assert first.headers["Retry-After"] == "3" and third.json()
-        assert _get(twin, f"/info/api/v2/datastack/full/{DATASTACK}").status_code == 200  # other paths: untouched
-        twin.faults.add("/em/info", 503)
-        assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 503
-        assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 503  # no count: every time
-        twin.faults.clear()
+def test_faults_answer_first_as_many_times_as_asked(twin_world):
+    """A test's faults (faults.py): the first matching rule with uses left answers, before the token check; its
+    status, body, content type and headers; a reset loses the connection mid-body; every answer is logged."""
+    rules = [
+        Fault(r"/lvl2_graph$", status=429, headers={"Retry-After": "3"}, times=2),
+        Fault(r"/lvl2_graph$", status=502, body=b"<html>bad gateway</html>", content_type="text/html", times=1),
+        Fault(r"^/em/info$", status=200, body=b"", method="GET"),
+        Fault(r"/datastack/full/", status=200, body=b"[" + b"1," * 5000 + b"1]", reset=True, times=1),
+    ]
+    with serve_twin(twin_world, faults=rules) as twin:
+        url = f"{twin.url}{CG}/node/1/lvl2_graph"
+        got = [requests.get(url, timeout=10) for _ in range(4)]  # without a token: the faults answer first
+        assert [r.status_code for r in got] == [429, 429, 502, 401]
+        assert got[0].headers["Retry-After"] == "3" and got[0].json()["code"] == 429
+        assert got[2].text == "<html>bad gateway</html>" and got[2].headers["Content-Type"] == "text/html"
+        assert requests.get(f"{twin.url}/em/info", timeout=10).content == b""  # an empty answer
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            _get(twin, f"/info/api/v2/datastack/full/{DATASTACK}").content  # noqa: B018 - read the whole body
+        assert _get(twin, f"/info/api/v2/datastack/full/{DATASTACK}").json()["local_server"] == twin.url
+        assert [r.status for r in twin.requests] == [429, 429, 502, 401, 200, 200, 200]
+        assert [rule.hits for rule in rules] == [2, 1, 1, 1]
+        twin.app.faults.clear()
+        assert requests.get(f"{twin.url}/em/info", timeout=10).json()["type"] == "image"
+        twin.app.faults.add(Fault(r"^/em/", status=404, method="POST"))  # another method: not this rule
         assert requests.get(f"{twin.url}/em/info", timeout=10).status_code == 200
-    finally:
-        twin.faults.clear()
