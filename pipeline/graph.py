@@ -15,10 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from pipeline.context import BuildContext
-from pipeline.markers import marker_is_current
-from pipeline.runner import Partition, Stage
-
-SHOWN = 5  # partitions named in one line
+from pipeline.runner import Partition, Stage, is_done, name_list
 
 
 class StageGraph:
@@ -64,14 +61,12 @@ class StageGraph:
     def pending(self, name: str) -> str | None:
         """The default `incomplete` of a stage: one line naming its partitions that are not done, else None."""
         parts = self.partitions(name)
-        todo = [p.name for p in parts if not marker_is_current(self.ctx.work_dir, p.marker_path(self.ctx),
-                                                               p.fingerprint)]  # fmt: skip
+        todo = [p.name for p in parts if not is_done(self.ctx, p)]
         if not todo:
             return None
-        shown = ", ".join(todo[:SHOWN]) + (f" and {len(todo) - SHOWN} more" if len(todo) > SHOWN else "")
         sp = self.ctx.species
         return (
-            f"{len(todo)} of {len(parts)} {name} partitions are not done ({shown}); run "
+            f"{len(todo)} of {len(parts)} {name} partitions are not done ({name_list(todo)}); run "
             f"`make stage STAGE={name} SPECIES={sp}` first, or `make build SPECIES={sp}`"
         )
 

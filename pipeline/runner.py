@@ -378,7 +378,7 @@ def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> 
     if crashed:
         summary.notes.append(
             f"{summary.crashed_samples} samples failed on unexpected exceptions, tracebacks in "
-            + _names([r.log or "" for r in crashed])
+            + name_list([r.log or "" for r in crashed])
         )
     return summary
 
@@ -393,7 +393,8 @@ def stage_failed(species: str, stage: str, errors: list[PartResult]) -> UserErro
     )
 
 
-def _names(items: list[str]) -> str:
+def name_list(items: list[str]) -> str:
+    """The first SHOWN of `items` and how many more: what one line names."""
     more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
     return ", ".join(items[:SHOWN]) + more
 

@@ -22,7 +22,7 @@ from pipeline.graph import StageGraph
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
 from pipeline.partitions import buckets, level_for, root_digest
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint
+from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint, is_done
 from pipeline.sources import open_source
 from pipeline.stages.common import SOURCE_KEYS, source_identity
 
@@ -117,7 +117,7 @@ class BankStage(StageBase):
         parts = graph.partitions(self.name)
         if not parts and self.roots(ctx) is None:
             return f"the bank has not run under the current config; {run}"
-        pending = [p.name for p in parts if not marker_is_current(ctx.work_dir, p.marker_path(ctx), p.fingerprint)]
+        pending = [p.name for p in parts if not is_done(ctx, p)]
         if pending:
             return f"{len(pending)} of {len(parts)} bank partitions are not done ({', '.join(pending[:5])}); {run}"
         if not marker_is_current(ctx.work_dir, ctx.bank_marker_path, self._select_fingerprint(ctx, parts)):
