@@ -60,7 +60,20 @@ class CaveRequests(_Strict):
     # four times as long
     read_timeout_s: dict[str, float] = Field(default_factory=lambda: {"default": SERVER_READ_TIMEOUT_S + 60.0})
     slow_request_s: float = Field(default=30.0, gt=0)  # a request slower than this is logged
-    max_in_flight_per_host: int = Field(default=8, ge=1)  # per worker process
+    # requests in flight to one host for the whole build (every worker process, every thread): the most; the build
+    # lowers it under timeouts, 502s, 503s and resets and raises it back one by one (pipeline/sources/budget.py)
+    max_in_flight_per_host: int = Field(default=16, ge=1)
+    # requests per minute to one host for the whole build (None: unpaced until a server says it is rate limited;
+    # after a rate limit the build paces that endpoint below the limit the server named)
+    requests_per_minute_per_host: float | None = Field(default=None, gt=0)
+    # the wait after a rate limit whose answer names no window (MaterializationEngine's limits are per minute)
+    rate_limit_wait_s: float = Field(default=60.0, gt=0)
+    # sends of one item answered 5xx or reset while other requests to its host succeed, before it is ledgered
+    # as unavailable (a timeout: 2 sends, the second 4x as long)
+    item_sends: int = Field(default=4, ge=1)
+    # a host that fails every request (refused, reset, 5xx, timeouts) is paused with growing waits for at most this
+    # long before the items waiting on it are ledgered as unavailable (an outage is not an item's fault)
+    outage_deadline_s: float = Field(default=1800.0, gt=0)
 
     @field_validator("read_timeout_s")
     @classmethod
@@ -125,6 +138,10 @@ class SpeciesConfig(_Strict):
     fetch_threads: int = Field(default=8, ge=1)  # I/O threads per worker: samples fetched ahead while one renders
     bank_threads: int = Field(default=8, ge=1)  # I/O threads per bank batch: level-2 graphs and merge cutouts
     cave_requests: CaveRequests = CaveRequests()
+    # a stage whose items (bank: proofread roots; fetch, render: bank rows) fail for the servers' sake (unavailable
+    # after bounded resends, or an unexpected error) in more than this fraction stops the build in one line; below
+    # it the release ships, the report lists them and the next build retries them once
+    max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     faults: Faults = Faults()
     demo_world: DemoWorld | None = None
 

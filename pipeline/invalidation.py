@@ -26,7 +26,7 @@ NOT_INPUTS_REDO = "nothing by themselves (how work is cut and run; the demo worl
 VIEWER_REDO = "nothing by itself (Neuroglancer links of `show` and of the release report, which `make report` rewrites)"
 NOT_INPUTS = {
     **dict.fromkeys(("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads",
-                     "bank_threads", "cave_requests"),
+                     "bank_threads", "cave_requests", "max_failed_fraction"),
                     NOT_INPUTS_REDO),
     "demo_world": NOT_INPUTS_REDO,
     "viewer_voxel_nm": VIEWER_REDO,
