@@ -93,7 +93,7 @@ def measure(neurons: int = 20_000, synapses: int = 1_000_000, kill: bool = True)
     out = (second or first).strip().splitlines()
     line = next((x for x in out if x.startswith("bank:")), out[-1] if out else "")
     found = re.search(r"\((\d+) run, (\d+) already done\)", line)
-    parts = sorted(p for p in (work / "w" / "demo" / "bank").glob("part-*.parquet") if ".failures." not in p.name)
+    parts = sorted(p for p in (work / "w" / "demo" / "bank").glob("part-*.parquet") if p.name.count(".") == 1)
     types = Counter()
     for p in parts:
         types.update(pq.read_table(p, columns=["sample_type"]).column("sample_type").to_pylist())

@@ -8,17 +8,20 @@ on every species it reads.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.context import BuildContext, make_context, release_lock_path
 from pipeline.core.checkpoints import checkpoint
+from pipeline.core.compute import session
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure, read_failures
 from pipeline.graph import StageGraph
 from pipeline.locks import LockSet
 from pipeline.markers import read_marker
 from pipeline.runner import StageSummary, is_done, run_stages
+from pipeline.sources.budget import current, install, keep_stats, serve_budget
 from pipeline.stages.shard import ShardStage, species_in
 from pipeline.stages.species import SPECIES_STAGES, species_graph
 
@@ -45,17 +48,21 @@ def run_species(
 ) -> list[StageSummary]:
     """Run `stages` (default: all) of one species in build order, under its lock; a stage streaming from the one
     before it runs with it, one task per partition (fetches overlap renders)."""
-    ctx = graph.ctx
     wanted = [n for n in graph.order if stages is None or n in stages]
-    with LockSet() as own:
+    with LockSet() as own, session(opts.scheduler) as client, serve_budget(opts.scheduler, client) as budget:
+        graph.ctx = ctx = dataclasses.replace(graph.ctx, request_budget=budget)  # to every worker, with the context
+        install(budget)  # this process's requests too (the bank's roots, the split's bbox)
         _lock_species(locks or own, ctx)
         kw = {"scheduler": opts.scheduler, "workers": opts.workers, "force": opts.force, "progress": opts.progress}
         summaries: list[StageSummary] = []
-        while wanted:
-            group = [wanted.pop(0)]
-            if wanted and graph.stage(wanted[0]).streams_from == group[0]:
-                group.append(wanted.pop(0))
-            summaries += run_stages(graph, tuple(group), **kw)
+        try:
+            while wanted:
+                group = [wanted.pop(0)]
+                if wanted and graph.stage(wanted[0]).streams_from == group[0]:
+                    group.append(wanted.pop(0))
+                summaries += run_stages(graph, tuple(group), **kw)
+        finally:
+            keep_stats(current().stats())
         return summaries
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from config import SpeciesConfig
 from pipeline.core.adjacency import adjacent_roots
-from pipeline.core.errors import SampleError
+from pipeline.core.errors import PartlyUnavailable, SampleError, Unavailable, is_retryable
 from pipeline.core.hashing import md5_hex, unit_interval
 from pipeline.core.ledger import Failure, describe
 from pipeline.core.samples import (
@@ -73,6 +73,8 @@ BANK_SCHEMA = CANDIDATE_SCHEMA.append(pa.field("row_digest", pa.string()))
 class BankResult:
     rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    log: pa.Table | None = None  # the batch's change-log rows (a retry of one root's change log merges into them)
+    kept: int = 0  # rows of an earlier run kept by a retry
 
 
 class _Collector:
@@ -152,9 +154,29 @@ def edit_point_nm(details: OperationDetails, resolution_nm: tuple[float, float, 
     return np.mean(centroids, axis=0) * np.asarray(resolution_nm, dtype=np.float64)
 
 
-def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, dict]:
+def _change_log(source: Source, col: _Collector, roots: list[int]) -> pa.Table:
+    """The roots' change-log rows; a root whose change log the server cannot give is ledgered (its edits and their
+    adjacent controls are unknown: `change_log_unavailable` on `root:<id>`) and the others go on."""
+    try:
+        return source.change_log(roots)
+    except PartlyUnavailable as partly:
+        for root, gone in sorted(partly.unavailable.items()):
+            col.fail(f"root:{root}", "merge_edit", gone.reason, describe(gone))
+        return partly.result  # type: ignore[return-value]
+    except Unavailable as gone:
+        for root in roots:
+            col.fail(f"root:{root}", "merge_edit", gone.reason, describe(gone))
+        return _empty_log()
+
+
+def _empty_log() -> pa.Table:
+    return pa.table({c: [] for c in ("root_id", *CHANGE_LOG_COLUMNS)})
+
+
+def _operations(log: pa.Table, col: _Collector) -> dict[int, dict]:
     """Change-log rows of proofread roots, deduplicated by operation id."""
-    log = source.change_log(roots)
+    if log.num_rows == 0:
+        return {}
     missing = _missing_columns(log, CHANGE_LOG_COLUMNS)
     if missing:
         col.fail("table:change_log", "merge_edit", "missing_column", f"table change_log has no column {missing[0]!r}")
@@ -180,13 +202,24 @@ def _operations(source: Source, col: _Collector, roots: list[int]) -> dict[int, 
     return ops
 
 
-def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
-    details = source.operation_details(sorted(ops))
-    res = source.base_resolution_nm()
+def _op_rows(source: Source, col: _Collector, ops: dict[int, dict], res: tuple[float, float, float]) -> None:
+    if not ops:
+        return
+    try:
+        details = source.operation_details(sorted(ops))
+    except PartlyUnavailable as partly:
+        details = partly.result  # type: ignore[assignment]
+        for op_id, gone in sorted(partly.unavailable.items()):
+            col.fail(f"operation:{op_id}", _kind(ops[op_id]), gone.reason, describe(gone))
+        ops = {op: entry for op, entry in ops.items() if op not in partly.unavailable}
+    except Unavailable as gone:
+        for op_id in sorted(ops):
+            col.fail(f"operation:{op_id}", _kind(ops[op_id]), gone.reason, describe(gone))
+        return
     merges: list[tuple[int, np.ndarray]] = []
     for op_id in sorted(ops):
         entry = ops[op_id]
-        kind = "merge_edit" if entry["is_merge"] else "split_edit"
+        kind = _kind(entry)
         sid = f"operation:{op_id}"
         if entry.get("conflict"):
             col.fail(sid, kind, "conflicting_duplicate_operation", "change log rows for this op disagree")
@@ -214,7 +247,7 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
         t = entry["timestamp"]
         if entry["is_merge"]:
             if len(before) != 2:
-                col.fail(sid, kind, "unexpected_root_count", f"merge with {len(before)} before roots")
+                col.fail(sid, kind, "root_count_mismatch", f"merge with {len(before)} before roots")
                 continue
             a, b = before
             meta = {**base_meta, "strategy": "merge_correction"}
@@ -222,12 +255,16 @@ def _op_rows(source: Source, col: _Collector, ops: dict[int, dict]) -> None:
             merges.append((op_id, point))
         else:
             if len(before) != 1 or len(after) != 2:
-                col.fail(sid, kind, "unexpected_root_count", f"split with {len(before)} before, {len(after)} after")
+                col.fail(sid, kind, "root_count_mismatch", f"split with {len(before)} before, {len(after)} after")
                 continue
             (c,), (a, b) = before, after
             meta = {**base_meta, "strategy": "split_correction"}
             col.add(kind, op_key(kind, op_id, a, b), point, t, t, [c], a, b, [a, b], meta)
     _adjacent_rows(source, col, ops, merges)
+
+
+def _kind(entry: dict) -> str:
+    return "merge_edit" if entry["is_merge"] else "split_edit"
 
 
 def _in_threads(fn: Callable, items: list, threads: int) -> list:
@@ -338,19 +375,117 @@ def score_columns(synapses: pa.Table) -> tuple[str, ...]:
     return tuple(sorted(f.name for f in synapses.schema if f.name not in skip and not pa.types.is_nested(f.type)))
 
 
+def _synapses(source: Source, roots: list[int], proofread: list[int]) -> tuple[pa.Table | None, list[tuple]]:
+    """Synapses from `roots` to proofread neurons, and (root, Unavailable) for the roots whose synapses the server
+    could not give (None for the table when no synapse query could be made at all)."""
+    try:
+        return source.synapses(roots, proofread), []
+    except PartlyUnavailable as partly:
+        return partly.result, sorted(partly.unavailable.items())  # type: ignore[return-value]
+    except Unavailable as gone:
+        return None, [(root, gone) for root in roots]
+
+
+def _batch_facts(source: Source, cfg: SpeciesConfig, roots: list[int]) -> tuple | BankResult:
+    """(as_of, base resolution) for a batch, or the batch's result when the server cannot give them: every root
+    ledgered unavailable (its partition seals; the next build retries it)."""
+    try:
+        return source.as_of(), source.base_resolution_nm()
+    except Unavailable as gone:
+        failures = [Failure(f"root:{r}", cfg.species, "merge_edit", STAGE, gone.reason, describe(gone)) for r in roots]
+        return BankResult(failures=failures, log=_empty_log())
+
+
+def _controls(
+    col: _Collector, source: Source, junction_roots: list[int], synapse_roots: list[int], synapses: pa.Table | None,
+    unavailable: list[tuple], proofread: list[int], as_of: float,
+) -> None:  # fmt: skip
+    """Junction controls of `junction_roots`, synapse controls whose pre root is in `synapse_roots`."""
+    _junction_rows(source, col, junction_roots, as_of)
+    for root, gone in unavailable:
+        col.fail(f"root:{root}", "synapse_control", gone.reason, describe(gone))
+    if synapses is not None:
+        _synapse_rows(col, synapses, set(synapse_roots), {int(r) for r in proofread}, as_of)
+
+
 def bank_candidates(source: Source, cfg: SpeciesConfig, batch: list[int], proofread: list[int]) -> BankResult:
     """Every candidate row one batch of proofread roots gives: its roots' edits (and their adjacent controls),
-    junctions and outgoing synapses to any proofread neuron. No budget here: `select_bank` applies them."""
-    as_of = source.as_of()
+    junctions and outgoing synapses to any proofread neuron. No budget here: `select_bank` applies them. What a
+    server cannot give is ledgered as unavailable on what it touches (`root:<id>`, `operation:<id>`), the rest
+    goes on."""
     roots = sorted({int(r) for r in batch})
-    synapses = source.synapses(roots, sorted({int(r) for r in proofread}))
-    col = _Collector(cfg, score_columns(synapses))
-    ops = _operations(source, col, roots)
-    _op_rows(source, col, ops)
-    _junction_rows(source, col, roots, as_of)
-    _synapse_rows(col, synapses, set(roots), {int(r) for r in proofread}, as_of)
+    facts = _batch_facts(source, cfg, roots)
+    if isinstance(facts, BankResult):
+        return facts
+    as_of, res = facts
+    synapses, unavailable = _synapses(source, roots, sorted({int(r) for r in proofread}))
+    col = _Collector(cfg, score_columns(synapses) if synapses is not None else ())
+    log = _change_log(source, col, roots)
+    _op_rows(source, col, _operations(log, col), res)
+    _controls(col, source, roots, roots, synapses, unavailable, proofread, as_of)
     col.result.rows.sort(key=lambda r: r["combined_sample_hash"])
+    col.result.log = log
     return col.result
+
+
+def retry_candidates(
+    source: Source, cfg: SpeciesConfig, batch: list[int], proofread: list[int], rows: list[dict], log: pa.Table,
+    failures: list[Failure],
+) -> BankResult:  # fmt: skip
+    """An earlier run's candidates of the batch (`rows`, its change-log rows `log`, its `failures`), with only
+    what failed for the servers' sake asked again: the change logs of the roots ledgered so (merged into the
+    batch's log, whose operations are rebuilt where the new rows touch them), the operations ledgered so, the
+    junctions and synapses of the roots ledgered so. The rows equal what a run of the whole batch would give when
+    every answer comes; nothing else is asked."""
+    roots = sorted({int(r) for r in batch})
+    retry = [f for f in failures if is_retryable(f.reason)]
+    facts = _batch_facts(source, cfg, roots)
+    if isinstance(facts, BankResult) or {f.sample_id for f in retry} >= {f"root:{r}" for r in roots}:
+        return facts if isinstance(facts, BankResult) else bank_candidates(source, cfg, roots, proofread)
+    as_of, res = facts
+    of_type = {t: sorted({int(f.sample_id.split(":")[1]) for f in retry if f.sample_type in t
+                          and f.sample_id.startswith("root:")}) for t in (OP_TYPES, ("junction_control",),
+                                                                            ("synapse_control",))}  # fmt: skip
+    edit_roots, junction_roots, synapse_roots = of_type.values()
+    synapses, unavailable = _synapses(source, synapse_roots, sorted({int(r) for r in proofread}))
+    nt_keys = score_columns(synapses) if synapses is not None else _nt_keys(rows)
+    col = _Collector(cfg, nt_keys)
+    if edit_roots:
+        new_log = _change_log(source, col, edit_roots)
+        log = pa.concat_tables([log, new_log.cast(log.schema)]) if log.num_rows else new_log
+        log = log.sort_by([("root_id", "ascending"), ("timestamp", "ascending"), ("operation_id", "ascending")])
+        touched = {int(o) for o in new_log.column("operation_id").to_pylist()} if new_log.num_rows else set()
+    else:
+        touched = set()
+    touched |= {int(f.sample_id.split(":")[1]) for f in retry if f.sample_id.startswith("operation:")}
+    ops = _operations(log, col)
+    _op_rows(source, col, {op: entry for op, entry in ops.items() if op in touched}, res)
+    _controls(col, source, junction_roots, synapse_roots, synapses, unavailable, proofread, as_of)
+    redone = {f"root:{r}" for r in (*edit_roots, *junction_roots, *synapse_roots)} | {f"operation:{o}" for o in touched}
+    kept_rows = [r for r in rows if _operation_of(r) not in touched]
+    kept_failures = [f for f in failures if f not in retry and f.sample_id not in redone]
+    merged = {r["combined_sample_hash"]: r for r in kept_rows}
+    new = [r for r in col.result.rows if r["combined_sample_hash"] not in merged]
+    merged.update({r["combined_sample_hash"]: r for r in new})
+    result = BankResult(rows=[merged[h] for h in sorted(merged)], failures=kept_failures + col.result.failures,
+                        log=log, kept=len(kept_rows))  # fmt: skip
+    return result
+
+
+def _operation_of(row: dict) -> int | None:
+    """The operation a bank row comes from (edits and adjacent controls), else None."""
+    if row["sample_type"] not in OP_TYPES:
+        return None
+    return int(json.loads(row["metadata"])["operation_id"])
+
+
+def _nt_keys(rows: list[dict]) -> tuple[str, ...]:
+    """The score keys the synapse rows of an earlier run carry (for rows of the same archive made now)."""
+    plain = set(metadata_keys("synapse_control", (), rendered=False))
+    for row in rows:
+        if row["sample_type"] == "synapse_control":
+            return tuple(sorted(set(json.loads(row["metadata"])) - plain))
+    return ()
 
 
 def row_digest(row: dict) -> str:

@@ -21,6 +21,9 @@ class BuildContext(SpeciesPaths):
     # the CAVE token for this build's sources, handed to every worker with the context (None: the source's own
     # lookup, CAVE_TOKEN or caveclient's secrets); never an input of anything, never printed
     cave_token: str | None = field(default=None, repr=False, compare=False)
+    # where this build's one request budget per host lives (pipeline/sources/budget.py BudgetHandle), handed to every
+    # worker with the context; None: each process its own. Never an input of anything.
+    request_budget: object | None = field(default=None, repr=False, compare=False)
 
 
 def make_context(species: str, work: Path, out: Path, cave_token: str | None = None) -> BuildContext:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.context import PREVIOUS, BuildContext
+from pipeline.core.errors import is_retryable
 from pipeline.core.hashing import sha256_file
 from pipeline.core.layout import FAILURES, MARKER, sibling
 from pipeline.core.ledger import Failure, read_failures
@@ -46,7 +47,10 @@ class PriorRun:
         return self.keys.get(sample_id) == key
 
     def failure(self, sample_id: str, key: str) -> Failure | None:
-        return self.failures.get(sample_id) if self.reusable(sample_id, key) else None
+        """The failure recorded for the sample under the same key, to keep; none for a retryable one (a server
+        could not give it: the sample is tried again)."""
+        found = self.failures.get(sample_id) if self.reusable(sample_id, key) else None
+        return None if found is None or is_retryable(found.reason) else found
 
     def rows(self, ctx: BuildContext, wanted: set[str], output_suffix: str = ".parquet") -> pa.Table | None:
         """The earlier rows of `wanted` sample hashes from the parts' parquet outputs, where those parts still

@@ -32,10 +32,10 @@ from pipeline.context import PREVIOUS, BuildContext
 from pipeline.core.atomic import remove_stale_temps, write_json, write_text
 from pipeline.core.checkpoints import checkpoint
 from pipeline.core.compute import compute
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, is_retryable
 from pipeline.core.hashing import key_of, md5_hex
 from pipeline.core.layout import FAILURES, LOG, MARKER
-from pipeline.core.ledger import Failure, describe, merge_ledger, write_failures
+from pipeline.core.ledger import Failure, describe, merge_ledger, retry_counts, write_failures
 from pipeline.markers import digests, marker_is_current, read_marker, write_marker
 from pipeline.partitions import bucket_range
 from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior
@@ -232,6 +232,12 @@ def is_done(ctx: BuildContext, part: Partition) -> bool:
     return marker_is_current(ctx.work_dir, part.marker_path(ctx), part.fingerprint)
 
 
+def to_retry(ctx: BuildContext, part: Partition) -> int:
+    """The failures a done partition recorded that the next run retries (a server could not give them, or an
+    unexpected exception stopped them: `is_retryable`); each build runs such a partition once more for them."""
+    return int((read_marker(part.marker_path(ctx)) or {}).get("retry", 0))
+
+
 # ------------------------------------------------------------------------------------------ one partition
 
 
@@ -285,6 +291,7 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
         "n_built": outcome.built,
         "n_reused": outcome.reused,
         "n_failures": len(outcome.failures),
+        "retry": sum(1 for f in outcome.failures if is_retryable(f.reason)),
         "outputs": outputs,
         "samples": dict(sorted(outcome.samples.items())),
         "seconds": round(outcome.seconds, 3),
@@ -433,11 +440,14 @@ def run_stages(
     listed = [graph.partitions(stage.name) for stage in stages]
     for stage, parts in zip(stages, listed, strict=True):
         relayout(ctx, stage.name, parts)
+    def due(p: Partition) -> bool:  # not done, or done with failures to retry once in this run
+        return force or not is_done(ctx, p) or to_retry(ctx, p) > 0
+
     if len(stages) == 1:
-        todo = [p for p in listed[0] if force or not is_done(ctx, p)]
+        todo = [p for p in listed[0] if due(p)]
         tasks = [dask.delayed(execute_alone, pure=False)(stages[0], ctx, p, force) for p in todo]
     else:
-        todo = [p for p, q in zip(*listed, strict=True) if force or not (is_done(ctx, p) and is_done(ctx, q))]
+        todo = [p for p, q in zip(*listed, strict=True) if due(p) or not is_done(ctx, q) or to_retry(ctx, q) > 0]
         tasks = [dask.delayed(execute_streamed, pure=False)(*stages, ctx, p, force) for p in todo]
     bar = tqdm(total=sum(p.n_samples for p in todo), desc=f"{ctx.species} {'+'.join(names)}", unit="sample",
                disable=not progress or not todo, leave=True)  # fmt: skip
@@ -470,12 +480,34 @@ def run_stages(
         if note:
             summary.notes.append(note)
         summaries.append(summary)
-    merge_ledger(ctx)
+    ledger = merge_ledger(ctx)
     for stage in stages:
         drop_previous(ctx, stage.name)
     for summary in summaries:
         summary.seconds = time.perf_counter() - start
+    for stage, parts, summary in zip(stages, listed, summaries, strict=True):
+        over_budget(ctx, stage, parts, ledger, summary)
     return summaries
+
+
+def over_budget(ctx: BuildContext, stage: Stage, parts: list[Partition], ledger: object, summary: StageSummary) -> None:
+    """The stage's failures for the servers' sake (retryable: unavailable, unexpected) against its items: noted in
+    its summary, and past `max_failed_fraction` a UserError in one line naming the commonest reasons (the
+    partitions are sealed: a rerun retries only those failures)."""
+    items = sum(p.n_samples for p in parts)
+    counts = retry_counts(ledger, stage.name)  # type: ignore[arg-type]
+    failed = sum(counts.values())
+    if not failed:
+        return
+    commonest = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+    summary.notes.append(f"{failed} to retry ({commonest})")
+    if failed > ctx.cfg.max_failed_fraction * max(items, 1):
+        raise UserError(
+            f"species {ctx.species}, stage {stage.name}: {failed} of {items} {stage.unit} failed for the servers' sake "
+            f"({100 * failed / max(items, 1):.1f}%, over max_failed_fraction {ctx.cfg.max_failed_fraction:g} of "
+            f"config/{ctx.species}.yaml): {commonest}; `python -m pipeline status --failed` lists them, the next "
+            "build retries them"
+        )
 
 
 # ------------------------------------------------------------------------------------------ streamed pairs
@@ -513,10 +545,10 @@ def execute_streamed(
 ) -> tuple[PartResult, PartResult | None]:
     """One task: `first`'s partition (unless done) on a background thread, `second` working on each of its
     samples as soon as it is settled; `first` sealed first, then `second`, fingerprinted by what `first` wrote."""
-    if not force and is_done(ctx, part):
+    if not force and is_done(ctx, part) and not to_retry(ctx, part):
         done = PartResult(part.index, 0, skipped=True)
         own = second.partition_of(ctx, part)
-        if is_done(ctx, own):
+        if is_done(ctx, own) and not to_retry(ctx, own):
             return done, None
         return done, execute_partition(second, ctx, own, force)
     live = LiveSamples()

@@ -3,7 +3,9 @@ cluster by address. One function for every caller (the stages, deep verify), so 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dask
 from dask.callbacks import Callback
@@ -25,20 +27,43 @@ class _Progress(Callback):
         self._on_result(result)
 
 
+_SESSIONS: dict[str, Any] = {}  # scheduler address -> the dask.distributed client of a running command
+
+
+def _connect(scheduler: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise UserError("dask.distributed is not installed: pip install 'dask[distributed]'") from exc
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
+
+
+@contextmanager
+def session(scheduler: str) -> Iterator[Any]:
+    """One dask.distributed client for a whole command on `scheduler` (None for the local schedulers): what lives on
+    the cluster for the command (the request budget's actor, pipeline/sources/budget.py) lives as long as it."""
+    if scheduler in LOCAL_SCHEDULERS or scheduler in _SESSIONS:
+        yield _SESSIONS.get(scheduler)
+        return
+    client = _SESSIONS[scheduler] = _connect(scheduler)
+    try:
+        yield client
+    finally:
+        _SESSIONS.pop(scheduler, None)
+        client.close()
+
+
 def compute(tasks: list, scheduler: str, workers: int | None, on_result: Callable[[object], None]) -> list:
     """Run dask delayed tasks on the local scheduler or a dask.distributed cluster, reporting each result."""
     if scheduler in LOCAL_SCHEDULERS:
         with _Progress(on_result):
             return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        raise UserError("dask.distributed is not installed: pip install 'dask[distributed]'") from exc
-    try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-    except OSError as exc:
-        raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
-    with client:
+    from distributed import as_completed
+
+    with session(scheduler) as client:
         futures = client.compute(tasks)
         results = []
         for future in as_completed(futures):

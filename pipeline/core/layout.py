@@ -20,6 +20,7 @@ from pathlib import Path
 
 PREVIOUS = "previous"
 MARKER, FAILURES, LOG = ".done", ".failures.parquet", ".log"  # a partition's marker, failures file, crash log
+CHANGES = ".changes.parquet"  # a bank partition's change-log rows (what a retry of one root's change log merges into)
 
 
 class SpeciesPaths:

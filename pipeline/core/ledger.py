@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import write_parquet
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, is_retryable
 from pipeline.core.layout import SpeciesPaths
 
 FAILURE_SCHEMA = pa.schema(
@@ -81,3 +81,12 @@ def merge_ledger(paths: SpeciesPaths) -> pa.Table:
     table = failures_table(list(failures))
     write_parquet(paths.ledger_path, table)
     return table
+
+
+def retry_counts(ledger: pa.Table, stage: str) -> dict[str, int]:
+    """Per reason, the distinct items of `stage` in the ledger that the next build retries (`is_retryable`)."""
+    seen: dict[str, set[str]] = {}
+    for row in ledger.select(["sample_id", "stage", "reason"]).to_pylist():
+        if row["stage"] == stage and is_retryable(row["reason"]):
+            seen.setdefault(row["reason"], set()).add(row["sample_id"])
+    return {reason: len(ids) for reason, ids in sorted(seen.items())}

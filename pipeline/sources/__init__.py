@@ -17,6 +17,9 @@ _OPEN: dict[tuple, RetryingSource] = {}
 
 def open_source(ctx: BuildContext) -> RetryingSource:
     """The species' source, opened once per process (each dask worker keeps its own)."""
+    from pipeline.sources import budget
+
+    budget.install(ctx.request_budget)  # the build's one budget per host (this process's own when None)
     key = (ctx.species, str(ctx.work_dir), ctx.cfg.model_dump_json())
     if key not in _OPEN:
         if ctx.cfg.source == "demo":

@@ -1,4 +1,4 @@
-"""Requests that find the server's limits instead of knowing them: batches bisected, sizes learned, 429s honoured.
+"""Requests that find the server's limits instead of knowing them: batches bisected, sizes learned, items isolated.
 
 Real CAVE deployments have limits nobody can read from here (uWSGI's header buffer, a front server's URL
 limit, how many roots' lineages fit in one request before the proxy's timeout), and they differ between
@@ -6,30 +6,38 @@ deployments. So every batched call goes through `Adaptive.run`:
 
 - per (host, endpoint) a working batch size, shared by a process's threads (a lock), starting at the
   conservative size the caller gives;
-- a batch answered 413 / 414 / 431 / 502 / 503 / 504, or that timed out or had its connection reset, is
-  BISECTED: both halves are asked, the working size drops to the half, and a size that failed with an answer
-  that always means "too big" (413/414/431/504, a timeout) is a ceiling for a while; after `GROW_AFTER`
-  successes in a row the size grows by a quarter, so never straight back to a size that just failed; a 502,
-  503 or reset (which may be a fault of the moment) bisects its batch but changes the working size only when
-  a second one follows soon, and then by half at most (else ~3% random faults would walk every size down to 1);
-- a request is never resent unchanged after a failure, except a batch of one: after a timeout once (with a
-  longer timeout: the first one may be short), after a 5xx or a reset a few times with backoff; then the
-  call fails with `ExhaustedRequest` (a TransientSourceError that says its resends are spent, so that the
-  retrying wrapper does not resend it again: identical resends stay bounded overall);
-- 429: wait what `Retry-After` says (seconds or an HTTP date), else back off, and resend (bounded);
-- at most `max_in_flight_per_host` requests of a process wait on one host at a time;
+- a batch answered 413 / 414 / 431 (the request itself is too large, every time) is BISECTED and its size becomes
+  a ceiling, the working size its half;
+- a batch that timed out, was answered 502 / 503 / 504 or had its connection reset is bisected too (its halves are
+  needed anyway), but the working size changes only on evidence that size is the cause: smaller batches of that
+  endpoint answered while larger ones kept failing (two failures at or above a size, an answer below it); then the
+  size becomes the largest that answered below the smallest that failed. A slow or overloaded server is not told
+  apart by size: its timeouts and 502s lower the build's concurrency instead (budget.py), which is what helps;
+- a batch answered 500 (PyChunkedGraph and the l2cache answer any exception so; one bad item fails every batch
+  holding it) is bisected with no effect on the size, so that the bad item is isolated;
+- the materialization engine answers its rate limit as a 500 wrapping `429 Too Many Requests: N per W unit`
+  (flask-restx's errorhandler(Exception), no Retry-After): that, or a 429, tells the build's budget to pace the
+  endpoint below N per W for every worker (budget.py), and the request is sent again at its turn (not bisected);
+  a 500 wrapping a 404 or 410 (a missing table, an expired version) propagates for the caller to name;
+- a batch of one is resent a few times (config `cave_requests.item_sends`; after a timeout once, with a four times
+  longer wait); sends during an outage of its host (budget.py pauses the host) are not counted. Then the item is
+  UNAVAILABLE: `Unavailable("<endpoint>_unavailable")`, a reason of the item, ledgered by the stage that asked
+  (the root's candidates, the sample), and the call goes on with the other items when the caller takes partial
+  answers (`failed=`), else it raises it;
 - each request's read timeout is its endpoint's (config `cave_requests.read_timeout_s`), applied by
   `ScopedTimeoutAdapter` on the clients' sessions; a request slower than `slow_request_s` is logged.
 
-What it met is counted per process (`take_counters`): refused answers, 429s honoured, resets, timeouts,
-bisections, slow requests, and each endpoint's working size. No output depends on any of this: sizes and
-timeouts change how the rows are asked for, never which rows come back.
+What it met is counted per process (`take_counters`): refused answers, 500s, 429s honoured, resets, timeouts,
+bisections, items unavailable, slow requests, and each endpoint's working size. No output depends on any of this:
+sizes and timeouts change how the rows are asked for, never which rows come back.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -40,37 +48,36 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from config.schema import CaveRequests
-from pipeline.core.errors import TransientSourceError
+from pipeline.core.errors import Unavailable
+from pipeline.sources import budget as budgets
+from pipeline.sources.budget import BudgetedAdapter, HostDown
+from pipeline.sources.transport import endpoint_of
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-TOO_BIG = frozenset({413, 414, 431, 502, 503, 504})  # a batch answered so is bisected
-SIZE_ONLY = frozenset({413, 414, 431})  # the request itself is too large: resending one item cannot help
-# Answers that say the size was too big every time they come; a 502 / 503 / reset may be a size limit (pcgv1's
-# uWSGI drops an oversized request, nginx answers 502) or a fault of the moment: it bisects too, but sets no ceiling
-# (random faults would otherwise ratchet the size down to 1), so growth may try that size again, slowly.
-SIZE_SIGNALS = frozenset({413, 414, 431, 504})
+SIZE_ONLY = frozenset({413, 414, 431})  # the request itself is too large: a ceiling; resending one item cannot help
+AMBIGUOUS = frozenset({502, 503, 504})  # too large (pcgv1's uWSGI drops it, a proxy times it out) or too busy
 GROW_AFTER = 8  # successes in a row at the working size before it grows
 FORGET_AFTER = 64  # successes after which a failed size may be tried again
-ONE_ITEM_TRIES = 4  # sends of a batch of one answered 5xx or reset (timeouts: 2)
 TIMEOUT_RESEND_FACTOR = 4.0  # the one resend after a timeout waits this much longer
-MAX_429 = 30  # 429s honoured for one request before it fails
+MAX_429 = 30  # rate limits met by one request before its item is unavailable
+MAX_OUTAGE_SENDS = 50  # sends of one item not counted because its host was paused (each pause ends by a deadline)
 BACKOFF_S = 0.2
 MAX_WAIT_S = 120.0
-_COUNTER = {"refused": "refused", "timeout": "timeouts", "reset": "resets"}
-
-
-class ExhaustedRequest(TransientSourceError):
-    """A request the adaptive layer resent as often as it may: retrying the whole call would only resend it."""
-
-    final = True
+# the engine wraps werkzeug's HTTPException text in a 500: "429 Too Many Requests: 200 per 1 minute"
+_WRAPPED = re.compile(r"^\s*(\d{3}) ")
+_LIMIT = re.compile(r"(\d+)\s+per\s+(\d+)\s+(second|minute|hour|day)", re.I)
+_UNIT_S = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+_COUNTER = {"refused": "refused", "timeout": "timeouts", "reset": "resets", "server_error": "server_errors",
+            "down": "refused"}  # fmt: skip
+# the reason an item's failure is ledgered under: the endpoint a user knows it by
+REASON_OF = {"manifest": "mesh", "query": "materialization", "synapses": "synapses"}
 
 
 # ------------------------------------------------------------------------------------ what went wrong
@@ -78,12 +85,24 @@ class ExhaustedRequest(TransientSourceError):
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # "refused" | "rate_limited" | "timeout" | "reset"
+    kind: str  # "refused" | "rate_limited" | "timeout" | "reset" | "server_error" | "down"
     status: int = 0
     retry_after_s: float | None = None
+    message: str = ""  # the server's message (a 500's), shortened
+    url: str = ""
+    amount: int | None = None  # a rate limit's, as the server named it
+    window_s: float | None = None
+
+    @property
+    def definite(self) -> bool:
+        """The request is too large every time it is sent (413, 414, 431)."""
+        return self.status in SIZE_ONLY
 
     def describe(self) -> str:
-        return f"HTTP {self.status}" if self.status else self.kind
+        if self.kind == "down":
+            return self.message
+        text = f"HTTP {self.status}" if self.status else self.kind
+        return f"{text} ({self.message})" if self.message else text
 
 
 def retry_after_s(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -100,15 +119,55 @@ def retry_after_s(value: str | None, now: Callable[[], float] = time.time) -> fl
     return max(0.0, when.timestamp() - now())
 
 
+def server_message(resp: requests.Response | None) -> str:
+    """The message of an error answer: the JSON `message` the CAVE services send, else the text, shortened."""
+    if resp is None:
+        return ""
+    try:
+        body = json.loads(resp.content or b"")
+    except ValueError:
+        body = None
+    text = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        text = (resp.text or "") if "html" not in resp.headers.get("Content-Type", "") else ""
+    return " ".join(text.split())[:300]
+
+
+def wrapped_status(resp: requests.Response | None) -> int | None:
+    """The HTTP status a 500 wraps (the materialization engine answers every error as a 500 whose message starts
+    with the real status: `404 Not Found: ...`, `429 Too Many Requests: ...`), or None."""
+    if resp is None or resp.status_code != 500:
+        return None
+    found = _WRAPPED.match(server_message(resp))
+    return int(found.group(1)) if found else None
+
+
+def rate_limit_of(text: str) -> tuple[int | None, float | None]:
+    """(amount, window seconds) a rate-limit message names (`200 per 1 minute`), or (None, None)."""
+    found = _LIMIT.search(text or "")
+    if not found:
+        return None, None
+    return int(found.group(1)), int(found.group(2)) * _UNIT_S[found.group(3).lower()]
+
+
 def classify(exc: BaseException, now: Callable[[], float] = time.time) -> Failure | None:
-    """What a client's exception says about the request, or None when it is not a limit's (it propagates)."""
+    """What a client's exception says about the request, or None when it is not a limit's or the server's (it
+    propagates: a 404, a 401, a 500 wrapping a 404 or 410)."""
+    if isinstance(exc, HostDown):
+        return Failure("down", message=str(exc))
     if isinstance(exc, requests.HTTPError):
         resp = exc.response
         status = resp.status_code if resp is not None else 0
-        if status == 429:
-            return Failure("rate_limited", 429, retry_after_s(resp.headers.get("Retry-After"), now))
-        if status in TOO_BIG:
-            return Failure("refused", status)
+        url = resp.url if resp is not None and resp.url else ""
+        if status == 429 or wrapped_status(resp) == 429:
+            message = server_message(resp)
+            amount, window = rate_limit_of(message)
+            after = retry_after_s(resp.headers.get("Retry-After"), now) if resp is not None else None
+            return Failure("rate_limited", 429, after, message, url, amount, window)
+        if status in SIZE_ONLY or status in AMBIGUOUS:
+            return Failure("refused", status, url=url)
+        if status >= 500 and wrapped_status(resp) not in (404, 410):
+            return Failure("server_error", status, message=server_message(resp), url=url)
         return None
     if isinstance(exc, requests.ConnectTimeout):
         return None  # nothing was sent: the connection's own retries and the first-contact rules apply
@@ -143,9 +202,9 @@ def read_timeout(seconds: float) -> Iterator[None]:
         _SCOPE.read_s = previous
 
 
-class ScopedTimeoutAdapter(HTTPAdapter):
+class ScopedTimeoutAdapter(BudgetedAdapter):
     """An HTTPAdapter with a default (connect, read) timeout whose read part the adaptive layer sets per request
-    (caveclient's calls take no timeout argument)."""
+    (caveclient's calls take no timeout argument); every request goes through the build's budget (budget.py)."""
 
     def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
         self._timeout = timeout
@@ -172,16 +231,20 @@ class _Size:
     ceiling: int | None = None  # a size that failed recently: growth stays below it
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
-    strike: int = 0  # successes left in which a second ambiguous failure confirms a first one
+    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, not answered since
+    below: int | None = None  # the largest size answered since, below every size in `failed`
 
     def success(self, n: int) -> None:
-        self.strike = max(0, self.strike - 1)
-        self._success(n)
-
-    def _success(self, n: int) -> None:
         self.since_failure += 1
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
+        if self.failed:
+            self.failed = [f for f in self.failed if f > n]  # that size answers after all
+            if self.failed and n < min(self.failed):
+                self.below = max(self.below or 0, n)
+            elif not self.failed:
+                self.below = None
+            self._confirm()
         if n < self.size:
             return  # a remainder or a half: says nothing about the working size
         self.streak += 1
@@ -193,45 +256,48 @@ class _Size:
         if grown > self.size:
             self.size, self.streak = grown, 0
 
-    def failure(self, n: int, size_signal: bool) -> None:
-        """A batch of n failed: the working size drops to n's half and, when the answer always means "too big"
-        (`size_signal`), n becomes a ceiling. An ambiguous failure (502, 503, a reset: a fault of the moment, or
-        pcgv1's uWSGI dropping an oversized request) changes nothing by itself: only a second one within GROW_AFTER
-        successes does (random faults would otherwise walk the size down to 1). The batch is bisected either way."""
-        if not size_signal and self.strike == 0:
-            self.strike = GROW_AFTER
-            self.streak = 0
-            return
-        self.strike = 0
-        if size_signal:
-            self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
-            self.size = max(1, min(self.size, n // 2))
-        else:  # confirmed, but still ambiguous: halve the working size at most, whatever batch it hit (a fault on a
-            # 5-item remainder would otherwise set a size of 2: seen at scale, 24 level-2 requests per neuron)
-            self.size = max(1, min(self.size, max(n // 2, self.size // 2)))
+    def too_large(self, n: int) -> None:
+        """A batch of n was refused as too large (413 / 414 / 431): n is a ceiling, the working size its half."""
+        self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
+        self.size = max(1, min(self.size, n // 2))
         self.streak = self.since_failure = 0
+        self.failed, self.below = [], None
+
+    def ambiguous(self, n: int) -> None:
+        """A batch of n timed out or was answered 502 / 503 / 504: too large, or the server too busy. Only evidence
+        changes the size: a second such failure at or above a size that smaller batches answer below."""
+        self.streak = 0
+        if n > 1:
+            self.failed.append(n)
+            if self.below is not None and self.below >= min(self.failed):
+                self.below = None
+            self._confirm()
+
+    def _confirm(self) -> None:
+        if len(self.failed) >= 2 and self.below is not None:
+            smallest = min(self.failed)
+            self.ceiling = smallest if self.ceiling is None else min(self.ceiling, smallest)
+            self.size = max(1, min(self.size, self.below))
+            self.streak = self.since_failure = 0
+            self.failed, self.below = [], None
 
 
 @dataclass
 class Counters:
     refused: int = 0
+    server_errors: int = 0
     rate_limited: int = 0
     resets: int = 0
     timeouts: int = 0
     bisections: int = 0
+    unavailable: int = 0
     slow: int = 0
     sizes: dict[str, int] = field(default_factory=dict)  # endpoint -> working size (host dropped)
 
     def as_dict(self) -> dict:
-        return {
-            "refused": self.refused,
-            "rate_limited": self.rate_limited,
-            "resets": self.resets,
-            "timeouts": self.timeouts,
-            "bisections": self.bisections,
-            "slow": self.slow,
-            "sizes": {k: [v] for k, v in sorted(self.sizes.items())},
-        }
+        counts = {k: getattr(self, k) for k in ("refused", "server_errors", "rate_limited", "resets", "timeouts",
+                                                 "bisections", "unavailable", "slow")}  # fmt: skip
+        return {**counts, "sizes": {k: [v] for k, v in sorted(self.sizes.items())}}
 
 
 def merge_counters(a: dict, b: dict) -> dict:
@@ -245,13 +311,18 @@ def merge_counters(a: dict, b: dict) -> dict:
     return out
 
 
+def reason_of(endpoint: str) -> str:
+    """The endpoint's name in a ledger reason (`<name>_unavailable`)."""
+    return REASON_OF.get(endpoint, endpoint)
+
+
 class Adaptive:
-    """The process's learned sizes, counters and per-host in-flight bounds (`ADAPTIVE`; tests make their own)."""
+    """The process's learned sizes and counters (`ADAPTIVE`; tests make their own). Requests in flight, paces and
+    outages are the build's, not the process's: the budget (budget.py)."""
 
     def __init__(self, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str], _Size] = {}
-        self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._counters = Counters()
         self.sleep = sleep
         self.clock = clock
@@ -269,13 +340,6 @@ class Adaptive:
         with self._lock:
             return self._state(host, endpoint, start).size
 
-    def _slot(self, host: str, bound: int) -> threading.BoundedSemaphore:
-        with self._lock:
-            sem = self._hosts.get(host)
-            if sem is None:
-                sem = self._hosts[host] = threading.BoundedSemaphore(max(1, bound))
-            return sem
-
     def _count(self, **incr: int) -> None:
         with self._lock:
             for k, v in incr.items():
@@ -292,10 +356,10 @@ class Adaptive:
         return counters.as_dict()
 
     # -------------------------------------------------------------- one request
-    def _send(self, host: str, endpoint: str, what: str, batch: list, send: Callable[[list], R],
-              opts: CaveRequests, read_s: float) -> R:  # fmt: skip
+    def _send(self, host: str, what: str, batch: list, send: Callable[[list], R], opts: CaveRequests,
+              read_s: float) -> R:  # fmt: skip
         start = self.clock()
-        with self._slot(host, opts.max_in_flight_per_host), read_timeout(read_s):
+        with read_timeout(read_s):
             try:
                 return send(batch)
             finally:
@@ -314,10 +378,14 @@ class Adaptive:
         start: int,
         opts: CaveRequests,
         what: str,
+        failed: list[tuple[T, Unavailable]] | None = None,
     ) -> list[tuple[list[T], R]]:
         """`send` over `items` in batches of the learned size; (batch, answer) pairs in the items' order.
 
-        Exceptions `classify` does not know propagate at once (a 404, a 401: not a limit's)."""
+        An item still failing after its resends is `Unavailable`: appended to `failed` with the call going on when
+        the caller takes partial answers, else raised. Exceptions `classify` does not know propagate at once (a
+        404, a 401: not a limit's)."""
+        url = host
         host = urllib.parse.urlsplit(host).netloc or host
         read_s = opts.read_timeout(endpoint)
         todo: deque[list[T]] = deque()
@@ -331,51 +399,82 @@ class Adaptive:
             if len(batch) > size:  # learned meanwhile (here or on another thread): never send a size known to fail
                 todo.extendleft(reversed([batch[i : i + size] for i in range(0, len(batch), size)]))
                 continue
-            sends, timeouts, limited = 0, 0, 0
-            while True:
-                wait = read_s * (TIMEOUT_RESEND_FACTOR if timeouts else 1.0)
-                try:
-                    answer = self._send(host, endpoint, what, batch, send, opts, wait)
-                except Exception as exc:  # noqa: BLE001 - classified below, else re-raised
-                    failure, error = classify(exc), exc
-                    if failure is None:
-                        raise
-                    sends += 1
-                else:
-                    with self._lock:
-                        self._state(host, endpoint, start).success(len(batch))
-                    out.append((batch, answer))
-                    break
-                if failure.kind == "rate_limited":
-                    limited += 1
-                    self._count(rate_limited=1)
-                    if limited > MAX_429:
-                        raise ExhaustedRequest(f"{what}: HTTP 429 {limited} times in a row from {host}") from error
-                    self.sleep(min(MAX_WAIT_S, failure.retry_after_s if failure.retry_after_s is not None
-                                   else BACKOFF_S * 2 ** min(limited, 8)))  # fmt: skip
-                    sends -= 1  # a 429 was not served: it does not spend the batch's resends
-                    continue
-                self._count(**{_COUNTER[failure.kind]: 1})
-                if len(batch) > 1:
-                    half = len(batch) // 2
-                    with self._lock:
-                        signal = failure.kind == "timeout" or failure.status in SIZE_SIGNALS
-                        self._state(host, endpoint, start).failure(len(batch), signal)
-                        self._counters.bisections += 1
-                    todo.extendleft([batch[half:], batch[:half]])
-                    break
-                timeouts += failure.kind == "timeout"
-                spent = failure.status in SIZE_ONLY or timeouts > 1 or sends >= ONE_ITEM_TRIES
-                if spent:
-                    raise ExhaustedRequest(
-                        f"{what}: {failure.describe()} from {host} for a single item ({batch[0]!r}) after "
-                        f"{sends} send{'s' if sends > 1 else ''}; the server cannot answer it"
-                    ) from error
-                if failure.kind != "timeout":
-                    self.sleep(min(MAX_WAIT_S, BACKOFF_S * 2 ** (sends - 1)))
+            try:
+                answer = self._one_batch(url, host, endpoint, what, batch, send, start, opts, read_s, todo)
+            except Unavailable as gone:
+                if failed is None:
+                    raise
+                failed.append((batch[0], gone))
+                continue
+            if answer is not _BISECTED:
+                out.append((batch, answer))
         return out
 
+    def _one_batch(self, url: str, host: str, endpoint: str, what: str, batch: list, send: Callable[[list], R],
+                   start: int, opts: CaveRequests, read_s: float, todo: deque) -> Any:  # fmt: skip
+        """One batch to its answer: the answer, `_BISECTED` (its halves put first in `todo`), or Unavailable."""
+        sends, timeouts, limited, uncounted = 0, 0, 0, 0
+        seen_epoch: int | None = None
+        while True:
+            wait = read_s * (TIMEOUT_RESEND_FACTOR if timeouts else 1.0)
+            try:
+                answer = self._send(host, what, batch, send, opts, wait)
+            except Exception as exc:  # noqa: BLE001 - classified below, else re-raised
+                failure, error = classify(exc), exc
+                if failure is None:
+                    raise
+            else:
+                with self._lock:
+                    self._state(host, endpoint, start).success(len(batch))
+                return answer
+            if failure.kind == "down":
+                self._count(unavailable=1)
+                raise Unavailable(reason_of(endpoint), f"{what}: {failure.describe()}") from error
+            if failure.kind == "rate_limited":
+                limited += 1
+                self._count(rate_limited=1)
+                if limited > MAX_429:
+                    self._count(unavailable=1)
+                    raise Unavailable(reason_of(endpoint), f"{what}: rate limited {limited} times in a row by "
+                                                           f"{host} ({failure.message})") from error  # fmt: skip
+                window = failure.window_s or failure.retry_after_s or opts.rate_limit_wait_s
+                budgets.current().rate_limited(failure.url or url, endpoint_of(failure.url or url), failure.amount,
+                                               window, failure.message or "429")  # fmt: skip
+                if failure.window_s is None and failure.retry_after_s is None and not failure.message:
+                    self.sleep(min(MAX_WAIT_S, BACKOFF_S * 2 ** min(limited, 8)))
+                continue  # the budget holds the resend until the endpoint's turn
+            self._count(**{_COUNTER[failure.kind]: 1})
+            if len(batch) > 1:
+                half = len(batch) // 2
+                with self._lock:
+                    state = self._state(host, endpoint, start)
+                    if failure.definite:
+                        state.too_large(len(batch))
+                    elif failure.kind != "server_error":
+                        state.ambiguous(len(batch))
+                    self._counters.bisections += 1
+                todo.extendleft([batch[half:], batch[:half]])
+                return _BISECTED
+            if not failure.definite:
+                epoch, paused = budgets.current().outage_epoch(url)
+                if (paused or (seen_epoch is not None and epoch != seen_epoch)) and uncounted < MAX_OUTAGE_SENDS:
+                    seen_epoch, uncounted = epoch, uncounted + 1
+                    continue  # the host's outage, not the item's: the budget holds the resend until it answers
+                seen_epoch = epoch
+            sends += 1
+            timeouts += failure.kind == "timeout"
+            if failure.definite or timeouts > 1 or sends >= opts.item_sends:
+                self._count(unavailable=1)
+                raise Unavailable(
+                    reason_of(endpoint),
+                    f"{what}: {failure.describe()} from {host} for a single item ({batch[0]!r}) after {sends} "
+                    f"send{'s' if sends > 1 else ''} while its host answered others",
+                ) from error
+            if failure.kind != "timeout":
+                self.sleep(min(MAX_WAIT_S, BACKOFF_S * 2 ** (sends - 1)))
 
+
+_BISECTED = object()
 ADAPTIVE = Adaptive()  # one per process: its threads share what was learned
 
 

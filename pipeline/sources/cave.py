@@ -46,8 +46,9 @@ import trimesh
 from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import PartlyUnavailable, SampleError, TransientSourceError, UserError
 from pipeline.sources import adaptive
+from pipeline.sources import budget as budgets
 from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.cave_limits import CaveLimits
@@ -274,7 +275,10 @@ class CaveSource:
             if status in (401, 403):
                 raise self._access_error(resp, where) from None
             if status >= 500 or status in (408, 429):
-                raise TransientSourceError(f"{what}: HTTP {status} from {where}") from None
+                message = adaptive.server_message(resp)
+                raise TransientSourceError(
+                    f"{what}: HTTP {status} from {where[:300]}" + (f" ({self._redact(message)})" if message else "")
+                ) from None
             body = self._redact(resp.text[:300]) if resp is not None else ""
             raise UserError(
                 f"{what}: HTTP {status} from {where[:300]} ({body.strip()}); check datastack, tables and "
@@ -285,6 +289,8 @@ class CaveSource:
             if not self._reached:
                 raise self._unreachable(where, exc) from None
             raise TransientSourceError(f"{what}: {type(exc).__name__} talking to {where[:300]}") from None
+        except budgets.HostDown as exc:  # a read outside the adaptive layer (cloud-files) met the host's outage
+            raise TransientSourceError(f"{what}: {exc}") from None
         except (AuthException, cv_exc.AuthenticationError):
             raise self._auth_error(url) from None
         except ServerIncompatibilityError as exc:
@@ -314,12 +320,35 @@ class CaveSource:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.hooks["response"].append(self._tos_hook)
+        session.hooks["response"].append(self._redirect_hook)
 
-    def _batched(self, endpoint: str, items: list, send, start: int, what: str, url: str) -> list:  # noqa: ANN001
-        """`send(batch)` over `items` in batches the server accepts (adaptive.py); (batch, answer) pairs in order."""
+    def _redirect_hook(self, response, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - a requests hook
+        """middle_auth_client answers a request without a valid token with a 302 to its login page, not a 401
+        (decorators.py); followed, caveclient would read the login page's HTML as JSON. The redirect is the token
+        error, said here in one line."""
+        if response.is_redirect and response.request is not None:
+            login = response.headers.get("Location", "")
+            raise UserError(
+                f"{response.request.url.split('?')[0][:200]} redirected to a login page ({login.split('?')[0][:120]}):"
+                f" the CAVE token is missing or not valid for datastack '{self.cfg.datastack}'; set {TOKEN_ENV} or "
+                "caveclient's secret file to a valid token of that server"
+            )
+        return response
+
+    def _budget_host(self, url: str) -> None:
+        """This species' request budget settings for `url`'s host (budget.py: one budget per host for the build)."""
+        opts = self.cfg.cave_requests
+        budgets.current().configure(budgets.host_of(url), opts.max_in_flight_per_host,
+                                    opts.requests_per_minute_per_host, opts.outage_deadline_s)  # fmt: skip
+
+    def _batched(self, endpoint: str, items: list, send, start: int, what: str, url: str,  # noqa: ANN001
+                 failed: list | None = None) -> list:  # fmt: skip
+        """`send(batch)` over `items` in batches the server accepts (adaptive.py); (batch, answer) pairs in order.
+        An item the server cannot answer raises Unavailable, or (`failed` given) is appended there as (item,
+        Unavailable) while the other items go on."""
         with self._guard(what, url):
             return adaptive.ADAPTIVE.run(
-                url, endpoint, list(items), send, start=start, opts=self.cfg.cave_requests, what=what
+                url, endpoint, list(items), send, start=start, opts=self.cfg.cave_requests, what=what, failed=failed
             )
 
     def _one(self, endpoint: str, what: str, url: str, fn):  # noqa: ANN001, ANN202
@@ -342,6 +371,7 @@ class CaveSource:
             caveclient.base.webbrowser = _NoBrowser  # never a browser from a build (see _NoBrowser)
 
             self._probe(self._server)
+            self._budget_host(self._server)
             with self._guard(f"opening datastack '{self.cfg.datastack}'", self._server):
 
                 def open_client():  # noqa: ANN202
@@ -358,6 +388,7 @@ class CaveSource:
                 local = client.local_server
             if local and urllib.parse.urlsplit(local).netloc != urllib.parse.urlsplit(self._server).netloc:
                 self._probe(local)
+                self._budget_host(local)
             self._reached = True
             self._client = client
             if not self._checked:
@@ -436,6 +467,7 @@ class CaveSource:
             meshes.install_cloudfiles_timeouts(self._timeout)
             url = _https_url(self.cfg.em_cloudpath)
             self._probe(url, "em_cloudpath")
+            self._budget_host(url)
             with self._guard("EM volume", url):
                 try:
                     self._em_cv = CloudVolume(
@@ -484,6 +516,7 @@ class CaveSource:
             meshes.install_cloudfiles_timeouts(self._timeout)
             url = _https_url(self.cfg.seg_cloudpath)
             self._probe(url, "seg_cloudpath")
+            self._budget_host(url)
             info = None
             if self.cfg.seg_cloudpath.startswith("graphene://"):
                 gp = extract_graphene_path(url)
@@ -573,8 +606,19 @@ class CaveSource:
                     )
                 return mat.live_query(table, as_of, **common, **filters)
             except requests.HTTPError as exc:
-                if exc.response is not None and exc.response.status_code == 404:
+                # the engine answers every error as a 500 wrapping the real status (its errorhandler(Exception))
+                status = adaptive.wrapped_status(exc.response) or (
+                    exc.response.status_code if exc.response is not None else 0
+                )
+                if status == 404:
                     self._missing_table(table)  # one line naming the key and the tables there
+                if status == 410:
+                    self._pinned_version_listed()  # expired: one line naming the versions there are
+                    raise UserError(
+                        f"{self._config_file}: querying table '{table}' answered "
+                        f"'{adaptive.server_message(exc.response)}': the pinned materialization version or as_of "
+                        "is no longer served; pin one the datastack lists (the bank is redone)"
+                    ) from None
                 raise
 
         if not wrapped:
@@ -692,8 +736,11 @@ class CaveSource:
 
     # ------------------------------------------------------------------ edit history
     def change_log(self, root_ids: list[int]) -> pa.Table:
+        """The roots' change logs; a root the server cannot answer for (after bisection and resends) is left out
+        and named: PartlyUnavailable(the others' table, {root: Unavailable})."""
         cols: dict[str, list] = {c: [] for c in CHANGE_LOG_COLUMNS}
         roots = sorted({int(r) for r in root_ids})
+        failed: list = []
         if roots:
             cg = self._cg()
             as_of = self.as_of()
@@ -701,7 +748,7 @@ class CaveSource:
             # (graph/segmenthistory.py in_neuron / is_relevant), which are candidates too
             pairs = self._batched(
                 "change_log", roots, lambda batch: cg.get_tabular_change_log(batch, filtered=False),
-                self.limits.change_log_batch, "chunkedgraph tabular change log", self._local,
+                self.limits.change_log_batch, "chunkedgraph tabular change log", self._local, failed,
             )  # fmt: skip
             for root, df in sorted(((r, df) for _, logs in pairs for r, df in logs.items()), key=lambda p: int(p[0])):
                 if df is None or len(df) == 0:
@@ -733,17 +780,23 @@ class CaveSource:
             ]
         )
         table = pa.Table.from_pydict(cols, schema=schema)
-        return table.sort_by([("root_id", "ascending"), ("timestamp", "ascending"), ("operation_id", "ascending")])
+        table = table.sort_by([("root_id", "ascending"), ("timestamp", "ascending"), ("operation_id", "ascending")])
+        if failed:
+            raise PartlyUnavailable(table, {int(root): gone for root, gone in failed})
+        return table
 
     def operation_details(self, operation_ids: list[int]) -> dict[int, OperationDetails]:
+        """Each operation's details; ops the server cannot answer for are named: PartlyUnavailable(the others',
+        {op: Unavailable})."""
         ids = sorted({int(o) for o in operation_ids})
         if not ids:
             return {}
         cg = self._cg()
         raw: dict = {}
+        failed: list = []
         for _, got in self._batched(
             "operation_details", ids, cg.get_operation_details, self.limits.operation_details_batch,
-            "chunkedgraph operation details", self._local,
+            "chunkedgraph operation details", self._local, failed,
         ):  # fmt: skip
             raw.update(got)
         created = self._edit_times({int(k): det for k, det in raw.items() if det and int(k) not in self._oplog})
@@ -777,6 +830,8 @@ class CaveSource:
                 source_coords_vx=tuple(tuple(float(c) for c in p) for p in det.get("source_coords") or []),
                 sink_coords_vx=tuple(tuple(float(c) for c in p) for p in det.get("sink_coords") or []),
             )
+        if failed:
+            raise PartlyUnavailable(out, {int(op): gone for op, gone in failed})
         return out
 
     def _edit_times(self, details: dict[int, dict]) -> dict[int, float]:
@@ -836,17 +891,23 @@ class CaveSource:
         self.check_columns("synapse_table", table, present)
         columns = synapse_columns(present, self._live)
 
+        failed: list = []
+
         def batches(items: list[int], read_pre) -> list[pd.DataFrame]:  # noqa: ANN001
             what = f"querying table '{table}'"
             with self._version_checked():
-                pairs = self._batched("synapses", items, read_pre, self.limits.synapse_pre_batch, what, self._local)
+                pairs = self._batched("synapses", items, read_pre, self.limits.synapse_pre_batch, what, self._local,
+                                      failed)  # fmt: skip
             return [df for _, df in pairs]
 
         def query(t: str, **filters: Any) -> tuple[pd.DataFrame, bool]:
             return self._query_checked(t, False, **filters)  # the batch is already in the adaptive layer
 
         df = read_synapses(query, table, columns, pre, post, self.limits, batches, self.cfg.synapse_score_above)
-        return normalise_synapses(df, table, self._need, present)
+        found = normalise_synapses(df, table, self._need, present)
+        if failed:  # the presynaptic roots whose synapses the server could not give
+            raise PartlyUnavailable(found, {int(root): gone for root, gone in failed})
+        return found
 
     # ------------------------------------------------------------------ level-2 graph
     def _has_l2cache(self) -> bool:

@@ -24,16 +24,17 @@ from typing import Any
 import numpy as np
 import requests
 import trimesh
-from requests.adapters import HTTPAdapter
 
 from pipeline.core.errors import SampleError
+from pipeline.sources.budget import BudgetedAdapter
 
 _LEGACY = re.compile(r"^(\d+):\d+:(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
 _INSTALLED: dict[str, Any] = {}
 
 
-class TimeoutAdapter(HTTPAdapter):
-    """An HTTPAdapter that gives every request it sends a default (connect, read) timeout."""
+class TimeoutAdapter(BudgetedAdapter):
+    """An HTTPAdapter that gives every request it sends a default (connect, read) timeout, through the build's budget
+    of its host (budget.py: in flight, pace, outages)."""
 
     def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
         self._timeout = timeout

@@ -1,5 +1,9 @@
 """The source as stages see it: transient errors retried with backoff, faults injected on request.
 
+A transient error that outlasts its retries is the call's item's: `Unavailable("<endpoint>_unavailable")`, a reason
+the stage ledgers on what the call was for (the sample, the root's candidates), never a crash of its partition. The
+batched CAVE requests have resent and bisected already (adaptive.py) and raise Unavailable themselves.
+
 Fault injection (config `faults`) is for drills and tests: transient errors at a rate (retried,
 so they must not change the release) and permanent ones for chosen samples (they must end in
 the failures ledger). Draws are hashed from the call, never random, so a drill is repeatable.
@@ -14,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from config.schema import Faults
-from pipeline.core.errors import SampleError, TransientSourceError
+from pipeline.core.errors import SampleError, TransientSourceError, Unavailable
 from pipeline.core.hashing import unit_interval
 
 T = TypeVar("T")
@@ -43,6 +47,13 @@ def with_retries(
 
 
 _NOT_WRAPPED = frozenset({"species"})
+# the endpoint a Source method reads, in the reason of an item it could not have (`<endpoint>_unavailable`)
+ENDPOINT_OF = {
+    "proofread_roots": "proofread_roots", "change_log": "change_log", "operation_details": "operation_details",
+    "roots_at": "roots", "synapses": "synapses", "skeleton": "level2_graph", "mesh": "mesh", "em_cutout": "em",
+    "segmentation_cutout": "segmentation", "canonical_bbox_nm": "segmentation_info",
+    "base_resolution_nm": "segmentation_info", "as_of": "materialization",
+}  # fmt: skip
 
 
 class RetryingSource:
@@ -124,6 +135,9 @@ class RetryingSource:
                 finally:
                     attempt += 1
 
-            return with_retries(once, attempts=self.attempts, base_delay_s=self.base_delay_s)
+            try:
+                return with_retries(once, attempts=self.attempts, base_delay_s=self.base_delay_s)
+            except TransientSourceError as exc:
+                raise Unavailable(ENDPOINT_OF.get(name, name), f"{exc} (after {self.attempts} tries)") from exc
 
         return call

@@ -13,16 +13,24 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.candidates import STAGE, bank_candidates, bank_table, candidate_table, select_from_batches
+from pipeline.candidates import (
+    STAGE,
+    bank_candidates,
+    bank_table,
+    candidate_table,
+    retry_candidates,
+    select_from_batches,
+)
 from pipeline.context import BuildContext
 from pipeline.core.atomic import write_parquet
 from pipeline.core.hashing import key_of, md5_hex
-from pipeline.core.ledger import write_failures
+from pipeline.core.layout import CHANGES, FAILURES
+from pipeline.core.ledger import read_failures, write_failures
 from pipeline.graph import StageGraph
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
 from pipeline.partitions import buckets, level_for, root_digest
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint, is_done
+from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint, is_done, to_retry
 from pipeline.sources import open_source
 from pipeline.stages.common import SOURCE_KEYS, source_identity
 
@@ -82,13 +90,35 @@ class BankStage(StageBase):
         return parts
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        """The batch's candidates (`part-NNNNN.parquet`) and change-log rows (`part-NNNNN.changes.parquet`). A
+        partition done under the same inputs whose failures are retryable asks again only for those
+        (`retry_candidates`): the rows it had are kept."""
         proofread = self.roots(ctx)
         if proofread is None:
             raise RuntimeError(f"{ctx.roots_path} changed while the bank ran")
-        found = bank_candidates(open_source(ctx), ctx.cfg, [int(m) for m in part.members], proofread)
-        out = part.output_file(ctx)
+        members = [int(m) for m in part.members]
+        source = open_source(ctx)
+        earlier = self._earlier(ctx, part) if prior is not None else None
+        if earlier is not None:
+            found = retry_candidates(source, ctx.cfg, members, proofread, *earlier)
+        else:
+            found = bank_candidates(source, ctx.cfg, members, proofread)
+        out, changes = part.output_file(ctx), part.output_file(ctx, CHANGES)
         write_parquet(out, candidate_table(found.rows))
-        return Outcome(built=len(found.rows), failures=found.failures, new_failures=len(found.failures), outputs=[out])
+        write_parquet(changes, found.log)
+        before = set(earlier[2]) if earlier is not None else set()
+        new = sum(1 for f in found.failures if f not in before)
+        return Outcome(built=len(found.rows) - found.kept, reused=found.kept, failures=found.failures,
+                       new_failures=new, outputs=[out, changes])  # fmt: skip
+
+    def _earlier(self, ctx: BuildContext, part: Partition) -> tuple | None:
+        """(rows, change-log rows, failures) of this partition's run under the same inputs, when it is done, has
+        failures to retry and kept its change-log rows; else None (the batch runs whole)."""
+        changes = part.output_file(ctx, CHANGES)
+        if not is_done(ctx, part) or not to_retry(ctx, part) or not changes.exists():
+            return None
+        rows = pq.read_table(part.output_file(ctx)).to_pylist()
+        return rows, pq.read_table(changes), read_failures(part.output_file(ctx, FAILURES))
 
     # -- selection --------------------------------------------------------------------------------------
     def _select_fingerprint(self, ctx: BuildContext, parts: list[Partition]) -> str:

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.context import BuildContext
-from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import UNEXPECTED, SampleError, TransientSourceError, UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import Failure
 from pipeline.graph import StageGraph
@@ -165,7 +165,7 @@ def run_samples(
                     out.new_failures += 1
                 except Exception as exc:  # a bug or a library error: not the sample's reason, keep the traceback
                     tb = "".join(traceback.format_exception(exc))
-                    reason = f"unexpected_{type(exc).__name__}"
+                    reason = f"{UNEXPECTED}{type(exc).__name__}"
                     out.failures.append(Failure(sample_id, ctx.species, row["sample_type"], part.stage, reason, tb))
                     out.crashed[sample_id] = tb
                     out.new_failures += 1

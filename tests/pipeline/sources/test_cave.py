@@ -17,7 +17,7 @@ import pytest
 import tenacity
 from cloudfiles.interfaces import HttpInterface
 
-from pipeline.core.errors import TransientSourceError, UserError
+from pipeline.core.errors import TransientSourceError, Unavailable, UserError
 from pipeline.sim.twin import TOKEN, Fault, TwinServer
 from pipeline.sim.twin.model import to_ms
 from pipeline.sources import adaptive
@@ -339,20 +339,21 @@ def test_unresolvable_host_is_a_user_error(make_cfg, waits):
     assert url in str(err.value) and sum(waits) == 0
 
 
-def test_server_error_is_transient(fly, cave_twin, waits):
+def test_a_server_error_of_one_item_makes_it_unavailable_after_bounded_sends(fly, cave_twin, waits):
+    """A level-2 graph answered 500 (PyChunkedGraph's answer to any exception) or 503 again and again, while the
+    host answers other requests: resent `item_sends` times by the adaptive layer, then Unavailable (the root's
+    junction controls are ledgered `level2_graph_unavailable`; the next build retries them)."""
     root = fly.proofread_roots()[0]
-    cave_twin.app.faults.add(Fault(r"/lvl2_graph$", status=500))
-    with pytest.raises(TransientSourceError, match="HTTP 500"):
-        fly.skeleton(root)
-    cave_twin.app.faults.clear()
-    # resent a few times by the adaptive layer, then raised
-    cave_twin.app.faults.add(Fault(r"/lvl2_graph$", status=503))
-    before, waits[:] = len(cave_twin.requests), []
-    with pytest.raises(TransientSourceError, match="HTTP 503"):
-        fly.skeleton(root)
-    sent = len(_paths(cave_twin, before, "/lvl2_graph"))
-    assert sent == adaptive.ONE_ITEM_TRIES  # bounded: the adaptive layer's sends, none by urllib3 or the runner
-    assert sum(waits) <= sum(adaptive.BACKOFF_S * 2**k for k in range(sent))  # and short
+    for status in (500, 503):
+        cave_twin.app.faults.clear()
+        cave_twin.app.faults.add(Fault(r"/lvl2_graph$", status=status))
+        before, waits[:] = len(cave_twin.requests), []
+        with pytest.raises(Unavailable, match=f"level2_graph_unavailable: .*HTTP {status}") as gone:
+            fly.skeleton(root)
+        assert gone.value.reason == "level2_graph_unavailable"
+        sent = len(_paths(cave_twin, before, "/lvl2_graph"))
+        assert sent == fly.cfg.cave_requests.item_sends  # bounded: the adaptive layer's sends, none by urllib3
+        assert sum(waits) <= sum(adaptive.BACKOFF_S * 2**k for k in range(sent))  # and short
 
 
 def test_lost_connection_after_first_contact_is_transient(make_cfg, twin_world):

@@ -30,4 +30,4 @@ def test_bank_from_cave_tables(make_cfg, cave_twin):
     op = ops[json.loads(splits[0]["metadata"])["operation_id"]]
     logged = src.change_log([op.after[0]]).to_pylist()
     assert [r["after_root_ids"] for r in logged if r["operation_id"] == op.operation_id] == [[op.after[0]]]
-    assert not [f for f in result.failures if f.stage == "bank" and f.reason == "unexpected_root_count"]
+    assert not [f for f in result.failures if f.stage == "bank" and f.reason == "root_count_mismatch"]

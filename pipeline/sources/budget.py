@@ -1,0 +1,459 @@
+"""One request budget per host for the whole build: requests in flight, requests per minute, and outages.
+
+Why one for the whole build: the servers are shared and their limits are per user, not per process. The
+materialization engine counts a user's queries across all of that user's processes (flask-limiter through redis);
+PyChunkedGraph's 64 uWSGI processes serve everyone. A bound per worker process multiplies by the workers, and a
+process that backs off alone leaves the others hammering. So every HTTP request of every worker goes through one
+`HostBudget` (`BudgetedAdapter.send`, below the clients' sessions and cloud-files'), held once per build:
+
+- in flight: per host, at most `limit` requests at once. The limit starts at the config's `max_in_flight_per_host`,
+  halves on a timeout, 502, 503, 504, reset or refused connection (at most once per `DECREASE_EVERY_S`: one
+  overloaded moment times out many requests at once), and grows by one per `limit` answers (additive increase,
+  multiplicative decrease, as TCP does): the build finds how much concurrency a server takes;
+- per minute: a host's configured pace (`requests_per_minute_per_host`), and a pace per endpoint after a server said
+  it is rate limited (`rate_limited`: below the amount per window the server named); each request reserves its turn;
+- outages: when the requests to a host fail in a row (`OUTAGE_FAILS` of them, on at least `OUTAGE_TARGETS` different
+  URLs: one item failing again and again is not an outage) with no answer for `OUTAGE_QUIET_S`, the host is paused:
+  one probe request at a time, waits growing from 1 to 60 s, until a probe is answered or the deadline
+  (`outage_deadline_s`) passes; then the requests waiting on it are told the host is down. Requests that fail while
+  the host is paused do not spend their item's resends (adaptive.py asks `outage_epoch`).
+
+Where the one budget lives (`BudgetHandle`): in the process for the threads and sync schedulers; in the build's main
+process, served to local worker processes by a `multiprocessing` manager, for the processes scheduler; in a dask
+actor on the cluster for a `dask.distributed` scheduler. `HostBudget`'s methods never block (a manager's or an
+actor's calls must not hold its one thread): they answer "go", "wait N s" or "down", and `BudgetClient` sleeps.
+No output depends on any of this: it decides when a request is sent, never what it asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from pipeline.sources.transport import endpoint_of
+
+log = logging.getLogger(__name__)
+
+DECREASE_EVERY_S = 1.0  # one halving per overloaded moment, not one per request it timed out
+OUTAGE_FAILS = 6  # failures in a row to one host ...
+OUTAGE_TARGETS = 3  # ... on this many different URLs ...
+OUTAGE_QUIET_S = 2.0  # ... and no answer from it for this long: the host is down, not an item
+PROBE_FIRST_S = 1.0
+PROBE_MAX_S = 60.0
+POLL_S = 0.05  # a request waiting for a slot asks again this often (an answer frees one)
+# pace at this share of the amount per window a server named, less one (a fixed window may see one more than the
+# pace gives, and requests' arrival jitters): 200 per minute -> 159, 6 per 2 s -> 3.8
+RATE_MARGIN = 0.8
+DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_DEADLINE_S = 1800.0
+
+# what an answer says about the host (BudgetedAdapter.send classifies; adaptive.py reads the same answers for items)
+OK, TROUBLE, ERROR, LIMITED = "ok", "trouble", "error", "limited"
+RATE_LIMIT_TEXT = b"429 Too Many Requests"  # werkzeug's text for a 429, inside the engine's 500 (adaptive.py)
+
+
+class HostDown(Exception):
+    """The host failed every request for longer than its outage deadline."""
+
+    def __init__(self, host: str, seconds: float) -> None:
+        super().__init__(f"{host} answered nothing for {seconds:.0f} s (outage deadline)")
+        self.host = host
+        self.seconds = seconds
+
+
+@dataclass
+class _Host:
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    deadline_s: float = DEFAULT_DEADLINE_S
+    per_minute: float | None = None
+    limit: float = float(DEFAULT_MAX_IN_FLIGHT)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lowest_limit: float = float(DEFAULT_MAX_IN_FLIGHT)
+    decreases: int = 0
+    decrease_at: float = float("-inf")
+    # outage
+    fails_in_row: int = 0
+    failed_targets: set[str] = field(default_factory=set)
+    last_answer: float = 0.0
+    opened_at: float | None = None
+    probe_at: float = 0.0
+    probe_wait: float = PROBE_FIRST_S
+    probing: bool = False
+    epoch: int = 0  # outages begun so far
+    outages: list[tuple[float, float]] = field(default_factory=list)  # (began, lasted) of each ended outage
+    down: bool = False
+
+
+class HostBudget:
+    """The build's one budget (see the module docstring). Thread-safe; no method blocks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._hosts: dict[str, _Host] = {}
+        self._next_at: dict[tuple[str, str], float] = {}  # (host, endpoint or "*") -> earliest next send
+        self._pace: dict[tuple[str, str], float] = {}  # (host, endpoint or "*") -> seconds between sends
+        self._rate_limits: dict[tuple[str, str], str] = {}  # (host, endpoint) -> the limit the server named
+        self._pace_version: dict[tuple[str, str], int] = {}  # (host, endpoint) -> paces set so far
+
+    def _host(self, host: str) -> _Host:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(last_answer=self._clock())
+        return state
+
+    def configure(self, host: str, max_in_flight: int, per_minute: float | None, deadline_s: float) -> None:
+        """A species' settings for `host` (the most cautious of every species' that uses it wins)."""
+        with self._lock:
+            fresh = host not in self._hosts
+            h = self._host(host)
+            h.max_in_flight = max_in_flight if fresh else min(h.max_in_flight, max_in_flight)
+            h.limit = min(h.limit, float(h.max_in_flight)) if not fresh else float(max_in_flight)
+            h.lowest_limit = min(h.lowest_limit, h.limit)
+            h.deadline_s = deadline_s if fresh else min(h.deadline_s, deadline_s)
+            if per_minute is not None:
+                h.per_minute = per_minute if h.per_minute is None else min(h.per_minute, per_minute)
+                self._pace[(host, "*")] = 60.0 / h.per_minute
+
+    # -------------------------------------------------------------- pacing
+    def reserve(self, host: str, endpoint: str) -> tuple[float, int]:
+        """This request's turn under the host's and the endpoint's pace: (seconds to wait before sending, the
+        endpoint's pace version: a slot asked for under an older one is refused, `acquire`)."""
+        with self._lock:
+            now = self._clock()
+            at = now
+            for key in ((host, "*"), (host, endpoint)):
+                if key in self._pace:
+                    at = max(at, self._next_at.get(key, now))
+            for key in ((host, "*"), (host, endpoint)):
+                if key in self._pace:
+                    self._next_at[key] = at + self._pace[key]
+            return max(0.0, at - now), self._pace_version.get((host, endpoint), 0)
+
+    def rate_limited(self, host: str, endpoint: str, amount: int | None, window_s: float | None, named: str) -> None:
+        """The server said `endpoint` on `host` is rate limited (`amount` per `window_s`, when it named them): from
+        now on every request of the build to it is paced below that, the first after a whole window."""
+        with self._lock:
+            now = self._clock()
+            self._host(host)
+            key = (host, endpoint)
+            named_pace = window_s / max(1.0, amount * RATE_MARGIN - 1) if amount and window_s else None
+            pace = named_pace or 2 * self._pace.get(key, 0.5)  # no numbers: halve the rate (to 1 a second at first)
+            self._pace[key] = max(self._pace.get(key, 0.0), pace)
+            self._next_at[key] = max(self._next_at.get(key, now), now + (window_s or 0.0))
+            self._rate_limits[key] = named
+            self._pace_version[key] = self._pace_version.get(key, 0) + 1
+
+    # -------------------------------------------------------------- in flight and outages
+    def acquire(self, host: str, endpoint: str = "", version: int = 0) -> tuple[str, float]:
+        """("go", 0) with a slot taken, ("probe", 0) with the paused host's one probe slot taken, ("wait", seconds)
+        to ask again, ("repace", 0) when the endpoint was paced since the request's turn was reserved (reserve
+        again), or ("down", seconds failing) past the outage deadline."""
+        with self._lock:
+            now = self._clock()
+            h = self._host(host)
+            if self._pace_version.get((host, endpoint), 0) != version:
+                return "repace", 0.0
+            if h.opened_at is not None:
+                failing = now - h.opened_at
+                if failing > h.deadline_s:
+                    h.down = True
+                if h.probing or now < h.probe_at:
+                    if h.down:
+                        return "down", failing
+                    return "wait", max(POLL_S, h.probe_at - now) if not h.probing else PROBE_FIRST_S
+                h.probing = True  # this request is the probe: the host's only one until it is answered
+                h.in_flight += 1
+                return "probe", 0.0
+            if h.in_flight >= max(1, int(h.limit)):
+                return "wait", POLL_S
+            h.in_flight += 1
+            h.most_in_flight = max(h.most_in_flight, h.in_flight)
+            return "go", 0.0
+
+    def release(self, host: str, outcome: str, target: str = "", probe: bool = False) -> str | None:
+        """The answer to a request that had a slot (`probe`: the paused host's probe). Returns a line to log when
+        it changed the host's state."""
+        with self._lock:
+            now = self._clock()
+            h = self._host(host)
+            h.in_flight = max(0, h.in_flight - 1)
+            if probe:
+                h.probing = False
+            was_probe = probe and h.opened_at is not None
+            if outcome in (OK, LIMITED):  # an answer: the host is there
+                h.last_answer = now
+                h.fails_in_row = 0
+                h.failed_targets.clear()
+                if outcome == OK:
+                    h.limit = min(float(h.max_in_flight), h.limit + 1.0 / max(1.0, h.limit))
+                if h.opened_at is not None:
+                    lasted = now - h.opened_at
+                    h.outages.append((h.opened_at, lasted))
+                    h.opened_at, h.down, h.probe_wait = None, False, PROBE_FIRST_S
+                    return f"{host} answers again after {lasted:.0f} s: resuming its requests"
+                return None
+            h.fails_in_row += 1
+            if len(h.failed_targets) < OUTAGE_TARGETS:
+                h.failed_targets.add(target)
+            if outcome == TROUBLE and now >= h.decrease_at + DECREASE_EVERY_S and h.opened_at is None:
+                h.limit = max(1.0, h.limit / 2)
+                h.lowest_limit = min(h.lowest_limit, h.limit)
+                h.decreases += 1
+                h.decrease_at = now
+            if h.opened_at is not None:
+                if was_probe:
+                    h.probe_wait = min(PROBE_MAX_S, 2 * h.probe_wait)
+                    h.probe_at = now + h.probe_wait
+                return None
+            quiet = now - h.last_answer
+            if h.fails_in_row >= OUTAGE_FAILS and len(h.failed_targets) >= OUTAGE_TARGETS and quiet >= OUTAGE_QUIET_S:
+                h.opened_at, h.probe_at, h.probe_wait = now, now + PROBE_FIRST_S, PROBE_FIRST_S
+                h.epoch += 1
+                return (
+                    f"{host}: {h.fails_in_row} requests in a row failed and nothing answered for {quiet:.0f} s: "
+                    f"pausing it (one probe at a time, waits 1-60 s, for up to {h.deadline_s:.0f} s)"
+                )
+            return None
+
+    def outage_epoch(self, host: str) -> tuple[int, bool]:
+        """(outages begun on `host` so far, whether one is going on): a failure met while the epoch moved or an
+        outage is on is the host's, not the item's."""
+        with self._lock:
+            h = self._host(host)
+            return h.epoch, h.opened_at is not None
+
+    def stats(self) -> dict[str, Any]:
+        """What the budget did, per host: the most requests in flight, the lowest limit, halvings, outages, paces."""
+        with self._lock:
+            out: dict[str, Any] = {}
+            for host, h in sorted(self._hosts.items()):
+                paced = {ep: round(60.0 / p, 1) for (hh, ep), p in sorted(self._pace.items()) if hh == host}
+                out[host] = {
+                    "most_in_flight": h.most_in_flight,
+                    "max_in_flight": h.max_in_flight,
+                    "lowest_limit": int(h.lowest_limit),
+                    "limit": int(h.limit),
+                    "decreases": h.decreases,
+                    "outages": [round(lasted, 1) for _, lasted in h.outages]
+                    + ([round(self._clock() - h.opened_at, 1)] if h.opened_at is not None else []),
+                    "per_minute": paced,
+                    "rate_limits": {ep: text for (hh, ep), text in sorted(self._rate_limits.items()) if hh == host},
+                }
+            return out
+
+
+# ------------------------------------------------------------------------------------ the client side
+
+
+class BudgetClient:
+    """A process's door to the build's budget (`remote`: a HostBudget, a manager proxy or a dask actor)."""
+
+    def __init__(
+        self, remote: Any, call: Callable[..., Any] | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self._remote = remote
+        self._call = call or (lambda name, *a: getattr(remote, name)(*a))
+        self._sleep = sleep
+        self._configured: set[str] = set()
+
+    def call(self, name: str, *args: Any) -> Any:
+        return self._call(name, *args)
+
+    def configure(self, host: str, max_in_flight: int, per_minute: float | None, deadline_s: float) -> None:
+        if host not in self._configured:
+            self._call("configure", host, max_in_flight, per_minute, deadline_s)
+            self._configured.add(host)
+
+    @contextmanager
+    def slot(self, url: str, endpoint: str) -> Iterator[_Slot]:
+        """Wait for the request's turn and a slot on its host; `Slot.outcome` set by the caller is reported back."""
+        host = host_of(url)
+        verdict = "repace"
+        while verdict != "go" and verdict != "probe":
+            if verdict == "repace":
+                wait, version = self._call("reserve", host, endpoint)
+                if wait > 0:
+                    self._sleep(float(wait))
+            verdict, seconds = self._call("acquire", host, endpoint, version)
+            if verdict == "down":
+                raise HostDown(host, float(seconds))
+            if verdict == "wait":
+                self._sleep(float(seconds))
+        slot = _Slot()
+        try:
+            yield slot
+        finally:
+            note = self._call("release", host, slot.outcome, urllib.parse.urlsplit(url).path, verdict == "probe")
+            if note:
+                log.warning("%s", note)
+
+    def rate_limited(self, url: str, endpoint: str, amount: int | None, window_s: float | None, named: str) -> None:
+        self._call("rate_limited", host_of(url), endpoint, amount, window_s, named)
+
+    def outage_epoch(self, url: str) -> tuple[int, bool]:
+        epoch, on = self._call("outage_epoch", host_of(url))
+        return int(epoch), bool(on)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("stats"))
+
+
+@dataclass
+class _Slot:
+    outcome: str = TROUBLE  # an exception before an answer is trouble unless the caller says otherwise
+
+
+def host_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def outcome_of(resp: requests.Response) -> str:
+    """What an answer says about its host: a rate limit (429, or the materialization engine's 500 wrapping one),
+    trouble (502, 503, 504: a proxy or an overloaded server), an error of the request (other 5xx), else an answer."""
+    status = resp.status_code
+    if status == 429 or (status == 500 and RATE_LIMIT_TEXT in resp.content[:512]):
+        return LIMITED
+    if status in (502, 503, 504):
+        return TROUBLE
+    return ERROR if status >= 500 else OK
+
+
+class BudgetedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose every request waits for its turn and a slot in the build's budget of its host, and reports
+    how it went (mounted on the CAVE clients' sessions and, for cloud-files, on every bucket read)."""
+
+    def send(self, request, **kwargs):  # noqa: ANN001, ANN201 - requests' signature
+        with current().slot(request.url, endpoint_of(request.url)) as slot:
+            resp = super().send(request, **kwargs)  # an exception leaves the outcome "trouble"
+            slot.outcome = outcome_of(resp)
+            return resp
+
+
+# ------------------------------------------------------------------------------------ where the budget lives
+
+
+@dataclass(frozen=True)
+class BudgetHandle:
+    """How a worker reaches the build's budget: `kind` "local" (this process's), "manager" (a multiprocessing
+    manager in the build's main process: `address`, `authkey`) or "actor" (a dask actor: `actor`)."""
+
+    kind: str
+    address: tuple[str, int] | None = None
+    authkey: bytes = field(default=b"", repr=False)
+    actor: Any = field(default=None, repr=False, compare=False)
+    owner: int = 0  # the pid that made it: a "local" handle means that process's budget only
+    ident: str = field(default_factory=lambda: secrets.token_hex(8))  # one per build: a worker reconnects on a new one
+
+
+_LOCAL = HostBudget()  # this process's budget (threads and sync schedulers: the build's; else until one is installed)
+_CLIENT = BudgetClient(_LOCAL)
+_INSTALLED: dict[str, Any] = {}
+_INSTALL_LOCK = threading.Lock()
+_LAST_STATS: dict[str, Any] = {}
+
+
+def keep_stats(stats: dict[str, Any]) -> None:
+    """What the budget of the build that just ran did (`last_stats`: the twin build's closing lines)."""
+    _LAST_STATS.clear()
+    _LAST_STATS.update(stats)
+
+
+def last_stats() -> dict[str, Any]:
+    return dict(_LAST_STATS)
+
+
+def current() -> BudgetClient:
+    """The budget this process's requests go through."""
+    return _CLIENT
+
+
+def install(handle: BudgetHandle | None) -> None:
+    """Make `handle`'s budget this process's (idempotent; a local handle of this process is its own budget)."""
+    global _CLIENT
+    if handle is None or handle.kind == "local":
+        return  # this process's own budget
+    with _INSTALL_LOCK:
+        if _INSTALLED.get("handle") == handle:
+            return
+        if handle.kind == "manager":
+            proxy = _connect_manager(handle)
+            client = BudgetClient(proxy)
+        elif handle.kind == "actor":
+            actor = handle.actor
+            client = BudgetClient(actor, call=lambda name, *a: getattr(actor, name)(*a).result())
+        else:
+            raise ValueError(f"unknown budget handle kind {handle.kind!r}")
+        _CLIENT = client
+        _INSTALLED["handle"] = handle
+
+
+def reset_local() -> HostBudget:
+    """A fresh local budget for this process (tests; a build that starts after another in the same process)."""
+    global _LOCAL, _CLIENT
+    with _INSTALL_LOCK:
+        _LOCAL = HostBudget()
+        _CLIENT = BudgetClient(_LOCAL)
+        _INSTALLED.clear()
+    return _LOCAL
+
+
+def _shared() -> HostBudget:
+    """The budget a manager's server process serves (its own process's)."""
+    return _LOCAL
+
+
+class BudgetManager(BaseManager):
+    """Serves one HostBudget from a process of its own to the build's local worker processes (and the build)."""
+
+
+BudgetManager.register("budget", callable=_shared)
+
+
+def _connect_manager(handle: BudgetHandle) -> Any:
+    manager = BudgetManager(address=handle.address, authkey=handle.authkey)
+    manager.connect()
+    return manager.budget()
+
+
+@contextmanager
+def serve_budget(scheduler: str, client: Any = None) -> Iterator[BudgetHandle]:
+    """The build's one budget for `scheduler`, served while the block runs: in this process (threads, sync), to
+    local worker processes through a manager on 127.0.0.1 (processes), or as a dask actor (`client`: the
+    build's dask.distributed client)."""
+    budget = reset_local()
+    if scheduler in ("threads", "sync"):
+        yield BudgetHandle("local", owner=os.getpid())
+        return
+    if scheduler == "processes":
+        authkey = secrets.token_bytes(16)
+        manager = BudgetManager(address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("spawn"))
+        manager.start()
+        try:
+            yield BudgetHandle("manager", address=manager.address, authkey=authkey, owner=os.getpid())
+        finally:
+            reset_local()  # this process's requests go through its own budget again
+            manager.shutdown()
+        return
+    future = client.submit(HostBudget, actor=True)
+    actor = future.result()
+    try:
+        yield BudgetHandle("actor", actor=actor, owner=os.getpid())
+    finally:
+        reset_local()  # this process's requests go through its own budget again
+        del future, actor
+    del budget

@@ -1,0 +1,178 @@
+"""The build's one request budget per host: in flight (AIMD), paces after a rate limit, outages, and one budget
+for every process of a build (a manager for local worker processes, a dask actor on a cluster)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import requests
+
+from pipeline.sources import budget as budgets
+from pipeline.sources.budget import (
+    LIMITED,
+    OK,
+    OUTAGE_FAILS,
+    TROUBLE,
+    BudgetClient,
+    HostBudget,
+    HostDown,
+    outcome_of,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _budget(max_in_flight: int = 4, deadline: float = 100.0) -> tuple[HostBudget, Clock]:
+    clock = Clock()
+    b = HostBudget(clock)
+    b.configure("h", max_in_flight, None, deadline)
+    return b, clock
+
+
+def _grants(b: HostBudget, n: int) -> list[str]:
+    return [b.acquire("h")[0] for _ in range(n)]
+
+
+def test_requests_in_flight_to_a_host_are_bounded_and_the_bound_follows_aimd():
+    """At most the limit in flight; trouble (timeouts, 502, 503, resets) halves it once per overloaded moment; each
+    answer adds 1/limit back: additive increase, multiplicative decrease."""
+    b, clock = _budget(8)
+    assert _grants(b, 9) == ["go"] * 8 + ["wait"]
+    for _ in range(8):  # a burst of timeouts from one overloaded moment halves it once
+        b.release("h", TROUBLE, "/x")
+    assert b.stats()["h"]["limit"] == 4 and b.stats()["h"]["decreases"] == 1
+    clock.t += 2.0
+    assert _grants(b, 5) == ["go"] * 4 + ["wait"]
+    b.release("h", TROUBLE, "/y")  # a later moment: halved again
+    assert b.stats()["h"]["limit"] == 2
+    for _ in range(3):
+        b.release("h", OK, "/z")
+    for _ in range(40):  # answers grow it back, one by one, never past the configured most
+        assert b.acquire("h")[0] == "go"
+        b.release("h", OK, "/z")
+    stats = b.stats()["h"]
+    assert stats["limit"] == 8 and stats["lowest_limit"] == 2 and stats["most_in_flight"] == 8
+
+
+def test_a_rate_limit_paces_every_request_of_the_endpoint_below_what_the_server_named():
+    """After `6 per 2 second`, the endpoint's next request waits a whole window and the rest are spaced so that no
+    2 s window holds more than 4 (0.8 x 6 - 1 a window: a fixed window may see one more, arrivals jitter); other
+    endpoints of the host are not held."""
+    b, clock = _budget()
+    b.rate_limited("h", "query", 6, 2.0, "429 Too Many Requests: 6 per 2 second")
+    times = []
+    for _ in range(12):
+        wait, version = b.reserve("h", "query")
+        times.append(clock.t + wait)
+    assert times[0] == pytest.approx(clock.t + 2.0)
+    assert all(sum(1 for t in times if start <= t < start + 2.0) <= 4 for start in times)
+    assert b.reserve("h", "roots")[0] == 0.0
+
+
+def test_a_turn_reserved_before_the_endpoint_was_paced_is_reserved_again():
+    b, _ = _budget()
+    _, version = b.reserve("h", "query")
+    b.rate_limited("h", "query", 10, 60.0, "429")
+    assert b.acquire("h", "query", version)[0] == "repace"
+    _, version = b.reserve("h", "query")
+    assert b.acquire("h", "query", version)[0] == "go"
+
+
+def test_a_host_that_fails_everything_is_paused_with_one_probe_then_resumed():
+    """Failures in a row on several URLs with no answer for a while: the host is paused (one probe at a time, waits
+    growing); the probe's answer resumes it and the outage is counted with its length."""
+    b, clock = _budget()
+    for i in range(OUTAGE_FAILS):
+        assert b.acquire("h")[0] == "go"
+        clock.t += 0.5
+        note = b.release("h", TROUBLE, f"/path/{i}")
+    assert note is not None and "pausing it" in note
+    epoch, paused = b.outage_epoch("h")
+    assert epoch == 1 and paused
+    assert b.acquire("h")[0] == "wait"  # before the first probe's time
+    clock.t += 1.0
+    assert b.acquire("h")[0] == "probe" and b.acquire("h")[0] == "wait"  # one probe at a time
+    b.release("h", TROUBLE, "/p", probe=True)
+    clock.t += 1.5
+    assert b.acquire("h")[0] == "wait"  # the wait doubled to 2 s
+    clock.t += 0.5
+    assert b.acquire("h")[0] == "probe"
+    assert "answers again" in b.release("h", OK, "/p", probe=True)
+    assert b.outage_epoch("h") == (1, False) and _grants(b, 2) == ["go", "go"]
+    assert b.stats()["h"]["outages"] == [pytest.approx(3.0)]  # paused at the 6th failure, back 3 s later
+
+
+def test_one_item_failing_again_and_again_is_not_an_outage():
+    b, clock = _budget()
+    for _ in range(3 * OUTAGE_FAILS):
+        b.acquire("h")
+        clock.t += 1.0
+        assert b.release("h", TROUBLE, "/segmentation/api/v1/root/7/lineage") is None
+    assert b.outage_epoch("h") == (0, False)
+
+
+def test_past_the_deadline_the_requests_waiting_on_a_down_host_are_told_so():
+    b, clock = _budget(deadline=30.0)
+    for i in range(OUTAGE_FAILS):
+        b.acquire("h")
+        clock.t += 1.0
+        b.release("h", TROUBLE, f"/{i}")
+    clock.t += 31.0
+    assert b.acquire("h")[0] == "probe"  # a probe still goes (the host may come back)
+    verdict, seconds = b.acquire("h")
+    assert verdict == "down" and seconds > 30.0
+    client = BudgetClient(b, sleep=lambda s: None)
+    with pytest.raises(HostDown, match="outage deadline"), client.slot("http://h/segmentation/x", "chunkedgraph"):
+        pass
+
+
+def test_what_an_answer_says_about_its_host():
+    def resp(status: int, body: bytes = b"") -> requests.Response:
+        r = requests.Response()
+        r.status_code, r._content = status, body
+        return r
+
+    assert outcome_of(resp(200)) == OK and outcome_of(resp(404)) == OK
+    assert outcome_of(resp(429)) == LIMITED
+    assert outcome_of(resp(500, b'{"message": "429 Too Many Requests: 200 per 1 minute"}')) == LIMITED
+    assert outcome_of(resp(502)) == TROUBLE and outcome_of(resp(504)) == TROUBLE
+    assert outcome_of(resp(500, b'{"message": "KeyError"}')) == "error"
+
+
+def _hold_slots(handle: budgets.BudgetHandle, n: int) -> list[str]:
+    """In a worker process: take `n` slots of host h through the build's budget, keep them."""
+    budgets.install(handle)
+    return [budgets.current().call("acquire", "h", "", 0)[0] for _ in range(n)]
+
+
+def test_local_worker_processes_share_one_budget():
+    """The processes scheduler: a manager process serves the one budget; two worker processes asking 3 slots each
+    of a host allowed 4 get 4 between them, and the build's own process sees them in flight."""
+    with budgets.serve_budget("processes") as handle:
+        budgets.install(handle)
+        budgets.current().configure("h", 4, None, 60.0)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+            got = [f.result(timeout=120) for f in [pool.submit(_hold_slots, handle, 3) for _ in range(2)]]
+        assert sorted(v for g in got for v in g).count("go") == 4
+        assert budgets.current().stats()["h"]["most_in_flight"] == 4
+    assert budgets.current().stats() == {}  # after the build, the process's own budget again
+
+
+def test_a_dask_cluster_shares_one_budget_through_an_actor():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client, budgets.serve_budget(cluster.scheduler_address, client) as h:
+        budgets.install(h)
+        budgets.current().configure("h", 4, None, 60.0)
+        got = client.gather(client.map(_hold_slots, [h, h], [3, 3], pure=False))
+        assert sorted(v for g in got for v in g).count("go") == 4
+        assert budgets.current().stats()["h"]["most_in_flight"] == 4
