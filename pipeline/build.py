@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.context import BuildContext, make_context, release_lock_path
 from pipeline.core.checkpoints import checkpoint
 from pipeline.core.compute import session
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, is_retryable
 from pipeline.core.ledger import Failure, read_failures
 from pipeline.graph import StageGraph
 from pipeline.locks import LockSet
@@ -160,6 +160,24 @@ def _shard_rows(out: Path) -> list[dict]:
 
     path = Path(out) / "shards.csv"
     return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def ledgered(work: Path, out: Path) -> list[dict]:
+    """Every ledgered failure of every species in `work`, grouped by species, stage and reason: how many, the sample
+    ids, and whether the next build retries them (a server could not give them, or an unexpected exception stopped
+    them) or keeps them (the data's own reason: kept until the sample's inputs change)."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    if not Path(work).exists():
+        return []
+    for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()):
+        for f in _ledger(make_context(species, work, out)):
+            groups.setdefault((species, f.stage, f.reason), []).append(f.sample_id)
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    return [
+        {"species": sp, "stage": stage, "reason": reason, "samples": sorted(ids), "retried": is_retryable(reason)}
+        for (sp, stage, reason), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99),
+                                                                               -len(kv[1]), kv[0][2]))
+    ]  # fmt: skip
 
 
 def crashed(work: Path, out: Path) -> list[dict]:

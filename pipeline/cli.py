@@ -16,6 +16,7 @@ from config import known_species
 from pipeline.core.errors import UserError
 
 SCHEDULER_HELP = "local dask scheduler (processes, threads, sync) or a dask.distributed address (tcp://host:port)"
+SHOWN_IDS = 20  # sample ids listed per reason by `status --failed` (the ledger holds them all)
 
 
 def _user_errors(fn: Callable) -> Callable:
@@ -211,12 +212,13 @@ def verify(out, deep, scheduler, workers, no_progress) -> None:  # noqa: ANN001
 
 @cli.command()
 @_common
-@click.option("--failed", is_flag=True, help="list crashed partitions, the samples they did not build, their logs")
+@click.option("--failed", is_flag=True, help="list the ledgered failures by stage and reason (with their sample ids "
+              "and whether the next build retries them), and crashed partitions with their logs")
 @_user_errors
 def status(work, out, failed) -> None:  # noqa: ANN001
     """Per species and stage: partitions done / pending, what the done ones cover (the bank: proofread roots; fetch,
     render, split: bank rows), failures recorded; then the release (rows shipped)."""
-    from pipeline.build import crashed
+    from pipeline.build import crashed, ledgered
     from pipeline.build import status as build_status
 
     rows = build_status(work, out)
@@ -230,6 +232,15 @@ def status(work, out, failed) -> None:  # noqa: ANN001
             f"{r['covered']:>8} {r['unit']:<6} {r['failed']:>7}"
         )
     if failed:
+        groups = ledgered(work, out)
+        total = sum(len(g["samples"]) for g in groups)
+        click.echo(f"{total} ledgered failures" + (" (by species, stage and reason):" if groups else ""))
+        for g in groups:
+            retried = "retried by the next build" if g["retried"] else "kept (the data's own reason)"
+            click.echo(f"{g['species']} {g['stage']} {g['reason']}: {len(g['samples'])}, {retried}")
+            shown = g["samples"][:SHOWN_IDS]
+            more = f" and {len(g['samples']) - SHOWN_IDS} more" if len(g["samples"]) > SHOWN_IDS else ""
+            click.echo(f"  {' '.join(shown)}{more}")
         logs = crashed(work, out)
         click.echo(f"{len(logs)} partitions with a crash log" + (":" if logs else ""))
         for c in logs:

@@ -98,6 +98,7 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
     (summaries, release result) and what its requests asked, met and learned (and a hostile twin's limits)."""
     from pipeline.build import build
     from pipeline.sources.adaptive import merge_counters, take_counters
+    from pipeline.sources.budget import last_stats
 
     with twin_environment(species, work, opts) as server:
         take_counters()  # this process's figures from before the build are not the build's
@@ -107,6 +108,7 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
         for summary in summaries:
             learned = merge_counters(learned, summary.requests)
         asked["learned"] = learned
+        asked["budget"] = last_stats()  # what the build's one budget per host did (in flight, paces, outages)
         hostility = server.app.hostility
         if hostility is not None:
             asked["met"] = dict(hostility.met)
@@ -143,12 +145,21 @@ def requests_summary(records: list) -> dict:
 def closing_lines(asked: dict) -> list[str]:
     """What the build's requests met and learned, then (hostile twin) the limits it was not told."""
     learned = asked.get("learned") or {}
+    keys = ("refused", "server_errors", "rate_limited", "resets", "timeouts", "bisections", "unavailable", "slow")
     lines = [
-        "requests met: {refused} refused, {rate_limited} 429s honoured, {resets} resets, {timeouts} timeouts, "
-        "{bisections} bisections, {slow} slow".format(
-            **{k: learned.get(k, 0) for k in ("refused", "rate_limited", "resets", "timeouts", "bisections", "slow")}
-        )
+        "requests met: {refused} refused, {server_errors} 500s (bisected to their item), {rate_limited} rate limits "
+        "honoured, {resets} resets, {timeouts} timeouts, {bisections} bisections, {unavailable} items unavailable "
+        "(ledgered), {slow} slow".format(**{k: learned.get(k, 0) for k in keys})
     ]
+    for host, b in sorted((asked.get("budget") or {}).items()):
+        paced = ", ".join(f"{ep} at {rate:g}/min" for ep, rate in b["per_minute"].items())
+        lines.append(
+            f"budget of {host} (the whole build): at most {b['most_in_flight']} requests in flight (allowed "
+            f"{b['max_in_flight']}, lowered to {b['lowest_limit']} by {b['decreases']} halvings)"
+            + (f"; paced {paced} after the server's rate limit" if paced else "")
+            + (f"; {len(b['outages'])} outages waited out ({', '.join(f'{s:g} s' for s in b['outages'])})"
+               if b["outages"] else "")
+        )  # fmt: skip
     sizes = learned.get("sizes") or {}
     if sizes:
         lines.append(

@@ -7,11 +7,13 @@ process that backs off alone leaves the others hammering. So every HTTP request 
 `HostBudget` (`BudgetedAdapter.send`, below the clients' sessions and cloud-files'), held once per build:
 
 - in flight: per host, at most `limit` requests at once. The limit starts at the config's `max_in_flight_per_host`,
-  halves on a timeout, 502, 503, 504, reset or refused connection (at most once per `DECREASE_EVERY_S`: one
-  overloaded moment times out many requests at once), and grows by one per `limit` answers (additive increase,
-  multiplicative decrease, as TCP does): the build finds how much concurrency a server takes;
+  halves when timeouts, 502s, 503s, 504s, resets or refused connections come dense (`TROUBLE_DENSE` of the last
+  `TROUBLE_WINDOW` answers; at most once per `DECREASE_EVERY_S`: one overloaded moment times out many requests at
+  once, and a fault of the moment among many answers is no sign of load), and grows by one per `limit` answers
+  (additive increase, multiplicative decrease, as TCP does): the build finds how much concurrency a server takes;
 - per minute: a host's configured pace (`requests_per_minute_per_host`), and a pace per endpoint after a server said
-  it is rate limited (`rate_limited`: below the amount per window the server named); each request reserves its turn;
+  it is rate limited with numbers (`rate_limited`: below the amount per window the server named; a bare 429 holds the
+  endpoint for its Retry-After or the configured wait); each request reserves its turn;
 - outages: when the requests to a host fail in a row (`OUTAGE_FAILS` of them, on at least `OUTAGE_TARGETS` different
   URLs: one item failing again and again is not an outage) with no answer for `OUTAGE_QUIET_S`, the host is paused:
   one probe request at a time, waits growing from 1 to 60 s, until a probe is answered or the deadline
@@ -34,6 +36,7 @@ import secrets
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ from pipeline.sources.transport import endpoint_of
 log = logging.getLogger(__name__)
 
 DECREASE_EVERY_S = 1.0  # one halving per overloaded moment, not one per request it timed out
+TROUBLE_WINDOW = 20  # the last answers of a host that say whether trouble is dense ...
+TROUBLE_DENSE = 4  # ... when at least this many of them were trouble
 OUTAGE_FAILS = 6  # failures in a row to one host ...
 OUTAGE_TARGETS = 3  # ... on this many different URLs ...
 OUTAGE_QUIET_S = 2.0  # ... and no answer from it for this long: the host is down, not an item
@@ -85,6 +90,7 @@ class _Host:
     lowest_limit: float = float(DEFAULT_MAX_IN_FLIGHT)
     decreases: int = 0
     decrease_at: float = float("-inf")
+    recent: deque = field(default_factory=lambda: deque(maxlen=TROUBLE_WINDOW))  # True: trouble
     # outage
     fails_in_row: int = 0
     failed_targets: set[str] = field(default_factory=set)
@@ -151,9 +157,10 @@ class HostBudget:
             now = self._clock()
             self._host(host)
             key = (host, endpoint)
-            named_pace = window_s / max(1.0, amount * RATE_MARGIN - 1) if amount and window_s else None
-            pace = named_pace or 2 * self._pace.get(key, 0.5)  # no numbers: halve the rate (to 1 a second at first)
-            self._pace[key] = max(self._pace.get(key, 0.0), pace)
+            if amount and window_s:  # the limit named: every request of the build paced below it
+                self._pace[key] = max(self._pace.get(key, 0.0), window_s / max(1.0, amount * RATE_MARGIN - 1))
+            else:  # no numbers (a proxy's 429): the endpoint held for the wait, its pace unchanged
+                self._pace.setdefault(key, 0.0)
             self._next_at[key] = max(self._next_at.get(key, now), now + (window_s or 0.0))
             self._rate_limits[key] = named
             self._pace_version[key] = self._pace_version.get(key, 0) + 1
@@ -195,6 +202,7 @@ class HostBudget:
             if probe:
                 h.probing = False
             was_probe = probe and h.opened_at is not None
+            h.recent.append(outcome == TROUBLE)
             if outcome in (OK, LIMITED):  # an answer: the host is there
                 h.last_answer = now
                 h.fails_in_row = 0
@@ -210,11 +218,13 @@ class HostBudget:
             h.fails_in_row += 1
             if len(h.failed_targets) < OUTAGE_TARGETS:
                 h.failed_targets.add(target)
-            if outcome == TROUBLE and now >= h.decrease_at + DECREASE_EVERY_S and h.opened_at is None:
+            dense = sum(h.recent) >= TROUBLE_DENSE
+            if outcome == TROUBLE and dense and now >= h.decrease_at + DECREASE_EVERY_S and h.opened_at is None:
                 h.limit = max(1.0, h.limit / 2)
                 h.lowest_limit = min(h.lowest_limit, h.limit)
                 h.decreases += 1
                 h.decrease_at = now
+                h.recent.clear()  # the next halving needs trouble after this one
             if h.opened_at is not None:
                 if was_probe:
                     h.probe_wait = min(PROBE_MAX_S, 2 * h.probe_wait)
@@ -242,7 +252,7 @@ class HostBudget:
         with self._lock:
             out: dict[str, Any] = {}
             for host, h in sorted(self._hosts.items()):
-                paced = {ep: round(60.0 / p, 1) for (hh, ep), p in sorted(self._pace.items()) if hh == host}
+                paced = {ep: round(60.0 / p, 1) for (hh, ep), p in sorted(self._pace.items()) if hh == host and p}
                 out[host] = {
                     "most_in_flight": h.most_in_flight,
                     "max_in_flight": h.max_in_flight,

@@ -51,15 +51,24 @@ def test_requests_in_flight_to_a_host_are_bounded_and_the_bound_follows_aimd():
     assert b.stats()["h"]["limit"] == 4 and b.stats()["h"]["decreases"] == 1
     clock.t += 2.0
     assert _grants(b, 5) == ["go"] * 4 + ["wait"]
-    b.release("h", TROUBLE, "/y")  # a later moment: halved again
+    for _ in range(4):  # a later overloaded moment: halved again
+        b.release("h", TROUBLE, "/y")
     assert b.stats()["h"]["limit"] == 2
-    for _ in range(3):
-        b.release("h", OK, "/z")
     for _ in range(40):  # answers grow it back, one by one, never past the configured most
         assert b.acquire("h")[0] == "go"
         b.release("h", OK, "/z")
     stats = b.stats()["h"]
     assert stats["limit"] == 8 and stats["lowest_limit"] == 2 and stats["most_in_flight"] == 8
+
+
+def test_faults_of_the_moment_among_many_answers_do_not_lower_the_bound():
+    """A 502 or a reset now and then (one answer in 10) is no sign of load: only dense trouble halves the bound."""
+    b, clock = _budget(8)
+    for i in range(200):
+        assert b.acquire("h")[0] == "go"
+        clock.t += 0.1
+        b.release("h", TROUBLE if i % 10 == 0 else OK, "/x")
+    assert b.stats()["h"]["decreases"] == 0 and b.stats()["h"]["limit"] == 8
 
 
 def test_a_rate_limit_paces_every_request_of_the_endpoint_below_what_the_server_named():
