@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from config.schema import SpeciesConfig
 from pipeline.core import atomic
 from pipeline.core.checkpoints import checkpoint
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, is_retryable
 from pipeline.core.hashing import sha256_file
 from pipeline.core.ledger import read_failures
 from pipeline.core.release_schema import (
@@ -333,7 +333,8 @@ def _read_failures(paths: list[Path]) -> dict:
             examples.setdefault((f.stage, f.reason), set()).add(f.sample_id)
     return {
         "total": sum(by_stage_reason.values()),
-        "by_stage_reason": [{"stage": s, "reason": r, "n": n, "examples": sorted(examples[(s, r)])[:FAILURE_EXAMPLES]}
+        "by_stage_reason": [{"stage": s, "reason": r, "n": n, "examples": sorted(examples[(s, r)])[:FAILURE_EXAMPLES],
+                             "retried": is_retryable(r)}
                             for (s, r), n in sorted(by_stage_reason.items())],  # fmt: skip
         "by_species": dict(sorted(by_species.items())),
         "by_sample_type": dict(sorted(by_type.items())),

@@ -168,9 +168,12 @@ def _failures_section(failures: dict) -> list[str]:
     out = ["<h2>Failures</h2>", f"<p>{failures['total']:,} candidate samples could not be built and are not in the "
            "release (<code>python -m pipeline status --failed</code> lists them with their reasons).</p>"]  # fmt: skip
     if failures["total"]:
-        rows = [[f["stage"], f["reason"], f"{f['n']:,}", " ".join(f.get("examples", []))]
-                for f in failures["by_stage_reason"]]  # fmt: skip
-        out.append(_table(["stage", "reason", "samples", "a few sample ids"], rows))
+        rows = [[f["stage"], f["reason"], f"{f['n']:,}", "retries them" if f.get("retried") else "keeps them",
+                 " ".join(f.get("examples", []))] for f in failures["by_stage_reason"]]  # fmt: skip
+        out.append(_table(["stage", "reason", "samples", "the next build", "a few sample ids"], rows))
+        out.append("<p>A server that could not give an item (<code>*_unavailable</code>) or an unexpected exception "
+                   "(<code>unexpected_*</code>): the next build asks again for those alone. Every other reason is "
+                   "the data's own and is kept until the sample's inputs change.</p>")  # fmt: skip
         out.append("<p>Per species: " + html.escape(", ".join(f"{k} {v:,}" for k, v in failures["by_species"].items()))
                    + ".</p>")  # fmt: skip
     return out
