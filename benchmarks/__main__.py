@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_bank_scale,
+    bench_hostile,
     bench_incremental,
     bench_l2skeleton,
     bench_latency,
@@ -42,6 +43,8 @@ def main() -> None:
     bench_latency.run()
     print("\n== fetch + render per worker: hostile twin at 30 ms median / kind twin at 0 ms (issue 16) ==")
     bench_latency.run_hostile()
+    print("\n== requests per endpoint: hostile twin / kind twin, same build, at 0 and 200 ms (issue 24) ==")
+    bench_hostile.run()
     print("\n== bank at scale: 20,000 proofread roots behind the hostile twin at 30 ms (issue 17) ==")
     bench_bank_scale.run(args.bank_roots)
     print("\n== scaling ==")

@@ -132,9 +132,15 @@ def preflight_species(species: str, work: Path, out: Path, record: Path | None, 
 
 
 def requests_summary(records: list) -> dict:
-    """What the clients asked of the twin: requests, bytes, the longest URL, and answers a limit refused."""
+    """What the clients asked of the twin: requests (in all and per endpoint), bytes, the longest URL, and answers a
+    limit refused."""
+    from collections import Counter
+
+    from pipeline.sources.transport import endpoint_of
+
     return {
         "requests": len(records),
+        "by_endpoint": dict(sorted(Counter(endpoint_of(r.path) for r in records).items())),
         "bytes": sum(r.bytes_sent for r in records),
         "longest_url": max((r.url_bytes for r in records), default=0),
         "refused": sum(r.status in (414, 504) for r in records),
@@ -160,6 +166,9 @@ def closing_lines(asked: dict) -> list[str]:
             + (f"; {len(b['outages'])} outages waited out ({', '.join(f'{s:g} s' for s in b['outages'])})"
                if b["outages"] else "")
         )  # fmt: skip
+    by_endpoint = asked.get("by_endpoint") or {}
+    if by_endpoint:
+        lines.append("requests per endpoint: " + ", ".join(f"{k} {v}" for k, v in by_endpoint.items()))
     sizes = learned.get("sizes") or {}
     if sizes:
         lines.append(
