@@ -120,10 +120,11 @@ def run_samples(
     `threads` I/O threads when more than one (results are taken in row order). `on_sample(row, value)` hears of
     every row in order once it is settled: `value` is what `build` returned, True when kept, None otherwise.
 
-    A SampleError is a ledger row with its reason; an unexpected exception is a ledger row whose exception
-    keeps the traceback, listed in the partition's log and never reused. Unreachable servers (UserError) and
-    exhausted retries (TransientSourceError) stop the partition instead: they say nothing about the sample,
-    and a rerun resumes."""
+    A SampleError is a ledger row with its reason (an `Unavailable` one, what a server could not give after bounded
+    resends, is retried by the next run); an unexpected exception is a ledger row whose exception keeps the
+    traceback, listed in the partition's log and never reused. A user's mistake or a server never reached
+    (UserError) stops the partition instead: it says nothing about the sample, and a rerun resumes. (The sources
+    turn exhausted retries into Unavailable: pipeline/sources/retrying.py.)"""
     out = Outcome()
 
     def decide(row: dict) -> tuple[dict, str | None, str]:
