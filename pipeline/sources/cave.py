@@ -289,9 +289,21 @@ class CaveSource:
             if not self._reached:
                 raise self._unreachable(where, exc) from None
             raise TransientSourceError(f"{what}: {type(exc).__name__} talking to {where[:300]}") from None
+        except requests.exceptions.JSONDecodeError:  # HTML where JSON was due: a login page (a client constructor's
+            # requests run before this source can hook their session; middle_auth_client redirects them there)
+            raise UserError(
+                f"{what}: {url} answered a page that is not JSON, most likely a login page (middle_auth_client "
+                f"redirects a request without a valid token): the CAVE token is missing or not valid for datastack "
+                f"'{self.cfg.datastack}'; set {TOKEN_ENV} or caveclient's secret file to a valid token of that server"
+            ) from None
         except budgets.HostDown as exc:  # a read outside the adaptive layer (cloud-files) met the host's outage
             raise TransientSourceError(f"{what}: {exc}") from None
-        except (AuthException, cv_exc.AuthenticationError):
+        except AuthException:  # caveclient's reading of a redirect (middle_auth_client's answer to a bad token)
+            raise UserError(
+                f"{what}: {url} redirected to a login page: the CAVE token is missing or not valid for datastack "
+                f"'{self.cfg.datastack}'; set {TOKEN_ENV} or caveclient's secret file to a valid token of that server"
+            ) from None
+        except cv_exc.AuthenticationError:
             raise self._auth_error(url) from None
         except ServerIncompatibilityError as exc:
             raise UserError(f"{what}: the server at {url} is too old for this client: {exc}") from None
