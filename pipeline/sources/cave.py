@@ -46,7 +46,7 @@ import trimesh
 from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import PartlyUnavailable, SampleError, TransientSourceError, UserError
+from pipeline.core.errors import PartlyUnavailable, SampleError, TransientSourceError, Unavailable, UserError
 from pipeline.sources import adaptive
 from pipeline.sources import budget as budgets
 from pipeline.sources import cave_meshes as meshes
@@ -157,6 +157,20 @@ def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+class _VersionChecked(list):
+    """The items a query gave up on (adaptive.run's `failed`): the first checks the pinned version first, since an
+    expired version fails every query with a 500 (one line then, not a ledger row per root)."""
+
+    def __init__(self, check) -> None:  # noqa: ANN001 - CaveSource._pinned_version_listed
+        super().__init__()
+        self._check = check
+
+    def append(self, item: object) -> None:
+        if not self:
+            self._check()
+        super().append(item)
 
 
 class CaveSource:
@@ -640,11 +654,11 @@ class CaveSource:
 
     @contextmanager
     def _version_checked(self) -> Iterator[None]:
-        """A query that failed as transient may have met an expired version (the engine answers a query of one
-        with a 500, and caveclient caches the version list for 12 h): say so in one line instead of retrying."""
+        """A query that failed after its resends may have met an expired version (the engine answers a query of one
+        with a 500, and caveclient caches the version list for 12 h): say so in one line instead of ledgering it."""
         try:
             yield
-        except TransientSourceError:
+        except (TransientSourceError, Unavailable):
             self._pinned_version_listed()
             raise
 
@@ -903,7 +917,7 @@ class CaveSource:
         self.check_columns("synapse_table", table, present)
         columns = synapse_columns(present, self._live)
 
-        failed: list = []
+        failed = _VersionChecked(self._pinned_version_listed)
 
         def batches(items: list[int], read_pre) -> list[pd.DataFrame]:  # noqa: ANN001
             what = f"querying table '{table}'"

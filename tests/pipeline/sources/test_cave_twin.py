@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from config.schema import load_config
 from pipeline.candidates import junction_points
-from pipeline.core.errors import SampleError, TransientSourceError, UserError
+from pipeline.core.errors import SampleError, Unavailable, UserError
 from pipeline.sim.twin import TOKEN, ids
 from pipeline.sim.twin.species import twin_config
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
@@ -383,9 +383,9 @@ def test_timeouts_bound_every_request(make, twin):
     # a bounded request gives up on it, a late timer cannot make it see the answer
     twin.limits = dataclasses.replace(twin.limits, latency_ms=3000)
     n = len(twin.requests)
-    with pytest.raises(TransientSourceError):
+    with pytest.raises(Unavailable, match="level2_graph_unavailable"):
         cave.skeleton(roots[0])
-    with pytest.raises(TransientSourceError):
+    with pytest.raises(Unavailable, match="mesh_unavailable"):
         cave.mesh(roots[0])
     assert twin.log.wait_idle()  # the twin is still sleeping on the answers the client gave up on
     asked = [r.path for r in twin.requests[n:]]
