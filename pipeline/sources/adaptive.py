@@ -9,9 +9,9 @@ deployments. So every batched call goes through `Adaptive.run`:
 - a batch answered 413 / 414 / 431 (the request itself is too large, every time) is BISECTED and its size becomes
   a ceiling, the working size its half;
 - a batch that timed out, was answered 502 / 503 / 504 or had its connection reset is bisected too (its halves are
-  needed anyway), but the working size changes only on evidence that size is the cause: smaller batches of that
-  endpoint answered while larger ones kept failing (two failures at or above a size, an answer below it); then the
-  size becomes the largest that answered below the smallest that failed. A slow or overloaded server is not told
+  needed anyway), but the working size changes only on evidence that size is the cause: larger batches kept
+  failing (a batch and its half) while smaller ones of that endpoint answered (`_Size`); then the size becomes the
+  largest that answered below the smallest that failed. A slow or overloaded server is not told
   apart by size: its timeouts and 502s lower the build's concurrency instead (budget.py), which is what helps;
 - a batch answered 500 (PyChunkedGraph and the l2cache answer any exception so; one bad item fails every batch
   holding it) is bisected with no effect on the size, so that the bad item is isolated;
@@ -224,14 +224,22 @@ class ScopedTimeoutAdapter(BudgetedAdapter):
 
 @dataclass
 class _Size:
-    """One endpoint's working size on one host."""
+    """One endpoint's working size on one host.
+
+    Evidence that an ambiguous failure (a timeout, 502, 503, 504, a reset) is about size: a batch failed and so did
+    a half of it (`chain`: a half of a failed batch), no batch at least that large answered since, and a smaller
+    one did. A fault of the moment rarely fails a batch and its half; an item that fails every batch holding it
+    fails a half whose sibling of the same size answers (so that size works); a size limit fails every batch
+    above it, halves included. Then the size becomes the largest that answered below the smallest that failed."""
 
     size: int
     start: int
     ceiling: int | None = None  # a size that failed recently: growth stays below it
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
-    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, not answered since
+    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered since
+    chained: bool = False  # one of them was a half of a failed batch
+    answered: int = 0  # the largest size answered since the first of them
     below: int | None = None  # the largest size answered since, below every size in `failed`
 
     def success(self, n: int) -> None:
@@ -239,15 +247,21 @@ class _Size:
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
         if self.failed:
+            self.answered = max(self.answered, n)
             self.failed = [f for f in self.failed if f > n]  # that size answers after all
-            if self.failed and n < min(self.failed):
+            if not self.failed:
+                self._forget()
+            elif n < min(self.failed):
                 self.below = max(self.below or 0, n)
-            elif not self.failed:
-                self.below = None
-            self._confirm()
+                self._confirm()
         if n < self.size:
-            return  # a remainder or a half: says nothing about the working size
-        self.streak += 1
+            # a remainder or a half says nothing about the working size; after long without a failure, growth
+            # goes on all the same (calls whose batches never reach the size would otherwise never grow it back)
+            if self.since_failure < FORGET_AFTER or self.since_failure % GROW_AFTER:
+                return
+            self.streak = GROW_AFTER
+        else:
+            self.streak += 1
         if self.streak < GROW_AFTER or self.size >= self.start:
             return
         grown = min(self.start, self.size + max(1, self.size // 4))
@@ -261,25 +275,32 @@ class _Size:
         self.ceiling = n if self.ceiling is None else min(self.ceiling, n)
         self.size = max(1, min(self.size, n // 2))
         self.streak = self.since_failure = 0
-        self.failed, self.below = [], None
+        self._forget()
 
-    def ambiguous(self, n: int) -> None:
-        """A batch of n timed out or was answered 502 / 503 / 504: too large, or the server too busy. Only evidence
-        changes the size: a second such failure at or above a size that smaller batches answer below."""
+    def ambiguous(self, n: int, chain: int) -> None:
+        """A batch of n timed out or was answered 502 / 503 / 504 (`chain`: how many of its ancestors failed so):
+        too large, or the server too busy. Only evidence changes the size (see the class)."""
         self.streak = 0
-        if n > 1:
-            self.failed.append(n)
-            if self.below is not None and self.below >= min(self.failed):
-                self.below = None
-            self._confirm()
+        if n <= 1 or (self.failed and self.answered >= n):
+            return  # one item, or a size that answered since: not the size
+        if not self.failed:
+            self.answered = 0
+        self.failed.append(n)
+        self.chained = self.chained or chain > 0
+        if self.below is not None and self.below >= min(self.failed):
+            self.below = None
+        self._confirm()
 
     def _confirm(self) -> None:
-        if len(self.failed) >= 2 and self.below is not None:
+        if len(self.failed) >= 2 and self.chained and self.below is not None:
             smallest = min(self.failed)
             self.ceiling = smallest if self.ceiling is None else min(self.ceiling, smallest)
             self.size = max(1, min(self.size, self.below))
             self.streak = self.since_failure = 0
-            self.failed, self.below = [], None
+            self._forget()
+
+    def _forget(self) -> None:
+        self.failed, self.chained, self.answered, self.below = [], False, 0, None
 
 
 @dataclass
@@ -388,19 +409,19 @@ class Adaptive:
         url = host
         host = urllib.parse.urlsplit(host).netloc or host
         read_s = opts.read_timeout(endpoint)
-        todo: deque[list[T]] = deque()
+        todo: deque[tuple[list[T], int]] = deque()  # (batch, how many of its ancestors failed ambiguously)
         size = self.size(host, endpoint, start)
         for i in range(0, len(items), size):
-            todo.append(list(items[i : i + size]))
+            todo.append((list(items[i : i + size]), 0))
         out: list[tuple[list[T], R]] = []
         while todo:
-            batch = todo.popleft()
+            batch, chain = todo.popleft()
             size = self.size(host, endpoint, start)
             if len(batch) > size:  # learned meanwhile (here or on another thread): never send a size known to fail
-                todo.extendleft(reversed([batch[i : i + size] for i in range(0, len(batch), size)]))
+                todo.extendleft(reversed([(batch[i : i + size], 0) for i in range(0, len(batch), size)]))
                 continue
             try:
-                answer = self._one_batch(url, host, endpoint, what, batch, send, start, opts, read_s, todo)
+                answer = self._one_batch(url, host, endpoint, what, batch, chain, send, start, opts, read_s, todo)
             except Unavailable as gone:
                 if failed is None:
                     raise
@@ -410,8 +431,10 @@ class Adaptive:
                 out.append((batch, answer))
         return out
 
-    def _one_batch(self, url: str, host: str, endpoint: str, what: str, batch: list, send: Callable[[list], R],
-                   start: int, opts: CaveRequests, read_s: float, todo: deque) -> Any:  # fmt: skip
+    def _one_batch(
+        self, url: str, host: str, endpoint: str, what: str, batch: list, chain: int, send: Callable[[list], R],
+        start: int, opts: CaveRequests, read_s: float, todo: deque,
+    ) -> Any:  # fmt: skip
         """One batch to its answer: the answer, `_BISECTED` (its halves put first in `todo`), or Unavailable."""
         sends, timeouts, limited, uncounted = 0, 0, 0, 0
         seen_epoch: int | None = None
@@ -446,14 +469,16 @@ class Adaptive:
             self._count(**{_COUNTER[failure.kind]: 1})
             if len(batch) > 1:
                 half = len(batch) // 2
+                ambiguous = not failure.definite and failure.kind != "server_error"
                 with self._lock:
                     state = self._state(host, endpoint, start)
                     if failure.definite:
                         state.too_large(len(batch))
-                    elif failure.kind != "server_error":
-                        state.ambiguous(len(batch))
+                    elif ambiguous:
+                        state.ambiguous(len(batch), chain)
                     self._counters.bisections += 1
-                todo.extendleft([batch[half:], batch[:half]])
+                down = chain + 1 if ambiguous else 0
+                todo.extendleft([(batch[half:], down), (batch[:half], down)])
                 return _BISECTED
             if not failure.definite:
                 epoch, paused = budgets.current().outage_epoch(url)

@@ -118,6 +118,25 @@ def test_a_slow_or_busy_server_never_shrinks_the_batch(name):
     assert layer.size("h:1", "roots", 32) == 32
 
 
+def test_faults_of_the_moment_on_batches_of_every_size_never_shrink_the_batch():
+    """Segmentation cutouts ask roots for a few hundred to a few thousand supervoxels, always below the working size:
+    a fault of the moment on one of them, then on another a little smaller, is not a size limit (the halves of each
+    answered). Seen before: roots' size walked from 100,000 to 30 (1.4x the kind twin's requests)."""
+    layer = Adaptive(sleep=lambda s: None)
+    count = {"n": 0}
+
+    def send(batch: list[int]) -> list[int]:
+        count["n"] += 1
+        if count["n"] % 13 == 0:
+            raise FAILURES["http_502"]()
+        return batch
+
+    for k in range(200):
+        n = 4000 - 17 * k  # each call a little smaller than the last
+        assert len(_flat(layer.run("h:1", "roots", list(range(n)), send, start=100_000, opts=OPTS, what="r"))) == n
+    assert layer.size("h:1", "roots", 100_000) == 100_000
+
+
 def test_an_item_that_always_fails_is_isolated_and_unavailable_while_the_others_are_answered():
     """PyChunkedGraph answers 500 for every batch holding one bad root (pcgv1 edges_failsafe): the batch is bisected
     down to that root, which is sent `item_sends` times, then given up with its endpoint and the server's answer;
