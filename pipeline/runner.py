@@ -449,6 +449,8 @@ def run_stages(
     else:
         todo = [p for p, q in zip(*listed, strict=True) if due(p) or not is_done(ctx, q) or to_retry(ctx, q) > 0]
         tasks = [dask.delayed(execute_streamed, pure=False)(*stages, ctx, p, force) for p in todo]
+    indices = {p.index for p in todo}
+    retrying = [sum(to_retry(ctx, q) for q in parts if q.index in indices and is_done(ctx, q)) for parts in listed]
     bar = tqdm(total=sum(p.n_samples for p in todo), desc=f"{ctx.species} {'+'.join(names)}", unit="sample",
                disable=not progress or not todo, leave=True)  # fmt: skip
     n_failed = 0
@@ -472,8 +474,10 @@ def run_stages(
             merge_ledger(ctx)
             raise stage_failed(ctx.species, stage.name, errors)
     summaries = []
-    for stage, parts, stage_results in zip(stages, listed, per_stage, strict=True):
+    for stage, parts, stage_results, retried in zip(stages, listed, per_stage, retrying, strict=True):
         summary = summarize(stage.name, parts, stage_results)
+        if retried:
+            summary.notes.append(f"{retried} failures of an earlier run retried")
         if summary.ran:
             graph.changed(stage.name)
         note = stage.finish(ctx, graph, parts, force)

@@ -111,6 +111,9 @@ def test_an_item_the_server_never_answers_is_ledgered_and_the_next_build_retries
     redone = set(compared_before.only_a)  # the samples that failed, and the junctions that could not be banked
     needed = {f"{g}:0" for h in redone for g in plain_rows[h]["geometry_roots"]}
     assert f"{mesh_root}:0" in manifests and manifests <= needed, (manifests, needed)
+    lines = {s.stage: s.line() for s in summaries}
+    assert "1 failures of an earlier run retried" in lines["bank"] and "to retry" not in lines["bank"], lines
+    assert f"{len(fetch_failed)} failures of an earlier run retried" in lines["fetch"], lines
     done = parse_summaries("\n".join(s.line() for s in summaries))
     assert done["bank"]["ran"] == 1 and done["bank"]["reused"] > 0
     compared = compare_releases(plain_out, out)
