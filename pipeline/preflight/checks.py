@@ -21,7 +21,7 @@ import numpy as np
 import requests
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import TransientSourceError, UserError
+from pipeline.core.errors import PartlyUnavailable, TransientSourceError, Unavailable, UserError
 from pipeline.partitions import root_digest
 from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check
@@ -112,7 +112,7 @@ class Preflight:
                 check = Check(name, r.status, r.found, r.action)
             except UserError as exc:
                 check = Check(name, FAIL, str(exc))
-            except TransientSourceError as exc:
+            except (TransientSourceError, Unavailable, PartlyUnavailable) as exc:  # answered nothing after resends
                 check = Check(
                     name,
                     FAIL,
