@@ -170,7 +170,7 @@ def classify(exc: BaseException, now: Callable[[], float] = time.time) -> Failur
             return Failure("server_error", status, message=server_message(resp), url=url)
         return None
     if isinstance(exc, requests.ConnectTimeout):
-        return None  # nothing was sent: the connection's own retries and the first-contact rules apply
+        return Failure("reset")  # after first contact (CaveSource probes before): the host is away, as a refusal
     if isinstance(exc, requests.Timeout):
         return Failure("timeout")
     if isinstance(exc, requests.ConnectionError) and isinstance(_reason(exc), ReadTimeoutError):
@@ -241,8 +241,11 @@ class _Size:
     chained: bool = False  # one of them was a half of a failed batch
     answered: int = 0  # the largest size answered since the first of them
     below: int | None = None  # the largest size answered since, below every size in `failed`
+    epoch: int = 0  # the host's outages begun when the evidence began (failures before an outage are the outage's)
 
-    def success(self, n: int) -> None:
+    def success(self, n: int, epoch: int | None = None) -> None:
+        if self.failed and epoch is not None and epoch != self.epoch:
+            self._forget()
         self.since_failure += 1
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
@@ -277,14 +280,16 @@ class _Size:
         self.streak = self.since_failure = 0
         self._forget()
 
-    def ambiguous(self, n: int, chain: int) -> None:
+    def ambiguous(self, n: int, chain: int, epoch: int = 0) -> None:
         """A batch of n timed out or was answered 502 / 503 / 504 (`chain`: how many of its ancestors failed so):
         too large, or the server too busy. Only evidence changes the size (see the class)."""
         self.streak = 0
+        if self.failed and epoch != self.epoch:
+            self._forget()  # an outage came between: what failed before it said nothing of the size
         if n <= 1 or (self.failed and self.answered >= n):
             return  # one item, or a size that answered since: not the size
         if not self.failed:
-            self.answered = 0
+            self.answered, self.epoch = 0, epoch
         self.failed.append(n)
         self.chained = self.chained or chain > 0
         if self.below is not None and self.below >= min(self.failed):
@@ -448,7 +453,10 @@ class Adaptive:
                     raise
             else:
                 with self._lock:
-                    self._state(host, endpoint, start).success(len(batch))
+                    evidence = bool(self._state(host, endpoint, start).failed)
+                epoch = budgets.current().outage_epoch(url)[0] if evidence else None
+                with self._lock:
+                    self._state(host, endpoint, start).success(len(batch), epoch)
                 return answer
             if failure.kind == "down":
                 self._count(unavailable=1)
@@ -467,21 +475,26 @@ class Adaptive:
                     self.sleep(min(MAX_WAIT_S, BACKOFF_S * 2 ** min(limited, 8)))
                 continue  # the budget holds the resend until the endpoint's turn
             self._count(**{_COUNTER[failure.kind]: 1})
+            ambiguous = not failure.definite and failure.kind != "server_error"
+            epoch, paused = budgets.current().outage_epoch(url) if ambiguous else (0, False)
+            if paused and uncounted < MAX_OUTAGE_SENDS:
+                uncounted += 1
+                continue  # the host is paused (an outage): the same batch again once it answers, nothing learned
             if len(batch) > 1:
                 half = len(batch) // 2
-                ambiguous = not failure.definite and failure.kind != "server_error"
                 with self._lock:
                     state = self._state(host, endpoint, start)
                     if failure.definite:
                         state.too_large(len(batch))
                     elif ambiguous:
-                        state.ambiguous(len(batch), chain)
+                        state.ambiguous(len(batch), chain, epoch)
                     self._counters.bisections += 1
                 down = chain + 1 if ambiguous else 0
                 todo.extendleft([(batch[half:], down), (batch[:half], down)])
                 return _BISECTED
             if not failure.definite:
-                epoch, paused = budgets.current().outage_epoch(url)
+                if not ambiguous:
+                    epoch, paused = budgets.current().outage_epoch(url)
                 if (paused or (seen_epoch is not None and epoch != seen_epoch)) and uncounted < MAX_OUTAGE_SENDS:
                     seen_epoch, uncounted = epoch, uncounted + 1
                     continue  # the host's outage, not the item's: the budget holds the resend until it answers

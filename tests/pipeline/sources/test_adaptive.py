@@ -286,6 +286,28 @@ def test_sends_while_the_host_is_down_do_not_spend_the_items_resends(monkeypatch
     assert _flat(layer.run("h:1", "manifest", [5], send, start=1, opts=OPTS, what="manifest")) == [5]
 
 
+def test_failures_that_an_outage_explains_teach_no_size(monkeypatch):
+    """A host going down fails a batch and its half before the budget pauses it (as a size limit would); once it
+    answers again, those failures are the outage's: the size stays."""
+    layer = Adaptive(sleep=lambda s: None)
+    state = {"sent": 0}
+
+    class Budget:  # paused from the third failure on, back (a new outage epoch) after the fifth request
+        def outage_epoch(self, url: str) -> tuple[int, bool]:
+            return (1, False) if state["sent"] >= 5 else (0 if state["sent"] < 3 else 1, state["sent"] >= 3)
+
+    monkeypatch.setattr(budgets, "current", lambda: Budget())
+
+    def send(batch: list[int]) -> list[int]:
+        state["sent"] += 1
+        if state["sent"] < 5:
+            raise FAILURES["reset"]()
+        return batch
+
+    assert _flat(layer.run("h:1", "roots", list(range(16)), send, start=16, opts=OPTS, what="roots")) == list(range(16))
+    assert layer.size("h:1", "roots", 16) == 16
+
+
 def test_parsing_what_the_servers_say():
     now = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()
     assert retry_after_s("120") == 120.0
