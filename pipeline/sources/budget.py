@@ -434,6 +434,18 @@ class BudgetManager(BaseManager):
 BudgetManager.register("budget", callable=_shared)
 
 
+def _watch_parent(parent: int) -> None:
+    """In the manager's process: end it when the build's process is gone (a `kill -9` of the build alone would
+    otherwise leave it serving forever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cb2-budget-parent", daemon=True).start()
+
+
 def _connect_manager(handle: BudgetHandle) -> Any:
     manager = BudgetManager(address=handle.address, authkey=handle.authkey)
     manager.connect()
@@ -452,7 +464,7 @@ def serve_budget(scheduler: str, client: Any = None) -> Iterator[BudgetHandle]:
     if scheduler == "processes":
         authkey = secrets.token_bytes(16)
         manager = BudgetManager(address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("spawn"))
-        manager.start()
+        manager.start(_watch_parent, (os.getpid(),))
         try:
             yield BudgetHandle("manager", address=manager.address, authkey=authkey, owner=os.getpid())
         finally:
