@@ -83,7 +83,7 @@ RATE_WINDOW_S = (3, 5)
 QUERIES_PER_WINDOW = (2, 4)
 FAST_FACTOR = 10
 # overload: processes (scaled from 64), and the in-flight counts the service time is set between
-PROCESSES = (2, 5)
+PROCESSES = (2, 4)
 CALM_IN_FLIGHT_PER_PROCESS = 3  # a client keeping 3P in flight should almost never time out
 OVER_IN_FLIGHT = 32  # one keeping 32 in flight should time out often
 
@@ -222,7 +222,7 @@ class Hostility:
         self.met: dict[str, int] = dict.fromkeys(MET_KEYS, 0)
         self.as_of_s = float(world.summary["time"]["as_of"]) if world is not None else 0.0  # type: ignore[attr-defined]
         self.items: dict[str, int] = draw_items(seed, world) if self.on("item_faults") and world is not None else {}
-        self._items = ItemFaults(self.items, self.as_of_s, self._count)
+        self.item_faults = ItemFaults(self.items, self.as_of_s, self._count)
         self.windows = FixedWindows()
         lim = self.limits
         self.processes = Processes(lim.processes, lim.service_s) if self.on("overload") else None
@@ -258,7 +258,7 @@ class Hostility:
             self._count("url_414")
             return Response(414, b"<html><body><h1>414 Request-URI Too Large</h1></body></html>", "text/html")
         if self.on("item_faults"):
-            stalled = self._items.stall(req)
+            stalled = self.item_faults.stall(req)
             if stalled is not None:
                 return stalled
         kind = endpoint_class(req.path)
@@ -315,7 +315,7 @@ class Hostility:
                         self.met["over_after_first"] = self.windows.over_after_first
                     return self.engine_error(429, str(item))
         if self.on("item_faults"):
-            return self._items.refuse(req)
+            return self.item_faults.refuse(req)
         return None
 
     def engine_error(self, status: int, description: str) -> Response:

@@ -108,6 +108,7 @@ class ItemFaults:
         self.items = dict(items)
         self.as_of_s = as_of_s
         self._count = count
+        self.sleep: Callable[[float], None] = time.sleep  # a test holds the stall on an event instead
 
     def _roots(self, req: Request) -> set[int]:
         try:
@@ -121,7 +122,7 @@ class ItemFaults:
         if root is None or not req.path.endswith("/tabular_change_log_many") or root not in self._roots(req):
             return None
         self._count("item_stalled")
-        time.sleep(STALL_S)
+        self.sleep(STALL_S)
         return gateway(504)
 
     def refuse(self, req: Request) -> Response | None:

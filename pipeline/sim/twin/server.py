@@ -44,6 +44,7 @@ from pipeline.sim.twin.scale import ScaleWorld
 FLAVORS = ("v1", "v2")
 TOKEN = "cb2d0e7f1a2b3c4d5e6f708192a3b4c5"  # the twin's CAVE token (a hex string, as the real ones)
 _PUBLIC = ("/em/", "/ws/")
+POLL_S = 0.05  # how often the accept loop looks for a shutdown (stop, an outage): a test's twin stops at once
 
 
 class TwinApp:
@@ -310,7 +311,7 @@ class TwinServer:
         return self.log.records()
 
     def start(self) -> TwinServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="cb2-twin", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(POLL_S,), name="cb2-twin", daemon=True)
         self._thread.start()
         return self
 
@@ -330,7 +331,7 @@ class TwinServer:
             self.outages += 1
             httpd = self.httpd
         if self._thread is not None:
-            httpd.shutdown()  # the accept loop ends (within its 0.5 s poll)
+            httpd.shutdown()  # the accept loop ends (within POLL_S)
         httpd.server_close()
         httpd.drop_connections()
         self._back = threading.Timer(float(seconds), self._come_back)
@@ -342,7 +343,8 @@ class TwinServer:
             if self._stopped.is_set():
                 return
             self.httpd = _Server(("127.0.0.1", self.port), _handler(self.app))
-            self._thread = threading.Thread(target=self.httpd.serve_forever, name="cb2-twin", daemon=True)
+            self._thread = threading.Thread(target=self.httpd.serve_forever, args=(POLL_S,), name="cb2-twin",
+                                            daemon=True)  # fmt: skip
             self._thread.start()
             self.down = False
 
