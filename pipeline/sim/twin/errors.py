@@ -6,8 +6,9 @@ real shapes, and every fault of the twin that imitates a real one answers throug
 
 - MaterializationEngine 5.26.4: both client namespaces register `errorhandler(Exception)` (blueprints/client/api.py
   line 49, api2.py line 93) returning `unhandled_exception` (blueprints/client/common.py lines 28-51): status 500 and
-  `{"code": 500, "message": str(e), "traceback": [...]}`. flask-restx 1.3.0 answers an error with the first handler
-  registered for a matching class, and api.py's namespace is added first (app.py lines 119-121), so an `abort(404)`,
+  `{"code": 500, "message": str(e), "traceback": [...]}`. flask-restx (1.3.0 in the engine's uv.lock) answers an error
+  with the first handler registered for a matching class (flask_restx/api.py handle_error, per shared/REAL_SOURCES.md:
+  not re-read here), and api.py's namespace is added first (app.py lines 119-121), so an `abort(404)`,
   an `abort(410)` and flask-limiter's RateLimitExceeded all become that 500. `str(e)` of a werkzeug HTTPException is
   `f"{code} {name}: {description}"` (werkzeug exceptions.py `HTTPException.__str__`, read in 3.1.8; the engine locks
   3.1.3). Unverified: what flask-restx 1.3.0 does with api2.py's BadRequest handler that re-raises (the twin: 500
