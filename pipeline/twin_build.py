@@ -179,7 +179,7 @@ def closing_lines(asked: dict) -> list[str]:
 
 @contextmanager
 def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port: int = 0,  # noqa: ANN001
-               **overrides: object) -> Iterator[tuple]:  # fmt: skip
+               hostile_off: tuple[str, ...] = (), **overrides: object) -> Iterator[tuple]:  # fmt: skip
     """A twin serving a generated world at real scale (pipeline/sim/twin/scale.py: the bank's inputs only) with the
     demo species' config pointed at it in `WORK/.twin/config/demo.yaml`. Yields (server, env): `env` is what a
     bank run in another process needs (CB2_CONFIG_DIR, CAVE_TOKEN), given to it explicitly, never set here."""
@@ -192,7 +192,8 @@ def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port:
 
     world = ScaleWorld(Path(work) / "scale-world", params)
     limits = TwinLimits(latency_ms=latency_ms, row_cap=REAL_ROW_CAP)
-    server = TwinServer(world, flavor="v2", port=port, limits=limits, hostile_seed=hostile).start()
+    server = TwinServer(world, flavor="v2", port=port, limits=limits, hostile_seed=hostile,
+                        hostile_off=hostile_off).start()  # fmt: skip
     try:
         config_dir = twin_config_dir(work)
         config_dir.mkdir(parents=True, exist_ok=True)

@@ -196,6 +196,14 @@ def header_bytes(request_line: str, raw_path: str, query: str, headers: list[tup
     return len(request_line) + len(raw_path) + len(query) + sum(len(k) + len(v) for k, v in headers)
 
 
+# What `Hostility.met` counts (a client-side test reads them): dropped_502 (v1 requests over uWSGI's buffer), url_414
+# (v2 URLs over the drawn limit), over_limit_504 (batches past the drawn roots / l2 ids), slow (answers in the slow
+# tail), random_502, resets (`flaky`), rate_limited (every rate-limit refusal), over_after_first (refusals in a window
+# after the first one in which that user and endpoint met the limit: 0 for a client that slows down after its first
+# limit), wrapped_500 (the engine's wrapped errors, rate limits included), server_500 (PCG / l2cache 500s for a bad
+# argument), item_500 and item_stalled (requests the items' faults answered), redirected (302s to the login page),
+# queued (API requests that waited for a process), max_in_flight (the most API requests inside the twin at once,
+# waiting ones included), max_wait_ms (the longest wait for a process).
 MET_KEYS = (
     "dropped_502", "url_414", "over_limit_504", "slow", "random_502", "resets", "rate_limited", "over_after_first",
     "wrapped_500", "server_500", "item_500", "item_stalled", "redirected", "queued", "max_in_flight", "max_wait_ms",
