@@ -215,8 +215,8 @@ class Hostility:
 
     server.py calls, in a request's order: `front` (before anything: nginx's and uWSGI's refusals, latency, random
     502s, batch 504s, item stalls), `process` (a context holding one of the P processes), `auth` (middle_auth's
-    answers), `inside` (after auth: rate limits, items' 500s), `error` (a handler's error in the servers' shape),
-    `after` (resets)."""
+    answers), `inside` (after auth: rate limits, items' 500s), `engine_error` / `handler_error` (an error of the
+    engine or of a handler in the real app's shape), `after` (resets)."""
 
     def __init__(self, seed: int, flavor: str, median_ms: float, l2_ids: tuple[int, int] = L2_IDS,
                  world: object | None = None, off: Iterable[str] = ()) -> None:  # fmt: skip
