@@ -277,7 +277,7 @@ class TwinServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._back: threading.Timer | None = None
+        self._revive = threading.Event()  # set: an outage ends now (come_back, stop)
         self.down = False  # True while an outage refuses connections
         self.outages = 0  # outages begun
         self._arrivals = 0
@@ -323,7 +323,8 @@ class TwinServer:
     def go_down(self, seconds: float) -> None:
         """An outage: refuse connections for `seconds` (the listening socket closed, every open connection shut
         down: clients see connection refused or reset), then serve again on the same port. Returns once the twin is
-        down; `down` says when it is back. A second call while down does nothing."""
+        down; `down` says when it is back (`come_back()` ends the outage early). A second call while down does
+        nothing."""
         with self._lock:
             if self.down or self._stopped.is_set():
                 return
@@ -334,9 +335,16 @@ class TwinServer:
             httpd.shutdown()  # the accept loop ends (within POLL_S)
         httpd.server_close()
         httpd.drop_connections()
-        self._back = threading.Timer(float(seconds), self._come_back)
-        self._back.daemon = True
-        self._back.start()
+        self._revive.clear()
+        threading.Thread(target=self._down_for, args=(float(seconds),), name="cb2-twin-outage", daemon=True).start()
+
+    def come_back(self) -> None:
+        """End an outage now (a test's or a drill's "the host is back"); no-op when the twin is up."""
+        self._revive.set()
+
+    def _down_for(self, seconds: float) -> None:
+        self._revive.wait(seconds)
+        self._come_back()
 
     def _come_back(self) -> None:
         with self._lock:
@@ -361,8 +369,7 @@ class TwinServer:
         with self._lock:
             self._stopped.set()
             httpd, down = self.httpd, self.down
-        if self._back is not None:
-            self._back.cancel()
+        self._revive.set()
         if not down:
             if self._thread is not None:
                 httpd.shutdown()
