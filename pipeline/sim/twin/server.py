@@ -331,11 +331,11 @@ class TwinServer:
             self.down = True
             self.outages += 1
             httpd = self.httpd
+            self._revive.clear()  # before anything a client can see: a come_back() from then on ends this outage
         if self._thread is not None:
             httpd.shutdown()  # the accept loop ends (within POLL_S)
         httpd.server_close()
         httpd.drop_connections()
-        self._revive.clear()
         threading.Thread(target=self._down_for, args=(float(seconds),), name="cb2-twin-outage", daemon=True).start()
 
     def come_back(self) -> None:
