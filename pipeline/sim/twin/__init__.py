@@ -122,7 +122,7 @@ Materialization
 Info, auth, buckets
 18. Datastack info and table mapping shapes from caveclient (infoservice.py, l2cache.py has_cache);
     a Bearer token on the APIs (401 without), public buckets. The hostile twin's `auth_redirect` answers as
-    middle_auth_client 3.19.0 does (decorators.py lines 275-279, 360-430; auth.py): a request without an
+    middle_auth_client 3.19.0 does (decorators.py lines 275-279, 282-430; auth.py): a request without an
     Authorization header and without a valid token (query or cookie `middle_auth_token`) is redirected (302) to
     `<auth>/api/v1/authorize?redirect=<quoted URL>`, whose page is HTML (200); a wrong Bearer token is a 401
     `invalid_token`, a header without "Bearer " a 400 `bad_auth_header`. Unverified: the OAuth pages between the

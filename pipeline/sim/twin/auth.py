@@ -1,9 +1,9 @@
 """middle_auth_client's answers to a request without a valid token (hostile option `auth_redirect`).
 
 Why: the twin's plain 401 is not what a CAVE API answers a browser-like request. middle_auth_client 3.19.0
-(decorators.py `auth_required`, lines 360-430; the engine locks 3.19.0) reads the token from the `Authorization:
-Bearer` header, else the `middle_auth_token` query argument, else the `middle_auth_token` cookie (TOKEN_NAME, line
-20; caveclient sets both header and cookie: base.py). Then:
+(decorators.py `auth_required`, lines 282-430; the engine's uv.lock pins 3.19.0) reads the token from the
+`Authorization: Bearer` header, else the `middle_auth_token` query argument, else the `middle_auth_token` cookie
+(TOKEN_NAME, line 20; caveclient sets both header and cookie: base.py). Then:
 
 - a header that does not start with "Bearer " -> 400 `{"error": "bad_auth_header", ...}`;
 - a "programmatic" request (`is_programmatic_access`, lines 275-279: an Authorization, X-Requested-With or Origin
@@ -11,7 +11,7 @@ Bearer` header, else the `middle_auth_token` query argument, else the `middle_au
   `{"error": "invalid_token", "message": "Unauthorized - Token is Invalid or Expired"}`, both with
   `WWW-Authenticate: Bearer realm="<authorize URI>"...`;
 - any other request without a valid token -> 302 to `"https://" + STICKY_AUTH_URL + "/api/v1/authorize" +
-  "?redirect=" + quote(request.url)` (lines 367, 418-421). That page is the auth service's login (an OAuth flow in a
+  "?redirect=" + quote(request.url)` (lines 362, 418-421). That page is the auth service's login (an OAuth flow in a
   browser): HTML. A client that follows the redirect gets a 200 HTML page where it expected JSON (caveclient 8.2.1
   `handle_response` raises AuthException when the answer came through a redirect; a bare `.json()` fails decoding).
 
