@@ -18,13 +18,19 @@ TWIN_PORT ?=
 TWIN_LATENCY_MS ?= 0
 TWIN_DRIFT ?=
 TWIN_HOSTILE ?=
+TWIN_HOSTILE_OFF ?=
+TWIN_OUTAGE ?=
 RECORD    ?=
 comma := ,
 TWIN_DRIFT_FLAGS = $(foreach d,$(subst $(comma), ,$(TWIN_DRIFT)),--twin-drift $(d))
+TWIN_HOSTILE_FLAGS = $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE) \
+                     $(foreach o,$(subst $(comma), ,$(TWIN_HOSTILE_OFF)),--twin-hostile-off $(o)))
 
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
 # build), serving work/demo/world; its own work dir and release unless WORK / OUT are given. TWIN_HOSTILE=SEED: the
-# twin hides limits drawn from SEED (a work dir of its own, so nothing is reused from a kind build).
+# twin hides limits drawn from SEED and makes the real servers' faults (a work dir of its own, so nothing is reused
+# from a kind build); TWIN_HOSTILE_OFF=a,b turns hostile options off (pipeline/sim/twin/hostile.py HOSTILE_OPTIONS);
+# TWIN_OUTAGE=N:S: the twin refuses connections for S seconds from its N-th request on.
 ifeq ($(SOURCE),twin)
   ifeq ($(origin WORK),file)
     WORK := work/twin-$(TWIN_FLAVOR)$(if $(TWIN_HOSTILE),-hostile$(TWIN_HOSTILE))
@@ -33,8 +39,8 @@ ifeq ($(SOURCE),twin)
     OUT := out-twin-$(TWIN_FLAVOR)
   endif
   SOURCE_FLAGS := --source twin --twin-flavor $(TWIN_FLAVOR) --twin-latency-ms $(TWIN_LATENCY_MS) \
-                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS) \
-                  $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE))
+                  $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS) $(TWIN_HOSTILE_FLAGS) \
+                  $(if $(TWIN_OUTAGE),--twin-outage $(TWIN_OUTAGE))
 endif
 
 VENV   := .venv
@@ -49,7 +55,7 @@ COMMON    := --work $(WORK) --out $(OUT)
 # SOURCE=twin: check the twin (started and stopped here, TWIN_DRIFT=NAME[,NAME] drifts it) with the demo species.
 PREFLIGHT_FLAGS := $(if $(RECORD),--record $(RECORD)) $(if $(filter twin,$(SOURCE)),--source twin \
                    --twin-flavor $(TWIN_FLAVOR) $(if $(TWIN_PORT),--twin-port $(TWIN_PORT)) $(TWIN_DRIFT_FLAGS) \
-                   $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE)))
+                   $(TWIN_HOSTILE_FLAGS))
 
 build: $(STAMP)
 	$(PY) -m pipeline build --species $(SPECIES) $(COMMON) $(RUN_FLAGS) $(SOURCE_FLAGS)

@@ -69,6 +69,20 @@ def _opts(scheduler: str, workers: int | None, force: bool, no_progress: bool): 
     return RunOptions(scheduler=scheduler, workers=workers, force=force, progress=not no_progress)
 
 
+def _outage(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, float] | None:
+    """`N:S` -> (N, S): the twin's outage from its N-th request on, for S seconds."""
+    if value is None:
+        return None
+    n, _, seconds = value.partition(":")
+    try:
+        got = (int(n), float(seconds))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not N:S (a request count and seconds, e.g. 200:30)") from None
+    if got[0] < 1 or got[1] <= 0:
+        raise click.BadParameter(f"{value!r}: N must be >= 1 and S > 0")
+    return got
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """cb2-build: build the ConnectomeBench2 dataset (bank -> fetch -> render -> split -> shard -> verify)."""
@@ -89,10 +103,15 @@ def cli() -> None:
 @click.option("--twin-latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
 @click.option("--twin-hostile", type=int, default=None, metavar="SEED",
-              help="the twin hides limits drawn from SEED (printed once the build ends)")  # fmt: skip
+              help="the twin hides limits drawn from SEED and makes the real servers' faults (shown once the build "
+                   "ends)")  # fmt: skip
+@click.option("--twin-hostile-off", multiple=True, metavar="NAME",
+              help="a hostile option turned off (repeatable; names: pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)")
+@click.option("--twin-outage", callback=_outage, default=None, metavar="N:S",
+              help="the twin refuses connections for S seconds from its N-th request on")  # fmt: skip
 @_user_errors
 def build(species, work, out, scheduler, workers, force, no_progress, verify, source, twin_flavor, twin_world,
-          twin_port, twin_latency_ms, twin_drift, twin_hostile) -> None:  # noqa: ANN001  # fmt: skip
+          twin_port, twin_latency_ms, twin_drift, twin_hostile, twin_hostile_off, twin_outage) -> None:  # noqa: ANN001  # fmt: skip
     """Build SPECIES end to end and (re)write the release from every built species."""
     from pipeline.build import build as build_all
 
@@ -102,7 +121,8 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
         from pipeline.twin_build import TwinOptions, build_through_twin
 
         topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, latency_ms=twin_latency_ms,
-                            drift=tuple(twin_drift), hostile=twin_hostile)  # fmt: skip
+                            drift=tuple(twin_drift), hostile=twin_hostile, hostile_off=tuple(twin_hostile_off),
+                            outage=twin_outage)  # fmt: skip
         (summaries, result), asked = build_through_twin(species, work, out, opts, topts)
     else:
         from pipeline.context import make_context
@@ -294,10 +314,14 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
 @click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @click.option("--hostile", type=int, default=None, metavar="SEED",
-              help="hide limits drawn from SEED, add faults and heavy-tailed latency (shown when stopped)")  # fmt: skip
+              help="hide limits drawn from SEED, make the real servers' faults (shown when stopped)")  # fmt: skip
+@click.option("--hostile-off", multiple=True, metavar="NAME",
+              help="a hostile option turned off (repeatable; names: pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)")
+@click.option("--outage", callback=_outage, default=None, metavar="N:S",
+              help="refuse connections for S seconds from the N-th request on, then serve again")  # fmt: skip
 @_user_errors
 def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, log_path, draco_bin_nm, drift,
-         replay, hostile) -> None:  # noqa: ANN001  # fmt: skip
+         replay, hostile, hostile_off, outage) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     if replay is not None:
         from pipeline.sim.twin.replay import run_replay_cli
@@ -308,7 +332,7 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
     run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift,
-                 hostile=hostile)  # fmt: skip
+                 hostile=hostile, hostile_off=tuple(hostile_off), outage=outage)  # fmt: skip
 
 
 @cli.command()
@@ -345,9 +369,10 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
 @click.option("--twin-port", type=click.IntRange(0, 65535), default=None, help="[18711 for v1, 18712 for v2]")
 @click.option("--twin-drift", multiple=True, metavar="NAME", help="serve the twin drifted (repeatable)")
 @click.option("--twin-hostile", type=int, default=None, metavar="SEED", help="the twin hides limits drawn from SEED")
+@click.option("--twin-hostile-off", multiple=True, metavar="NAME", help="a hostile option turned off (repeatable)")
 @_user_errors
 def preflight(species, work, out, record, workers, source, twin_flavor, twin_world, twin_port, twin_drift,
-              twin_hostile) -> None:  # noqa: ANN001  # fmt: skip
+              twin_hostile, twin_hostile_off) -> None:  # noqa: ANN001  # fmt: skip
     """Check, in a few minutes and a few hundred requests, every assumption a build of SPECIES makes about its
     servers: one line per check (ok / warn / FAIL with the config key or action), a JSON report in
     WORK/<species>/preflight.json; exit 1 when a check FAILed."""
@@ -355,7 +380,7 @@ def preflight(species, work, out, record, workers, source, twin_flavor, twin_wor
     from pipeline.twin_build import TwinOptions, preflight_species
 
     topts = TwinOptions(flavor=twin_flavor, world=twin_world, port=twin_port, drift=tuple(twin_drift),
-                        hostile=twin_hostile)  # fmt: skip
+                        hostile=twin_hostile, hostile_off=tuple(twin_hostile_off))  # fmt: skip
     ctx, report = preflight_species(species, work, out, record, workers, topts if source == "twin" else None,
                                     click.echo)  # fmt: skip
     click.echo(f"report: {report_path(ctx)}" + (f"; recording: {record}" if record else ""))

@@ -44,7 +44,9 @@ class TwinOptions:
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
     drift: tuple[str, ...] = ()  # pipeline/sim/twin/drift.py switches (preflight's drill)
-    hostile: int | None = None  # a seed: the twin hides limits drawn from it
+    hostile: int | None = None  # a seed: the twin hides limits drawn from it and makes the real servers' faults
+    hostile_off: tuple[str, ...] = ()  # hostile options turned off (pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)
+    outage: tuple[int, float] | None = None  # (n, s): the twin refuses connections for s seconds from request n on
 
 
 def _demo_world(opts: TwinOptions) -> Path:
@@ -62,7 +64,10 @@ def _demo_world(opts: TwinOptions) -> Path:
 def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     """A running twin serving the demo world, with its species config written to `WORK/.twin/config/demo.yaml`
     (the work dir's own config from then on); stopped after. A hostile twin's config gives the client short read
-    timeouts, so that its slow tail meets them."""
+    timeouts (so that its slow tail and its overload meet them), the rate limits' window as the wait after a rate
+    limit that names none (the engine's answer names its window, "N per W second"), an outage deadline of 120 s
+    (a build meets a host down for 30 s: the `outage` option) and lets 5% of the samples fail (the items that
+    fail every time)."""
     from config.schema import CaveRequests
     from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
     from pipeline.sim.twin.limits import TwinLimits
@@ -75,17 +80,22 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     port = TWIN_PORTS[opts.flavor] if opts.port is None else opts.port
     try:
         server = TwinServer(world, flavor=opts.flavor, port=port, limits=TwinLimits(latency_ms=opts.latency_ms),
-                            draco_bin_nm=opts.draco_bin_nm, drift=opts.drift, hostile_seed=opts.hostile)  # fmt: skip
+                            draco_bin_nm=opts.draco_bin_nm, drift=opts.drift, hostile_seed=opts.hostile,
+                            hostile_off=opts.hostile_off, outage=opts.outage)  # fmt: skip
     except OSError as exc:
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({exc.strerror or exc}); set TWIN_PORT") from None
-    except ValueError as exc:  # an unknown drift
-        raise UserError(f"TWIN_DRIFT: {exc}") from None
+    except ValueError as exc:  # an unknown drift or hostile option
+        raise UserError(f"TWIN_DRIFT / TWIN_HOSTILE_OFF: {exc}") from None
     server.start()
     config_dir = twin_config_dir(work)
     config_dir.mkdir(parents=True, exist_ok=True)
-    short = {"cave_requests": CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S})}
+    hostile: dict = {}
+    if server.app.hostility is not None:
+        requests = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S}, outage_deadline_s=120.0,
+                                rate_limit_wait_s=float(server.app.hostility.limits.rate_window_s))  # fmt: skip
+        hostile = {"cave_requests": requests, "max_failed_fraction": 0.05}
     demo = load_config("demo", default_config_dir())
-    cfg = twin_config(demo, server.url, opts.flavor, **(short if opts.hostile is not None else {}))
+    cfg = twin_config(demo, server.url, opts.flavor, **hostile)
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     try:
         yield server
@@ -189,7 +199,7 @@ def closing_lines(asked: dict) -> list[str]:
 
 @contextmanager
 def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port: int = 0,  # noqa: ANN001
-               **overrides: object) -> Iterator[tuple]:  # fmt: skip
+               hostile_off: tuple[str, ...] = (), **overrides: object) -> Iterator[tuple]:  # fmt: skip
     """A twin serving a generated world at real scale (pipeline/sim/twin/scale.py: the bank's inputs only) with the
     demo species' config pointed at it in `WORK/.twin/config/demo.yaml`. Yields (server, env): `env` is what a
     bank run in another process needs (CB2_CONFIG_DIR, CAVE_TOKEN), given to it explicitly, never set here."""
@@ -202,7 +212,8 @@ def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port:
 
     world = ScaleWorld(Path(work) / "scale-world", params)
     limits = TwinLimits(latency_ms=latency_ms, row_cap=REAL_ROW_CAP)
-    server = TwinServer(world, flavor="v2", port=port, limits=limits, hostile_seed=hostile).start()
+    server = TwinServer(world, flavor="v2", port=port, limits=limits, hostile_seed=hostile,
+                        hostile_off=hostile_off).start()  # fmt: skip
     try:
         config_dir = twin_config_dir(work)
         config_dir.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,14 @@ CAVEconnectome/PyChunkedGraph, sharded Draco initial meshes, a manifest that hon
 
 Modules: model.py (the world as the servers' data model), cache.py + fragments.py + ids.py +
 stitched.py (derived files, built once per world), info.py (CAVE info, graphene info), chunkedgraph.py, meshing.py,
-l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log),
+l2cache.py, materialization.py, layers.py (buckets), server.py (HTTP, limits, latency, request log, outages),
 log.py, species.py (a `source: cave` config for a running twin), serve.py (the CLI command), drift.py
 (`--drift`: states a config does not expect, e.g. an expired version, terms of service not accepted),
 faults.py (answers a test installs: one exact failure at the requests it chooses),
-replay.py (`--replay`: a preflight recording served as it was answered).
+replay.py (`--replay`: a preflight recording served as it was answered), hostile.py (`--hostile SEED`: hidden
+limits and the real servers' fault shapes, one named option each: HOSTILE_OPTIONS) with errors.py (the servers'
+error bodies), ratelimit.py (the engine's rate limits), items.py (roots that fail every time), auth.py
+(middle_auth's redirect), overload.py (few processes, a queue).
 
 What the twin encodes about the real servers that nothing here could confirm (no machine here reaches
 them; each fact was read from the file named, at the versions named: PyChunkedGraph 2.21.1 "v2",
@@ -104,13 +107,27 @@ Materialization
     querying an expired version answers 404 here by default; with `--drift expired_version` it answers 500,
     as the engine most likely does (validate_datastack checks only the datastack, then opening the expired
     version's database fails: MaterializationEngine blueprints/client). Status and message unverified.
+    The hostile twin's `wrapped_errors` (hostile.py) answers every error of the engine's client APIs as its
+    error handler does: `500 {"code": 500, "message": "<code> <Name>: <description>", "traceback": [...]}`
+    (blueprints/client/api.py line 49, api2.py line 93, common.py lines 28-51; werkzeug HTTPException.__str__),
+    with the engine's texts: "404 Not Found: version V not found in DS" (datastack.py line 52), "404 Not Found:
+    Analysis table 'T' not found for version V in datastack DS" (common.py validate_table_args), "410 Gone: This
+    materialization version is not available" (common.py line 199); a v3 query of an expired version fails
+    opening its database (a 500 naming `DS__matV`: the text is the twin's guess). Missing version or table
+    metadata are returned, not raised: 404 with a JSON string (api2.py DatastackVersion, FrozenTableMetadata).
 17. The twin's datastack has the demo's own tables (proofread_neurons; synapses with
     ctr_pt_position, cleft and connection scores and neurotransmitter scores), not FlyWire's or
     MICrONS' (theirs are named in config/fly.yaml and config/mouse.yaml).
 
 Info, auth, buckets
 18. Datastack info and table mapping shapes from caveclient (infoservice.py, l2cache.py has_cache);
-    a Bearer token on the APIs (401 without), public buckets; real auth redirects are not modelled.
+    a Bearer token on the APIs (401 without), public buckets. The hostile twin's `auth_redirect` answers as
+    middle_auth_client 3.19.0 does (decorators.py lines 275-279, 282-430; auth.py): a request without an
+    Authorization header and without a valid token (query or cookie `middle_auth_token`) is redirected (302) to
+    `<auth>/api/v1/authorize?redirect=<quoted URL>`, whose page is HTML (200); a wrong Bearer token is a 401
+    `invalid_token`, a header without "Bearer " a 400 `bad_auth_header`. Unverified: the OAuth pages between the
+    redirect and the login page, and the twin's login page's content (its own host, http, not the global auth
+    server's https).
 19. Buckets: gzip chunks sent with `Content-Encoding: gzip`, `Range` answered 206 (what GCS and S3
     do; cloud-files interfaces.py HttpInterface reads both).
 20. 414 past 8 KB of URL: a front server's limit (nginx, gunicorn), in none of the services' code.
@@ -121,10 +138,32 @@ Info, auth, buckets
 21. The l2cache answers {} for an id it has no attributes for (caveclient l2cache.py).
 22. Where a real server reads the clock (a request without a timestamp), the twin uses the world's
     as_of: it never reads the clock.
-23. Rate limits: MaterializationEngine's limiter.py limits queries per user and endpoint; production
-    values are unknown. The hostile twin answers bursts of 429 with Retry-After (seconds), honoured by
-    adaptive.py; connection resets mid-body, random 502s and a slow tail past the client's first timeout
-    are the twin's own plausible magnitudes, not measured ones.
+23. Rate limits: MaterializationEngine 5.26.4's limiter.py `limit_by_category` keys flask-limiter 3.12 on the
+    token's user and scopes it by endpoint ("query" on FrozenTableQuery, api2.py line 1061, and LiveTableQuery,
+    line 1816; "fast_query" on the listings and metadata); fixed windows (extension.py line 338, limits 5.4.0
+    storage/memory.py incr: a window starts at a key's first hit), no headers (extension.py line 317: no
+    Retry-After); the refusal's description is the RateLimitItem's repr, "200 per 1 minute" (flask-limiter
+    errors.py line 31, limits/limits.py line 136), answered through the engine's 500 (item 16). The hostile twin's
+    `rate_limit` (ratelimit.py) counts across all its clients, with a window of seconds and drawn amounts;
+    production values are unverified (CAVEdeployment's 200 queries and 2000 fast queries a minute per
+    shared/REAL_SOURCES.md: the stored copy read here has no limiter line). The old 429 bursts with Retry-After
+    are gone (the engine never sends Retry-After); faults.py can still make one. Connection resets mid-body,
+    random 502s and a slow tail past the client's first timeout (`limits`, `flaky`) are the twin's own plausible
+    magnitudes, not measured ones.
+24. Server errors: PyChunkedGraph (pcgv1 app/common.py lines 85-115, main's the same) and PCGL2Cache
+    (pcgl2cache/app/common.py lines 86-111) answer any exception of a handler 500 with `{"timestamp", "duration",
+    "code": 500, "message": str(e), "traceback"}`; the hostile twin's `server_errors_500` answers so where the kind
+    twin answers a bad argument 400 (its timestamp is the world's as_of, its duration 0: it never reads the clock).
+25. Item faults (hostile `item_faults`, items.py): pcgv1's `edges_failsafe` raises KeyError on undo/redo log rows
+    (backend/history.py lines 163-164, 427-455), so every change-log batch holding such a root answers 500; a root
+    whose change log never answers in time (PyChunkedGraph issue 526, per shared/REAL_SOURCES.md; not read
+    here) is held 4.6 s then 504; one manifest and one level-2 graph answer 500. The demo world has no undo
+    rows: the twin picks roots by seed instead of by their history.
+26. Overload (hostile `overload`, overload.py): pcgv1's uwsgi.ini runs 64 processes (line 19) with a listen queue
+    of 4096 (line 48) behind nginx: the twin serves at most P (2-4) API requests at once, the rest queue first come
+    first served, each holding a process for a service time set from P. Real service times are unmeasured.
+27. Outages (server.py go_down, `outage=(n, s)`): the twin closes its listening socket and every open connection
+    for s seconds, then serves on the same port: the shape of a host restarting, not a measured outage.
 """
 
 from pipeline.sim.twin.faults import Fault

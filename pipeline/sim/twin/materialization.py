@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.sim.twin.errors import engine_500
 from pipeline.sim.twin.http import Request, Response, Router, error, json_response
 from pipeline.sim.twin.info import DATASTACK
 from pipeline.sim.twin.model import POSITION_COLUMNS, TABLE_SCHEMAS, Version
@@ -124,18 +125,23 @@ def answer_query(app: TwinApp, got: pa.Table, table: str, req: Request) -> Respo
     try:
         data = json.loads(req.body or b"{}")
     except ValueError:
-        return error(400, "query body is not JSON")
+        return app.engine_abort(400, "The browser (or proxy) sent a request that this server could not understand.")
     if req.query.get("random_sample"):
-        return error(400, "the twin does not sample tables")
+        return app.engine_abort(400, "the twin does not sample tables")
     try:
         rows, warnings, resolution = run_query(app, got, table, data, req.flag("split_positions"))
     except KeyError as exc:
-        return error(400, f"column {exc} not in table {table}")
+        return app.engine_abort(400, f"column {exc.args[0]} not found in {table}")
     headers = {"dataframe_resolution": resolution, "column_names": json.dumps({table: rows.column_names})}
     if warnings:
         headers["Warning"] = ", ".join(warnings)
     zstd = "zstd" in req.header("Accept-Encoding").lower()
     return Response(200, _arrow(rows, zstd), "data.arrow", headers)
+
+
+def _no_table(table: str, version: str) -> str:
+    """common.py validate_table_args's text for a table the version does not have."""
+    return f"Analysis table '{table}' not found for version {version} in datastack {DATASTACK}"
 
 
 def register(router: Router, app: TwinApp) -> None:
@@ -159,14 +165,24 @@ def register(router: Router, app: TwinApp) -> None:
 
     def one_version(req: Request, version: str) -> Response:
         v = world.version(int(version))
-        return json_response(version_metadata(v)) if v else error(404, f"version {version} not found")
+        if v is not None:
+            return json_response(version_metadata(v))
+        if app.wraps_errors:  # api2.py DatastackVersion returns (not raises) this
+            return json_response("No version found", 404)
+        return error(404, f"version {version} not found")
 
-    def _live(version: str) -> Version | Response:
+    def _live(version: str, query: bool = False) -> Version | Response:
         v = world.version(int(version))
-        if v is None:
-            return error(404, f"version {version} not found for {DATASTACK}")
-        if v.expired:
+        if v is None:  # blueprints/client/datastack.py validate_datastack
+            return app.engine_abort(404, f"version {version} not found in {DATASTACK}")
+        if v.expired and not app.wraps_errors:
             return error(404, f"version {version} of {DATASTACK} has expired")
+        if v.expired and query:  # validate_datastack and validate_table_args pass; the version's database is gone
+            db = f"{DATASTACK}__mat{version}"
+            return engine_500(f'(psycopg2.OperationalError) FATAL:  database "{db}" does not exist',
+                              "sqlalchemy.exc.OperationalError")  # fmt: skip
+        if v.expired:  # common.py get_flat_model
+            return app.engine_abort(410, "This materialization version is not available")
         return v
 
     def tables(req: Request, version: str) -> Response:
@@ -182,6 +198,9 @@ def register(router: Router, app: TwinApp) -> None:
         if isinstance(v, Response):
             return v
         if table not in TABLE_SCHEMAS:
+            if app.wraps_errors:  # api2.py FrozenTableMetadata returns (not raises) this
+                text = f"No table named '{table}' found for version '{version}' in datastack '{DATASTACK}'"
+                return json_response(text, 404)
             return error(404, f"table {table} not found in version {version}")
         return json_response(table_metadata(table))
 
@@ -190,15 +209,17 @@ def register(router: Router, app: TwinApp) -> None:
         if isinstance(v, Response):
             return v
         got = world.table(table, v.version)
-        return json_response(int(pc.sum(got["valid"]).as_py())) if got is not None else error(404, "no table")
+        if got is None:
+            return app.engine_abort(404, _no_table(table, version))
+        return json_response(int(pc.sum(got["valid"]).as_py()))
 
     def query(req: Request, version: str, table: str) -> Response:
-        v = _live(version)
+        v = _live(version, query=True)
         if isinstance(v, Response):
             return v
         got = world.table(table, v.version)
         if got is None:
-            return error(404, f"table {table} not found in version {version}")
+            return app.engine_abort(404, _no_table(table, version))
         return answer_query(app, got, table, req)
 
     router.add("GET", r"/materialize/api/versions", api_versions)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.sim.twin.hostile import HOSTILE_OPTIONS
 from pipeline.sim.twin.info import DATASTACK, TABLE_ID
 from pipeline.sim.twin.limits import TwinLimits
 from pipeline.sim.twin.server import TwinServer
@@ -25,6 +26,8 @@ def run_twin_cli(
     echo: Callable[[str], None],
     drift: tuple[str, ...] = (),
     hostile: int | None = None,
+    hostile_off: tuple[str, ...] = (),
+    outage: tuple[int, float] | None = None,
 ) -> None:
     from pipeline.context import make_context
     from pipeline.sim.demo_world import ensure_world
@@ -41,11 +44,13 @@ def run_twin_cli(
     try:
         server = TwinServer(
             ctx.world_dir, flavor=flavor, port=port, limits=limits, log_path=log_path, draco_bin_nm=draco_bin_nm,
-            drift=drift, hostile_seed=hostile,
+            drift=drift, hostile_seed=hostile, hostile_off=hostile_off, outage=outage,
         )  # fmt: skip
     except OSError as exc:
         reason = exc.strerror or exc
         raise UserError(f"cannot serve the twin on 127.0.0.1:{port} ({reason}); pick another --port") from None
+    except ValueError as exc:  # an unknown hostile option
+        raise UserError(f"--hostile-off: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -56,7 +61,10 @@ def run_twin_cli(
     if hostile is None:
         echo(f"  limits: {limits.describe()}; Draco bin {server.cache_summary['draco_bin_nm']:g} nm")
     else:  # the point is that the client cannot know them: shown only when the twin stops
-        echo(f"  hostile (seed {hostile}): limits hidden, faults on")
+        on = ", ".join(o for o in HOSTILE_OPTIONS if server.app.hostility.on(o)) or "none"
+        echo(f"  hostile (seed {hostile}): limits hidden, options on: {on}")
+    if outage is not None:
+        echo(f"  outage: from request {outage[0]} on, connections refused for {outage[1]:g} s")
     echo(f"  drift: {server.app.drift.describe()}")
     echo(f"  request log: {log_path}")
     try:
@@ -68,4 +76,6 @@ def run_twin_cli(
         if server.app.hostility is not None:
             hostility = server.app.hostility
             echo("  it did: " + ", ".join(f"{k} {v}" for k, v in hostility.met.items()))
-            echo("  hidden limits: " + ", ".join(f"{k} {v}" for k, v in hostility.limits.describe(flavor).items()))
+            echo("  hidden limits: " + ", ".join(f"{k} {v}" for k, v in hostility.describe().items()))
+            if hostility.items:
+                echo("  failing items: " + ", ".join(f"{k} {v}" for k, v in hostility.items.items()))

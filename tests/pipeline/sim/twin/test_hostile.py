@@ -13,21 +13,25 @@ import requests
 from config import load_config
 from config.schema import CaveRequests
 from pipeline.sim.twin import TOKEN
-from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, RETRY_AFTER_S, UWSGI_BUFFER_BYTES, HiddenLimits
-from pipeline.sim.twin.info import DATASTACK, TABLE_ID
+from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, UWSGI_BUFFER_BYTES, HiddenLimits
+from pipeline.sim.twin.info import TABLE_ID
 from pipeline.sim.twin.server import serve_twin
 from pipeline.sim.twin.species import twin_config
 from pipeline.sources.cave import CaveSource
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CG = f"/segmentation/api/v1/table/{TABLE_ID}"
-MAT = f"/materialize/api/v3/datastack/{DATASTACK}"
 SEED = 7
+
+
+# the options these tests are about: the hidden limits and the random faults (the fault shapes of rate limits, items
+# and overload have tests of their own in test_fault_shapes.py; here they would only slow the loops down)
+OFF = ("rate_limit", "item_faults", "overload")
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])
 def hostile(request, twin_world):
-    with serve_twin(twin_world, flavor=request.param, hostile_seed=SEED) as server:
+    with serve_twin(twin_world, flavor=request.param, hostile_seed=SEED, hostile_off=OFF) as server:
         yield server
 
 
@@ -91,7 +95,7 @@ def test_change_logs_past_the_drawn_roots_limit_are_504(hostile):
     assert _until_not_502(ask(limit)).status_code == 200
 
 
-def test_some_answers_reset_mid_body_and_queries_meet_429_with_retry_after(hostile):
+def test_some_answers_reset_mid_body(hostile):
     resets = 0
     for _ in range(1500):
         try:
@@ -102,17 +106,6 @@ def test_some_answers_reset_mid_body_and_queries_meet_429_with_retry_after(hosti
             if resets >= 2:
                 break
     assert resets >= 1 and hostile.app.hostility.met["resets"] >= resets
-    limited = None
-    for _ in range(1500):
-        try:
-            url = f"{hostile.url}{MAT}/version/3/table/synapses/query"
-            resp = requests.post(url, data="{}", headers=AUTH, timeout=30)
-        except requests.exceptions.ChunkedEncodingError:
-            continue  # a reset, as above
-        if resp.status_code == 429:
-            limited = resp
-            break
-    assert limited is not None and limited.headers["Retry-After"] == str(RETRY_AFTER_S)
 
 
 def test_cave_source_through_the_hostile_twin_gives_the_kind_twins_answers(hostile, twins, tiny_configs):
