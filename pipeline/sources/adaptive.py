@@ -68,6 +68,7 @@ FORGET_AFTER = 64  # successes after which a failed size may be tried again
 TIMEOUT_RESEND_FACTOR = 4.0  # the one resend after a timeout waits this much longer
 MAX_429 = 30  # rate limits met by one request before its item is unavailable
 MAX_OUTAGE_SENDS = 50  # sends of one item not counted because its host was paused (each pause ends by a deadline)
+LOAD_RESENDS = 2  # a batch that failed while its host is under load is sent whole again this often before bisection
 BACKOFF_S = 0.2
 MAX_WAIT_S = 120.0
 # the engine wraps werkzeug's HTTPException text in a 500: "429 Too Many Requests: 200 per 1 minute"
@@ -441,7 +442,7 @@ class Adaptive:
         start: int, opts: CaveRequests, read_s: float, todo: deque,
     ) -> Any:  # fmt: skip
         """One batch to its answer: the answer, `_BISECTED` (its halves put first in `todo`), or Unavailable."""
-        sends, timeouts, limited, uncounted = 0, 0, 0, 0
+        sends, timeouts, limited, uncounted, loaded = 0, 0, 0, 0, 0
         seen_epoch: int | None = None
         while True:
             wait = read_s * (TIMEOUT_RESEND_FACTOR if timeouts else 1.0)
@@ -454,7 +455,7 @@ class Adaptive:
             else:
                 with self._lock:
                     evidence = bool(self._state(host, endpoint, start).failed)
-                epoch = budgets.current().outage_epoch(url)[0] if evidence else None
+                epoch = budgets.current().health(url)[0] if evidence else None
                 with self._lock:
                     self._state(host, endpoint, start).success(len(batch), epoch)
                 return answer
@@ -476,17 +477,23 @@ class Adaptive:
                 continue  # the budget holds the resend until the endpoint's turn
             self._count(**{_COUNTER[failure.kind]: 1})
             ambiguous = not failure.definite and failure.kind != "server_error"
-            epoch, paused = budgets.current().outage_epoch(url) if ambiguous else (0, False)
+            epoch, paused, troubled = budgets.current().health(url) if ambiguous else (0, False, False)
             if paused and uncounted < MAX_OUTAGE_SENDS:
                 uncounted += 1
                 continue  # the host is paused (an outage): the same batch again once it answers, nothing learned
+            if len(batch) > 1 and troubled and loaded < LOAD_RESENDS:
+                # the host is under load (its bound is being lowered): the batch whole again, after a timeout with
+                # the longer wait; bisecting would send more requests exactly when the server has too many
+                loaded += 1
+                timeouts = 1 if failure.kind == "timeout" else timeouts
+                continue
             if len(batch) > 1:
                 half = len(batch) // 2
                 with self._lock:
                     state = self._state(host, endpoint, start)
                     if failure.definite:
                         state.too_large(len(batch))
-                    elif ambiguous:
+                    elif ambiguous and not troubled:  # under load, a failure says nothing of the size
                         state.ambiguous(len(batch), chain, epoch)
                     self._counters.bisections += 1
                 down = chain + 1 if ambiguous else 0
@@ -494,7 +501,7 @@ class Adaptive:
                 return _BISECTED
             if not failure.definite:
                 if not ambiguous:
-                    epoch, paused = budgets.current().outage_epoch(url)
+                    epoch, paused, _ = budgets.current().health(url)
                 if (paused or (seen_epoch is not None and epoch != seen_epoch)) and uncounted < MAX_OUTAGE_SENDS:
                     seen_epoch, uncounted = epoch, uncounted + 1
                     continue  # the host's outage, not the item's: the budget holds the resend until it answers

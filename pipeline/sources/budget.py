@@ -18,7 +18,7 @@ process that backs off alone leaves the others hammering. So every HTTP request 
   URLs: one item failing again and again is not an outage) with no answer for `OUTAGE_QUIET_S`, the host is paused:
   one probe request at a time, waits growing from 1 to 60 s, until a probe is answered or the deadline
   (`outage_deadline_s`) passes; then the requests waiting on it are told the host is down. Requests that fail while
-  the host is paused do not spend their item's resends (adaptive.py asks `outage_epoch`).
+  the host is paused do not spend their item's resends (adaptive.py asks `health`).
 
 Where the one budget lives (`BudgetHandle`): in the process for the threads and sync schedulers; in the build's main
 process, served to local worker processes by a `multiprocessing` manager, for the processes scheduler; in a dask
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 DECREASE_EVERY_S = 1.0  # one halving per overloaded moment, not one per request it timed out
 TROUBLE_WINDOW = 20  # the last answers of a host that say whether trouble is dense ...
 TROUBLE_DENSE = 4  # ... when at least this many of them were trouble
+TROUBLED_FOR_S = 5.0  # a host whose bound was halved this recently is still under load
 OUTAGE_FAILS = 6  # failures in a row to one host ...
 OUTAGE_TARGETS = 3  # ... on this many different URLs ...
 OUTAGE_QUIET_S = 2.0  # ... and no answer from it for this long: the host is down, not an item
@@ -240,12 +241,14 @@ class HostBudget:
                 )
             return None
 
-    def outage_epoch(self, host: str) -> tuple[int, bool]:
-        """(outages begun on `host` so far, whether one is going on): a failure met while the epoch moved or an
-        outage is on is the host's, not the item's."""
+    def health(self, host: str) -> tuple[int, bool, bool]:
+        """(outages begun on `host` so far, whether one is going on, whether it is troubled: trouble dense among its
+        recent answers, or its bound halved lately). A failure met while the epoch moved or an outage is on is the
+        host's, not the item's; one met while the host is troubled is its load's, not the batch's size."""
         with self._lock:
             h = self._host(host)
-            return h.epoch, h.opened_at is not None
+            troubled = sum(h.recent) >= TROUBLE_DENSE or self._clock() - h.decrease_at < TROUBLED_FOR_S
+            return h.epoch, h.opened_at is not None, troubled
 
     def stats(self) -> dict[str, Any]:
         """What the budget did, per host: the most requests in flight, the lowest limit, halvings, outages, paces."""
@@ -315,9 +318,9 @@ class BudgetClient:
     def rate_limited(self, url: str, endpoint: str, amount: int | None, window_s: float | None, named: str) -> None:
         self._call("rate_limited", host_of(url), endpoint, amount, window_s, named)
 
-    def outage_epoch(self, url: str) -> tuple[int, bool]:
-        epoch, on = self._call("outage_epoch", host_of(url))
-        return int(epoch), bool(on)
+    def health(self, url: str) -> tuple[int, bool, bool]:
+        epoch, on, troubled = self._call("health", host_of(url))
+        return int(epoch), bool(on), bool(troubled)
 
     def stats(self) -> dict[str, Any]:
         return dict(self._call("stats"))

@@ -270,9 +270,9 @@ def test_sends_while_the_host_is_down_do_not_spend_the_items_resends(monkeypatch
     paused = {"left": 10}
 
     class Budget:
-        def outage_epoch(self, url: str) -> tuple[int, bool]:
+        def health(self, url: str) -> tuple[int, bool, bool]:
             paused["left"] -= 1
-            return 1, paused["left"] >= 0
+            return 1, paused["left"] >= 0, False
 
     monkeypatch.setattr(budgets, "current", lambda: Budget())
     answers = iter([*[FAILURES["reset"]()] * 10, None])
@@ -293,8 +293,9 @@ def test_failures_that_an_outage_explains_teach_no_size(monkeypatch):
     state = {"sent": 0}
 
     class Budget:  # paused from the third failure on, back (a new outage epoch) after the fifth request
-        def outage_epoch(self, url: str) -> tuple[int, bool]:
-            return (1, False) if state["sent"] >= 5 else (0 if state["sent"] < 3 else 1, state["sent"] >= 3)
+        def health(self, url: str) -> tuple[int, bool, bool]:
+            sent = state["sent"]
+            return (1, False, False) if sent >= 5 else (0 if sent < 3 else 1, sent >= 3, False)
 
     monkeypatch.setattr(budgets, "current", lambda: Budget())
 
@@ -306,6 +307,32 @@ def test_failures_that_an_outage_explains_teach_no_size(monkeypatch):
 
     assert _flat(layer.run("h:1", "roots", list(range(16)), send, start=16, opts=OPTS, what="roots")) == list(range(16))
     assert layer.size("h:1", "roots", 16) == 16
+
+
+def test_a_batch_that_times_out_while_its_host_is_under_load_is_sent_whole_again_not_bisected(monkeypatch):
+    """An overloaded server times out whatever it is asked: while the budget finds the host under load (its bound
+    being halved), the batch goes again whole with the longer wait; bisecting would add requests exactly then, and
+    the timeouts say nothing of the size."""
+    layer = Adaptive(sleep=lambda s: None)
+
+    class Budget:
+        def health(self, url: str) -> tuple[int, bool, bool]:
+            return 0, False, True
+
+    monkeypatch.setattr(budgets, "current", lambda: Budget())
+    answers = iter([FAILURES["timeout"](), FAILURES["timeout"](), None])
+    sent = []
+
+    def send(batch: list[int]) -> list[int]:
+        sent.append((len(batch), getattr(adaptive._SCOPE, "read_s", None)))
+        err = next(answers)
+        if err is not None:
+            raise err
+        return batch
+
+    assert _flat(layer.run("h:1", "roots", list(range(40)), send, start=64, opts=OPTS, what="r")) == list(range(40))
+    assert sent == [(40, 7.0), (40, 28.0), (40, 28.0)]
+    assert layer.size("h:1", "roots", 64) == 64 and layer.take_counters()["bisections"] == 0
 
 
 def test_parsing_what_the_servers_say():

@@ -104,7 +104,7 @@ def test_a_host_that_fails_everything_is_paused_with_one_probe_then_resumed():
         clock.t += 0.5
         note = b.release("h", TROUBLE, f"/path/{i}")
     assert note is not None and "pausing it" in note
-    epoch, paused = b.outage_epoch("h")
+    epoch, paused, _ = b.health("h")
     assert epoch == 1 and paused
     assert b.acquire("h")[0] == "wait"  # before the first probe's time
     clock.t += 1.0
@@ -115,7 +115,7 @@ def test_a_host_that_fails_everything_is_paused_with_one_probe_then_resumed():
     clock.t += 0.5
     assert b.acquire("h")[0] == "probe"
     assert "answers again" in b.release("h", OK, "/p", probe=True)
-    assert b.outage_epoch("h") == (1, False) and _grants(b, 2) == ["go", "go"]
+    assert b.health("h")[:2] == (1, False) and _grants(b, 2) == ["go", "go"]
     assert b.stats()["h"]["outages"] == [pytest.approx(3.0)]  # paused at the 6th failure, back 3 s later
 
 
@@ -125,7 +125,7 @@ def test_one_item_failing_again_and_again_is_not_an_outage():
         b.acquire("h")
         clock.t += 1.0
         assert b.release("h", TROUBLE, "/segmentation/api/v1/root/7/lineage") is None
-    assert b.outage_epoch("h") == (0, False)
+    assert b.health("h")[:2] == (0, False)
 
 
 def test_past_the_deadline_the_requests_waiting_on_a_down_host_are_told_so():
