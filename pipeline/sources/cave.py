@@ -128,6 +128,15 @@ def _missing_tos(resp: requests.Response | None) -> str | None:
     return str((body.get("data") or {}).get("tos_form_url") or "the datastack's terms-of-service page")
 
 
+def _says_no_l2cache(resp: requests.Response | None) -> bool:
+    """The level-2 cache's answer for a datastack it does not serve: PCGL2Cache asserts the graph id is in its
+    config (app/utils.py get_l2cache_client, "does not have an L2 Cache") and answers the AssertionError as a 500
+    (app/common.py unhandled_exception); a server without the service answers 404."""
+    if resp is None:
+        return False
+    return resp.status_code == 404 or (resp.status_code == 500 and "does not have an L2 Cache" in resp.text)
+
+
 class _NoBrowser:
     """caveclient opens a web browser on a `missing_tos` 403 (base.py); a build runs on machines where that
     would start a text browser on the terminal. Its module gets this instead: the 403 becomes one line."""
@@ -849,12 +858,39 @@ class CaveSource:
         return normalise_synapses(df, table, self._need, present)
 
     # ------------------------------------------------------------------ level-2 graph
-    def _has_l2cache(self) -> bool:
+    def _has_l2cache(self, l2_ids: list[int] | np.ndarray) -> bool:
+        """Whether the datastack's level-2 cache answers, decided once per source (it survives pickling, so a
+        worker of a build inherits it; a worker that starts undecided asks once itself) by asking the cache for
+        `l2_ids`, level-2 ids of a real root: not `has_cache()`, which looks the segmentation's table name up in
+        the l2cache's table mapping, keyed on graph ids (FlyWire's `fly_v31`, not `flywire_public`), while the
+        attributes route itself remaps a public virtual table (PCGL2Cache app/v1/routes.py remap_public); fafbseg
+        reads FlyWire's public level-2 data without asking it (fafbseg/flywire/l2.py)."""
         if self._l2cache is None:
-            l2 = self._l2()
-            with self._guard("l2cache table mapping", self._local):
-                self._l2cache = bool(l2.has_cache())
+            self._l2cache = self._l2_coords([int(v) for v in l2_ids]) is not None
         return self._l2cache
+
+    def _l2_coords(self, l2_ids: list[int]) -> dict[int, list[float]] | None:
+        """rep_coord_nm of each level-2 id the cache has a point for ({} for ids it has not computed, as the real
+        cache answers them); None when the server says the datastack has no level-2 cache at all."""
+        l2 = self._l2()
+        no_cache = False
+
+        def ask(batch: list[int]) -> dict | None:
+            nonlocal no_cache
+            try:
+                return l2.get_l2data(batch, attributes=["rep_coord_nm"])
+            except requests.HTTPError as exc:
+                if not _says_no_l2cache(exc.response):
+                    raise
+                no_cache = True
+                return None
+
+        coords: dict[int, list[float]] = {}
+        for _, data in self._batched("l2cache", l2_ids, ask, self.limits.l2_batch, "l2cache attributes", self._local):
+            for key, attrs in (data or {}).items():
+                if attrs and attrs.get("rep_coord_nm") is not None:
+                    coords[int(key)] = attrs["rep_coord_nm"]
+        return None if no_cache else coords
 
     def skeleton(self, root_id: int) -> Skeleton:
         cg = self._cg()
@@ -863,18 +899,12 @@ class CaveSource:
         )
         edges = np.asarray(edge_list, dtype=np.uint64).reshape(-1, 2)
         l2_ids = np.unique(edges)
-        coords: dict[int, list[float]] = {}
+        coords: dict[int, list[float]] | None = None
         source = "l2cache"
-        if l2_ids.size and self._has_l2cache():
-            l2 = self._l2()
-            for _, data in self._batched(
-                "l2cache", [int(v) for v in l2_ids], lambda batch: l2.get_l2data(batch, attributes=["rep_coord_nm"]),
-                self.limits.l2_batch, "l2cache attributes", self._local,
-            ):  # fmt: skip
-                for key, attrs in data.items():
-                    if attrs and attrs.get("rep_coord_nm") is not None:
-                        coords[int(key)] = attrs["rep_coord_nm"]
-        elif l2_ids.size:  # no level-2 cache for this datastack: each node at its chunk's centre
+        if l2_ids.size and self._l2cache is not False:
+            coords = self._l2_coords([int(v) for v in l2_ids])  # undecided: this first answer decides
+            self._l2cache = coords is not None
+        if coords is None:  # no level-2 cache for this datastack: each node at its chunk's centre
             coords, source = self._chunk_centres(l2_ids), "chunk_centre"
         kept = np.array([i for i in l2_ids if int(i) in coords], dtype=np.uint64)
         index = {int(v): i for i, v in enumerate(kept)}
