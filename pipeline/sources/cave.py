@@ -378,6 +378,7 @@ class CaveSource:
         client = self._client
         with self._guard("datastack info", self._server):
             source = client.info.segmentation_source()
+        self.require_graphene(source)
         ours, theirs = _graphene_identity(self.cfg.seg_cloudpath), _graphene_identity(source or "")
         if ours is not None and theirs is not None and ours != theirs:
             raise UserError(
@@ -402,6 +403,16 @@ class CaveSource:
                 )
         self._checked = True
 
+    def require_graphene(self, source: str | None) -> None:
+        """UserError in one line unless the datastack's segmentation is a graphene (chunkedgraph) layer: a flat
+        precomputed segmentation has no chunkedgraph, so no change log, no roots at a time, no level-2 graph."""
+        if _graphene_identity(source or "") is None:
+            raise UserError(
+                f"{self._config_file}: datastack '{self.cfg.datastack}''s segmentation is {source or 'not set'}, not "
+                "a graphene (chunkedgraph) segmentation: it has no edit history, roots at a time or level-2 graphs "
+                "to build from; set datastack to one whose segmentation_source is graphene://"
+            )
+
     def _opened(self, make, what: str):  # noqa: ANN001, ANN202
         """A sub-client (its constructor asks the server for versions, on a session not yet bounded)."""
         return _with_deadline(make, 3 * self.cfg.timeout_s, f"opening the {what} client", self._reached)
@@ -410,13 +421,47 @@ class CaveSource:
     def _local(self) -> str:
         return self.client().local_server or self._server
 
+    @property
+    def _cg_server(self) -> str:
+        """The chunkedgraph's server, from seg_cloudpath (the segmentation this build reads voxels from)."""
+        path = self.cfg.seg_cloudpath.replace("middleauth+", "").replace("graphene://", "")
+        identity = _graphene_identity(path)
+        if identity is None:
+            raise UserError(f"{self._config_file}: seg_cloudpath {self.cfg.seg_cloudpath} is not a graphene:// "
+                            "segmentation: the chunkedgraph is read from it")  # fmt: skip
+        return f"{urllib.parse.urlsplit(path).scheme}://{identity[0]}"
+
     def _cg(self):
+        """The chunkedgraph client of seg_cloudpath's server and table. caveclient would build it on the datastack's
+        local server with the last path element of its segmentation source (frameworkclient.py
+        CAVEclientFull.chunkedgraph): the same table (the start-up check), but a deployment whose chunkedgraph has
+        a host of its own (fish1's) is not its local server. It is also handed to the CAVE client as its
+        chunkedgraph, so that caveclient's own users of it (the materialization client's live queries:
+        materializationengine.py cg_client -> fc.chunkedgraph) run on this bounded session, never on one of theirs
+        with urllib3's retries and no timeout."""
         if self._cg_client is None:
+            from caveclient.chunkedgraph import ChunkedGraphClient
+
             client = self.client()
-            with self._guard("chunkedgraph", self._local):
-                cg = self._opened(lambda: client.chunkedgraph, "chunkedgraph")
+            server = self._cg_server
+            identity = _graphene_identity(self.cfg.seg_cloudpath)
+            table = identity[1] if identity is not None else ""
+            if urllib.parse.urlsplit(server).netloc != urllib.parse.urlsplit(self._local).netloc:
+                self._probe(server, "seg_cloudpath")
+            with self._guard("chunkedgraph", server):
+                cg = self._opened(
+                    lambda: ChunkedGraphClient(
+                        server_address=server, table_name=table, auth_client=client.auth, max_retries=2,
+                        over_client=client,
+                    ),
+                    "chunkedgraph",
+                )  # fmt: skip
             self._bound_session(cg.session)
+            client._chunkedgraph = cg
+            if self._mat_client is not None:
+                self._mat_client._cg_client = cg
             self._cg_client = cg
+            self._pin_chunkedgraph()
         return self._cg_client
 
     def _mat(self):
@@ -427,6 +472,8 @@ class CaveSource:
             self._bound_session(mat.session)
             mat.session.hooks["response"].append(self._cap.hook)
             self._mat_client = mat
+            if self._live:  # live queries ask the chunkedgraph: through ours (see _cg), opened now
+                mat._cg_client = self._cg()
         return self._mat_client
 
     def _l2(self):
@@ -555,7 +602,14 @@ class CaveSource:
                 with self._guard("materialization version timestamp", self._local):
                     ts = mat.get_timestamp(self.cfg.materialization_version)
                 self._as_of = _epoch(ts)
+            self._pin_chunkedgraph()
         return self._as_of
+
+    def _pin_chunkedgraph(self) -> None:
+        """The chunkedgraph client's default time is as_of: a call that names no time (root timestamps) is asked at
+        the pinned time, never at caveclient's "now" (chunkedgraph.py _process_timestamp)."""
+        if self._cg_client is not None and self._as_of is not None:
+            self._cg_client.timestamp = _utc(self._as_of)
 
     # ------------------------------------------------------------------ tables
     @property
