@@ -213,12 +213,33 @@ class CaveSource:
         return f"config/{self.species}.yaml"
 
     def _token(self) -> str | None:
-        """The explicit token, else CAVE_TOKEN; None lets the clients read their default secret files."""
+        """The explicit token, else CAVE_TOKEN; None lets caveclient read its secret files (secret_file)."""
         return self._token_arg or os.environ.get(TOKEN_ENV) or None
 
-    def _redact(self, text: str) -> str:
+    def _client_token(self) -> str | None:
+        """The token the CAVE client uses: the explicit one, else the one caveclient read from its secret files
+        (the server's own `<server>-cave-secret.json` before `cave-secret.json`, caveclient auth.py AuthClient).
+        The graphene segmentation gets this one too: cloud-volume would look for a file named after the
+        segmentation's host instead (cloudvolume/secrets.py cave_credentials), which on a deployment whose
+        chunkedgraph has its own host (H01, fish1) is most likely `cave-secret.json`, another server's token."""
         token = self._token()
+        if token is None and self._client is not None:
+            token = self._client.auth.token or None
+        return token
+
+    def _redact(self, text: str) -> str:
+        token = self._client_token()
         return text.replace(token, "***") if token else text
+
+    def secret_file(self) -> Path | None:
+        """The secret file caveclient reads for this server (AuthClient: `<server>-cave-secret.json` if it exists,
+        else `cave-secret.json`), when one exists; never opened here."""
+        from caveclient.auth import default_token_file, server_token_filename
+
+        for path in (Path(server_token_filename(self._server)), Path(default_token_file).expanduser()):
+            if path.is_file():
+                return path
+        return None
 
     @property
     def _timeout(self) -> tuple[float, float]:
@@ -226,10 +247,14 @@ class CaveSource:
 
     # ------------------------------------------------------------------ errors
     def _auth_error(self, url: str) -> UserError:
+        from caveclient.auth import server_token_filename
+
+        server_file = server_token_filename(self.cfg.server_address or url).replace(str(Path.home()), "~", 1)
         return UserError(
             f"{url} refused access (HTTP 401/403): a CAVE token with access to datastack "
             f"'{self.cfg.datastack}' is needed; set the {TOKEN_ENV} environment variable or put it in "
-            "~/.cloudvolume/secrets/cave-secret.json"
+            f"{server_file} (caveclient reads it before ~/.cloudvolume/secrets/cave-secret.json, which may hold "
+            "another server's token: leave that one as it is)"
         )
 
     def _access_error(self, resp: requests.Response | None, url: str) -> UserError:
@@ -522,14 +547,10 @@ class CaveSource:
             f"{', '.join(scales) if scales else 'no scales'}); set {key} to one it lists"
         )
 
-    def _seg_token(self, fqdn: str) -> str | None:
-        token = self._token()
-        if token is None:
-            from cloudvolume.secrets import cave_credentials
-
-            found = cave_credentials(fqdn)
-            token = found.get("token") if isinstance(found, dict) else found
-        return token
+    def _seg_token(self) -> str | None:
+        """The CAVE client's token (see _client_token), for the graphene segmentation's requests."""
+        self.client()
+        return self._client_token()
 
     def _seg(self):
         """The graphene segmentation; its info is read here (with a timeout) and handed to CloudVolume."""
@@ -540,11 +561,11 @@ class CaveSource:
             meshes.install_cloudfiles_timeouts(self._timeout)
             url = _https_url(self.cfg.seg_cloudpath)
             self._probe(url, "seg_cloudpath")
-            info = None
+            info, token = None, self._token()
             if self.cfg.seg_cloudpath.startswith("graphene://"):
                 gp = extract_graphene_path(url)
                 info_url = f"{gp.scheme}://{gp.fqdn}/{gp.modality}/table/{gp.dataset}/info"
-                token = self._seg_token(gp.fqdn)
+                token = self._seg_token()
                 with self._guard("segmentation info", info_url):
                     resp = self._session().get(
                         info_url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=self._timeout
@@ -563,7 +584,7 @@ class CaveSource:
                     bounded=False,
                     cache=False,
                     agglomerate=False,
-                    secrets=self._token(),
+                    secrets=token,
                     info=info,
                 )
             if info is not None:
