@@ -36,6 +36,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,7 @@ from pipeline.sources.l2skeleton import skeleton_edges
 
 TOKEN_ENV = "CAVE_TOKEN"
 CONNECT_TIMEOUT_S = 10.0
+DELTA_WINDOWS = 64  # time windows of a delta-roots span: the most a timed-out span is cut into (adaptive.py bisects)
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -91,6 +93,15 @@ def _https_url(cloudpath: str) -> str:
     if path.startswith("s3://"):
         return "https://s3.amazonaws.com/" + path[len("s3://") :]
     return path
+
+
+def delta_windows(t0: float, t1: float, n: int) -> list[tuple[float, float]]:
+    """[t0, t1] cut into n consecutive windows of equal length (each sharing its end with the next's start: the
+    server's span includes both ends, and a root listed twice is folded the same)."""
+    if t1 <= t0:
+        return [(t0, t1)]
+    edges = np.linspace(t0, t1, n + 1)
+    return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _uint64_list(values: Any) -> list[int]:
@@ -755,15 +766,7 @@ class CaveSource:
     # ------------------------------------------------------------------ proofread neurons
     def proofread_roots(self) -> list[int]:
         if self.cfg.proofread_from_delta_roots:
-            cg = self._cg()
-            as_of = self.as_of()
-            with self._guard("chunkedgraph delta roots", self._local):
-                t0 = cg.get_oldest_timestamp()
-            old, new = self._one(
-                "delta_roots", "chunkedgraph delta roots", self._local, lambda: cg.get_delta_roots(t0, _utc(as_of))
-            )
-            roots = set(_uint64_list(new)) - set(_uint64_list(old))
-            return sorted(r for r in roots if r)
+            return self._delta_roots()
         table = self.cfg.proofread_table
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
@@ -773,6 +776,30 @@ class CaveSource:
         df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
         roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
         return sorted({int(r) for r in roots if int(r) != 0})
+
+    def _delta_roots(self) -> list[int]:
+        """The roots edits made between the chunkedgraph's oldest timestamp and as_of that no later edit before
+        as_of replaced. The span is cut into DELTA_WINDOWS time windows, sent through the adaptive layer as items:
+        its first request asks the whole span (one scan of the operation log, as before), and a request that times
+        out or is refused is bisected into shorter spans (PyChunkedGraph get_delta_roots reads every operation in
+        its span; over years of FlyWire-sized history that is the slow request the proxy cuts at 600 s). The
+        windows' answers are folded in time order: a root new in one window and old in a later one was replaced."""
+        cg = self._cg()
+        as_of = self.as_of()
+        with self._guard("chunkedgraph delta roots", self._local):
+            t0 = _epoch(cg.get_oldest_timestamp())
+        windows = delta_windows(t0, as_of, DELTA_WINDOWS)
+
+        def send(batch: list[tuple[float, float]]) -> tuple[list[int], list[int]]:
+            old, new = cg.get_delta_roots(_utc(batch[0][0]), _utc(batch[-1][1]))
+            return _uint64_list(old), _uint64_list(new)
+
+        current: set[int] = set()
+        pairs = self._batched("delta_roots", windows, send, len(windows), "chunkedgraph delta roots", self._local)
+        for _, (old, new) in pairs:  # in time order (the adaptive layer keeps the items' order)
+            current |= set(new)
+            current -= set(old)
+        return sorted(r for r in current if r)
 
     # ------------------------------------------------------------------ edit history
     def change_log(self, root_ids: list[int]) -> pa.Table:
