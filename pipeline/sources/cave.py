@@ -157,6 +157,38 @@ class _NoBrowser:
         return False
 
 
+class _ViewsAsTables:
+    """caveclient's materialization client, reading a view of the pinned version where a table is named: FlyWire's
+    public datastack leaves its synapse table unset so that users read the deduplicated view
+    `valid_synapses_nt_np_v6` (fafbseg-py flywire/utils.py; flywire/synapses.py reads it with query_view), and
+    MaterializationEngine serves views on a route of their own (caveclient endpoints.py `view_query`). So
+    `query_table` of a name the version lists among its views asks `query_view` with the same filters, and
+    `get_tables` lists the views too: CaveSource's one query path reads either. Everything else is the client's."""
+
+    _NOT_VIEW_ARGS = ("merge_reference", "log_warning")  # query_table's arguments query_view does not take
+
+    def __init__(self, client, views) -> None:  # noqa: ANN001 - a MaterializationClient, CaveSource._views
+        object.__setattr__(self, "client", client)
+        object.__setattr__(self, "_views", views)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.client, name, value)
+
+    def query_table(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table in self._views(kwargs.get("materialization_version")):
+            for key in self._NOT_VIEW_ARGS:
+                kwargs.pop(key, None)
+            return self.client.query_view(table, *args, **kwargs)
+        return self.client.query_table(table, *args, **kwargs)
+
+    def get_tables(self, *args: Any, **kwargs: Any) -> list[str]:
+        version = kwargs.get("version", args[0] if args else None)
+        return [*self.client.get_tables(*args, **kwargs), *sorted(self._views(version))]
+
+
 def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN001, ANN202
     """fn() in a thread, given up after `seconds` (for client constructors that take no timeout)."""
     result: dict[str, Any] = {}
@@ -194,6 +226,7 @@ class CaveSource:
         self._oplog: dict[int, tuple[tuple[int, ...], float, bool]] = {}
         self._columns_of: dict[str, list[str]] = {}
         self._l2cache: bool | None = None
+        self._view_names: dict[int, frozenset[str]] = {}  # materialization version -> its views
         self._reset_handles()
 
     # ------------------------------------------------------------------ lifecycle
@@ -507,10 +540,31 @@ class CaveSource:
                 mat = self._opened(lambda: client.materialize, "materialization")
             self._bound_session(mat.session)
             mat.session.hooks["response"].append(self._cap.hook)
-            self._mat_client = mat
+            self._mat_client = _ViewsAsTables(mat, self._views)
             if self._live:  # live queries ask the chunkedgraph: through ours (see _cg), opened now
                 mat._cg_client = self._cg()
         return self._mat_client
+
+    def _views(self, version: int | None) -> frozenset[str]:
+        """The views the materialization lists at `version` (asked once per version; none for a live query: views
+        are served at a version only). A deployment without the views route lists none."""
+        from caveclient.base import ServerIncompatibilityError
+
+        if version is None:
+            return frozenset()
+        if version not in self._view_names:
+            mat = self._mat_client.client if self._mat_client is not None else self._mat().client
+            with self._guard("materialization views", self._local):
+                try:
+                    got = mat.get_views(version=version)
+                except ServerIncompatibilityError:  # an engine older than the views API (v3)
+                    got = []
+                except requests.HTTPError as exc:
+                    if exc.response is None or exc.response.status_code != 404:
+                        raise
+                    got = []
+            self._view_names[version] = frozenset(str(v) for v in got)
+        return self._view_names[version]
 
     def _l2(self):
         if self._l2_client is None:
