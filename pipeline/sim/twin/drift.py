@@ -28,7 +28,10 @@ Each switch is one way a real deployment drifts away from a species config betwe
   node id in the URL path created after the cap answers 401), and the l2cache's table mapping is keyed on the
   real graph's id, not the virtual table's (PCGL2Cache's `read_l2cache_config`), so caveclient's `has_cache()`
   says False while the attributes route, which remaps a virtual table (PCGL2Cache app/v1/routes.py
-  remap_public), answers. A config pinned at the release meets none of it: preflight reports no FAIL.
+  remap_public), answers. Its synapses are read from a view (`VIEW`, of the synapse table) and the datastack
+  names no synapse table, as FlyWire's public one points users to the deduplicated view valid_synapses_nt_np_v6
+  (fafbseg-py flywire/utils.py, synapses.py). A config pinned at the release meets none of it: preflight reports
+  no FAIL.
 - `public_release_cap`: the same virtual table, capped at an earlier release (the twin's version 2) than the
   config pins: every root comes back as of that release, silently; a root made after it, named in a URL path,
   answers 401 "root_id not valid at timestamp".
@@ -67,6 +70,8 @@ DRIFTS = {
     "public_release_cap": "a virtual table capped at an earlier release than the config pins: times clamped silently",
     "flat_segmentation": "the datastack's segmentation source is a flat precomputed layer, not graphene",
 }
+VIEW = "synapses_valid"  # flywire_public's view of the synapse table (MaterializationEngine views route)
+_VIEWS = re.compile(r"(/materialize/api/v3/datastack/[^/]+/version/\d+)/views(?:/([^/]+)/(query|metadata))?$")
 REAL_GRAPH_ID = "cb2_demo_pcg_v31"  # the graph a virtual table remaps to (FlyWire's public table -> fly_v31)
 _CG_TABLE = "/segmentation/api/v1/table/"
 _NODE_IN_PATH = re.compile(r"/(?:node|root)/(\d+)(?:/|$)")
@@ -163,6 +168,19 @@ class Drift:
                 return error(401, "root_id not valid at timestamp")
         if ("flywire_public" in self or "public_release_cap" in self) and req.path.startswith(_CG_TABLE):
             return self._remap_public(req)
+        views = _VIEWS.match(req.path) if "flywire_public" in self else None
+        if views is not None:
+            if views.group(2) is None:
+                return json_response([VIEW])
+            if views.group(2) != VIEW:
+                return error(404, f"view {views.group(2)} not found")
+            req.path = f"{views.group(1)}/table/{DRIFTED_TABLE}/{views.group(3)}"  # the view's rows: its table's
+            if req.body:  # filters keyed on the view's name (caveclient query_view), read as its table's
+                body = json.loads(req.body)
+                for key, value in body.items():
+                    if isinstance(value, dict) and VIEW in value:
+                        body[key] = {DRIFTED_TABLE if k == VIEW else k: v for k, v in value.items()}
+                req.body = json.dumps(body).encode()
         return None
 
     def _remap_public(self, req: Request) -> Response | None:
@@ -186,9 +204,13 @@ class Drift:
         if "flywire_public" in self and req.path == "/l2cache/api/v1/table_mapping":
             entries = list(json.loads(resp.body).values())
             return json_response({REAL_GRAPH_ID: entries[0]} if entries else {})
-        if "flat_segmentation" in self and req.path.startswith("/info/api/v2/datastack/full/"):
+        if req.path.startswith("/info/api/v2/datastack/full/") and ("flat_segmentation" in self
+                                                                     or "flywire_public" in self):  # fmt: skip
             info = json.loads(resp.body)
-            info["segmentation_source"] = f"precomputed://{self._app.url}/ws"
+            if "flat_segmentation" in self:
+                info["segmentation_source"] = f"precomputed://{self._app.url}/ws"
+            if "flywire_public" in self:
+                info["synapse_table"] = None
             return json_response(info)
         if "missing_mip" in self and req.path == "/em/info":
             info = json.loads(resp.body)

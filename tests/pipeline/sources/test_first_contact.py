@@ -21,6 +21,7 @@ from config.schema import SpeciesConfig, load_config
 from pipeline.core.errors import UserError
 from pipeline.preflight.checks import Preflight
 from pipeline.preflight.report import FAIL, OK
+from pipeline.sim.twin.drift import VIEW
 from pipeline.sim.twin.faults import Fault
 from pipeline.sim.twin.scale import ScaleParams, ScaleWorld
 from pipeline.sim.twin.server import TOKEN, TwinServer
@@ -93,13 +94,25 @@ def test_flywire_public_level2_data_comes_by_the_attributes_route_though_has_cac
 
 
 def test_flywire_public_preflight_has_no_fail(serve, base_cfg):
+    """Set up as config/fly.yaml reads FlyWire: the synapses from the public datastack's view."""
     server = serve("flywire_public")
-    cfg = _cfg(base_cfg, server)
+    cfg = _cfg(base_cfg, server, synapse_table=VIEW)
     checks = _preflight(cfg, CaveSource(cfg, token=TOKEN))
     failed = {n: c.line() for n, c in checks.items() if c.status == FAIL and n not in ("EM layer", "mesh manifest")}
     assert not failed, failed
     assert checks["l2cache"].status == OK and "representative point" in checks["l2cache"].found
     assert checks["supervoxel -> root"].status == OK  # clamped at the pinned release: nothing moves
+    assert checks["table synapse_table"].status == OK and any(f"/views/{VIEW}/query" in p for p in _paths(server))
+
+
+def test_synapses_from_a_view_are_the_rows_of_its_table(serve, base_cfg):
+    server = serve("flywire_public")
+    by_view = CaveSource(_cfg(base_cfg, server, synapse_table=VIEW), token=TOKEN)
+    by_table = CaveSource(_cfg(base_cfg, server), token=TOKEN)
+    roots = by_table.proofread_roots()
+    got = by_view.synapses(roots, roots)
+    assert got.num_rows and got.equals(by_table.synapses(roots, roots))
+    assert any(f"/views/{VIEW}/query" in p for p in _paths(server))
 
 
 def test_without_an_l2cache_nodes_sit_at_chunk_centres_decided_once(serve, base_cfg):
