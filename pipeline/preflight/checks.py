@@ -172,7 +172,7 @@ class Preflight:
             stamps = {int(m["version"]): _epoch(m["time_stamp"]) for m in mat.get_versions_metadata()}
         versions = sorted(stamps)
         cg = self.src._cg()
-        configured = [(self.cfg.proofread_table, "pt_root_id"), (self.cfg.synapse_table, "pre_pt_root_id")]
+        configured = [(self.cfg.proofread_table_name, "pt_root_id"), (self.cfg.synapse_table, "pre_pt_root_id")]
         table, column = next(((t, c) for t, c in configured if t), (None, None))
         if table is None or not versions:
             with self.src._guard("chunkedgraph oldest timestamp", self.src._local):
@@ -226,7 +226,7 @@ class Preflight:
         return f"materialization_version {self.cfg.materialization_version} exists (expires {_day(expires)})"
 
     def table(self, key: str) -> str:
-        table = getattr(self.cfg, key)
+        table = self.cfg.proofread_table_name if key == "proofread_table" else getattr(self.cfg, key)
         mat = self.src._mat()
         with self.src._guard("materialization tables", self.src._local):
             tables = sorted(mat.get_tables(version=self.cfg.materialization_version))
@@ -279,7 +279,9 @@ class Preflight:
             raise _Result(FAIL, "no proofread roots", f"check {key} in {self._file}")
         self.found.roots = roots
         self.found.chosen = sorted(roots, key=root_digest)[:SAMPLE_ROOTS]
-        return f"{len(roots)} roots; checking {', '.join(map(str, self.found.chosen))} (chosen by hash)"
+        same = self.cfg.proofread_root_must_equal
+        left = f" ({self.src.rows_not_proofread} rows left out: pt_root_id is not their {same})" if same else ""
+        return f"{len(roots)} roots{left}; checking {', '.join(map(str, self.found.chosen))} (chosen by hash)"
 
     def change_log(self) -> str:
         log = self.src.change_log(self.found.chosen)
@@ -364,7 +366,7 @@ class Preflight:
             raise _Result(
                 FAIL,
                 f"at as_of ({_day(as_of)}) supervoxel {sv} maps to {got}, not to {root}, its root in "
-                f"'{self.cfg.proofread_table}' at the pinned version ({len(wrong)} of {len(known)} such): the "
+                f"'{self.cfg.proofread_table_name}' at the pinned version ({len(wrong)} of {len(known)} such): the "
                 "server answers roots as of another time than asked (a public table capped at its release clamps "
                 "later times silently)",
                 f"pin materialization_version / as_of in {self._file} at or before the datastack's public release",
@@ -390,7 +392,7 @@ class Preflight:
     def _known_roots(self) -> dict[int, int]:
         """supervoxel -> root of the chosen proofread roots' rows in the proofread table at the pinned time (a root
         known then), when the table has its supervoxels; {} otherwise (delta-roots species)."""
-        table = self.cfg.proofread_table
+        table = self.cfg.proofread_table_name
         if not table or self.cfg.proofread_from_delta_roots or "pt_supervoxel_id" not in self.src._columns(table):
             return {}
         df = self.src._query(table, filter_in_dict={"pt_root_id": self.found.chosen},

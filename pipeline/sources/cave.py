@@ -227,6 +227,7 @@ class CaveSource:
         self._columns_of: dict[str, list[str]] = {}
         self._l2cache: bool | None = None
         self._view_names: dict[int, frozenset[str]] = {}  # materialization version -> its views
+        self.rows_not_proofread = 0  # proofread-table rows left out by proofread_table.root_must_equal
         self._reset_handles()
 
     # ------------------------------------------------------------------ lifecycle
@@ -743,7 +744,7 @@ class CaveSource:
 
     def table_key(self, table: str) -> str:
         """The config key that names `table`."""
-        return "proofread_table" if table == self.cfg.proofread_table else "synapse_table"
+        return "proofread_table" if table == self.cfg.proofread_table_name else "synapse_table"
 
     def _missing_table(self, table: str) -> None:
         """A 404 of a table query: UserError naming the table, its config key and the tables that exist."""
@@ -797,6 +798,8 @@ class CaveSource:
         them: proofread_roots and synapses call this, and so does preflight); else UserError naming the column."""
         if key == "proofread_table":
             self._need(present, table, "pt_root_id", "proofread roots")
+            if self.cfg.proofread_root_must_equal:
+                self._need(present, table, self.cfg.proofread_root_must_equal, "proofread_table.root_must_equal")
         elif key == "synapse_table":
             for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
                 self._need(present, table, col, "synapse controls")
@@ -811,7 +814,8 @@ class CaveSource:
     def _need(self, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
         columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
         if column not in columns:
-            named = f" ({self.table_key(table)})" if table in (self.cfg.proofread_table, self.cfg.synapse_table) else ""
+            configured = (self.cfg.proofread_table_name, self.cfg.synapse_table)
+            named = f" ({self.table_key(table)})" if table in configured else ""
             raise UserError(
                 f"table '{table}'{named} (datastack {self.cfg.datastack}) has no column '{column}', needed for "
                 f"{purpose}; columns are: {', '.join(map(str, columns))}. Check {self._config_file}"
@@ -821,14 +825,20 @@ class CaveSource:
     def proofread_roots(self) -> list[int]:
         if self.cfg.proofread_from_delta_roots:
             return self._delta_roots()
-        table = self.cfg.proofread_table
+        table = self.cfg.proofread_table_name
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
         present = self._columns(table)
         self.check_columns("proofread_table", table, present)
-        wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "") if c in present]
+        same = self.cfg.proofread_root_must_equal
+        wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "", same or "") if c in present]
         df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
-        roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
+        roots = pd.to_numeric(df["pt_root_id"], errors="coerce")
+        if same:  # a row names a proofread root only where its root is the one its status was assigned to
+            keep = roots.notna() & (roots == pd.to_numeric(df[same], errors="coerce"))
+            self.rows_not_proofread = int((~keep).sum())
+            roots = roots[keep]
+        roots = roots.dropna().astype(np.uint64)
         return sorted({int(r) for r in roots if int(r) != 0})
 
     def _delta_roots(self) -> list[int]:

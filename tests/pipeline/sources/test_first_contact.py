@@ -256,3 +256,43 @@ def test_windows_cover_the_span_end_to_end():
     assert all(a[1] == b[0] for a, b in zip(windows[:-1], windows[1:], strict=True))
     assert delta_windows(5.0, 5.0, 64) == [(5.0, 5.0)]
     assert np.isclose(sum(b - a for a, b in windows), 64.0)
+
+
+# ------------------------------------------------------------------ the proofread table's valid_id
+
+
+@pytest.fixture()
+def with_valid_id(world, monkeypatch):
+    """The proofread table as MICrONS' has it: a `valid_id` per row (the root when its status was assigned); the
+    first three rows' neurons were edited since (valid_id is an older root). Yields those rows' pt_root_ids."""
+    import pyarrow as pa
+
+    original = world.table
+
+    def table(name: str, version: int):  # noqa: ANN202 - ScaleWorld.table's signature
+        got = original(name, version)
+        if got is None or name != "proofread_neurons":
+            return got
+        valid = got["pt_root_id"].to_numpy().copy()
+        valid[:3] = 12345
+        return got.append_column("valid_id", pa.array(valid, pa.uint64()))
+
+    monkeypatch.setattr(world, "table", table)
+    latest = max(v.version for v in world.versions)
+    return {int(r) for r in original("proofread_neurons", latest)["pt_root_id"].to_numpy()[:3]}
+
+
+def test_a_row_names_a_proofread_root_only_where_its_root_is_its_valid_id(serve, base_cfg, with_valid_id):
+    server = serve()
+    plain = CaveSource(_cfg(base_cfg, server), token=TOKEN).proofread_roots()
+    rule = {"name": "proofread_neurons", "root_must_equal": "valid_id"}
+    src = CaveSource(_cfg(base_cfg, server, proofread_table=rule), token=TOKEN)
+    assert src.proofread_roots() == sorted(set(plain) - with_valid_id) and src.rows_not_proofread == 3
+
+
+def test_a_missing_valid_id_column_names_the_key(serve, base_cfg):
+    server = serve()
+    rule = {"name": "proofread_neurons", "root_must_equal": "valid_id"}
+    with pytest.raises(UserError, match="no column 'valid_id', needed for proofread_table.root_must_equal") as err:
+        CaveSource(_cfg(base_cfg, server, proofread_table=rule), token=TOKEN).proofread_roots()
+    assert "\n" not in str(err.value)
