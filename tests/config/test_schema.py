@@ -72,7 +72,8 @@ def test_a_proofread_table_is_a_name_or_a_name_with_its_rule(tmp_path):
     cfg = load_config("demo", d)
     assert (cfg.proofread_table_name, cfg.proofread_root_must_equal) == ("t", "valid_id")
     d = _write(tmp_path, BASE + "proofread_table: t\n")
-    assert (load_config("demo", d).proofread_table_name, load_config("demo", d).proofread_root_must_equal) == ("t", None)
+    plain = load_config("demo", d)
+    assert (plain.proofread_table_name, plain.proofread_root_must_equal) == ("t", None)
     d = _write(tmp_path, BASE + "proofread_table: {name: t, valid: x}\n")
     with pytest.raises(UserError, match=r"demo\.yaml.*'proofread_table\.ProofreadTable\.valid': unknown key"):
         load_config("demo", d)
