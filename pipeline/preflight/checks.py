@@ -246,7 +246,8 @@ class Preflight:
 
     def l2cache(self) -> str:
         """The cache asked as the build asks it: representative points of a sample root's level-2 ids
-        (CaveSource._has_l2cache), never `has_cache()`, which misses a public virtual table's cache."""
+        (CaveSource._l2_coords, whose answer decides the build's skeletons), never `has_cache()`, which misses a
+        public virtual table's cache."""
         root = next((r for r in self.found.chosen if self.found.l2_ids.get(r)), None)
         if root is None:
             raise _Result(WARN, f"the level-2 graphs of {len(self.found.chosen)} roots are empty: nothing to ask")

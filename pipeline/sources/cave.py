@@ -1024,20 +1024,16 @@ class CaveSource:
         return normalise_synapses(df, table, self._need, present)
 
     # ------------------------------------------------------------------ level-2 graph
-    def _has_l2cache(self, l2_ids: list[int] | np.ndarray) -> bool:
-        """Whether the datastack's level-2 cache answers, decided once per source (it survives pickling, so a
-        worker of a build inherits it; a worker that starts undecided asks once itself) by asking the cache for
-        `l2_ids`, level-2 ids of a real root: not `has_cache()`, which looks the segmentation's table name up in
-        the l2cache's table mapping, keyed on graph ids (FlyWire's `fly_v31`, not `flywire_public`), while the
-        attributes route itself remaps a public virtual table (PCGL2Cache app/v1/routes.py remap_public); fafbseg
-        reads FlyWire's public level-2 data without asking it (fafbseg/flywire/l2.py)."""
-        if self._l2cache is None:
-            self._l2cache = self._l2_coords([int(v) for v in l2_ids]) is not None
-        return self._l2cache
-
     def _l2_coords(self, l2_ids: list[int]) -> dict[int, list[float]] | None:
         """rep_coord_nm of each level-2 id the cache has a point for ({} for ids it has not computed, as the real
-        cache answers them); None when the server says the datastack has no level-2 cache at all."""
+        cache answers them); None when the server says the datastack has no level-2 cache at all.
+
+        This answer is how the build decides whether the datastack has a cache (skeleton: the first answer decides,
+        kept in `_l2cache`, which survives pickling to workers; a worker that starts undecided asks once itself),
+        not `has_cache()`: that looks the segmentation's table name up in the l2cache's table mapping, keyed on
+        graph ids (FlyWire's `fly_v31`, not `flywire_public`), while the attributes route itself remaps a public
+        virtual table (PCGL2Cache app/v1/routes.py remap_public); fafbseg reads FlyWire's public level-2 data
+        without asking it (fafbseg/flywire/l2.py)."""
         l2 = self._l2()
         no_cache = False
 
