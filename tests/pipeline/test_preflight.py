@@ -63,7 +63,13 @@ def _preflight(server, demo_cfg, work: Path, record: Path | None = None):
 
 @pytest.mark.parametrize("flavor", ["v1", "v2"])
 def test_kind_twin_passes_every_check(twins, demo_cfg, tmp_path, flavor):
+    since = len(twins[flavor].requests)
     report, lines, ctx = _preflight(twins[flavor], demo_cfg, tmp_path)
+    manifests = [r for r in twins[flavor].requests[since:] if "manifest" in r.path]
+    assert manifests and all("bounds=" in r.query for r in manifests)  # asked as the build asks (mip-0 voxels)
+    assert "boxes" in report.check("mesh manifest").found
+    assert "representative point" in report.check("l2cache").found  # asked of get_l2data, not has_cache()
+    assert not any("table_mapping" in r.path for r in twins[flavor].requests[since:])
     assert report.ok, [c.line() for c in report.checks if c.status != OK]
     assert all(c.status == OK for c in report.checks), [c.line() for c in report.checks if c.status != OK]
     assert report.requests <= REQUEST_BOUND

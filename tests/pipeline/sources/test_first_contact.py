@@ -42,19 +42,29 @@ def base_cfg(tiny_configs) -> SpeciesConfig:
     return load_config("demo", tiny_configs)
 
 
+@pytest.fixture(scope="module")
+def servers(world):
+    """One running twin of the small world per set of drifts, shared by the module (a stop waits 0.5 s)."""
+    running: dict[tuple[str, ...], TwinServer] = {}
+    yield running
+    for server in running.values():
+        server.stop()
+
+
 @pytest.fixture()
-def serve(world):
-    """serve(*drifts) -> a running twin of the small world with those drifts (stopped after the test)."""
-    servers: list[TwinServer] = []
+def serve(world, servers):
+    """serve(*drifts) -> the running twin of the small world with those drifts, its faults cleared after the test."""
+    used: list[TwinServer] = []
 
     def start(*drifts: str) -> TwinServer:
-        server = TwinServer(world, flavor="v2", drift=list(drifts)).start()
-        servers.append(server)
-        return server
+        if drifts not in servers:
+            servers[drifts] = TwinServer(world, flavor="v2", drift=list(drifts)).start()
+        used.append(servers[drifts])
+        return servers[drifts]
 
     yield start
-    for server in servers:
-        server.stop()
+    for server in used:
+        server.app.faults.clear()
 
 
 def _cfg(base: SpeciesConfig, server: TwinServer, **overrides: object) -> SpeciesConfig:
@@ -96,23 +106,26 @@ def test_flywire_public_level2_data_comes_by_the_attributes_route_though_has_cac
 def test_flywire_public_preflight_has_no_fail(serve, base_cfg):
     """Set up as config/fly.yaml reads FlyWire: the synapses from the public datastack's view."""
     server = serve("flywire_public")
+    start = len(server.requests)
     cfg = _cfg(base_cfg, server, synapse_table=VIEW)
     checks = _preflight(cfg, CaveSource(cfg, token=TOKEN))
     failed = {n: c.line() for n, c in checks.items() if c.status == FAIL and n not in ("EM layer", "mesh manifest")}
     assert not failed, failed
     assert checks["l2cache"].status == OK and "representative point" in checks["l2cache"].found
     assert checks["supervoxel -> root"].status == OK  # clamped at the pinned release: nothing moves
-    assert checks["table synapse_table"].status == OK and any(f"/views/{VIEW}/query" in p for p in _paths(server))
+    assert checks["table synapse_table"].status == OK
+    assert any(f"/views/{VIEW}/query" in p for p in _paths(server, start))
 
 
 def test_synapses_from_a_view_are_the_rows_of_its_table(serve, base_cfg):
     server = serve("flywire_public")
+    start = len(server.requests)
     by_view = CaveSource(_cfg(base_cfg, server, synapse_table=VIEW), token=TOKEN)
     by_table = CaveSource(_cfg(base_cfg, server), token=TOKEN)
     roots = by_table.proofread_roots()
     got = by_view.synapses(roots, roots)
     assert got.num_rows and got.equals(by_table.synapses(roots, roots))
-    assert any(f"/views/{VIEW}/query" in p for p in _paths(server))
+    assert any(f"/views/{VIEW}/query" in p for p in _paths(server, start))
 
 
 def test_without_an_l2cache_nodes_sit_at_chunk_centres_decided_once(serve, base_cfg):
@@ -181,10 +194,11 @@ def test_the_live_query_path_asks_the_chunkedgraph_through_the_bounded_session(s
 
 def test_access_asks_a_call_that_needs_permission(serve, base_cfg):
     server = serve()
+    start = len(server.requests)
     cfg = _cfg(base_cfg, server)
     checks = _preflight(cfg, CaveSource(cfg, token=TOKEN))
     assert checks["access"].status == OK
-    assert any(p.endswith("/root_timestamps") for p in _paths(server))
+    assert any(p.endswith("/root_timestamps") for p in _paths(server, start))
 
 
 def _secrets(home: Path) -> Path:
@@ -236,9 +250,10 @@ def test_a_silent_clamp_at_an_earlier_release_fails_supervoxel_to_root(serve, ba
 
 def test_delta_roots_over_windows_equal_one_span_and_a_span_that_times_out_is_cut(serve, base_cfg, world):
     server = serve()
+    start = len(server.requests)
     cfg = _live(base_cfg, server, world, proofread_from_delta_roots=True, proofread_table=None)
     whole = CaveSource(cfg, token=TOKEN).proofread_roots()
-    assert len(_paths(server, 0, "/delta_roots")) == 1  # one request when the span answers
+    assert len(_paths(server, start, "/delta_roots")) == 1  # one request when the span answers
     ops = [world.operation(g) for g in range(len(world.op_ms)) if world.op_ms[g] <= cfg.as_of * 1000]
     made, replaced = {int(r) for op in ops for r in op.after}, {int(r) for op in ops for r in op.before}
     assert whole == sorted(made - replaced) and whole  # the roots edits made that no later edit replaced
