@@ -18,11 +18,15 @@ manifests) starts at a conservative size (cave_limits.py), is bisected when refu
 remembers the size that works; 429s wait what Retry-After says. Synapse queries are also split when the
 server caps them (cave_tables.py); meshes are fetched within a box (cave_meshes.py). Every request has a
 timeout, its endpoint's (config `cave_requests`). At first
-contact the source checks that the datastack's segmentation is `seg_cloudpath`'s and that the pinned
-materialization version still exists.
+contact the source checks that the datastack's segmentation is graphene and `seg_cloudpath`'s, and that the pinned
+materialization version still exists. The chunkedgraph client is built from `seg_cloudpath` and shared with the CAVE
+client (its live queries ask the chunkedgraph through it); a view of the pinned version is read where a table is
+named (FlyWire's synapses); whether the datastack has a level-2 cache is the cache's own answer to the first
+skeleton's level-2 ids.
 
-Tokens come from the `token` argument, the `CAVE_TOKEN` environment variable or caveclient's /
-cloud-volume's default secret files. This module never writes them anywhere and never prints them.
+Tokens come from the `token` argument, the `CAVE_TOKEN` environment variable or the secret file caveclient reads for
+the server (`<server>-cave-secret.json` before `cave-secret.json`); the graphene segmentation is handed the same one.
+This module never writes them anywhere and never prints them.
 """
 
 from __future__ import annotations
