@@ -90,6 +90,17 @@ class CaveRequests(_Strict):
         return float(self.read_timeout_s.get(request_class, self.read_timeout_s.get("default", SERVER_READ_TIMEOUT_S)))
 
 
+class ProofreadTable(_Strict):
+    """A proofread table with a rule for which rows name a proofread root (the plain form, the table's name, takes
+    every row's pt_root_id)."""
+
+    name: str = Field(min_length=1)
+    # keep a row only where its pt_root_id equals this column. CAVE's proofreading schemas carry `valid_id`, "root id
+    # of the object when proofread status was assigned. If the pt_root_id of the cell differs, the proofreading
+    # status may not apply" (EMAnnotationSchemas schemas/proofreading.py PointWithValid)
+    root_must_equal: str | None = Field(default=None, min_length=1)
+
+
 class DemoWorld(_Strict):
     """Size of the synthetic demo world (demo species only)."""
 
@@ -118,7 +129,8 @@ class SpeciesConfig(_Strict):
     center_jitter_nm: float = Field(default=300.0, ge=0)
     as_of: float | None = None
     materialization_version: int | None = Field(default=None, ge=1)
-    proofread_table: str | None = None
+    # a table name (every row's pt_root_id is a proofread root), or {name, root_must_equal} (see ProofreadTable)
+    proofread_table: str | ProofreadTable | None = None
     proofread_from_delta_roots: bool = False
     synapse_table: str | None = None
     # rows of the synapse table kept only where each named score is strictly above its value (FlyWire: fafbseg warns
@@ -168,6 +180,18 @@ class SpeciesConfig(_Strict):
         if abs(sum(value) - 1.0) > 1e-9 or min(value) < 0:
             raise ValueError("must be three non-negative numbers summing to 1")
         return value
+
+    @property
+    def proofread_table_name(self) -> str | None:
+        """The proofread table's name, whichever form `proofread_table` takes."""
+        table = self.proofread_table
+        return table.name if isinstance(table, ProofreadTable) else table
+
+    @property
+    def proofread_root_must_equal(self) -> str | None:
+        """The column a row's pt_root_id must equal for the row to name a proofread root (None: every row does)."""
+        table = self.proofread_table
+        return table.root_must_equal if isinstance(table, ProofreadTable) else None
 
     @model_validator(mode="after")
     def _pinned(self) -> SpeciesConfig:

@@ -15,7 +15,6 @@ import traceback
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import requests
@@ -26,12 +25,13 @@ from pipeline.partitions import root_digest
 from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check
 from pipeline.sources import cave_meshes
-from pipeline.sources.cave import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list
+from pipeline.sources.cave import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list, _utc
 from pipeline.sources.fetch_sample import EM_FACTOR
 
 REQUEST_BOUND = 500
 SAMPLE_ROOTS = 3
 DETAILS_PER_CHECK = 40  # operation ids asked in the operation-details check
+L2_PROBE_IDS = 16  # level-2 ids of one root asked of the l2cache
 BATCH_PROBE_REQUESTS = 8
 BATCH_PROBE_CEILING = 4096  # ids: far past any URL limit of a real front server
 REFUSALS = (413, 414, 431, 502, 503, 504)
@@ -58,6 +58,7 @@ class Findings:
     version_expires: float | None = None
     batch: BatchProbe | None = None
     batch_url_bytes: int = 0  # the longest operation-details URL answered
+    l2_ids: dict[int, list[int]] = field(default_factory=dict)  # root -> its level-2 ids (the level-2 graph check)
     tracebacks: dict[str, str] = field(default_factory=dict)
 
 
@@ -87,11 +88,11 @@ class Preflight:
             ("access", self.access, ("datastack",)),
             ("version", self.version, ("access",)),
             *[(name, (lambda k=key: self.table(k)), ("version",)) for name, key in tables],
-            ("l2cache", self.l2cache, ("access",)),
             ("proofread roots", self.proofread_roots, roots_need),
             ("change log", self.change_log, ("proofread roots",)),
             ("operation details", self.operation_details, ("change log",)),
             ("level-2 graph", self.level2_graph, ("proofread roots",)),
+            ("l2cache", self.l2cache, ("level-2 graph",)),
             ("supervoxel -> root", self.supervoxel_root, ("change log",)),
             ("segmentation layer", self.seg_layer, ()),
             ("EM layer", self.em_layer, ()),
@@ -134,20 +135,25 @@ class Preflight:
     def token(self) -> str:
         if self.src._token():
             return "present (explicit or CAVE_TOKEN; never printed)"
-        secret = Path.home() / ".cloudvolume" / "secrets" / "cave-secret.json"
-        if secret.exists():
-            return f"present in {secret} (never printed)"
+        secret = self.src.secret_file()
+        if secret is not None:
+            return f"present in {secret}, the file caveclient reads for this server (never printed)"
+        from caveclient.auth import server_token_filename
+
         raise _Result(
             WARN,
             "no token found: only public endpoints will answer",
-            "set CAVE_TOKEN or write ~/.cloudvolume/secrets/cave-secret.json",
+            f"set CAVE_TOKEN or write {server_token_filename(self.src._server)} (caveclient prefers it to "
+            "cave-secret.json)",
         )
 
     def datastack(self) -> str:
+        """The datastack's segmentation is graphene (a flat one has no chunkedgraph) and is seg_cloudpath's."""
         self.src._checked = True  # the start-up checks run as checks of their own (version)
         client = self.src.client()
         with self.src._guard("datastack info", self.src._server):
             source = client.info.segmentation_source()
+        self.src.require_graphene(source)
         ours, theirs = _graphene_identity(self.cfg.seg_cloudpath), _graphene_identity(source or "")
         if ours is not None and theirs is not None and ours != theirs:
             raise _Result(
@@ -158,11 +164,55 @@ class Preflight:
         return f"'{self.cfg.datastack}': segmentation {source}, local server {client.local_server}"
 
     def access(self) -> str:
+        """Calls that need the datastack's permission: the listed versions, one row of a configured table at the
+        newest of them (materialization), the creation time of that row's root (chunkedgraph). The chunkedgraph
+        client's own first request (`/segmentation/api/versions`) needs no permission: it proves nothing."""
         mat = self.src._mat()
         with self.src._guard("materialization versions", self.src._local):
-            mat.get_versions()
-        self.src._cg()
-        return "materialization and chunkedgraph answer (terms of service accepted, token accepted)"
+            stamps = {int(m["version"]): _epoch(m["time_stamp"]) for m in mat.get_versions_metadata()}
+        versions = sorted(stamps)
+        cg = self.src._cg()
+        configured = [(self.cfg.proofread_table_name, "pt_root_id"), (self.cfg.synapse_table, "pre_pt_root_id")]
+        table, column = next(((t, c) for t, c in configured if t), (None, None))
+        if table is None or not versions:
+            with self.src._guard("chunkedgraph oldest timestamp", self.src._local):
+                cg.get_oldest_timestamp()
+            return "materialization and chunkedgraph answer (no table to take a root from)"
+
+        pinned = self.cfg.materialization_version
+        version = pinned if pinned in versions else versions[-1]  # an expired pin is the version check's
+
+        def one_row():  # noqa: ANN202
+            return mat.query_table(table, materialization_version=version, limit=1, log_warning=False,
+                                   split_positions=False, merge_reference=False, metadata=False)  # fmt: skip
+
+        try:
+            df = self.src._one("query", f"querying table '{table}'", self.src._local, one_row)
+        except UserError as exc:
+            if "refused access" in str(exc) or "terms of service" in str(exc):
+                raise
+            df = None  # the table itself is the table check's business; access asks the chunkedgraph alone
+        roots = [] if df is None or column not in df.columns else [int(r) for r in df[column] if int(r)]
+        if not roots:
+            with self.src._guard("chunkedgraph oldest timestamp", self.src._local):
+                cg.get_oldest_timestamp()
+            return f"materialization answers; chunkedgraph answers (no root in '{table}' to ask about)"
+        pinned_time, cg.timestamp = cg.timestamp, _utc(stamps[version])  # asked at that version's time, not now
+        try:
+            self.src._one("root_timestamps", "chunkedgraph root timestamps", self.src._local,
+                          lambda: cg.get_root_timestamps(roots[:1]))  # fmt: skip
+        except UserError as exc:
+            if "not valid at timestamp" not in str(exc):
+                raise
+            # pcgv1 checks permission (auth_requires_permission) before a virtual table's cap (remap_public):
+            # this 401 is the cap's, the token passed; the supervoxel -> root check says what the cap means
+            return f"a row of '{table}' at version {version} answers; its root is past a public table's time cap"
+        finally:
+            cg.timestamp = pinned_time
+        return (
+            f"a row of '{table}' at version {version} and its root's creation time answer "
+            "(token accepted, terms of service accepted, permission to view)"
+        )
 
     def version(self) -> str:
         self.src._startup_checks()
@@ -176,7 +226,7 @@ class Preflight:
         return f"materialization_version {self.cfg.materialization_version} exists (expires {_day(expires)})"
 
     def table(self, key: str) -> str:
-        table = getattr(self.cfg, key)
+        table = self.cfg.proofread_table_name if key == "proofread_table" else getattr(self.cfg, key)
         mat = self.src._mat()
         with self.src._guard("materialization tables", self.src._local):
             tables = sorted(mat.get_tables(version=self.cfg.materialization_version))
@@ -195,11 +245,26 @@ class Preflight:
         return f"'{table}' has the columns the build reads ({len(present)} columns)"
 
     def l2cache(self) -> str:
-        if self.src._has_l2cache():
-            return "available: level-2 nodes at their representative points"
+        """The cache asked as the build asks it: representative points of a sample root's level-2 ids
+        (CaveSource._l2_coords, whose answer decides the build's skeletons), never `has_cache()`, which misses a
+        public virtual table's cache."""
+        root = next((r for r in self.found.chosen if self.found.l2_ids.get(r)), None)
+        if root is None:
+            raise _Result(WARN, f"the level-2 graphs of {len(self.found.chosen)} roots are empty: nothing to ask")
+        ids = self.found.l2_ids[root][:L2_PROBE_IDS]
+        coords = self.src._l2_coords(ids)
+        self.src._l2cache = coords is not None  # the build's decision, as this source would make it
+        if coords is not None and coords:
+            return f"available: {len(coords)} of {len(ids)} level-2 ids of root {root} have a representative point"
+        if coords is not None:
+            raise _Result(
+                WARN,
+                f"the cache answers but has no point for any of {len(ids)} level-2 ids of root {root}: nodes it "
+                "has not computed are left out of the skeletons",
+            )
         what = (
-            "none for this datastack: the build places each level-2 node at its chunk's centre, so junction "
-            "controls sit up to half a chunk off the branch point"
+            "none for this datastack (the cache says so): the build places each level-2 node at its chunk's "
+            "centre, so junction controls sit up to half a chunk off the branch point"
         )
         if self.cfg.budgets.junction_control == 0:
             raise _Result(WARN, what + " (junction controls are off: budgets.junction_control is 0)")
@@ -215,7 +280,9 @@ class Preflight:
             raise _Result(FAIL, "no proofread roots", f"check {key} in {self._file}")
         self.found.roots = roots
         self.found.chosen = sorted(roots, key=root_digest)[:SAMPLE_ROOTS]
-        return f"{len(roots)} roots; checking {', '.join(map(str, self.found.chosen))} (chosen by hash)"
+        same = self.cfg.proofread_root_must_equal
+        left = f" ({self.src.rows_not_proofread} rows left out: pt_root_id is not their {same})" if same else ""
+        return f"{len(roots)} roots{left}; checking {', '.join(map(str, self.found.chosen))} (chosen by hash)"
 
     def change_log(self) -> str:
         log = self.src.change_log(self.found.chosen)
@@ -255,15 +322,21 @@ class Preflight:
                                   lambda root=root: cg.level2_chunk_graph(int(root)))  # fmt: skip
             pairs = np.asarray(graph, dtype=np.uint64).reshape(-1, 2)
             ids, degree = np.unique(pairs, return_counts=True)
+            self.found.l2_ids[root] = [int(v) for v in ids]
             nodes, edges, branch = nodes + ids.size, edges + len(pairs), branch + int((degree >= 3).sum())
         cycles = edges - nodes + len(self.found.chosen)  # independent cycles if each graph is connected
         return f"{nodes} nodes, {edges} edges, {branch} with 3+ neighbours, ~{max(cycles, 0)} cycles"
 
     def supervoxel_root(self) -> str:
-        """The edited supervoxels of one edit: their roots at the edit's time are its after roots, and at as_of
-        they have a root."""
+        """Roots come back as of the time asked, not of another: a public virtual table clamps later timestamps to
+        its release without an error (PyChunkedGraph pcgv1 app_utils.remap_public, ceiling_timestamp), so a build
+        pinned after the release would read every root at the release, and no 401 says so. Asked three ways:
+        the latest edit's supervoxels map to its after roots at its own time; the proofread table's rows at the
+        pinned version (a supervoxel and its root then) map so at as_of; and every root answered at as_of was
+        created by then (root timestamps <= as_of)."""
+        as_of = self.src.as_of()
+        op = max(self.found.ops, key=lambda o: (self.found.ops[o][1], o))  # the latest edit: past a cap first
         cg = self.src._cg()
-        op = min(self.found.ops)
         details = self.src._one("operation_details", "chunkedgraph operation details", self.src._local,
                                 lambda: cg.get_operation_details([op]))  # fmt: skip
         det = details.get(str(op)) or {}
@@ -271,21 +344,61 @@ class Preflight:
         svs = np.unique(np.asarray(edges, dtype=np.uint64).ravel())
         if svs.size == 0:
             raise _Result(WARN, f"operation {op} lists no edited supervoxels")
-        now = self.src.roots_at(svs, self.src.as_of())
-        if not (now != 0).all():
-            raise _Result(
-                FAIL, f"supervoxels {svs.tolist()} have no root at as_of", "send the recording to the project"
-            )
-        at_edit = self.src.roots_at(svs, self.found.ops[op][1])
+        t_op = self.found.ops[op][1]
+        at_edit = self.src.roots_at(svs, t_op)
         after = set(_uint64_list(det.get("roots")))
         if not set(int(r) for r in at_edit) <= after:
             raise _Result(
                 FAIL,
-                f"at operation {op}'s time its supervoxels map to {sorted(set(at_edit.tolist()))}, "
-                f"not to its after roots {sorted(after)} (timestamps read differently)",
+                f"at operation {op}'s time ({_day(t_op)}) its supervoxels map to {sorted(set(at_edit.tolist()))}, "
+                f"not to its after roots {sorted(after)}: the server answers roots as of an earlier time than "
+                "asked (a public table capped at its release clamps later times silently)",
+                f"pin materialization_version / as_of in {self._file} at or before the datastack's public release",
+            )
+        known = self._known_roots()
+        asked = np.concatenate([svs, np.asarray(list(known), dtype=np.uint64)])
+        now = self.src.roots_at(asked, as_of)
+        if not (now != 0).all():
+            raise _Result(FAIL, f"supervoxels {asked.tolist()} have no root at as_of", "send the recording")
+        wrong = {sv: (root, int(got)) for (sv, root), got in zip(known.items(), now[svs.size :], strict=True)
+                 if int(got) != root}  # fmt: skip
+        if wrong:
+            sv, (root, got) = next(iter(wrong.items()))
+            raise _Result(
+                FAIL,
+                f"at as_of ({_day(as_of)}) supervoxel {sv} maps to {got}, not to {root}, its root in "
+                f"'{self.cfg.proofread_table_name}' at the pinned version ({len(wrong)} of {len(known)} such): the "
+                "server answers roots as of another time than asked (a public table capped at its release clamps "
+                "later times silently)",
+                f"pin materialization_version / as_of in {self._file} at or before the datastack's public release",
+            )
+        roots = sorted({int(r) for r in now})
+        # at as_of: the source pins the chunkedgraph's default time (CaveSource._pin_chunkedgraph)
+        stamps = self.src._one("root_timestamps", "chunkedgraph root timestamps", self.src._local,
+                               lambda: cg.get_root_timestamps(roots))  # fmt: skip
+        late = [r for r, t in zip(roots, stamps, strict=True) if _epoch(t) > as_of + 0.001]
+        if late:
+            raise _Result(
+                FAIL,
+                f"roots {late[:3]} answered at as_of ({_day(as_of)}) were created after it: the server reads "
+                "another time than asked",
                 "send the recording to the project",
             )
-        return f"{svs.size} supervoxels of operation {op}: their after roots at the edit, a root at as_of"
+        told = f", {len(known)} proofread rows' roots" if known else ""
+        return (
+            f"{svs.size} supervoxels of operation {op} map to its after roots at its time; at as_of{told} as "
+            f"pinned, {len(roots)} roots all created by then"
+        )
+
+    def _known_roots(self) -> dict[int, int]:
+        """supervoxel -> root of the chosen proofread roots' rows in the proofread table at the pinned time (a root
+        known then), when the table has its supervoxels; {} otherwise (delta-roots species)."""
+        table = self.cfg.proofread_table_name
+        if not table or self.cfg.proofread_from_delta_roots or "pt_supervoxel_id" not in self.src._columns(table):
+            return {}
+        df = self.src._query(table, filter_in_dict={"pt_root_id": self.found.chosen},
+                             select_columns=["pt_supervoxel_id", "pt_root_id"])  # fmt: skip
+        return {int(sv): int(r) for sv, r in zip(df["pt_supervoxel_id"], df["pt_root_id"], strict=True) if int(sv)}
 
     # ------------------------------------------------------------------ volumes
     def _layer(self, cv, mip: int, key: str) -> str:  # noqa: ANN001
@@ -328,12 +441,19 @@ class Preflight:
         draco = (meta.info.get("mesh_metadata") or {}).get("uniform_draco_grid_size")
         layers: dict[int, int] = {}
         fragments, nbytes = 0, 0
+        bounded, kept = 0, 0
         for root in self.found.chosen:
             url = _https_url(self.cfg.seg_cloudpath)
+            bbox = self._mesh_box(seg, root)  # as the build asks (CaveSource.mesh): bounds in mip-0 voxels
             manifest = self.src._one("manifest", f"mesh manifest of {root}", url,
-                                     lambda root=root: cave_meshes.fetch_manifest(self.src._session(), seg, root, None,
-                                                                                  self.src._timeout))  # fmt: skip
+                                     lambda root=root, bbox=bbox: cave_meshes.fetch_manifest(
+                                         self.src._session(), seg, root, bbox, self.src._timeout))  # fmt: skip
             names = (manifest or {}).get("fragments") or []
+            if bbox is not None:
+                bounded += 1
+                origin = np.asarray(meta.voxel_offset(0) if meta.chunks_start_at_voxel_offset else (0, 0, 0))
+                kept += len(cave_meshes.filter_manifest(manifest or {"fragments": []}, bbox,
+                                                        origin.astype(np.int64))["fragments"])  # fmt: skip
             fragments += len(names)
             if names and not _SHARDED_NAME.search(names[0]):  # unsharded: the bytes of one fragment per root
                 nbytes += self._fragment_bytes(seg, names[0])
@@ -351,10 +471,26 @@ class Preflight:
         layer_text = ", ".join(f"layer {k}: {v}" for k, v in sorted(layers.items()))
         what = "listed" if sharded else f"in {len(self.found.chosen)} fragments read (one per root)"
         size = f", {nbytes / 1e3:.1f} KB {what}" if nbytes else ""
+        boxes = f" listed for {bounded} roots' boxes ({kept} meet the boxes)" if bounded else ""
         return (
-            f"{fragments} fragments ({layer_text}){size}; {'sharded' if sharded else 'unsharded'}, "
+            f"{fragments} fragments{boxes} ({layer_text}){size}; {'sharded' if sharded else 'unsharded'}, "
             f"{'Draco grid ' + format(draco, 'g') + ' nm' if draco else 'not Draco'}"
         )
+
+    def _mesh_box(self, seg, root: int):  # noqa: ANN001, ANN202 - a cloud-volume Bbox or None
+        """The box a sample of `root` would fetch (fetch_sample.crop_box_half_nm around a point of the root: its
+        first level-2 node's chunk centre), in mip-0 voxels as CaveSource.mesh sends it; None when the root's
+        level-2 graph is not known (the whole manifest is asked then)."""
+        from pipeline.sources.fetch_sample import crop_box_half_nm
+
+        ids = self.found.l2_ids.get(root)
+        if not ids:
+            return None
+        centre = np.asarray(self.src._chunk_centres(np.asarray(ids[:1], dtype=np.uint64))[int(ids[0])])
+        half = crop_box_half_nm(self.cfg)
+        bounds = seg.meta.bounds(0)
+        return cave_meshes.box_to_voxels((centre - half, centre + half), seg.meta.resolution(0),
+                                         self.src.limits.mesh_pad_nm, bounds.minpt, bounds.maxpt)  # fmt: skip
 
     def _fragment_bytes(self, seg, name: str) -> int:  # noqa: ANN001
         info = seg.meta.info

@@ -18,11 +18,15 @@ manifests) starts at a conservative size (cave_limits.py), is bisected when refu
 remembers the size that works; 429s wait what Retry-After says. Synapse queries are also split when the
 server caps them (cave_tables.py); meshes are fetched within a box (cave_meshes.py). Every request has a
 timeout, its endpoint's (config `cave_requests`). At first
-contact the source checks that the datastack's segmentation is `seg_cloudpath`'s and that the pinned
-materialization version still exists.
+contact the source checks that the datastack's segmentation is graphene and `seg_cloudpath`'s, and that the pinned
+materialization version still exists. The chunkedgraph client is built from `seg_cloudpath` and shared with the CAVE
+client (its live queries ask the chunkedgraph through it); a view of the pinned version is read where a table is
+named (FlyWire's synapses); whether the datastack has a level-2 cache is the cache's own answer to the first
+skeleton's level-2 ids.
 
-Tokens come from the `token` argument, the `CAVE_TOKEN` environment variable or caveclient's /
-cloud-volume's default secret files. This module never writes them anywhere and never prints them.
+Tokens come from the `token` argument, the `CAVE_TOKEN` environment variable or the secret file caveclient reads for
+the server (`<server>-cave-secret.json` before `cave-secret.json`); the graphene segmentation is handed the same one.
+This module never writes them anywhere and never prints them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +62,7 @@ from pipeline.sources.l2skeleton import skeleton_edges
 
 TOKEN_ENV = "CAVE_TOKEN"
 CONNECT_TIMEOUT_S = 10.0
+DELTA_WINDOWS = 64  # time windows of a delta-roots span: the most a timed-out span is cut into (adaptive.py bisects)
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -94,6 +100,15 @@ def _https_url(cloudpath: str) -> str:
     return path
 
 
+def delta_windows(t0: float, t1: float, n: int) -> list[tuple[float, float]]:
+    """[t0, t1] cut into n consecutive windows of equal length (each sharing its end with the next's start: the
+    server's span includes both ends, and a root listed twice is folded the same)."""
+    if t1 <= t0:
+        return [(t0, t1)]
+    edges = np.linspace(t0, t1, n + 1)
+    return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def _uint64_list(values: Any) -> list[int]:
     if values is None:
         return []
@@ -129,6 +144,15 @@ def _missing_tos(resp: requests.Response | None) -> str | None:
     return str((body.get("data") or {}).get("tos_form_url") or "the datastack's terms-of-service page")
 
 
+def _says_no_l2cache(resp: requests.Response | None) -> bool:
+    """The level-2 cache's answer for a datastack it does not serve: PCGL2Cache asserts the graph id is in its
+    config (app/utils.py get_l2cache_client, "does not have an L2 Cache") and answers the AssertionError as a 500
+    (app/common.py unhandled_exception); a server without the service answers 404."""
+    if resp is None:
+        return False
+    return resp.status_code == 404 or (resp.status_code == 500 and "does not have an L2 Cache" in resp.text)
+
+
 class _NoBrowser:
     """caveclient opens a web browser on a `missing_tos` 403 (base.py); a build runs on machines where that
     would start a text browser on the terminal. Its module gets this instead: the 403 becomes one line."""
@@ -136,6 +160,38 @@ class _NoBrowser:
     @staticmethod
     def open(url: str, *args: Any, **kwargs: Any) -> bool:
         return False
+
+
+class _ViewsAsTables:
+    """caveclient's materialization client, reading a view of the pinned version where a table is named: FlyWire's
+    public datastack leaves its synapse table unset so that users read the deduplicated view
+    `valid_synapses_nt_np_v6` (fafbseg-py flywire/utils.py; flywire/synapses.py reads it with query_view), and
+    MaterializationEngine serves views on a route of their own (caveclient endpoints.py `view_query`). So
+    `query_table` of a name the version lists among its views asks `query_view` with the same filters, and
+    `get_tables` lists the views too: CaveSource's one query path reads either. Everything else is the client's."""
+
+    _NOT_VIEW_ARGS = ("merge_reference", "log_warning")  # query_table's arguments query_view does not take
+
+    def __init__(self, client, views) -> None:  # noqa: ANN001 - a MaterializationClient, CaveSource._views
+        object.__setattr__(self, "client", client)
+        object.__setattr__(self, "_views", views)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.client, name, value)
+
+    def query_table(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table in self._views(kwargs.get("materialization_version")):
+            for key in self._NOT_VIEW_ARGS:
+                kwargs.pop(key, None)
+            return self.client.query_view(table, *args, **kwargs)
+        return self.client.query_table(table, *args, **kwargs)
+
+    def get_tables(self, *args: Any, **kwargs: Any) -> list[str]:
+        version = kwargs.get("version", args[0] if args else None)
+        return [*self.client.get_tables(*args, **kwargs), *sorted(self._views(version))]
 
 
 def _with_deadline(fn, seconds: float, what: str, transient: bool):  # noqa: ANN001, ANN202
@@ -189,6 +245,8 @@ class CaveSource:
         self._oplog: dict[int, tuple[tuple[int, ...], float, bool]] = {}
         self._columns_of: dict[str, list[str]] = {}
         self._l2cache: bool | None = None
+        self._view_names: dict[int, frozenset[str]] = {}  # materialization version -> its views
+        self.rows_not_proofread = 0  # proofread-table rows left out by proofread_table.root_must_equal
         self._reset_handles()
 
     # ------------------------------------------------------------------ lifecycle
@@ -219,12 +277,33 @@ class CaveSource:
         return f"config/{self.species}.yaml"
 
     def _token(self) -> str | None:
-        """The explicit token, else CAVE_TOKEN; None lets the clients read their default secret files."""
+        """The explicit token, else CAVE_TOKEN; None lets caveclient read its secret files (secret_file)."""
         return self._token_arg or os.environ.get(TOKEN_ENV) or None
 
-    def _redact(self, text: str) -> str:
+    def _client_token(self) -> str | None:
+        """The token the CAVE client uses: the explicit one, else the one caveclient read from its secret files
+        (the server's own `<server>-cave-secret.json` before `cave-secret.json`, caveclient auth.py AuthClient).
+        The graphene segmentation gets this one too: cloud-volume would look for a file named after the
+        segmentation's host instead (cloudvolume/secrets.py cave_credentials), which on a deployment whose
+        chunkedgraph has its own host (H01, fish1) is most likely `cave-secret.json`, another server's token."""
         token = self._token()
+        if token is None and self._client is not None:
+            token = self._client.auth.token or None
+        return token
+
+    def _redact(self, text: str) -> str:
+        token = self._client_token()
         return text.replace(token, "***") if token else text
+
+    def secret_file(self) -> Path | None:
+        """The secret file caveclient reads for this server (AuthClient: `<server>-cave-secret.json` if it exists,
+        else `cave-secret.json`), when one exists; never opened here."""
+        from caveclient.auth import default_token_file, server_token_filename
+
+        for path in (Path(server_token_filename(self._server)), Path(default_token_file).expanduser()):
+            if path.is_file():
+                return path
+        return None
 
     @property
     def _timeout(self) -> tuple[float, float]:
@@ -232,10 +311,14 @@ class CaveSource:
 
     # ------------------------------------------------------------------ errors
     def _auth_error(self, url: str) -> UserError:
+        from caveclient.auth import server_token_filename
+
+        server_file = server_token_filename(self.cfg.server_address or url).replace(str(Path.home()), "~", 1)
         return UserError(
             f"{url} refused access (HTTP 401/403): a CAVE token with access to datastack "
             f"'{self.cfg.datastack}' is needed; set the {TOKEN_ENV} environment variable or put it in "
-            "~/.cloudvolume/secrets/cave-secret.json"
+            f"{server_file} (caveclient reads it before ~/.cloudvolume/secrets/cave-secret.json, which may hold "
+            "another server's token: leave that one as it is)"
         )
 
     def _access_error(self, resp: requests.Response | None, url: str) -> UserError:
@@ -426,6 +509,7 @@ class CaveSource:
         client = self._client
         with self._guard("datastack info", self._server):
             source = client.info.segmentation_source()
+        self.require_graphene(source)
         ours, theirs = _graphene_identity(self.cfg.seg_cloudpath), _graphene_identity(source or "")
         if ours is not None and theirs is not None and ours != theirs:
             raise UserError(
@@ -450,6 +534,16 @@ class CaveSource:
                 )
         self._checked = True
 
+    def require_graphene(self, source: str | None) -> None:
+        """UserError in one line unless the datastack's segmentation is a graphene (chunkedgraph) layer: a flat
+        precomputed segmentation has no chunkedgraph, so no change log, no roots at a time, no level-2 graph."""
+        if _graphene_identity(source or "") is None:
+            raise UserError(
+                f"{self._config_file}: datastack '{self.cfg.datastack}''s segmentation is {source or 'not set'}, not "
+                "a graphene (chunkedgraph) segmentation: it has no edit history, roots at a time or level-2 graphs "
+                "to build from; set datastack to one whose segmentation_source is graphene://"
+            )
+
     def _opened(self, make, what: str):  # noqa: ANN001, ANN202
         """A sub-client (its constructor asks the server for versions, on a session not yet bounded)."""
         return _with_deadline(make, 3 * self.cfg.timeout_s, f"opening the {what} client", self._reached)
@@ -458,13 +552,47 @@ class CaveSource:
     def _local(self) -> str:
         return self.client().local_server or self._server
 
+    @property
+    def _cg_server(self) -> str:
+        """The chunkedgraph's server, from seg_cloudpath (the segmentation this build reads voxels from)."""
+        path = self.cfg.seg_cloudpath.replace("middleauth+", "").replace("graphene://", "")
+        identity = _graphene_identity(path)
+        if identity is None:
+            raise UserError(f"{self._config_file}: seg_cloudpath {self.cfg.seg_cloudpath} is not a graphene:// "
+                            "segmentation: the chunkedgraph is read from it")  # fmt: skip
+        return f"{urllib.parse.urlsplit(path).scheme}://{identity[0]}"
+
     def _cg(self):
+        """The chunkedgraph client of seg_cloudpath's server and table. caveclient would build it on the datastack's
+        local server with the last path element of its segmentation source (frameworkclient.py
+        CAVEclientFull.chunkedgraph): the same table (the start-up check), but a deployment whose chunkedgraph has
+        a host of its own (fish1's) is not its local server. It is also handed to the CAVE client as its
+        chunkedgraph, so that caveclient's own users of it (the materialization client's live queries:
+        materializationengine.py cg_client -> fc.chunkedgraph) run on this bounded session, never on one of theirs
+        with urllib3's retries and no timeout."""
         if self._cg_client is None:
+            from caveclient.chunkedgraph import ChunkedGraphClient
+
             client = self.client()
-            with self._guard("chunkedgraph", self._local):
-                cg = self._opened(lambda: client.chunkedgraph, "chunkedgraph")
+            server = self._cg_server
+            identity = _graphene_identity(self.cfg.seg_cloudpath)
+            table = identity[1] if identity is not None else ""
+            if urllib.parse.urlsplit(server).netloc != urllib.parse.urlsplit(self._local).netloc:
+                self._probe(server, "seg_cloudpath")
+            with self._guard("chunkedgraph", server):
+                cg = self._opened(
+                    lambda: ChunkedGraphClient(
+                        server_address=server, table_name=table, auth_client=client.auth, max_retries=2,
+                        over_client=client,
+                    ),
+                    "chunkedgraph",
+                )  # fmt: skip
             self._bound_session(cg.session)
+            client._chunkedgraph = cg
+            if self._mat_client is not None:
+                self._mat_client._cg_client = cg
             self._cg_client = cg
+            self._pin_chunkedgraph()
         return self._cg_client
 
     def _mat(self):
@@ -474,8 +602,31 @@ class CaveSource:
                 mat = self._opened(lambda: client.materialize, "materialization")
             self._bound_session(mat.session)
             mat.session.hooks["response"].append(self._cap.hook)
-            self._mat_client = mat
+            self._mat_client = _ViewsAsTables(mat, self._views)
+            if self._live:  # live queries ask the chunkedgraph: through ours (see _cg), opened now
+                mat._cg_client = self._cg()
         return self._mat_client
+
+    def _views(self, version: int | None) -> frozenset[str]:
+        """The views the materialization lists at `version` (asked once per version; none for a live query: views
+        are served at a version only). A deployment without the views route lists none."""
+        from caveclient.base import ServerIncompatibilityError
+
+        if version is None:
+            return frozenset()
+        if version not in self._view_names:
+            mat = self._mat_client.client if self._mat_client is not None else self._mat().client
+            with self._guard("materialization views", self._local):
+                try:
+                    got = mat.get_views(version=version)
+                except ServerIncompatibilityError:  # an engine older than the views API (v3)
+                    got = []
+                except requests.HTTPError as exc:
+                    if exc.response is None or exc.response.status_code != 404:
+                        raise
+                    got = []
+            self._view_names[version] = frozenset(str(v) for v in got)
+        return self._view_names[version]
 
     def _l2(self):
         if self._l2_client is None:
@@ -524,14 +675,10 @@ class CaveSource:
             f"{', '.join(scales) if scales else 'no scales'}); set {key} to one it lists"
         )
 
-    def _seg_token(self, fqdn: str) -> str | None:
-        token = self._token()
-        if token is None:
-            from cloudvolume.secrets import cave_credentials
-
-            found = cave_credentials(fqdn)
-            token = found.get("token") if isinstance(found, dict) else found
-        return token
+    def _seg_token(self) -> str | None:
+        """The CAVE client's token (see _client_token), for the graphene segmentation's requests."""
+        self.client()
+        return self._client_token()
 
     def _seg(self):
         """The graphene segmentation; its info is read here (with a timeout) and handed to CloudVolume."""
@@ -543,11 +690,11 @@ class CaveSource:
             url = _https_url(self.cfg.seg_cloudpath)
             self._probe(url, "seg_cloudpath")
             self._budget_host(url)
-            info = None
+            info, token = None, self._token()
             if self.cfg.seg_cloudpath.startswith("graphene://"):
                 gp = extract_graphene_path(url)
                 info_url = f"{gp.scheme}://{gp.fqdn}/{gp.modality}/table/{gp.dataset}/info"
-                token = self._seg_token(gp.fqdn)
+                token = self._seg_token()
                 with self._guard("segmentation info", info_url):
                     resp = self._session().get(
                         info_url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=self._timeout
@@ -566,7 +713,7 @@ class CaveSource:
                     bounded=False,
                     cache=False,
                     agglomerate=False,
-                    secrets=self._token(),
+                    secrets=token,
                     info=info,
                 )
             if info is not None:
@@ -605,7 +752,14 @@ class CaveSource:
                 with self._guard("materialization version timestamp", self._local):
                     ts = mat.get_timestamp(self.cfg.materialization_version)
                 self._as_of = _epoch(ts)
+            self._pin_chunkedgraph()
         return self._as_of
+
+    def _pin_chunkedgraph(self) -> None:
+        """The chunkedgraph client's default time is as_of: a call that names no time (root timestamps) is asked at
+        the pinned time, never at caveclient's "now" (chunkedgraph.py _process_timestamp)."""
+        if self._cg_client is not None and self._as_of is not None:
+            self._cg_client.timestamp = _utc(self._as_of)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -664,7 +818,7 @@ class CaveSource:
 
     def table_key(self, table: str) -> str:
         """The config key that names `table`."""
-        return "proofread_table" if table == self.cfg.proofread_table else "synapse_table"
+        return "proofread_table" if table == self.cfg.proofread_table_name else "synapse_table"
 
     def _missing_table(self, table: str) -> None:
         """A 404 of a table query: UserError naming the table, its config key and the tables that exist."""
@@ -718,6 +872,8 @@ class CaveSource:
         them: proofread_roots and synapses call this, and so does preflight); else UserError naming the column."""
         if key == "proofread_table":
             self._need(present, table, "pt_root_id", "proofread roots")
+            if self.cfg.proofread_root_must_equal:
+                self._need(present, table, self.cfg.proofread_root_must_equal, "proofread_table.root_must_equal")
         elif key == "synapse_table":
             for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
                 self._need(present, table, col, "synapse controls")
@@ -732,7 +888,8 @@ class CaveSource:
     def _need(self, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
         columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
         if column not in columns:
-            named = f" ({self.table_key(table)})" if table in (self.cfg.proofread_table, self.cfg.synapse_table) else ""
+            configured = (self.cfg.proofread_table_name, self.cfg.synapse_table)
+            named = f" ({self.table_key(table)})" if table in configured else ""
             raise UserError(
                 f"table '{table}'{named} (datastack {self.cfg.datastack}) has no column '{column}', needed for "
                 f"{purpose}; columns are: {', '.join(map(str, columns))}. Check {self._config_file}"
@@ -741,24 +898,46 @@ class CaveSource:
     # ------------------------------------------------------------------ proofread neurons
     def proofread_roots(self) -> list[int]:
         if self.cfg.proofread_from_delta_roots:
-            cg = self._cg()
-            as_of = self.as_of()
-            with self._guard("chunkedgraph delta roots", self._local):
-                t0 = cg.get_oldest_timestamp()
-            old, new = self._one(
-                "delta_roots", "chunkedgraph delta roots", self._local, lambda: cg.get_delta_roots(t0, _utc(as_of))
-            )
-            roots = set(_uint64_list(new)) - set(_uint64_list(old))
-            return sorted(r for r in roots if r)
-        table = self.cfg.proofread_table
+            return self._delta_roots()
+        table = self.cfg.proofread_table_name
         if not table:
             raise UserError(f"{self._config_file}: proofread_table is required unless proofread_from_delta_roots")
         present = self._columns(table)
         self.check_columns("proofread_table", table, present)
-        wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "") if c in present]
+        same = self.cfg.proofread_root_must_equal
+        wanted = [c for c in ("id", "pt_root_id", "pt_supervoxel_id" if self._live else "", same or "") if c in present]
         df = read_all(self._query_checked, table, wanted if "id" in wanted else None)
-        roots = pd.to_numeric(df["pt_root_id"], errors="coerce").dropna().astype(np.uint64)
+        roots = pd.to_numeric(df["pt_root_id"], errors="coerce")
+        if same:  # a row names a proofread root only where its root is the one its status was assigned to
+            keep = roots.notna() & (roots == pd.to_numeric(df[same], errors="coerce"))
+            self.rows_not_proofread = int((~keep).sum())
+            roots = roots[keep]
+        roots = roots.dropna().astype(np.uint64)
         return sorted({int(r) for r in roots if int(r) != 0})
+
+    def _delta_roots(self) -> list[int]:
+        """The roots edits made between the chunkedgraph's oldest timestamp and as_of that no later edit before
+        as_of replaced. The span is cut into DELTA_WINDOWS time windows, sent through the adaptive layer as items:
+        its first request asks the whole span (one scan of the operation log, as before), and a request that times
+        out or is refused is bisected into shorter spans (PyChunkedGraph get_delta_roots reads every operation in
+        its span; over years of FlyWire-sized history that is the slow request the proxy cuts at 600 s). The
+        windows' answers are folded in time order: a root new in one window and old in a later one was replaced."""
+        cg = self._cg()
+        as_of = self.as_of()
+        with self._guard("chunkedgraph delta roots", self._local):
+            t0 = _epoch(cg.get_oldest_timestamp())
+        windows = delta_windows(t0, as_of, DELTA_WINDOWS)
+
+        def send(batch: list[tuple[float, float]]) -> tuple[list[int], list[int]]:
+            old, new = cg.get_delta_roots(_utc(batch[0][0]), _utc(batch[-1][1]))
+            return _uint64_list(old), _uint64_list(new)
+
+        current: set[int] = set()
+        pairs = self._batched("delta_roots", windows, send, len(windows), "chunkedgraph delta roots", self._local)
+        for _, (old, new) in pairs:  # in time order (the adaptive layer keeps the items' order)
+            current |= set(new)
+            current -= set(old)
+        return sorted(r for r in current if r)
 
     # ------------------------------------------------------------------ edit history
     def change_log(self, root_ids: list[int]) -> pa.Table:
@@ -936,12 +1115,35 @@ class CaveSource:
         return found
 
     # ------------------------------------------------------------------ level-2 graph
-    def _has_l2cache(self) -> bool:
-        if self._l2cache is None:
-            l2 = self._l2()
-            with self._guard("l2cache table mapping", self._local):
-                self._l2cache = bool(l2.has_cache())
-        return self._l2cache
+    def _l2_coords(self, l2_ids: list[int]) -> dict[int, list[float]] | None:
+        """rep_coord_nm of each level-2 id the cache has a point for ({} for ids it has not computed, as the real
+        cache answers them); None when the server says the datastack has no level-2 cache at all.
+
+        This answer is how the build decides whether the datastack has a cache (skeleton: the first answer decides,
+        kept in `_l2cache`, which survives pickling to workers; a worker that starts undecided asks once itself),
+        not `has_cache()`: that looks the segmentation's table name up in the l2cache's table mapping, keyed on
+        graph ids (FlyWire's `fly_v31`, not `flywire_public`), while the attributes route itself remaps a public
+        virtual table (PCGL2Cache app/v1/routes.py remap_public); fafbseg reads FlyWire's public level-2 data
+        without asking it (fafbseg/flywire/l2.py)."""
+        l2 = self._l2()
+        no_cache = False
+
+        def ask(batch: list[int]) -> dict | None:
+            nonlocal no_cache
+            try:
+                return l2.get_l2data(batch, attributes=["rep_coord_nm"])
+            except requests.HTTPError as exc:
+                if not _says_no_l2cache(exc.response):
+                    raise
+                no_cache = True
+                return None
+
+        coords: dict[int, list[float]] = {}
+        for _, data in self._batched("l2cache", l2_ids, ask, self.limits.l2_batch, "l2cache attributes", self._local):
+            for key, attrs in (data or {}).items():
+                if attrs and attrs.get("rep_coord_nm") is not None:
+                    coords[int(key)] = attrs["rep_coord_nm"]
+        return None if no_cache else coords
 
     def skeleton(self, root_id: int) -> Skeleton:
         cg = self._cg()
@@ -950,18 +1152,12 @@ class CaveSource:
         )
         edges = np.asarray(edge_list, dtype=np.uint64).reshape(-1, 2)
         l2_ids = np.unique(edges)
-        coords: dict[int, list[float]] = {}
+        coords: dict[int, list[float]] | None = None
         source = "l2cache"
-        if l2_ids.size and self._has_l2cache():
-            l2 = self._l2()
-            for _, data in self._batched(
-                "l2cache", [int(v) for v in l2_ids], lambda batch: l2.get_l2data(batch, attributes=["rep_coord_nm"]),
-                self.limits.l2_batch, "l2cache attributes", self._local,
-            ):  # fmt: skip
-                for key, attrs in data.items():
-                    if attrs and attrs.get("rep_coord_nm") is not None:
-                        coords[int(key)] = attrs["rep_coord_nm"]
-        elif l2_ids.size:  # no level-2 cache for this datastack: each node at its chunk's centre
+        if l2_ids.size and self._l2cache is not False:
+            coords = self._l2_coords([int(v) for v in l2_ids])  # undecided: this first answer decides
+            self._l2cache = coords is not None
+        if coords is None:  # no level-2 cache for this datastack: each node at its chunk's centre
             coords, source = self._chunk_centres(l2_ids), "chunk_centre"
         kept = np.array([i for i in l2_ids if int(i) in coords], dtype=np.uint64)
         index = {int(v): i for i, v in enumerate(kept)}

@@ -21,7 +21,9 @@ def test_real_species_carry_contract_endpoints():
     assert fly.em_cloudpath.endswith("flywire/fafbv14")
     assert fly.seg_cloudpath.startswith("graphene://") and "flywire_public" in fly.seg_cloudpath
     mouse = load_config("mouse")
-    assert mouse.datastack == "minnie65_public" and mouse.proofread_table == "proofreading_status_and_strategy"
+    assert mouse.datastack == "minnie65_public" and mouse.proofread_table_name == "proofreading_status_and_strategy"
+    assert mouse.proofread_root_must_equal == "valid_id"
+    assert fly.synapse_table == "valid_synapses_nt_np_v6" and fly.proofread_root_must_equal is None
     assert load_config("human").datastack == "h01_c3_flat"
     assert load_config("zebrafish").datastack == "fish1_full"
     assert load_config("human").proofread_from_delta_roots
@@ -62,6 +64,18 @@ def test_bad_value_names_key(tmp_path):
         load_config("demo", d)
     d = _write(tmp_path, BASE + "budgets: {merge_edit: -1}\n")
     with pytest.raises(UserError, match="'budgets.merge_edit'"):
+        load_config("demo", d)
+
+
+def test_a_proofread_table_is_a_name_or_a_name_with_its_rule(tmp_path):
+    d = _write(tmp_path, BASE + "proofread_table: {name: t, root_must_equal: valid_id}\n")
+    cfg = load_config("demo", d)
+    assert (cfg.proofread_table_name, cfg.proofread_root_must_equal) == ("t", "valid_id")
+    d = _write(tmp_path, BASE + "proofread_table: t\n")
+    plain = load_config("demo", d)
+    assert (plain.proofread_table_name, plain.proofread_root_must_equal) == ("t", None)
+    d = _write(tmp_path, BASE + "proofread_table: {name: t, valid: x}\n")
+    with pytest.raises(UserError, match=r"demo\.yaml.*'proofread_table\.ProofreadTable\.valid': unknown key"):
         load_config("demo", d)
 
 

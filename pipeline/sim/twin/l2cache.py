@@ -1,14 +1,16 @@
 """The level-2 cache: representative points of level-2 nodes (caveclient l2cache.py's endpoints).
 
 The twin's level-2 nodes with attributes are its level-2 graphs' chunk components (cache.py); any other id answers {}
-as the real cache does for an id it has not computed. `has_cache()` reads the table mapping.
+as the real cache does for an id it has not computed. `has_cache()` reads the table mapping. Without a cache
+(`app.l2cache` False: the `no_l2cache` drift) the attributes route answers as PCGL2Cache does for a graph it has no
+cache of: its assertion (app/utils.py get_l2cache_client) as a 500 (app/common.py unhandled_exception).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.sim.twin.http import Request, Response, Router, json_response
+from pipeline.sim.twin.http import Request, Response, Router, error, json_response
 from pipeline.sim.twin.info import TABLE_ID
 
 if TYPE_CHECKING:
@@ -21,6 +23,8 @@ def register(router: Router, app: TwinApp) -> None:
     world = app.world
 
     def attributes(req: Request, table: str) -> Response:
+        if not app.l2cache:
+            return error(500, f"Dataset {table} does not have an L2 Cache.")
         names = [a for a in req.query.get("attribute_names", ",".join(ATTRIBUTES)).split(",") if a]
         out = {}
         for l2 in req.json_body().get("l2_ids", []):
