@@ -9,9 +9,10 @@ deployments. So every batched call goes through `Adaptive.run`:
 - a batch answered 413 / 414 / 431 (the request itself is too large, every time) is BISECTED and its size becomes
   a ceiling, the working size its half;
 - a batch that timed out, was answered 502 / 503 / 504 or had its connection reset is bisected too (its halves are
-  needed anyway), but the working size changes only on evidence that size is the cause: larger batches kept
-  failing (a batch and its half) while smaller ones of that endpoint answered (`_Size`); then the size becomes the
-  largest that answered below the smallest that failed. A slow or overloaded server is not told
+  needed anyway), but the working size changes only on evidence that size is the cause: batches of sizes that never
+  answer lately kept failing while smaller ones of that endpoint answered (`_Size`); then the size becomes the
+  largest that answered below the smallest that failed. Under load (the budget halving the host's bound) a batch is
+  sent whole again instead, and teaches nothing of the size. A slow or overloaded server is not told
   apart by size: its timeouts and 502s lower the build's concurrency instead (budget.py), which is what helps;
 - a batch answered 500 (PyChunkedGraph and the l2cache answer any exception so; one bad item fails every batch
   holding it) is bisected with no effect on the size, so that the bad item is isolated;
@@ -64,7 +65,7 @@ R = TypeVar("R")
 SIZE_ONLY = frozenset({413, 414, 431})  # the request itself is too large: a ceiling; resending one item cannot help
 AMBIGUOUS = frozenset({502, 503, 504})  # too large (pcgv1's uWSGI drops it, a proxy times it out) or too busy
 GROW_AFTER = 8  # successes in a row at the working size before it grows
-FORGET_AFTER = 64  # successes after which a failed size may be tried again
+FORGET_AFTER = 128  # successes after which a failed size may be tried again (a server's limits may change)
 TIMEOUT_RESEND_FACTOR = 4.0  # the one resend after a timeout waits this much longer
 MAX_429 = 30  # rate limits met by one request before its item is unavailable
 MAX_OUTAGE_SENDS = 50  # sends of one item not counted because its host was paused (each pause ends by a deadline)
@@ -227,20 +228,20 @@ class ScopedTimeoutAdapter(BudgetedAdapter):
 class _Size:
     """One endpoint's working size on one host.
 
-    Evidence that an ambiguous failure (a timeout, 502, 503, 504, a reset) is about size: a batch failed and so did
-    a half of it (`chain`: a half of a failed batch), no batch at least that large answered since, and a smaller
-    one did. A fault of the moment rarely fails a batch and its half; an item that fails every batch holding it
-    fails a half whose sibling of the same size answers (so that size works); a size limit fails every batch
-    above it, halves included. Then the size becomes the largest that answered below the smallest that failed."""
+    Evidence that ambiguous failures (a timeout, 502, 503, 504, a reset) are about size: two batches failed at sizes
+    no batch of that size or larger answered lately (`recent`: the sizes of the last FORGET_AFTER answers), and a
+    smaller one answered since. A size limit fails every batch above it, so nothing above it ever answers; a fault
+    of the moment, or an item that fails every batch holding it, fails batches of sizes that answer all the time
+    (the sibling half of the same size, the working size itself). Then the size becomes the largest that answered
+    below the smallest that failed."""
 
     size: int
     start: int
     ceiling: int | None = None  # a size that failed recently: growth stays below it
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
-    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered since
-    chained: bool = False  # one of them was a half of a failed batch
-    answered: int = 0  # the largest size answered since the first of them
+    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered lately
+    recent: deque = field(default_factory=lambda: deque(maxlen=FORGET_AFTER))  # sizes of the latest answers
     below: int | None = None  # the largest size answered since, below every size in `failed`
     epoch: int = 0  # the host's outages begun when the evidence began (failures before an outage are the outage's)
 
@@ -248,10 +249,10 @@ class _Size:
         if self.failed and epoch is not None and epoch != self.epoch:
             self._forget()
         self.since_failure += 1
+        self.recent.append(n)
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
         if self.failed:
-            self.answered = max(self.answered, n)
             self.failed = [f for f in self.failed if f > n]  # that size answers after all
             if not self.failed:
                 self._forget()
@@ -281,32 +282,32 @@ class _Size:
         self.streak = self.since_failure = 0
         self._forget()
 
-    def ambiguous(self, n: int, chain: int, epoch: int = 0) -> None:
-        """A batch of n timed out or was answered 502 / 503 / 504 (`chain`: how many of its ancestors failed so):
-        too large, or the server too busy. Only evidence changes the size (see the class)."""
+    def ambiguous(self, n: int, epoch: int = 0) -> None:
+        """A batch of n timed out or was answered 502 / 503 / 504: too large, or the server too busy, or a fault of
+        the moment. Only evidence changes the size (see the class)."""
         self.streak = 0
         if self.failed and epoch != self.epoch:
             self._forget()  # an outage came between: what failed before it said nothing of the size
-        if n <= 1 or (self.failed and self.answered >= n):
-            return  # one item, or a size that answered since: not the size
+        if n <= 1 or max(self.recent, default=0) >= n:
+            return  # one item, or a size that answers lately: not the size
         if not self.failed:
-            self.answered, self.epoch = 0, epoch
+            self.epoch = epoch
         self.failed.append(n)
-        self.chained = self.chained or chain > 0
         if self.below is not None and self.below >= min(self.failed):
             self.below = None
         self._confirm()
 
     def _confirm(self) -> None:
-        if len(self.failed) >= 2 and self.chained and self.below is not None:
+        if len(self.failed) >= 2 and self.below is not None:
             smallest = min(self.failed)
             self.ceiling = smallest if self.ceiling is None else min(self.ceiling, smallest)
-            self.size = max(1, min(self.size, self.below))
+            answered = max([self.below, *(r for r in self.recent if r < smallest)])
+            self.size = max(1, min(self.size, answered))
             self.streak = self.since_failure = 0
             self._forget()
 
     def _forget(self) -> None:
-        self.failed, self.chained, self.answered, self.below = [], False, 0, None
+        self.failed, self.below = [], None
 
 
 @dataclass
@@ -415,19 +416,19 @@ class Adaptive:
         url = host
         host = urllib.parse.urlsplit(host).netloc or host
         read_s = opts.read_timeout(endpoint)
-        todo: deque[tuple[list[T], int]] = deque()  # (batch, how many of its ancestors failed ambiguously)
+        todo: deque[list[T]] = deque()
         size = self.size(host, endpoint, start)
         for i in range(0, len(items), size):
-            todo.append((list(items[i : i + size]), 0))
+            todo.append(list(items[i : i + size]))
         out: list[tuple[list[T], R]] = []
         while todo:
-            batch, chain = todo.popleft()
+            batch = todo.popleft()
             size = self.size(host, endpoint, start)
             if len(batch) > size:  # learned meanwhile (here or on another thread): never send a size known to fail
-                todo.extendleft(reversed([(batch[i : i + size], 0) for i in range(0, len(batch), size)]))
+                todo.extendleft(reversed([batch[i : i + size] for i in range(0, len(batch), size)]))
                 continue
             try:
-                answer = self._one_batch(url, host, endpoint, what, batch, chain, send, start, opts, read_s, todo)
+                answer = self._one_batch(url, host, endpoint, what, batch, send, start, opts, read_s, todo)
             except Unavailable as gone:
                 if failed is None:
                     raise
@@ -438,8 +439,8 @@ class Adaptive:
         return out
 
     def _one_batch(
-        self, url: str, host: str, endpoint: str, what: str, batch: list, chain: int, send: Callable[[list], R],
-        start: int, opts: CaveRequests, read_s: float, todo: deque,
+        self, url: str, host: str, endpoint: str, what: str, batch: list, send: Callable[[list], R], start: int,
+        opts: CaveRequests, read_s: float, todo: deque,
     ) -> Any:  # fmt: skip
         """One batch to its answer: the answer, `_BISECTED` (its halves put first in `todo`), or Unavailable."""
         sends, timeouts, limited, uncounted, loaded = 0, 0, 0, 0, 0
@@ -494,10 +495,9 @@ class Adaptive:
                     if failure.definite:
                         state.too_large(len(batch))
                     elif ambiguous and not troubled:  # under load, a failure says nothing of the size
-                        state.ambiguous(len(batch), chain, epoch)
+                        state.ambiguous(len(batch), epoch)
                     self._counters.bisections += 1
-                down = chain + 1 if ambiguous else 0
-                todo.extendleft([(batch[half:], down), (batch[:half], down)])
+                todo.extendleft([batch[half:], batch[:half]])
                 return _BISECTED
             if not failure.definite:
                 if not ambiguous:

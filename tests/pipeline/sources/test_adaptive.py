@@ -137,6 +137,21 @@ def test_faults_of_the_moment_on_batches_of_every_size_never_shrink_the_batch():
     assert layer.size("h:1", "roots", 100_000) == 100_000
 
 
+def test_growth_finds_the_limit_exactly_and_then_stays_below_it():
+    """A limit of 18 answered 504: learned below it, grown back to it and, after the size just past it failed twice,
+    asked past it again only once in FORGET_AFTER answers (a server's limit may change)."""
+    layer = Adaptive(sleep=lambda s: None)
+    server = Server(18, FAILURES["http_504"])
+    for _ in range(60):
+        layer.run("h:1", "l2cache", list(range(40)), server, start=64, opts=OPTS, what="l2")
+    assert layer.size("h:1", "l2cache", 64) == 18
+    server.sent.clear()
+    for _ in range(20):
+        layer.run("h:1", "l2cache", list(range(40)), server, start=64, opts=OPTS, what="l2")
+    refused = [len(b) for b in server.sent if len(b) > 18]
+    assert len(refused) <= 2 and len(server.sent) <= 3 * 20 + 4  # at most one probe past it (FORGET_AFTER answers)
+
+
 def test_an_item_that_always_fails_is_isolated_and_unavailable_while_the_others_are_answered():
     """PyChunkedGraph answers 500 for every batch holding one bad root (pcgv1 edges_failsafe): the batch is bisected
     down to that root, which is sent `item_sends` times, then given up with its endpoint and the server's answer;
