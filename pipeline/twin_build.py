@@ -93,8 +93,10 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     if server.app.hostility is not None:
         requests = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S}, outage_deadline_s=120.0,
                                 rate_limit_wait_s=float(server.app.hostility.limits.rate_window_s))  # fmt: skip
-        hostile = {"cave_requests": requests, "max_failed_fraction": 0.05}
+        hostile = {"cave_requests": requests}
     demo = load_config("demo", default_config_dir())
+    if server.app.hostility is not None:  # the drawn item faults are a few roots whatever the world's size
+        hostile["max_failed_fraction"] = max(0.05, demo.max_failed_fraction)
     cfg = twin_config(demo, server.url, opts.flavor, **hostile)
     (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     try:
@@ -123,6 +125,7 @@ def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: Twin
         if hostility is not None:
             asked["met"] = dict(hostility.met)
             asked["hidden"] = hostility.limits.describe(opts.flavor)
+            asked["items"] = dict(hostility.items) if hostility.on("item_faults") else {}
         return (summaries, result), asked
 
 
@@ -194,6 +197,9 @@ def closing_lines(asked: dict) -> list[str]:
             got = sizes.get(beside.get(key, ""), [])
             shown.append(f"{key} {value}" + (f" (learned {min(got)}-{max(got)})" if got else ""))
         lines.append("hidden limits: " + ", ".join(shown))
+        if asked.get("items"):
+            items = ", ".join(f"{k} {v}" for k, v in sorted(asked["items"].items()))
+            lines.append(f"item faults (never answered): {items}")
     return lines
 
 

@@ -127,7 +127,7 @@ def test_failures_past_the_budget_stop_the_build_in_one_line(plain, tiny_configs
     faults = [Fault(rf"/node/({'|'.join(map(str, roots))})/lvl2_graph$", status=503)]
     world, work, out = plain_work / "demo" / "world", root / "tb", root / "tb-out"
     with pytest.raises(UserError) as stopped:
-        _twin_build(world, work, out, tiny_configs, 0, faults)
+        _twin_build(world, work, out, tiny_configs, 0, faults, max_failed_fraction=0.01)
     text = str(stopped.value)
     assert "stage bank:" in text and "over max_failed_fraction 0.01" in text and "level2_graph_unavailable" in text
     assert "\n" not in text
