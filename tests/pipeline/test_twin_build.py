@@ -101,3 +101,20 @@ def test_the_hostile_twin_build_finishes_and_a_rebuild_brings_back_what_it_ledge
     compared = cli("compare", str(out), str(twin_out), "--iou", "0.98", config_dir=tiny_configs)
     assert "0 only in A, 0 only in B" in compared.stdout and "non-image columns: identical" in compared.stdout
     assert "EM views: 0 rows differ" in compared.stdout and " 0 below 0.98" in compared.stdout
+
+
+def test_a_host_down_for_30_s_mid_build_is_waited_out(demo_release, tiny_configs):
+    """The twin refuses every connection for 30 s from its 600th request (mid-fetch): the build pauses the host
+    (one probe at a time), says so, resumes when it answers, ledgers nothing, and its release is the demo's."""
+    root, work, out = demo_release
+    twin_work, twin_out = root / "work-outage", root / "out-outage"
+    args = ["build", "--work", str(twin_work), "--out", str(twin_out), "--no-progress", "--source", "twin",
+            "--twin-flavor", "v2", "--twin-world", str(work / "demo" / "world"), "--twin-outage", "600:30",
+            "--twin-port", str(free_port())]  # fmt: skip
+    built = cli(*args, config_dir=tiny_configs)
+    assert re.search(r"budget of \S+ .*; 1 outages waited out \((3\d|4\d|5\d)(\.\d+)? s\)", built.stdout), built.stdout
+    assert "pausing it" in built.stderr and "answers again" in built.stderr, built.stderr
+    ledger = pq.read_table(twin_work / "demo" / "failures.parquet").to_pylist()
+    assert not [f for f in ledger if f["reason"].endswith("_unavailable") or f["reason"].startswith("unexpected_")]
+    compared = cli("compare", str(out), str(twin_out), "--iou", "0.98", config_dir=tiny_configs)
+    assert "0 only in A, 0 only in B" in compared.stdout and "non-image columns: identical" in compared.stdout
