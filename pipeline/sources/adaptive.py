@@ -9,11 +9,11 @@ deployments. So every batched call goes through `Adaptive.run`:
 - a batch answered 413 / 414 / 431 (the request itself is too large, every time) is BISECTED and its size becomes
   a ceiling, the working size its half;
 - a batch that timed out, was answered 502 / 503 / 504 or had its connection reset is bisected too (its halves are
-  needed anyway), but the working size changes only on evidence that size is the cause: batches of sizes that never
-  answer lately kept failing while smaller ones of that endpoint answered (`_Size`); then the size becomes the
-  largest that answered below the smallest that failed. Under load (the budget halving the host's bound) a batch is
-  sent whole again instead, and teaches nothing of the size. A slow or overloaded server is not told
-  apart by size: its timeouts and 502s lower the build's concurrency instead (budget.py), which is what helps;
+  needed anyway), but the working size changes only on evidence that size is the cause: three batches in a row
+  failed, none as large answering between, while smaller ones of that endpoint answered (`_Size`); then the size
+  becomes the largest that answered below the smallest that failed. A slow or overloaded server is not told apart by
+  size: while the budget finds the host under load, a failed batch is sent whole again (it teaches nothing of the
+  size) and the timeouts and 502s lower the build's concurrency instead (budget.py), which is what helps;
 - a batch answered 500 (PyChunkedGraph and the l2cache answer any exception so; one bad item fails every batch
   holding it) is bisected with no effect on the size, so that the bad item is isolated;
 - the materialization engine answers its rate limit as a 500 wrapping `429 Too Many Requests: N per W unit`
@@ -65,6 +65,7 @@ R = TypeVar("R")
 SIZE_ONLY = frozenset({413, 414, 431})  # the request itself is too large: a ceiling; resending one item cannot help
 AMBIGUOUS = frozenset({502, 503, 504})  # too large (pcgv1's uWSGI drops it, a proxy times it out) or too busy
 GROW_AFTER = 8  # successes in a row at the working size before it grows
+EVIDENCE = 3  # ambiguous failures in a row above a size that answers before the size is taken for a limit
 FORGET_AFTER = 128  # successes after which a failed size may be tried again (a server's limits may change)
 TIMEOUT_RESEND_FACTOR = 4.0  # the one resend after a timeout waits this much longer
 MAX_429 = 30  # rate limits met by one request before its item is unavailable
@@ -228,19 +229,19 @@ class ScopedTimeoutAdapter(BudgetedAdapter):
 class _Size:
     """One endpoint's working size on one host.
 
-    Evidence that ambiguous failures (a timeout, 502, 503, 504, a reset) are about size: two batches failed at sizes
-    no batch of that size or larger answered lately (`recent`: the sizes of the last FORGET_AFTER answers), and a
-    smaller one answered since. A size limit fails every batch above it, so nothing above it ever answers; a fault
-    of the moment, or an item that fails every batch holding it, fails batches of sizes that answer all the time
-    (the sibling half of the same size, the working size itself). Then the size becomes the largest that answered
-    below the smallest that failed."""
+    Evidence that ambiguous failures (a timeout, 502, 503, 504, a reset) are about size: EVIDENCE batches failed with
+    no batch at least as large answering in between, and a smaller one answered. A size limit fails every batch
+    above it; a fault of the moment rarely fails three in a row; an item that fails every batch holding it fails a
+    half whose sibling of the same size just answered. Then the size becomes the largest that answered (lately, or
+    in between) below the smallest that failed."""
 
     size: int
     start: int
     ceiling: int | None = None  # a size that failed recently: growth stays below it
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
-    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered lately
+    failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered since
+    answered: int = 0  # the largest size answered since the first of them
     recent: deque = field(default_factory=lambda: deque(maxlen=FORGET_AFTER))  # sizes of the latest answers
     below: int | None = None  # the largest size answered since, below every size in `failed`
     epoch: int = 0  # the host's outages begun when the evidence began (failures before an outage are the outage's)
@@ -253,6 +254,7 @@ class _Size:
         if self.ceiling is not None and self.since_failure >= FORGET_AFTER:
             self.ceiling = None
         if self.failed:
+            self.answered = max(self.answered, n)
             self.failed = [f for f in self.failed if f > n]  # that size answers after all
             if not self.failed:
                 self._forget()
@@ -288,17 +290,17 @@ class _Size:
         self.streak = 0
         if self.failed and epoch != self.epoch:
             self._forget()  # an outage came between: what failed before it said nothing of the size
-        if n <= 1 or max(self.recent, default=0) >= n:
-            return  # one item, or a size that answers lately: not the size
+        if n <= 1 or (self.failed and self.answered >= n):
+            return  # one item, or a size that answered since: not the size
         if not self.failed:
-            self.epoch = epoch
+            self.epoch, self.answered = epoch, 0
         self.failed.append(n)
         if self.below is not None and self.below >= min(self.failed):
             self.below = None
         self._confirm()
 
     def _confirm(self) -> None:
-        if len(self.failed) >= 2 and self.below is not None:
+        if len(self.failed) >= EVIDENCE and self.below is not None:
             smallest = min(self.failed)
             self.ceiling = smallest if self.ceiling is None else min(self.ceiling, smallest)
             answered = max([self.below, *(r for r in self.recent if r < smallest)])
@@ -307,7 +309,7 @@ class _Size:
             self._forget()
 
     def _forget(self) -> None:
-        self.failed, self.below = [], None
+        self.failed, self.answered, self.below = [], 0, None
 
 
 @dataclass

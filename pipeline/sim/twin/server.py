@@ -374,6 +374,7 @@ class TwinServer:
             if self._thread is not None:
                 httpd.shutdown()
             httpd.server_close()
+            httpd.drop_connections()  # a kept-alive connection would go on being served by this stopped twin
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.log.close()
