@@ -555,3 +555,72 @@ def test_synapse_queries_start_at_the_synapse_pre_batch_size(offline_cave):
     assert _starts(recorder, "synapses") == {SIZES["synapse_pre_batch"]}
     assert [len(b) for b in asked] == [5, 5, 2]
     assert sorted(table.column("pre_pt_root_id").to_pylist()) == pre
+
+
+# ---------------------------------------------------------------- a bounded mesh fetch: the box's fragments only
+class _FakeMeta:
+    """The graphene metadata CaveSource.mesh reads: a 4 x 4 x 40 nm volume of 256 x 256 x 32 voxel chunks."""
+
+    manifest_endpoint = "https://seg.local/meshing/api/v1/table/fake/manifest"
+    auth_header: dict = {}
+    chunks_start_at_voxel_offset = False
+    max_meshed_layer = 6
+
+    def bounds(self, mip):  # noqa: ANN001, ANN201
+        from cloudvolume.lib import Bbox
+
+        return Bbox((0, 0, 0), (1024, 512, 64))
+
+    def resolution(self, mip):  # noqa: ANN001, ANN201
+        return (4.0, 4.0, 40.0)
+
+    def voxel_offset(self, mip):  # noqa: ANN001, ANN201
+        return (0, 0, 0)
+
+    def decode_layer_id(self, root):  # noqa: ANN001, ANN201
+        return 10
+
+
+class _FakeMeshes:
+    """cloud-volume's mesh source: downloads what the prepared manifest lists (one triangle per fragment)."""
+
+    def __init__(self, src: CaveSource) -> None:
+        self.src, self.downloaded = src, []
+
+    def get(self, root, bounding_box=None, deduplicate_chunk_boundaries=False):  # noqa: ANN001, ANN201
+        from types import SimpleNamespace
+
+        names = self.src._manifests(root)["fragments"]
+        self.downloaded += names
+        verts = np.array([[[i, 0, 0], [i, 1, 0], [i, 0, 1]] for i in range(len(names))], float).reshape(-1, 3)
+        return SimpleNamespace(vertices=verts, faces=np.arange(len(verts)).reshape(-1, 3))
+
+
+class _V1ManifestSession:
+    """The meshing service of a v1 server: its manifest ignores `bounds` and lists every fragment of the root."""
+
+    def __init__(self, fragments: list[str]) -> None:
+        self.fragments, self.params = fragments, []
+
+    def get(self, url, data=None, params=None, headers=None, timeout=None):  # noqa: ANN001, ANN201
+        from types import SimpleNamespace
+
+        self.params.append(params)
+        body = {"fragments": list(self.fragments)}
+        return SimpleNamespace(status_code=200, json=lambda: body, raise_for_status=lambda: None)
+
+
+def test_a_bounded_mesh_fetch_downloads_only_the_fragments_inside_the_box_though_the_server_lists_all(offline_cave):
+    from types import SimpleNamespace
+
+    src, _recorder = offline_cave
+    src.limits = type(src.limits)(mesh_pad_nm=0.0)
+    names = [f"7:0:{x}-{x + 256}_0-256_0-32" for x in (0, 256, 512, 768)]  # four chunks along x
+    session = _V1ManifestSession(names)
+    meshes = _FakeMeshes(src)
+    src._seg_cv, src._mesh_session = SimpleNamespace(meta=_FakeMeta(), mesh=meshes), session
+    box_nm = (np.array([1100.0, 100.0, 100.0]), np.array([1900.0, 900.0, 900.0]))  # x voxels 275..475: chunk 1
+    mesh = src.mesh(7, box_nm=box_nm)
+    assert meshes.downloaded == [names[1]]
+    assert len(mesh.faces) == 1
+    assert session.params[0]["bounds"] == "275-475_25-225_2-23"  # the server is asked for the box too
