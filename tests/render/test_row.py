@@ -86,3 +86,21 @@ def test_render_reads_only_the_keys_its_stage_declares():
     cfg = _Recording(load_config("demo"))
     render_row(ROW, _sample(0.0), cfg)
     assert cfg.read and cfg.read <= set(RenderStage.reads), cfg.read - set(RenderStage.reads)
+
+
+@pytest.mark.parametrize("sample_type", ["merge_edit", "junction_control"])
+def test_a_rows_geometry_is_an_npz_whose_arr_0_is_float16_of_shape_3_7_224_224(sample_type):
+    """The card's geometry column, read as its loading example reads it: np.load(...)["arr_0"]."""
+    import io
+
+    single = sample_type == "junction_control"
+    sample = _sample(0.0)
+    if single:
+        sample.meshes = sample.meshes[:1]
+    row = render_row({**ROW, "sample_type": sample_type, "mask_b_root": "" if single else 2}, sample,
+                     load_config("demo"))  # fmt: skip
+    with np.load(io.BytesIO(row["geometry"])) as npz:
+        assert npz.files == ["arr_0"]
+        geom = npz["arr_0"]
+    assert geom.dtype == np.float16 and geom.shape == (3, 7, 224, 224)
+    assert geom[:, 5].any() and (geom[:, 6].any() != single)  # mask B: set on the dual row only
