@@ -57,3 +57,45 @@ def test_a_junction_controls_mask_a_is_its_neuron_and_it_has_no_segment_b(rows_b
     assert junctions
     for row in junctions:
         assert row["geometry_roots"] == [str(P)] and row["mask_a_root"] == str(P) and row["mask_b_root"] == ""
+
+
+class _RecordingCutouts(FakeSource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cutouts: list[tuple[list[float], float, float]] = []
+
+    def segmentation_cutout(self, center_nm, size_nm, timestamp):  # noqa: ANN001, ANN201
+        self.cutouts.append(([float(v) for v in center_nm], float(size_nm), float(timestamp)))
+        return super().segmentation_cutout(center_nm, size_nm, timestamp)
+
+
+def test_adjacent_controls_come_from_a_500_nm_cutout_at_the_op_point_just_before_the_merge():
+    source = _RecordingCutouts()
+    rows = build_bank(source, load_config("demo")).rows
+    (merge,) = [r for r in rows if r["sample_type"] == "merge_edit"]
+    assert source.cutouts == [(merge["coord_nm"], 500.0, merge["timestamp"] - 1)]  # one per merge op, at T-1
+    adjacent = [r for r in rows if r["sample_type"] == "adjacent_control"]
+    assert adjacent and all(r["cutout_timestamp"] == merge["timestamp"] - 1 for r in adjacent)
+    assert all(r["coord_nm"] == merge["coord_nm"] for r in adjacent)  # the op's edit point
+
+
+def test_at_most_adjacent_per_op_controls_per_merge():
+    cfg = load_config("demo")
+    for cap in (0, 1):
+        rows = build_bank(FakeSource(), cfg.model_copy(update={"adjacent_per_op": cap})).rows
+        assert sum(r["sample_type"] == "adjacent_control" for r in rows) == cap
+
+
+def test_metadata_takes_the_first_rows_forms(rows_by_type):
+    """Integer epoch seconds; null cutout_timestamp on operation rows (the exact time in timestamp_ms); null
+    after_root_ids on adjacent controls; root ids as decimal strings."""
+    for sample_type in ("merge_edit", "split_edit"):
+        meta = json.loads(rows_by_type[sample_type][0]["metadata"])
+        assert meta["cutout_timestamp"] is None and type(meta["timestamp"]) is int
+        assert meta["timestamp_ms"] == int(rows_by_type[sample_type][0]["timestamp"] * 1000)
+        assert all(type(r) is str and r.isdigit() for r in meta["before_root_ids"] + meta["after_root_ids"])
+    adjacent = json.loads(rows_by_type["adjacent_control"][0]["metadata"])
+    assert adjacent["after_root_ids"] is None and adjacent["cutout_timestamp"] is None
+    for sample_type in ("junction_control", "synapse_control"):
+        meta = json.loads(rows_by_type[sample_type][0]["metadata"])
+        assert type(meta["cutout_timestamp"]) is int and meta["cutout_timestamp"] == 2000
