@@ -153,3 +153,64 @@ def test_a_stage_output_version_enters_only_that_stage_keys():
 
     assert code_version(FetchStage()) == __version__  # fetch keys do not move when the render's output does
     assert code_version(RenderStage()) == f"{__version__}+render.{OUTPUT_VERSION}"
+
+
+class KeyedStage(CountingStage):
+    """A CountingStage whose samples have keys, that notes the prior run each partition is given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.priors = []
+
+    def run(self, ctx, part, prior):
+        self.priors.append(prior)
+        outcome = super().run(ctx, part, prior)
+        kept = [m for m in part.members if prior is not None and prior.reusable(m, f"key-{m}")]
+        outcome.samples = {m: f"key-{m}" for m in part.members}
+        outcome.reused, outcome.built = len(kept), outcome.built - len(kept)
+        return outcome
+
+
+def test_a_marker_records_each_samples_key_and_force_hands_the_rerun_no_prior(ctx):
+    stage = KeyedStage(n_parts=1)
+    _run(stage, ctx, scheduler="sync", progress=False)
+    marker = json.loads(stage.partitions(ctx)[0].marker_path(ctx).read_text())
+    assert marker["samples"] == {f"s0-{k}": f"key-s0-{k}" for k in range(4)}
+    changed = KeyedStage(n_parts=1, fingerprint="v2")  # inputs changed: the rerun may keep what has the same key
+    summary = _run(changed, ctx, scheduler="sync", progress=False)
+    assert changed.priors[0] is not None and changed.priors[0].reusable("s0-0", "key-s0-0")
+    assert summary.reused == 4 and summary.line().endswith(", 4 reused")
+    forced = KeyedStage(n_parts=1, fingerprint="v2")
+    summary = _run(forced, ctx, scheduler="sync", force=True, progress=False)
+    assert forced.priors == [None] and summary.reused == 0 and "reused" not in summary.line()
+
+
+def test_a_summary_line_says_how_many_samples_were_kept_and_scripts_read_it_back():
+    from pipeline.runner import StageSummary, parse_summaries
+
+    line = StageSummary("render", 4, 3, 1, 40, 2, 1.25, reused=7).line()
+    assert line == "render: 4 partitions (3 run, 1 already done), 40 samples, 2 failures, 1.2 s, 7 reused"
+    assert parse_summaries("x\n" + line + "\n")["render"] == {"parts": 4, "ran": 3, "done": 1, "samples": 40,
+                                                             "failures": 2, "reused": 7}  # fmt: skip
+    assert not StageSummary("fetch", 1, 1, 0, 5, 0, 0.5).line().endswith("reused")
+
+
+class _Upstream(StageBase):
+    name = "up"
+    reads = ()
+    unit = "rows"
+
+    def partitions(self, ctx, graph=None):
+        return [Partition(self.name, 0, 1, "up-fp")]
+
+    def incomplete(self, ctx, graph):
+        return "up: part-00000 is not done: run `make stage STAGE=up`"
+
+
+def test_a_stage_whose_upstream_is_not_complete_refuses_in_one_line_and_writes_no_marker(ctx):
+    stage = CountingStage(n_parts=2)
+    stage.consumes = ("up",)
+    graph = StageGraph(ctx, {"up": _Upstream(), stage.name: stage})
+    with pytest.raises(UserError, match=r"^species demo, stage toy: up: part-00000 is not done: run `make stage"):
+        run_stage(graph, stage.name, scheduler="sync", progress=False)
+    assert not any(p.marker_path(ctx).exists() or p.output_file(ctx, ".txt").exists() for p in stage.partitions(ctx))
