@@ -624,3 +624,43 @@ def test_a_bounded_mesh_fetch_downloads_only_the_fragments_inside_the_box_though
     assert meshes.downloaded == [names[1]]
     assert len(mesh.faces) == 1
     assert session.params[0]["bounds"] == "275-475_25-225_2-23"  # the server is asked for the box too
+
+
+# ---------------------------------------------------------------- every query pinned: a version, or live at as_of
+class _PinnedMat:
+    """A materialization client that notes how each query was pinned."""
+
+    def __init__(self) -> None:
+        self.pins: list[tuple[str, object]] = []
+
+    def _rows(self):  # noqa: ANN202
+        import pandas as pd
+
+        return pd.DataFrame({"id": [1, 2], "pt_root_id": [720, 721], "pt_supervoxel_id": [5, 6]})
+
+    def query_table(self, table, materialization_version=None, **_):  # noqa: ANN001, ANN003, ANN201
+        self.pins.append(("version", materialization_version))
+        return self._rows()
+
+    def live_query(self, table, timestamp, **_):  # noqa: ANN001, ANN003, ANN201
+        self.pins.append(("live", timestamp))
+        return self._rows()
+
+
+def test_table_queries_are_pinned_to_the_configured_version(offline_cave):
+    src, _ = offline_cave
+    src._mat_client = mat = _PinnedMat()
+    assert src.proofread_roots() == [720, 721]
+    assert mat.pins and set(mat.pins) == {("version", 783)}  # fly pins materialization 783: never "now"
+
+
+def test_without_a_version_queries_are_live_at_as_of_never_now(offline_cave):
+    import datetime as dt
+
+    src, _ = offline_cave
+    src.cfg = src.cfg.model_copy(update={"materialization_version": None, "as_of": 1_700_000_000.0})
+    src._as_of = None
+    src._mat_client = mat = _PinnedMat()
+    assert src.proofread_roots() == [720, 721]
+    when = dt.datetime.fromtimestamp(1_700_000_000.0, dt.timezone.utc)
+    assert mat.pins and set(mat.pins) == {("live", when)}
