@@ -214,3 +214,14 @@ def test_a_stage_whose_upstream_is_not_complete_refuses_in_one_line_and_writes_n
     with pytest.raises(UserError, match=r"^species demo, stage toy: up: part-00000 is not done: run `make stage"):
         run_stage(graph, stage.name, scheduler="sync", progress=False)
     assert not any(p.marker_path(ctx).exists() or p.output_file(ctx, ".txt").exists() for p in stage.partitions(ctx))
+
+
+def test_a_crashed_partition_is_listed_by_status_failed_with_its_unbuilt_samples_and_log(ctx):
+    from pipeline.build import crashed
+
+    with pytest.raises(UserError):
+        _run(CountingStage(broken={1}), ctx, scheduler="sync", progress=False)
+    (entry,) = crashed(ctx.work_dir, ctx.out_dir)
+    assert (entry["species"], entry["stage"], entry["partition"]) == ("demo", "toy", "part-00001")
+    assert entry["not_built"] == [f"s1-{k}" for k in range(4)] and "RuntimeError: boom" in entry["what"]
+    assert entry["log"] == str(CountingStage().partitions(ctx)[1].log_path(ctx))
