@@ -225,3 +225,23 @@ def test_a_crashed_partition_is_listed_by_status_failed_with_its_unbuilt_samples
     assert (entry["species"], entry["stage"], entry["partition"]) == ("demo", "toy", "part-00001")
     assert entry["not_built"] == [f"s1-{k}" for k in range(4)] and "RuntimeError: boom" in entry["what"]
     assert entry["log"] == str(CountingStage().partitions(ctx)[1].log_path(ctx))
+
+
+def test_a_change_of_level_moves_the_old_layout_to_previous_where_reuse_reads_it(ctx):
+    from pipeline.core.atomic import write_json
+    from pipeline.reuse import LEVEL_FILE, load_prior
+    from pipeline.runner import relayout
+
+    folder = ctx.stage_dir("toy")
+    folder.mkdir(parents=True)
+    for i in range(2):  # an old layout of level 1
+        write_text(folder / f"part-{i:05d}.txt", f"old {i}")
+        write_json(folder / f"part-{i:05d}.done", {"level": 1, "index": i, "samples": {f"{i}0aa": "k"}, "outputs": {}})
+    same = [Partition("toy", i, 1, "fp", level=1) for i in range(2)]
+    relayout(ctx, "toy", same)
+    assert not (folder / "previous").exists()  # the same level: nothing moves
+    relayout(ctx, "toy", [Partition("toy", i, 1, "fp", level=2) for i in range(4)])
+    assert sorted(p.name for p in (folder / "previous").iterdir()) == sorted(
+        [LEVEL_FILE, "part-00000.done", "part-00000.txt", "part-00001.done", "part-00001.txt"])  # fmt: skip
+    assert not list(folder.glob("part-*"))
+    assert load_prior(ctx, "toy", 0, 2).reusable("00aa", "k")  # new partition 0 lies inside old partition 0
