@@ -664,3 +664,10 @@ def test_without_a_version_queries_are_live_at_as_of_never_now(offline_cave):
     assert src.proofread_roots() == [720, 721]
     when = dt.datetime.fromtimestamp(1_700_000_000.0, dt.timezone.utc)
     assert mat.pins and set(mat.pins) == {("live", when)}
+
+
+def test_the_token_is_never_shown_by_the_source_or_its_error_messages(offline_cave):
+    src, _ = offline_cave
+    assert "fake-token" not in repr(src)
+    assert src._redact("GET /x?token=fake-token failed") == "GET /x?token=*** failed"
+    assert "fake-token" not in str(src._auth_error("https://cave.local/api"))
