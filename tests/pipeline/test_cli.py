@@ -61,7 +61,7 @@ def test_verify_of_an_altered_release_exits_non_zero_naming_the_shard(tmp_path):
     from tests.shard import fakes
 
     out = tmp_path / "out"
-    write_release(out_dir=out, shard_bytes=30_000, **fakes.build_inputs(tmp_path / "work", n_per_species=10))
+    write_release(out_dir=out, shard_bytes=30_000, **fakes.build_inputs(tmp_path / "work", 5, species=("fly",)))
     ok = CliRunner().invoke(cli, ["verify", "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     shard = sorted((out / "train").glob("*.parquet"))[0]
