@@ -182,3 +182,17 @@ def test_an_oblique_plane_must_beat_every_cardinal_view_not_only_the_first():
     assert info["em_best_normal"] == [0.0, 1.0, 0.0] and info["em_best_score"] == scores["xz"]
     assert np.array_equal(views["em_best_before"], views["em_xz_before"])
     assert output_score(views["em_best_before"]) >= max(output_score(views[f"em_{v}_before"]) for v in scores)
+
+
+def test_the_em_channel_is_stretched_from_the_views_1st_to_its_99th_percentile():
+    """R is the slab mean normalised to its 1st-99th percentile: about 1% of a view's pixels at 0 and 1% at 255
+    (a min-max stretch would put a single pixel at each end)."""
+    voxel = np.array([20.0, 20.0, 20.0])
+    n, (X, _Y, _Z) = _grid(voxel)
+    labels = np.where(X < 0, 11, 5).astype(np.uint64)
+    em = np.random.default_rng(1).integers(0, 256, size=labels.shape).astype(np.uint8)
+    views, _ = render_em_views(em, labels, voxel, {11}, set(), WINDOW)
+    for name in ("em_xy_before", "em_xz_before", "em_yz_before"):
+        r = views[name][..., 0]
+        low, high = np.mean(r == 0), np.mean(r == 255)
+        assert 0.005 < low < 0.02 and 0.005 < high < 0.02, (name, low, high)
