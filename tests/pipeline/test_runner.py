@@ -245,3 +245,27 @@ def test_a_change_of_level_moves_the_old_layout_to_previous_where_reuse_reads_it
         [LEVEL_FILE, "part-00000.done", "part-00000.txt", "part-00001.done", "part-00001.txt"])  # fmt: skip
     assert not list(folder.glob("part-*"))
     assert load_prior(ctx, "toy", 0, 2).reusable("00aa", "k")  # new partition 0 lies inside old partition 0
+
+
+class CrashingSampleStage(CountingStage):
+    """Partition 0's sample s0-1 failed on an unexpected exception (recorded by the sample loop as it does)."""
+
+    def run(self, ctx, part, prior):
+        outcome = super().run(ctx, part, prior)
+        if part.index == 0:
+            tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: a bug'
+            outcome.crashed = {"s0-1": tb}
+            outcome.failures.append(Failure("s0-1", ctx.species, "merge_edit", self.name, "unexpected_ValueError", tb))
+        return outcome
+
+
+def test_a_sample_failing_on_an_unexpected_exception_is_in_the_ledger_and_its_partitions_log(ctx):
+    stage = CrashingSampleStage(n_parts=2)
+    summary = _run(stage, ctx, scheduler="sync", progress=False)
+    log = stage.partitions(ctx)[0].log_path(ctx)
+    text = log.read_text()
+    assert "1 samples failed on unexpected exceptions" in text.splitlines()[0] and "sample s0-1:" in text
+    assert "ValueError: a bug" in text and not stage.partitions(ctx)[1].log_path(ctx).exists()
+    assert summary.crashed_samples == 1 and str(log) in summary.line()
+    ledger = {r["sample_id"]: r for r in pq.read_table(ctx.ledger_path).to_pylist()}
+    assert ledger["s0-1"]["reason"] == "unexpected_ValueError" and "Traceback" in ledger["s0-1"]["exception"]
