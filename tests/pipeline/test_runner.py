@@ -269,3 +269,20 @@ def test_a_sample_failing_on_an_unexpected_exception_is_in_the_ledger_and_its_pa
     assert summary.crashed_samples == 1 and str(log) in summary.line()
     ledger = {r["sample_id"]: r for r in pq.read_table(ctx.ledger_path).to_pylist()}
     assert ledger["s0-1"]["reason"] == "unexpected_ValueError" and "Traceback" in ledger["s0-1"]["exception"]
+
+
+def test_a_partition_that_dies_writing_its_failures_file_leaves_no_marker(ctx, monkeypatch):
+    """Markers last: the marker is written after the outputs and the failures file, never before, so a crash in
+    between leaves the partition not done (and a rerun redoes it)."""
+    import pipeline.runner as runner
+
+    def dies(path, failures):  # noqa: ANN001, ANN202
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "write_failures", dies)
+    stage = CountingStage(n_parts=1)
+    with pytest.raises((OSError, UserError), match="disk full"):  # raised as it is, or as the stage's one line
+        _run(stage, ctx, scheduler="sync", progress=False)
+    part = stage.partitions(ctx)[0]
+    assert part.output_file(ctx, ".txt").exists()  # the output was written ...
+    assert not part.marker_path(ctx).exists() and not is_done(ctx, part)  # ... but the partition is not done
