@@ -9,7 +9,7 @@ import re
 from tests.conftest import REPO, SLOW_FIXTURES
 
 SECTION = "## 8. Testing: each rule and the fast test that pins it"
-NAMED = re.compile(r"`((?:[\w/]+\.py)?)::(test_\w+)`")
+NAMED = re.compile(r"`((?:[\w/]+\.py)?)::(test_\w+)(?:\[[^\]`]*\])?`")  # a parameter id may follow
 
 
 def _named(cell: str, last_path: list[str]) -> list[tuple[str, str]]:
