@@ -415,7 +415,11 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, list]] = []
 
-    def run(self, host, endpoint, items, send, *, start, **_):  # noqa: ANN001, ANN003, ANN201
+    def run(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - read as the real layer's `run` reads them
+        import inspect
+
+        got = inspect.signature(adaptive.Adaptive.run).bind(self, *args, **kwargs).arguments
+        endpoint, items, send, start = got["endpoint"], got["items"], got["send"], got["start"]
         self.calls.append((endpoint, start, list(items)))
         batches = [list(items[i : i + start]) for i in range(0, len(items), start)]
         return [(b, send(b)) for b in batches]
