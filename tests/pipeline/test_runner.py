@@ -286,3 +286,55 @@ def test_a_partition_that_dies_writing_its_failures_file_leaves_no_marker(ctx, m
     part = stage.partitions(ctx)[0]
     assert part.output_file(ctx, ".txt").exists()  # the output was written ...
     assert not part.marker_path(ctx).exists() and not is_done(ctx, part)  # ... but the partition is not done
+
+
+class _Producer(CountingStage):
+    """Settles its partition's samples one by one; the second waits until the streaming stage has taken the first."""
+
+    name = "produce"
+
+    def __init__(self, taken):
+        super().__init__(n_parts=1)
+        self.taken = taken
+
+    def run(self, ctx, part, prior, on_sample=None):
+        outcome = super().run(ctx, part, prior)
+        for i, member in enumerate(part.members):
+            if i == 1:  # the consumer must be working on sample 0 while this partition still runs
+                assert self.taken.wait(timeout=30), "the streaming stage did not take sample 0 while this ran"
+            on_sample(member, (part.output_file(ctx, ".txt"), f"sha-{member}"))
+        return outcome
+
+
+class _Consumer(StageBase):
+    name = "consume"
+    reads = ()
+    unit = "rows"
+    streams_from = "produce"
+
+    def __init__(self, taken):
+        self.taken, self.seen = taken, []
+
+    def partition_of(self, ctx, upstream):
+        return Partition(self.name, upstream.index, upstream.n_samples, "consume-fp", upstream.level, upstream.members)
+
+    def run(self, ctx, part, prior, upstream=None):
+        for member in part.members:
+            self.seen.append((member, upstream(member)[1]))
+            self.taken.set()
+        write_text(part.output_file(ctx, ".txt"), "consumed")
+        return Outcome(built=len(part.members), outputs=[part.output_file(ctx, ".txt")])
+
+
+def test_a_streaming_stage_works_on_each_sample_as_soon_as_its_upstream_settled_it(ctx):
+    import threading
+
+    from pipeline.runner import execute_streamed
+
+    taken = threading.Event()
+    first, second = _Producer(taken), _Consumer(taken)
+    part = first.partitions(ctx)[0]
+    up, down = execute_streamed(first, second, ctx, part, False)
+    assert up.error is None and down.error is None and down.built == 4
+    assert second.seen == [(m, f"sha-{m}") for m in part.members]
+    assert is_done(ctx, part) and is_done(ctx, second.partition_of(ctx, part))  # each sealed with its own marker
