@@ -99,3 +99,11 @@ def test_invalid_yaml(tmp_path):
     d = _write(tmp_path, "species: [demo\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config("demo", d)
+
+
+def test_a_species_may_lose_at_most_two_percent_of_a_window_to_absent_chunks_unless_it_says_otherwise():
+    """README: `max_missing_fraction` (config, default 0.02); no shipped species config changes it."""
+    from config.schema import SpeciesConfig
+
+    assert SpeciesConfig.model_fields["max_missing_fraction"].default == 0.02
+    assert all(load_config(species).max_missing_fraction == 0.02 for species in known_species())

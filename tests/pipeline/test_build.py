@@ -135,3 +135,31 @@ def test_corrupt_render_part_is_caught_and_redone_in_a_moved_work_dir(built, tin
     again = cli(*args, config_dir=tiny_configs)
     assert "render: " in again.stdout and "1 run" in again.stdout.split("render: ")[1].split("\n")[0]
     assert (tmp_path / "out" / "shards.csv").read_text() == _shards(out)
+
+
+def test_a_species_stages_and_the_release_take_their_locks_before_any_work(tmp_path):
+    """A species' stages hold its work dir's lock; the release holds its own lock and shared locks on every species
+    it reads: with the species' lock held elsewhere, both refuse at once, naming it, and nothing is written."""
+    import pyarrow as pa
+
+    from config import load_config
+    from pipeline.build import RunOptions, run_species, write_release_all
+    from pipeline.candidates import BANK_SCHEMA
+    from pipeline.context import BuildContext
+    from pipeline.core.errors import UserError
+    from pipeline.locks import hold
+    from pipeline.stages.species import species_graph
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    ctx = BuildContext("demo", load_config("demo"), work, out)
+    ctx.bank_path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([], schema=BANK_SCHEMA), ctx.bank_path)
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    opts = RunOptions(scheduler="sync", progress=False)
+    with hold(ctx.lock_path, "another build"):
+        with pytest.raises(UserError, match="species demo .* is in use by pid"):
+            run_species(species_graph(ctx), opts)
+        with pytest.raises(UserError, match="species demo .* is in use by pid"):
+            write_release_all(work, out, opts)
+    assert sorted(p.relative_to(work) for p in work.rglob("*") if p.name != ".lock") == before
+    assert not out.exists()

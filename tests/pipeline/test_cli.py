@@ -54,3 +54,20 @@ def test_real_species_without_network_fails_fast_naming_the_endpoint(tmp_path):
     assert line.startswith("error:") and "Traceback" not in proc.stderr
     assert "http" in line  # names the endpoint it could not reach
     assert "not-a-real-token" not in proc.stderr + proc.stdout
+
+
+def test_verify_of_an_altered_release_exits_non_zero_naming_the_shard(tmp_path):
+    from shard.release import write_release
+    from tests.shard import fakes
+
+    out = tmp_path / "out"
+    write_release(out_dir=out, shard_bytes=30_000, **fakes.build_inputs(tmp_path / "work", 5, species=("fly",)))
+    ok = CliRunner().invoke(cli, ["verify", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    shard = sorted((out / "train").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    bad = CliRunner().invoke(cli, ["verify", "--out", str(out)])
+    assert bad.exit_code == 1
+    assert f"error: verify failed for {out}: train/{shard.name}" in bad.output and "altered" in bad.output

@@ -153,3 +153,188 @@ def test_a_stage_output_version_enters_only_that_stage_keys():
 
     assert code_version(FetchStage()) == __version__  # fetch keys do not move when the render's output does
     assert code_version(RenderStage()) == f"{__version__}+render.{OUTPUT_VERSION}"
+
+
+class KeyedStage(CountingStage):
+    """A CountingStage whose samples have keys, that notes the prior run each partition is given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.priors = []
+
+    def run(self, ctx, part, prior):
+        self.priors.append(prior)
+        outcome = super().run(ctx, part, prior)
+        kept = [m for m in part.members if prior is not None and prior.reusable(m, f"key-{m}")]
+        outcome.samples = {m: f"key-{m}" for m in part.members}
+        outcome.reused, outcome.built = len(kept), outcome.built - len(kept)
+        return outcome
+
+
+def test_a_marker_records_each_samples_key_and_force_hands_the_rerun_no_prior(ctx):
+    stage = KeyedStage(n_parts=1)
+    _run(stage, ctx, scheduler="sync", progress=False)
+    marker = json.loads(stage.partitions(ctx)[0].marker_path(ctx).read_text())
+    assert marker["samples"] == {f"s0-{k}": f"key-s0-{k}" for k in range(4)}
+    changed = KeyedStage(n_parts=1, fingerprint="v2")  # inputs changed: the rerun may keep what has the same key
+    summary = _run(changed, ctx, scheduler="sync", progress=False)
+    assert changed.priors[0] is not None and changed.priors[0].reusable("s0-0", "key-s0-0")
+    assert summary.reused == 4 and summary.line().endswith(", 4 reused")
+    forced = KeyedStage(n_parts=1, fingerprint="v2")
+    summary = _run(forced, ctx, scheduler="sync", force=True, progress=False)
+    assert forced.priors == [None] and summary.reused == 0 and "reused" not in summary.line()
+
+
+def test_a_summary_line_says_how_many_samples_were_kept_and_scripts_read_it_back():
+    from pipeline.runner import StageSummary, parse_summaries
+
+    line = StageSummary("render", 4, 3, 1, 40, 2, 1.25, reused=7).line()
+    assert line == "render: 4 partitions (3 run, 1 already done), 40 samples, 2 failures, 1.2 s, 7 reused"
+    assert parse_summaries("x\n" + line + "\n")["render"] == {"parts": 4, "ran": 3, "done": 1, "samples": 40,
+                                                             "failures": 2, "reused": 7}  # fmt: skip
+    assert not StageSummary("fetch", 1, 1, 0, 5, 0, 0.5).line().endswith("reused")
+
+
+class _Upstream(StageBase):
+    name = "up"
+    reads = ()
+    unit = "rows"
+
+    def partitions(self, ctx, graph=None):
+        return [Partition(self.name, 0, 1, "up-fp")]
+
+    def incomplete(self, ctx, graph):
+        return "up: part-00000 is not done: run `make stage STAGE=up`"
+
+
+def test_a_stage_whose_upstream_is_not_complete_refuses_in_one_line_and_writes_no_marker(ctx):
+    stage = CountingStage(n_parts=2)
+    stage.consumes = ("up",)
+    graph = StageGraph(ctx, {"up": _Upstream(), stage.name: stage})
+    with pytest.raises(UserError, match=r"^species demo, stage toy: up: part-00000 is not done: run `make stage"):
+        run_stage(graph, stage.name, scheduler="sync", progress=False)
+    assert not any(p.marker_path(ctx).exists() or p.output_file(ctx, ".txt").exists() for p in stage.partitions(ctx))
+
+
+def test_a_crashed_partition_is_listed_by_status_failed_with_its_unbuilt_samples_and_log(ctx):
+    from pipeline.build import crashed
+
+    with pytest.raises(UserError):
+        _run(CountingStage(broken={1}), ctx, scheduler="sync", progress=False)
+    (entry,) = crashed(ctx.work_dir, ctx.out_dir)
+    assert (entry["species"], entry["stage"], entry["partition"]) == ("demo", "toy", "part-00001")
+    assert entry["not_built"] == [f"s1-{k}" for k in range(4)] and "RuntimeError: boom" in entry["what"]
+    assert entry["log"] == str(CountingStage().partitions(ctx)[1].log_path(ctx))
+
+
+def test_a_change_of_level_moves_the_old_layout_to_previous_where_reuse_reads_it(ctx):
+    from pipeline.core.atomic import write_json
+    from pipeline.reuse import LEVEL_FILE, load_prior
+    from pipeline.runner import relayout
+
+    folder = ctx.stage_dir("toy")
+    folder.mkdir(parents=True)
+    for i in range(2):  # an old layout of level 1
+        write_text(folder / f"part-{i:05d}.txt", f"old {i}")
+        write_json(folder / f"part-{i:05d}.done", {"level": 1, "index": i, "samples": {f"{i}0aa": "k"}, "outputs": {}})
+    same = [Partition("toy", i, 1, "fp", level=1) for i in range(2)]
+    relayout(ctx, "toy", same)
+    assert not (folder / "previous").exists()  # the same level: nothing moves
+    relayout(ctx, "toy", [Partition("toy", i, 1, "fp", level=2) for i in range(4)])
+    assert sorted(p.name for p in (folder / "previous").iterdir()) == sorted(
+        [LEVEL_FILE, "part-00000.done", "part-00000.txt", "part-00001.done", "part-00001.txt"])  # fmt: skip
+    assert not list(folder.glob("part-*"))
+    assert load_prior(ctx, "toy", 0, 2).reusable("00aa", "k")  # new partition 0 lies inside old partition 0
+
+
+class CrashingSampleStage(CountingStage):
+    """Partition 0's sample s0-1 failed on an unexpected exception (recorded by the sample loop as it does)."""
+
+    def run(self, ctx, part, prior):
+        outcome = super().run(ctx, part, prior)
+        if part.index == 0:
+            tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: a bug'
+            outcome.crashed = {"s0-1": tb}
+            outcome.failures.append(Failure("s0-1", ctx.species, "merge_edit", self.name, "unexpected_ValueError", tb))
+        return outcome
+
+
+def test_a_sample_failing_on_an_unexpected_exception_is_in_the_ledger_and_its_partitions_log(ctx):
+    stage = CrashingSampleStage(n_parts=2)
+    summary = _run(stage, ctx, scheduler="sync", progress=False)
+    log = stage.partitions(ctx)[0].log_path(ctx)
+    text = log.read_text()
+    assert "1 samples failed on unexpected exceptions" in text.splitlines()[0] and "sample s0-1:" in text
+    assert "ValueError: a bug" in text and not stage.partitions(ctx)[1].log_path(ctx).exists()
+    assert summary.crashed_samples == 1 and str(log) in summary.line()
+    ledger = {r["sample_id"]: r for r in pq.read_table(ctx.ledger_path).to_pylist()}
+    assert ledger["s0-1"]["reason"] == "unexpected_ValueError" and "Traceback" in ledger["s0-1"]["exception"]
+
+
+def test_a_partition_that_dies_writing_its_failures_file_leaves_no_marker(ctx, monkeypatch):
+    """Markers last: the marker is written after the outputs and the failures file, never before, so a crash in
+    between leaves the partition not done (and a rerun redoes it)."""
+    import pipeline.runner as runner
+
+    def dies(path, failures):  # noqa: ANN001, ANN202
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "write_failures", dies)
+    stage = CountingStage(n_parts=1)
+    with pytest.raises((OSError, UserError), match="disk full"):  # raised as it is, or as the stage's one line
+        _run(stage, ctx, scheduler="sync", progress=False)
+    part = stage.partitions(ctx)[0]
+    assert part.output_file(ctx, ".txt").exists()  # the output was written ...
+    assert not part.marker_path(ctx).exists() and not is_done(ctx, part)  # ... but the partition is not done
+
+
+class _Producer(CountingStage):
+    """Settles its partition's samples one by one; the second waits until the streaming stage has taken the first."""
+
+    name = "produce"
+
+    def __init__(self, taken):
+        super().__init__(n_parts=1)
+        self.taken = taken
+
+    def run(self, ctx, part, prior, on_sample=None):
+        outcome = super().run(ctx, part, prior)
+        for i, member in enumerate(part.members):
+            if i == 1:  # the consumer must be working on sample 0 while this partition still runs
+                assert self.taken.wait(timeout=30), "the streaming stage did not take sample 0 while this ran"
+            on_sample(member, (part.output_file(ctx, ".txt"), f"sha-{member}"))
+        return outcome
+
+
+class _Consumer(StageBase):
+    name = "consume"
+    reads = ()
+    unit = "rows"
+    streams_from = "produce"
+
+    def __init__(self, taken):
+        self.taken, self.seen = taken, []
+
+    def partition_of(self, ctx, upstream):
+        return Partition(self.name, upstream.index, upstream.n_samples, "consume-fp", upstream.level, upstream.members)
+
+    def run(self, ctx, part, prior, upstream=None):
+        for member in part.members:
+            self.seen.append((member, upstream(member)[1]))
+            self.taken.set()
+        write_text(part.output_file(ctx, ".txt"), "consumed")
+        return Outcome(built=len(part.members), outputs=[part.output_file(ctx, ".txt")])
+
+
+def test_a_streaming_stage_works_on_each_sample_as_soon_as_its_upstream_settled_it(ctx):
+    import threading
+
+    from pipeline.runner import execute_streamed
+
+    taken = threading.Event()
+    first, second = _Producer(taken), _Consumer(taken)
+    part = first.partitions(ctx)[0]
+    up, down = execute_streamed(first, second, ctx, part, False)
+    assert up.error is None and down.error is None and down.built == 4
+    assert second.seen == [(m, f"sha-{m}") for m in part.members]
+    assert is_done(ctx, part) and is_done(ctx, second.partition_of(ctx, part))  # each sealed with its own marker

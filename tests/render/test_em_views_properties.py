@@ -145,3 +145,54 @@ def test_missing_view_fraction_counts_the_views_own_pixels():
     assert frac["em"] == pytest.approx(0.25, abs=0.03)
     assert 0.05 < frac["seg"] < 0.15
     assert render_em_views(em, lab, voxel, {11}, {22}, WINDOW)[1].get("missing_view_fraction") is None
+
+
+def test_the_best_view_score_counts_only_pixels_whose_centre_is_in_the_central_75_percent():
+    """224 px: rows and columns 28..195 (their centres within +-75% of the half-width); 27 and 196 are outside."""
+    from render.em_views import score_central
+
+    a = np.zeros((RES, RES), np.uint8)
+    b = np.zeros((RES, RES), np.uint8)
+    a[CENTRAL, CENTRAL] = 1  # 168 x 168 pixels inside
+    b[100, 40:50] = 1  # 10 inside
+    for edge in (0, 27, 196, 223):  # whole rows and columns outside: never counted
+        a[edge, :] = b[edge, :] = 1
+        a[:, edge] = b[:, edge] = 1
+    assert score_central(a, b) == pytest.approx(np.log(168 * 168) + np.log(10))
+    assert score_central(np.zeros_like(a), b) == pytest.approx(np.log(10))  # an empty mask counts as area 1
+    only_border = np.zeros_like(a)
+    only_border[27, :] = only_border[:, 196] = 1
+    assert score_central(only_border, only_border) == 0.0
+
+
+def test_an_oblique_plane_must_beat_every_cardinal_view_not_only_the_first():
+    """A and B are the two halves (x < 0, x > 0) of a thin slab |y| < 40 nm. The xz view (along y) cuts the slab's
+    plane and shows both halves whole: the best possible. The xy view shows a thin band; planes tilted a little
+    from xz show wider bands, scoring between the two. The best view must be xz itself, never such a plane."""
+    voxel = np.array([20.0, 20.0, 20.0])
+    n, (X, Y, Z) = _grid(voxel)
+    labels = np.full(n, 5, np.uint64)
+    slab = np.abs(Y) < 40.0
+    labels[slab & (X < 0)] = 11
+    labels[slab & (X > 0)] = 22
+    em = np.random.default_rng(0).integers(30, 230, size=labels.shape).astype(np.uint8)
+    views, info = render_em_views(em, labels, voxel, {11}, {22}, WINDOW)
+    scores = info["em_cardinal_scores"]
+    assert scores["xz"] > scores["xy"] and scores["xz"] > scores["yz"]
+    assert info["em_best_normal"] == [0.0, 1.0, 0.0] and info["em_best_score"] == scores["xz"]
+    assert np.array_equal(views["em_best_before"], views["em_xz_before"])
+    assert output_score(views["em_best_before"]) >= max(output_score(views[f"em_{v}_before"]) for v in scores)
+
+
+def test_the_em_channel_is_stretched_from_the_views_1st_to_its_99th_percentile():
+    """R is the slab mean normalised to its 1st-99th percentile: about 1% of a view's pixels at 0 and 1% at 255
+    (a min-max stretch would put a single pixel at each end)."""
+    voxel = np.array([20.0, 20.0, 20.0])
+    n, (X, _Y, _Z) = _grid(voxel)
+    labels = np.where(X < 0, 11, 5).astype(np.uint64)
+    em = np.random.default_rng(1).integers(0, 256, size=labels.shape).astype(np.uint8)
+    views, _ = render_em_views(em, labels, voxel, {11}, set(), WINDOW)
+    for name in ("em_xy_before", "em_xz_before", "em_yz_before"):
+        r = views[name][..., 0]
+        low, high = np.mean(r == 0), np.mean(r == 255)
+        assert 0.005 < low < 0.02 and 0.005 < high < 0.02, (name, low, high)

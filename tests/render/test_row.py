@@ -3,6 +3,7 @@ recorded fractions and to each view's own pixels, so that changing `max_missing_
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -86,3 +87,50 @@ def test_render_reads_only_the_keys_its_stage_declares():
     cfg = _Recording(load_config("demo"))
     render_row(ROW, _sample(0.0), cfg)
     assert cfg.read and cfg.read <= set(RenderStage.reads), cfg.read - set(RenderStage.reads)
+
+
+@pytest.mark.parametrize("sample_type", ["merge_edit", "junction_control"])
+def test_a_rows_geometry_is_an_npz_whose_arr_0_is_float16_of_shape_3_7_224_224(sample_type):
+    """The card's geometry column, read as its loading example reads it: np.load(...)["arr_0"]."""
+    single = sample_type == "junction_control"
+    sample = _sample(0.0)
+    if single:
+        sample.meshes = sample.meshes[:1]
+    row = render_row({**ROW, "sample_type": sample_type, "mask_b_root": "" if single else 2}, sample,
+                     load_config("demo"))  # fmt: skip
+    with np.load(io.BytesIO(row["geometry"])) as npz:
+        assert npz.files == ["arr_0"]
+        geom = npz["arr_0"]
+    assert geom.dtype == np.float16 and geom.shape == (3, 7, 224, 224)
+    assert geom[:, 5].any() and (geom[:, 6].any() != single)  # mask B: set on the dual row only
+
+
+def _plate(center: np.ndarray, extent: float, dx: float) -> trimesh.Trimesh:
+    """A square plate across the x axis at `dx` from the centre, half as wide as the view."""
+    plate = trimesh.creation.box(extents=(10.0, extent, extent))
+    return plate.apply_translation(center + [dx, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(("factor", "seen"), [(1.1, True), (1.3, False)])
+def test_meshes_are_cropped_at_12_times_the_drawn_extent_and_the_drawn_view_is_recorded(factor, seen):
+    """The front view looks along +x: a plate at x = centre - 1.1 x extent is in the crop (1.2 x extent) and hides
+    the middle of the view; one at 1.3 x extent is cropped away. The extent and centre drawn are in the metadata."""
+    from render.geometry import draw_view_params
+
+    cfg = load_config("demo")
+    row = {**ROW, "sample_type": "junction_control", "mask_b_root": ""}
+    center, extent = draw_view_params(row["combined_sample_hash"], row["coord_nm"], cfg.extent_nm,
+                                      cfg.center_jitter_nm, cfg.seed)  # fmt: skip
+    cube = trimesh.creation.box(extents=(200.0, 200.0, 200.0)).apply_translation(center)
+    mesh = trimesh.util.concatenate([cube, _plate(center, extent, -factor * extent)])
+    sample = _sample(0.0)
+    sample.meshes = [(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32))]
+    out = render_row(row, sample, cfg)
+    geom = np.load(io.BytesIO(out["geometry"]))["arr_0"].astype(np.float32)
+    front = geom[0, 0] > 0
+    side = np.ceil(224 * 200.0 / (2 * extent))  # the cube's width in pixels
+    assert (front.sum() > 224 * 224 / 5) == seen, front.sum()
+    assert front.sum() >= side * side * 0.8  # the cube itself is always there
+    meta = json.loads(out["metadata"])
+    assert meta["view_extent_nm"] == round(float(extent), 3)
+    assert meta["render_center_nm"] == [round(float(v), 3) for v in center]

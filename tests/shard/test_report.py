@@ -147,3 +147,31 @@ def test_show_of_a_synthetic_fly_row_links_flywire_at_the_rows_point_and_time(tm
     assert state["dimensions"] == {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [40e-9, "m"]}
     assert state["position"] == [100.0, 200.0, 100.0]
     assert seg["segments"] == ["720575940611", "720575940622"] and seg["timestamp"] == 1700000000250 - 1000
+
+
+def _stats(by_species: dict[str, dict[str, int]]) -> dict:
+    """The counts write_release hands the report, for species whose rows are all merge edits."""
+    by_type = {sp: {s: {"merge_edit": n} for s, n in splits.items()} for sp, splits in by_species.items()}
+    return {
+        "total_rows": sum(sum(v.values()) for v in by_species.values()),
+        "by_species": by_species,
+        "by_species_type": by_type,
+        "split_edits": {"total": 0, "with_after_mask": 0},
+        "shards": {s: {"n_shards": 1, "bytes": 100} for s in ("train", "validation", "test")},
+        "failures": {"total": 0, "by_stage_reason": [], "by_species": {}},
+    }
+
+
+def _share_row(page: str, species: str) -> str:
+    section = page.split(f"<h3>{species}</h3>", 1)[1].split("<h", 1)[0]
+    return section.split("<td>share of rows</td>", 1)[1].split("</tr>", 1)[0]
+
+
+def test_a_species_split_shares_are_of_its_own_rows_not_of_the_whole_release(tmp_path):
+    from shard.report import write_report
+
+    stats = _stats({"fly": {"train": 60, "validation": 20, "test": 20}, "mouse": {"train": 10, "validation": 0,
+                    "test": 0}})  # fmt: skip
+    page = write_report(tmp_path, stats, [], {}, {}).read_text()
+    assert _share_row(page, "fly") == "<td>60.0%</td><td>20.0%</td><td>20.0%</td><td>100</td>"
+    assert _share_row(page, "mouse") == "<td>100.0%</td><td>0.0%</td><td>0.0%</td><td>10</td>"

@@ -67,3 +67,19 @@ def test_row_forms_of_the_card_are_checked_without_decoding():
     for key, value in bad.items():
         problems = row_problems({**good, key: value})
         assert any(p.startswith(key) for p in problems), (key, problems)  # the rule of that column itself
+
+
+def test_deep_verify_refuses_a_geometry_that_is_not_float16_of_shape_3_7_224_224():
+    """The card: the geometry column decodes to a (3, 7, 224, 224) float16 array (key arr_0). The same values as
+    float32, or float16 at another size, are problems of the row."""
+    import numpy as np
+
+    from shard.rules import decoded_problems
+    from tests.shard import fakes
+
+    row = fakes.make_row("fly", "merge_edit", "k")
+    assert decoded_problems(row) == []
+    geom = fakes.geometry(row["combined_sample_hash"], dual=True)
+    for wrong in (geom.astype(np.float32), geom.astype(np.float64), geom[:, :, :112, :112], geom[:, :6]):
+        problems = decoded_problems({**row, "geometry": fakes.npz_bytes(np.ascontiguousarray(wrong))})
+        assert problems == [f"geometry is {wrong.shape} {wrong.dtype}, expected (3, 7, 224, 224) float16"]

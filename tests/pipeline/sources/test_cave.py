@@ -406,3 +406,273 @@ def test_token_never_written_to_disk(make_cfg, isolated_home, tmp_path, cave_twi
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
     assert not (isolated_home / ".cloudvolume" / "secrets").exists()
+
+
+# ---------------------------------------------------------------- each batched endpoint starts at its own size (fast)
+class _Recorder:
+    """A stand-in for adaptive.ADAPTIVE: records each call's endpoint, start size and items, and sends the items in
+    batches of the start size (as the real layer does before it learns anything)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, list]] = []
+
+    def run(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - read as the real layer's `run` reads them
+        import inspect
+
+        got = inspect.signature(adaptive.Adaptive.run).bind(self, *args, **kwargs).arguments
+        endpoint, items, send, start = got["endpoint"], got["items"], got["send"], got["start"]
+        self.calls.append((endpoint, start, list(items)))
+        batches = [list(items[i : i + start]) for i in range(0, len(items), start)]
+        return [(b, send(b)) for b in batches]
+
+
+class _FakeClient:
+    local_server = "https://cave.local"
+
+
+class _FakeChunkedgraph:
+    """Change logs, operation details, root timestamps and roots of a few invented roots and edits."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, list[list]] = {}
+
+    def _ask(self, what: str, batch) -> None:  # noqa: ANN001
+        self.asked.setdefault(what, []).append([int(v) for v in batch])
+
+    def get_tabular_change_log(self, roots, filtered=True):  # noqa: ANN001, ANN201
+        import pandas as pd
+
+        self._ask("change_log", roots)
+        return {
+            int(r): pd.DataFrame({"operation_id": [int(r)], "timestamp": [1_000.0], "is_merge": [True],
+                                  "before_root_ids": [[int(r) + 1, int(r) + 2]], "after_root_ids": [[int(r)]]})
+            for r in roots
+        }  # fmt: skip
+
+    def get_operation_details(self, ids):  # noqa: ANN001, ANN201
+        self._ask("operation_details", ids)
+        return {str(i): {"added_edges": [[1, 2]], "roots": [10_000 + int(i)], "source_coords": [[1, 2, 3]],
+                         "sink_coords": [[3, 2, 1]]} for i in ids}  # fmt: skip
+
+    def get_root_timestamps(self, roots):  # noqa: ANN001, ANN201
+        self._ask("root_timestamps", roots)
+        return [1_000.0 for _ in roots]
+
+    def get_roots(self, svs, timestamp=None):  # noqa: ANN001, ANN201
+        self._ask("roots", svs)
+        return np.asarray(svs, dtype=np.uint64) + np.uint64(1)
+
+    def level2_chunk_graph(self, root):  # noqa: ANN001, ANN201
+        return [[i, i + 1] for i in range(1, 30)]
+
+
+class _FakeL2:
+    def __init__(self) -> None:
+        self.asked: list[list[int]] = []
+
+    def get_l2data(self, ids, attributes):  # noqa: ANN001, ANN201
+        self.asked.append([int(v) for v in ids])
+        return {str(i): {"rep_coord_nm": [float(i) * 1000.0, 0.0, 0.0]} for i in ids}
+
+
+# sizes no two endpoints share, none of them the default
+SIZES = {"change_log_batch": 3, "operation_details_batch": 4, "synapse_pre_batch": 5, "roots_batch": 6,
+         "l2_batch": 7}  # fmt: skip
+
+
+@pytest.fixture()
+def offline_cave(monkeypatch):
+    """A CaveSource of the shipped fly config whose clients are fakes and whose adaptive layer records."""
+    from config import load_config
+    from config.schema import CONFIG_DIR
+    from pipeline.sources.cave_limits import CaveLimits
+
+    recorder = _Recorder()
+    monkeypatch.setattr(adaptive, "ADAPTIVE", recorder)
+    limits = CaveLimits(**SIZES)
+    assert len(set(SIZES.values())) == len(SIZES) and all(getattr(CaveLimits(), k) != v for k, v in SIZES.items())
+    src = CaveSource(load_config("fly", CONFIG_DIR), token="fake-token", limits=limits)
+    src._client, src._cg_client, src._l2_client = _FakeClient(), _FakeChunkedgraph(), _FakeL2()
+    src._as_of, src._checked, src._reached, src._l2cache = 2_000.0, True, True, True
+    return src, recorder
+
+
+def _starts(recorder: _Recorder, endpoint: str) -> set[int]:
+    return {start for e, start, _ in recorder.calls if e == endpoint}
+
+
+def test_change_logs_are_asked_through_the_change_log_endpoint_at_its_own_batch_size(offline_cave):
+    src, recorder = offline_cave
+    roots = list(range(100, 110))
+    log = src.change_log(roots)
+    assert _starts(recorder, "change_log") == {SIZES["change_log_batch"]}
+    assert src._cg_client.asked["change_log"] == [[100, 101, 102], [103, 104, 105], [106, 107, 108], [109]]
+    assert sorted(log.column("root_id").to_pylist()) == roots  # every batch's answer kept
+
+
+def test_operation_details_and_their_root_timestamps_start_at_their_own_batch_sizes(offline_cave):
+    src, recorder = offline_cave
+    got = src.operation_details(list(range(1, 10)))
+    assert sorted(got) == list(range(1, 10))
+    assert _starts(recorder, "operation_details") == {SIZES["operation_details_batch"]}
+    assert [len(b) for b in src._cg_client.asked["operation_details"]] == [4, 4, 1]
+    assert _starts(recorder, "root_timestamps") == {SIZES["roots_batch"]}
+    assert [len(b) for b in src._cg_client.asked["root_timestamps"]] == [6, 3]
+
+
+def test_roots_at_a_time_start_at_the_roots_batch_size(offline_cave):
+    src, recorder = offline_cave
+    svs = np.arange(1, 14, dtype=np.uint64)
+    assert src.roots_at(svs, 1_500.0).tolist() == (svs + np.uint64(1)).tolist()
+    assert _starts(recorder, "roots") == {SIZES["roots_batch"]}
+    assert [len(b) for b in src._cg_client.asked["roots"]] == [6, 6, 1]
+
+
+def test_level2_attributes_start_at_the_l2_batch_size(offline_cave):
+    src, recorder = offline_cave
+    skel = src.skeleton(1)
+    assert len(skel.vertices_nm) == 30
+    assert _starts(recorder, "l2cache") == {SIZES["l2_batch"]}
+    assert [len(b) for b in src._l2_client.asked] == [7, 7, 7, 7, 2]
+    assert _starts(recorder, "level2_graph") == {1}  # one graph per request: nothing to batch
+
+
+def test_synapse_queries_start_at_the_synapse_pre_batch_size(offline_cave):
+    import pandas as pd
+
+    src, recorder = offline_cave
+    asked: list[list[int]] = []
+
+    class _Mat:
+        def query_table(self, table, materialization_version=None, filter_in_dict=None, **_):  # noqa: ANN001, ANN003, ANN201
+            if filter_in_dict is None:  # the one-row probe of the table's columns
+                return pd.DataFrame({"id": [1], "pre_pt_root_id": [1], "post_pt_root_id": [2],
+                                     "ctr_pt_position": [[0, 0, 0]], "cleft_score": [99.0]})  # fmt: skip
+            pre = [int(r) for r in filter_in_dict["pre_pt_root_id"]]
+            asked.append(pre)
+            n = len(pre)
+            return pd.DataFrame({"id": pre, "pre_pt_root_id": pre, "post_pt_root_id": [2] * n,
+                                 "ctr_pt_position": [[0, 0, 0]] * n, "cleft_score": [99.0] * n})  # fmt: skip
+
+    src._mat_client = _Mat()
+    pre = list(range(10, 22))
+    table = src.synapses(pre, [2])
+    assert _starts(recorder, "synapses") == {SIZES["synapse_pre_batch"]}
+    assert [len(b) for b in asked] == [5, 5, 2]
+    assert sorted(table.column("pre_pt_root_id").to_pylist()) == pre
+
+
+# ---------------------------------------------------------------- a bounded mesh fetch: the box's fragments only
+class _FakeMeta:
+    """The graphene metadata CaveSource.mesh reads: a 4 x 4 x 40 nm volume of 256 x 256 x 32 voxel chunks."""
+
+    manifest_endpoint = "https://seg.local/meshing/api/v1/table/fake/manifest"
+    auth_header: dict = {}
+    chunks_start_at_voxel_offset = False
+    max_meshed_layer = 6
+
+    def bounds(self, mip):  # noqa: ANN001, ANN201
+        from cloudvolume.lib import Bbox
+
+        return Bbox((0, 0, 0), (1024, 512, 64))
+
+    def resolution(self, mip):  # noqa: ANN001, ANN201
+        return (4.0, 4.0, 40.0)
+
+    def voxel_offset(self, mip):  # noqa: ANN001, ANN201
+        return (0, 0, 0)
+
+    def decode_layer_id(self, root):  # noqa: ANN001, ANN201
+        return 10
+
+
+class _FakeMeshes:
+    """cloud-volume's mesh source: downloads what the prepared manifest lists (one triangle per fragment)."""
+
+    def __init__(self, src: CaveSource) -> None:
+        self.src, self.downloaded = src, []
+
+    def get(self, root, bounding_box=None, deduplicate_chunk_boundaries=False):  # noqa: ANN001, ANN201
+        from types import SimpleNamespace
+
+        names = self.src._manifests(root)["fragments"]
+        self.downloaded += names
+        verts = np.array([[[i, 0, 0], [i, 1, 0], [i, 0, 1]] for i in range(len(names))], float).reshape(-1, 3)
+        return SimpleNamespace(vertices=verts, faces=np.arange(len(verts)).reshape(-1, 3))
+
+
+class _V1ManifestSession:
+    """The meshing service of a v1 server: its manifest ignores `bounds` and lists every fragment of the root."""
+
+    def __init__(self, fragments: list[str]) -> None:
+        self.fragments, self.params = fragments, []
+
+    def get(self, url, data=None, params=None, headers=None, timeout=None):  # noqa: ANN001, ANN201
+        from types import SimpleNamespace
+
+        self.params.append(params)
+        body = {"fragments": list(self.fragments)}
+        return SimpleNamespace(status_code=200, json=lambda: body, raise_for_status=lambda: None)
+
+
+def test_a_bounded_mesh_fetch_downloads_only_the_fragments_inside_the_box_though_the_server_lists_all(offline_cave):
+    from types import SimpleNamespace
+
+    src, _recorder = offline_cave
+    src.limits = type(src.limits)(mesh_pad_nm=0.0)
+    names = [f"7:0:{x}-{x + 256}_0-256_0-32" for x in (0, 256, 512, 768)]  # four chunks along x
+    session = _V1ManifestSession(names)
+    meshes = _FakeMeshes(src)
+    src._seg_cv, src._mesh_session = SimpleNamespace(meta=_FakeMeta(), mesh=meshes), session
+    box_nm = (np.array([1100.0, 100.0, 100.0]), np.array([1900.0, 900.0, 900.0]))  # x voxels 275..475: chunk 1
+    mesh = src.mesh(7, box_nm=box_nm)
+    assert meshes.downloaded == [names[1]]
+    assert len(mesh.faces) == 1
+    assert session.params[0]["bounds"] == "275-475_25-225_2-23"  # the server is asked for the box too
+
+
+# ---------------------------------------------------------------- every query pinned: a version, or live at as_of
+class _PinnedMat:
+    """A materialization client that notes how each query was pinned."""
+
+    def __init__(self) -> None:
+        self.pins: list[tuple[str, object]] = []
+
+    def _rows(self):  # noqa: ANN202
+        import pandas as pd
+
+        return pd.DataFrame({"id": [1, 2], "pt_root_id": [720, 721], "pt_supervoxel_id": [5, 6]})
+
+    def query_table(self, table, materialization_version=None, **_):  # noqa: ANN001, ANN003, ANN201
+        self.pins.append(("version", materialization_version))
+        return self._rows()
+
+    def live_query(self, table, timestamp, **_):  # noqa: ANN001, ANN003, ANN201
+        self.pins.append(("live", timestamp))
+        return self._rows()
+
+
+def test_table_queries_are_pinned_to_the_configured_version(offline_cave):
+    src, _ = offline_cave
+    src._mat_client = mat = _PinnedMat()
+    assert src.proofread_roots() == [720, 721]
+    assert mat.pins and set(mat.pins) == {("version", 783)}  # fly pins materialization 783: never "now"
+
+
+def test_without_a_version_queries_are_live_at_as_of_never_now(offline_cave):
+    import datetime as dt
+
+    src, _ = offline_cave
+    src.cfg = src.cfg.model_copy(update={"materialization_version": None, "as_of": 1_700_000_000.0})
+    src._as_of = None
+    src._mat_client = mat = _PinnedMat()
+    assert src.proofread_roots() == [720, 721]
+    when = dt.datetime.fromtimestamp(1_700_000_000.0, dt.timezone.utc)
+    assert mat.pins and set(mat.pins) == {("live", when)}
+
+
+def test_the_token_is_never_shown_by_the_source_or_its_error_messages(offline_cave):
+    src, _ = offline_cave
+    assert "fake-token" not in repr(src)
+    assert src._redact("GET /x?token=fake-token failed") == "GET /x?token=*** failed"
+    assert "fake-token" not in str(src._auth_error("https://cave.local/api"))

@@ -107,3 +107,41 @@ def test_a_samples_key_follows_exactly_its_stages_declared_keys(ctx, stage):
     for key, value in changed.items():
         other = BuildContext(ctx.species, ctx.cfg.model_copy(update={key: value}), ctx.work_dir, ctx.out_dir)
         assert (sample_key(other, stage, "row", "up") != base) == (key in stage.reads), (stage.name, key)
+
+
+def test_a_partitions_fingerprint_covers_its_declared_inputs_and_nothing_else(ctx, monkeypatch):
+    """Declared config keys, the code version, the source's identity, the upstream partition's output digest and the
+    members' row digests: each changes the fingerprint; an undeclared key or another partition's rows do not."""
+    import pipeline.runner as runner
+    from pipeline.stages.common import bank_partition, source_identity
+
+    stage = FetchStage()
+    members, digests = ["00aa", "00bb"], ["d1", "d2"]
+
+    def fp(c=ctx, rows=digests, upstream="up", inputs=None):  # noqa: ANN001, ANN202
+        return bank_partition(c, stage, 0, 1, members, rows, upstream, (source_identity(c),) if inputs is None
+                              else inputs).fingerprint  # fmt: skip
+
+    base = fp()
+    assert fp() == base
+    assert fp(upstream="up2") != base and fp(rows=["d1", "d2x"]) != base and fp(inputs=("other world",)) != base
+    declared = BuildContext(ctx.species, ctx.cfg.model_copy(update={"em_mip": ctx.cfg.em_mip + 1}), ctx.work_dir,
+                            ctx.out_dir)  # fmt: skip
+    assert fp(declared) != base
+    for key, value in {"seed": 99, "split_salt": "x", "fetch_threads": 1, "partition_rows": 3}.items():
+        undeclared = BuildContext(ctx.species, ctx.cfg.model_copy(update={key: value}), ctx.work_dir, ctx.out_dir)
+        assert fp(undeclared) == base, key
+    monkeypatch.setattr(runner, "__version__", "0.0.0-other")
+    assert fp() != base
+
+
+def test_the_demo_sources_identity_is_its_worlds_digest(ctx):
+    from pipeline.stages.common import source_identity
+
+    assert source_identity(ctx) == "no-world"
+    marker = ctx.world_dir / "world.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text('{"seed": 1}')
+    first = source_identity(ctx)
+    marker.write_text('{"seed": 2}')
+    assert first not in ("no-world", source_identity(ctx))

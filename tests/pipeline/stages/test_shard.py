@@ -1,0 +1,49 @@
+"""The shard stage's refusals (pipeline/stages/shard.py), without a build: a species with a bank that is not rendered
+and split stops the release (never silently left out), and a render part whose bytes changed on disk is refused,
+named, and loses its marker so that the next build renders it again."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from config import load_config
+from pipeline.candidates import BANK_SCHEMA
+from pipeline.context import BuildContext
+from pipeline.core.errors import UserError
+from pipeline.markers import digests, write_marker
+from pipeline.runner import Partition
+from pipeline.stages.shard import ShardStage, check_render_parts, species_in
+
+
+def test_a_species_with_a_bank_that_is_not_rendered_and_split_stops_the_release(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "demo").mkdir(parents=True)
+    (work / "fly").mkdir()  # no bank: not a species of this work dir's release
+    pq.write_table(pa.Table.from_pylist([], schema=BANK_SCHEMA), work / "demo" / "bank.parquet")
+    assert species_in(work) == ["demo"]
+    stage = ShardStage()
+    release = stage.inputs(work, out)
+    assert release.problem is not None and "demo (render not done)" in release.problem
+    assert "make build SPECIES=demo" in release.problem and str(work / "demo") in release.problem
+    assert not stage.is_done(release, work, out)
+    with pytest.raises(UserError, match="demo .render not done. is not ready"):
+        stage.run(release, work, out)
+    assert not out.exists()
+
+
+def test_a_render_part_whose_bytes_changed_is_refused_naming_it_and_its_marker_removed(tmp_path):
+    ctx = BuildContext("demo", load_config("demo"), tmp_path / "work", tmp_path / "out")
+    parts = [Partition("render", i, 1, f"fp{i}") for i in range(2)]
+    for part in parts:
+        out = part.output_file(ctx)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"rows of part %d" % part.index)
+        write_marker(part.marker_path(ctx), {"fingerprint": part.fingerprint, "outputs": digests(ctx.work_dir, [out])})
+    check_render_parts([ctx], {"demo": parts})  # intact: nothing said, nothing removed
+    bad = parts[1].output_file(ctx)
+    bad.write_bytes(b"ROWS OF PART 1")  # the same size: only the sha256 tells
+    with pytest.raises(UserError, match=f"render part {bad} does not match the sha256 in its marker"):
+        check_render_parts([ctx], {"demo": parts})
+    assert parts[0].marker_path(ctx).exists() and not parts[1].marker_path(ctx).exists()
