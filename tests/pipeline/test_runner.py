@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pyarrow.parquet as pq
@@ -9,7 +10,7 @@ from pipeline.core.atomic import atomic_path, write_text
 from pipeline.core.errors import UserError
 from pipeline.core.ledger import Failure
 from pipeline.graph import StageGraph
-from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage
+from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage, to_retry
 
 
 class CountingStage(StageBase):
@@ -260,6 +261,7 @@ class CrashingSampleStage(CountingStage):
 
 
 def test_a_sample_failing_on_an_unexpected_exception_is_in_the_ledger_and_its_partitions_log(ctx):
+    ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"max_failed_fraction": 0.5}))  # within the budget
     stage = CrashingSampleStage(n_parts=2)
     summary = _run(stage, ctx, scheduler="sync", progress=False)
     log = stage.partitions(ctx)[0].log_path(ctx)
@@ -269,6 +271,21 @@ def test_a_sample_failing_on_an_unexpected_exception_is_in_the_ledger_and_its_pa
     assert summary.crashed_samples == 1 and str(log) in summary.line()
     ledger = {r["sample_id"]: r for r in pq.read_table(ctx.ledger_path).to_pylist()}
     assert ledger["s0-1"]["reason"] == "unexpected_ValueError" and "Traceback" in ledger["s0-1"]["exception"]
+
+
+def test_failures_for_the_servers_sake_past_the_budget_stop_the_stage_in_one_line_once_every_partition_sealed(ctx):
+    """1 of 8 rows failed on an unexpected exception: past max_failed_fraction (0.01), the stage stops in one line
+    naming the reason; its partitions are sealed and the ledger written, and the marker counts the failure to retry,
+    so the next run redoes only that partition."""
+    stage = CrashingSampleStage(n_parts=2)
+    with pytest.raises(UserError) as stopped:
+        _run(stage, ctx, scheduler="sync", progress=False)
+    text = str(stopped.value)
+    assert "\n" not in text and "stage toy: 1 of 8 rows" in text and "over max_failed_fraction 0.01" in text
+    assert "unexpected_ValueError 1" in text
+    parts = stage.partitions(ctx)
+    assert all(is_done(ctx, p) for p in parts) and [to_retry(ctx, p) for p in parts] == [1, 0]
+    assert "s0-1" in pq.read_table(ctx.ledger_path).column("sample_id").to_pylist()
 
 
 def test_a_partition_that_dies_writing_its_failures_file_leaves_no_marker(ctx, monkeypatch):
