@@ -36,6 +36,7 @@ sizes and timeouts change how the rows are asked for, never which rows come back
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import logging
 import re
@@ -230,10 +231,11 @@ class _Size:
     """One endpoint's working size on one host.
 
     Evidence that ambiguous failures (a timeout, 502, 503, 504, a reset) are about size: EVIDENCE batches failed with
-    no batch at least as large answering in between, and a smaller one answered. A size limit fails every batch
-    above it; a fault of the moment rarely fails three in a row; an item that fails every batch holding it fails a
-    half whose sibling of the same size just answered. Then the size becomes the largest that answered (lately, or
-    in between) below the smallest that failed."""
+    no batch at least as large answering in between, two of them holding different items (not one inside the
+    other's bisection), and a smaller one answered. A size limit fails every batch above it, both halves of one
+    included; a fault of the moment rarely fails three in a row; an item that fails every batch holding it fails
+    only batches nested around it (whose siblings answer). Then the size becomes the largest that answered (lately,
+    or in between) below the smallest that failed."""
 
     size: int
     start: int
@@ -241,6 +243,7 @@ class _Size:
     streak: int = 0  # successes in a row at the working size
     since_failure: int = 0
     failed: list[int] = field(default_factory=list)  # sizes that failed ambiguously, none that large answered since
+    spans: list[tuple] = field(default_factory=list)  # (call, first, last item) of each of them
     answered: int = 0  # the largest size answered since the first of them
     recent: deque = field(default_factory=lambda: deque(maxlen=FORGET_AFTER))  # sizes of the latest answers
     below: int | None = None  # the largest size answered since, below every size in `failed`
@@ -255,7 +258,8 @@ class _Size:
             self.ceiling = None
         if self.failed:
             self.answered = max(self.answered, n)
-            self.failed = [f for f in self.failed if f > n]  # that size answers after all
+            kept = [i for i, f in enumerate(self.failed) if f > n]  # that size answers after all
+            self.failed, self.spans = [self.failed[i] for i in kept], [self.spans[i] for i in kept]
             if not self.failed:
                 self._forget()
             elif n < min(self.failed):
@@ -284,7 +288,7 @@ class _Size:
         self.streak = self.since_failure = 0
         self._forget()
 
-    def ambiguous(self, n: int, epoch: int = 0) -> None:
+    def ambiguous(self, n: int, epoch: int = 0, span: tuple = ()) -> None:
         """A batch of n timed out or was answered 502 / 503 / 504: too large, or the server too busy, or a fault of
         the moment. Only evidence changes the size (see the class)."""
         self.streak = 0
@@ -295,12 +299,13 @@ class _Size:
         if not self.failed:
             self.epoch, self.answered = epoch, 0
         self.failed.append(n)
+        self.spans.append(span)
         if self.below is not None and self.below >= min(self.failed):
             self.below = None
         self._confirm()
 
     def _confirm(self) -> None:
-        if len(self.failed) >= EVIDENCE and self.below is not None:
+        if len(self.failed) >= EVIDENCE and self.below is not None and not _nested(self.spans):
             smallest = min(self.failed)
             self.ceiling = smallest if self.ceiling is None else min(self.ceiling, smallest)
             answered = max([self.below, *(r for r in self.recent if r < smallest)])
@@ -309,7 +314,18 @@ class _Size:
             self._forget()
 
     def _forget(self) -> None:
-        self.failed, self.answered, self.below = [], 0, None
+        self.failed, self.spans, self.answered, self.below = [], [], 0, None
+
+
+def _nested(spans: list[tuple]) -> bool:
+    """Whether every two of these batches (call, first, last item) hold one inside the other: one item's failures."""
+    for i, a in enumerate(spans):
+        for b in spans[i + 1 :]:
+            if not a or not b or a[0] != b[0]:
+                return False  # different calls: different batches
+            if not (a[1] <= b[1] and b[2] <= a[2]) and not (b[1] <= a[1] and a[2] <= b[2]):
+                return False
+    return True
 
 
 @dataclass
@@ -418,19 +434,21 @@ class Adaptive:
         url = host
         host = urllib.parse.urlsplit(host).netloc or host
         read_s = opts.read_timeout(endpoint)
-        todo: deque[list[T]] = deque()
+        call = next(_CALLS)
+        todo: deque[tuple[list[T], int]] = deque()  # (batch, the index of its first item in `items`)
         size = self.size(host, endpoint, start)
         for i in range(0, len(items), size):
-            todo.append(list(items[i : i + size]))
+            todo.append((list(items[i : i + size]), i))
         out: list[tuple[list[T], R]] = []
         while todo:
-            batch = todo.popleft()
+            batch, first = todo.popleft()
             size = self.size(host, endpoint, start)
             if len(batch) > size:  # learned meanwhile (here or on another thread): never send a size known to fail
-                todo.extendleft(reversed([batch[i : i + size] for i in range(0, len(batch), size)]))
+                todo.extendleft(reversed([(batch[i : i + size], first + i) for i in range(0, len(batch), size)]))
                 continue
+            span = (call, first, first + len(batch))
             try:
-                answer = self._one_batch(url, host, endpoint, what, batch, send, start, opts, read_s, todo)
+                answer = self._one_batch(url, host, endpoint, what, batch, span, send, start, opts, read_s, todo)
             except Unavailable as gone:
                 if failed is None:
                     raise
@@ -441,8 +459,8 @@ class Adaptive:
         return out
 
     def _one_batch(
-        self, url: str, host: str, endpoint: str, what: str, batch: list, send: Callable[[list], R], start: int,
-        opts: CaveRequests, read_s: float, todo: deque,
+        self, url: str, host: str, endpoint: str, what: str, batch: list, span: tuple, send: Callable[[list], R],
+        start: int, opts: CaveRequests, read_s: float, todo: deque,
     ) -> Any:  # fmt: skip
         """One batch to its answer: the answer, `_BISECTED` (its halves put first in `todo`), or Unavailable."""
         sends, timeouts, limited, uncounted, loaded = 0, 0, 0, 0, 0
@@ -497,9 +515,9 @@ class Adaptive:
                     if failure.definite:
                         state.too_large(len(batch))
                     elif ambiguous and not troubled:  # under load, a failure says nothing of the size
-                        state.ambiguous(len(batch), epoch)
+                        state.ambiguous(len(batch), epoch, span)
                     self._counters.bisections += 1
-                todo.extendleft([batch[half:], batch[:half]])
+                todo.extendleft([(batch[half:], span[1] + half), (batch[:half], span[1])])
                 return _BISECTED
             if not failure.definite:
                 if not ambiguous:
@@ -522,6 +540,7 @@ class Adaptive:
 
 
 _BISECTED = object()
+_CALLS = itertools.count()  # each run() a call of its own (batches of two calls never nest)
 ADAPTIVE = Adaptive()  # one per process: its threads share what was learned
 
 

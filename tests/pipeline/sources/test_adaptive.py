@@ -180,6 +180,25 @@ def test_an_item_that_always_fails_is_isolated_and_unavailable_while_the_others_
     assert counters["unavailable"] == 1 and counters["server_errors"] == counters["bisections"] + OPTS.item_sends
 
 
+@pytest.mark.parametrize("name", ["timeout", "http_500"])
+def test_an_item_failing_first_in_a_large_batch_teaches_no_size(name):
+    """A root whose lineage never answers in time (or that a 500 follows) at the head of a batch of 64 fails every
+    batch of the bisection that holds it, each before any sibling answers: those failures are one item's (all
+    nested around it), not a size limit; the size stays."""
+    layer = Adaptive(sleep=lambda s: None)
+    error = {"timeout": FAILURES["timeout"], "http_500": lambda: _http_error(500, body={"message": "KeyError"})}[name]
+
+    def send(batch: list[int]) -> list[int]:
+        if 0 in batch:
+            raise error()
+        return batch
+
+    failed: list = []
+    got = layer.run("h:1", "change_log", list(range(64)), send, start=64, opts=OPTS, what="c", failed=failed)
+    assert _flat(got) == list(range(1, 64)) and [item for item, _ in failed] == [0]
+    assert layer.size("h:1", "change_log", 64) == 64
+
+
 def test_without_a_failed_list_an_unavailable_item_raises_and_is_not_resent_by_the_retrying_wrapper():
     layer = Adaptive(sleep=lambda s: None)
     server = Server(0, FAILURES["http_502"])
