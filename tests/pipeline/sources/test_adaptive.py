@@ -199,6 +199,42 @@ def test_an_item_failing_first_in_a_large_batch_teaches_no_size(name):
     assert layer.size("h:1", "change_log", 64) == 64
 
 
+def test_500s_of_two_bad_items_in_two_halves_teach_no_size():
+    """A 500 is an item's (PyChunkedGraph's answer to an exception), never a size: two bad roots in both halves of a
+    batch fail disjoint batches, which timeouts would count as evidence of a limit; 500s do not."""
+    layer = Adaptive(sleep=lambda s: None)
+
+    def send(batch: list[int]) -> list[int]:
+        if 0 in batch or 40 in batch:
+            raise _http_error(500, body={"message": "KeyError"})
+        return batch
+
+    failed: list = []
+    layer.run("h:1", "change_log", list(range(64)), send, start=64, opts=OPTS, what="c", failed=failed)
+    assert sorted(item for item, _ in failed) == [0, 40] and layer.size("h:1", "change_log", 64) == 64
+
+
+def test_a_500_on_every_request_during_an_outage_spends_no_resends(monkeypatch):
+    """A host that answers 500 to everything is down, not the item: while the budget has it paused, the item's 500s
+    are not counted; it is answered once the host is back."""
+    layer = Adaptive(sleep=lambda s: None)
+    state = {"n": 0}
+
+    class Budget:
+        def health(self, url: str) -> tuple[int, bool, bool]:
+            return 1, state["n"] < 8, False
+
+    monkeypatch.setattr(budgets, "current", lambda: Budget())
+
+    def send(batch: list[int]) -> list[int]:
+        state["n"] += 1
+        if state["n"] < 8:
+            raise _http_error(500, body={"message": "upstream down"})
+        return batch
+
+    assert _flat(layer.run("h:1", "manifest", [5], send, start=1, opts=OPTS, what="manifest")) == [5]
+
+
 def test_without_a_failed_list_an_unavailable_item_raises_and_is_not_resent_by_the_retrying_wrapper():
     layer = Adaptive(sleep=lambda s: None)
     server = Server(0, FAILURES["http_502"])
