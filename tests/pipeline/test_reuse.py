@@ -63,3 +63,21 @@ def test_rows_of_a_part_corrupted_on_disk_are_never_reused(ctx):
     out = ctx.part_file("render", 0, ".parquet")
     pq.write_table(pa.table({"combined_sample_hash": ["00ab"]}), out)  # bytes no longer those of its marker
     assert load_prior(ctx, "render", 0, 0).rows(ctx, {"00aa", "00ab"}) is None
+
+
+def test_a_recorded_failure_is_kept_only_when_it_is_the_datas_own_reason():
+    """A sample that failed for its data (a missing mesh) keeps its failure under the same key; one a server could
+    not give (`*_unavailable`) or an unexpected exception stopped is built again by the next run."""
+    from pipeline.reuse import PriorRun
+
+    def failure(sid: str, reason: str) -> Failure:
+        return Failure(sid, "demo", "merge_edit", "fetch", reason, "")
+
+    prior = PriorRun(
+        keys={"a": "k", "b": "k", "c": "k"},
+        failures={"a": failure("a", "missing_mesh"), "b": failure("b", "mesh_unavailable"),
+                  "c": failure("c", "unexpected_KeyError")},
+    )  # fmt: skip
+    assert prior.failure("a", "k") == failure("a", "missing_mesh")
+    assert prior.failure("b", "k") is None and prior.failure("c", "k") is None
+    assert prior.failure("a", "other key") is None
