@@ -247,6 +247,7 @@ class _Size:
     answered: int = 0  # the largest size answered since the first of them
     recent: deque = field(default_factory=lambda: deque(maxlen=FORGET_AFTER))  # sizes of the latest answers
     below: int | None = None  # the largest size answered since, below every size in `failed`
+    version: int = 0  # the build's shared size (budget.learned) this process last took
     epoch: int = 0  # the host's outages begun when the evidence began (failures before an outage are the outage's)
 
     def success(self, n: int, epoch: int | None = None) -> None:
@@ -435,6 +436,7 @@ class Adaptive:
         host = urllib.parse.urlsplit(host).netloc or host
         read_s = opts.read_timeout(endpoint)
         call = next(_CALLS)
+        before = self._take_shared(url, host, endpoint, start)
         todo: deque[tuple[list[T], int]] = deque()  # (batch, the index of its first item in `items`)
         size = self.size(host, endpoint, start)
         for i in range(0, len(items), size):
@@ -456,7 +458,30 @@ class Adaptive:
                 continue
             if answer is not _BISECTED:
                 out.append((batch, answer))
+        self._share(url, host, endpoint, start, before)
         return out
+
+    def _take_shared(self, url: str, host: str, endpoint: str, start: int) -> tuple[int, int | None]:
+        """Start from the size another process of the build learned last (budget.learned); (size, ceiling) now."""
+        shared = budgets.current().learned(url, endpoint) if start > 1 else None
+        with self._lock:
+            state = self._state(host, endpoint, start)
+            if shared is not None and shared[0] > state.version:
+                state.version, state.size, state.ceiling = shared[0], max(1, min(shared[1], state.start)), shared[2]
+                state.streak = 0
+            return state.size, state.ceiling
+
+    def _share(self, url: str, host: str, endpoint: str, start: int, before: tuple[int, int | None]) -> None:
+        """Tell the build a size this call learned (a limit found here is not found again by every worker)."""
+        if start <= 1:
+            return
+        with self._lock:
+            state = self._state(host, endpoint, start)
+            now = (state.size, state.ceiling)
+        if now != before:
+            version = budgets.current().learn(url, endpoint, *now)
+            with self._lock:
+                state.version = max(state.version, version)
 
     def _one_batch(
         self, url: str, host: str, endpoint: str, what: str, batch: list, span: tuple, send: Callable[[list], R],

@@ -14,6 +14,8 @@ process that backs off alone leaves the others hammering. So every HTTP request 
 - per minute: a host's configured pace (`requests_per_minute_per_host`), and a pace per endpoint after a server said
   it is rate limited with numbers (`rate_limited`: below the amount per window the server named; a bare 429 holds the
   endpoint for its Retry-After or the configured wait); each request reserves its turn;
+- batch sizes: what one process learned of an endpoint's size limit (adaptive.py) every other starts from
+  (`learned`, `learn`), so that a limit costs its refusals once per build, not once per worker process;
 - outages: when the requests to a host fail in a row (`OUTAGE_FAILS` of them, on at least `OUTAGE_TARGETS` different
   URLs: one item failing again and again is not an outage) with no answer for `OUTAGE_QUIET_S`, the host is paused:
   one probe request at a time, waits growing from 1 to 60 s, until a probe is answered or the deadline
@@ -116,6 +118,7 @@ class HostBudget:
         self._pace: dict[tuple[str, str], float] = {}  # (host, endpoint or "*") -> seconds between sends
         self._rate_limits: dict[tuple[str, str], str] = {}  # (host, endpoint) -> the limit the server named
         self._pace_version: dict[tuple[str, str], int] = {}  # (host, endpoint) -> paces set so far
+        self._learned: dict[tuple[str, str], tuple[int, int, int | None]] = {}  # (host, endpoint) -> learn()
 
     def _host(self, host: str) -> _Host:
         state = self._hosts.get(host)
@@ -250,6 +253,19 @@ class HostBudget:
             troubled = sum(h.recent) >= TROUBLE_DENSE or self._clock() - h.decrease_at < TROUBLED_FOR_S
             return h.epoch, h.opened_at is not None, troubled
 
+    def learned(self, host: str, endpoint: str) -> tuple[int, int, int | None] | None:
+        """(version, batch size, ceiling) that some process of the build learned last for `endpoint` on `host`, or
+        None: every process starts a call from it, so that a limit is found once per build, not once per worker."""
+        with self._lock:
+            return self._learned.get((host, endpoint))
+
+    def learn(self, host: str, endpoint: str, size: int, ceiling: int | None) -> int:
+        """A process's batch size (and ceiling) for `endpoint` after a call that changed it; returns its version."""
+        with self._lock:
+            version = (self._learned.get((host, endpoint)) or (0,))[0] + 1
+            self._learned[(host, endpoint)] = (version, int(size), None if ceiling is None else int(ceiling))
+            return version
+
     def stats(self) -> dict[str, Any]:
         """What the budget did, per host: the most requests in flight, the lowest limit, halvings, outages, paces."""
         with self._lock:
@@ -321,6 +337,13 @@ class BudgetClient:
     def health(self, url: str) -> tuple[int, bool, bool]:
         epoch, on, troubled = self._call("health", host_of(url))
         return int(epoch), bool(on), bool(troubled)
+
+    def learned(self, url: str, endpoint: str) -> tuple[int, int, int | None] | None:
+        got = self._call("learned", host_of(url), endpoint)
+        return None if got is None else (int(got[0]), int(got[1]), got[2])
+
+    def learn(self, url: str, endpoint: str, size: int, ceiling: int | None) -> int:
+        return int(self._call("learn", host_of(url), endpoint, size, ceiling))
 
     def stats(self) -> dict[str, Any]:
         return dict(self._call("stats"))

@@ -71,6 +71,16 @@ def _flat(pairs: list) -> list[int]:
     return [v for _, answer in pairs for v in answer]
 
 
+class _Shares:
+    """What a fake budget answers about the build's shared sizes: nothing learned yet."""
+
+    def learned(self, url: str, endpoint: str) -> None:
+        return None
+
+    def learn(self, url: str, endpoint: str, size: int, ceiling: int | None) -> int:
+        return 0
+
+
 @pytest.fixture(autouse=True)
 def fresh_budget():
     """Each test with a budget of its own (the process's is shared by every request of the process)."""
@@ -155,6 +165,17 @@ def test_growth_finds_the_limit_exactly_and_then_stays_below_it():
     assert len(refused) <= adaptive.EVIDENCE and len(server.sent) <= 3 * 20 + 6  # one probe past it at most
 
 
+def test_a_size_one_process_learned_is_where_every_other_process_of_the_build_starts(fresh_budget):
+    """Worker processes share the build's budget: the limit one of them found costs the others no refusal."""
+    first, second = Adaptive(sleep=lambda s: None), Adaptive(sleep=lambda s: None)
+    server = Server(5, FAILURES["http_414"])
+    first.run("h:1", "l2cache", list(range(20)), server, start=40, opts=OPTS, what="l2")
+    server.sent.clear()
+    got = second.run("h:1", "l2cache", list(range(20)), server, start=40, opts=OPTS, what="l2")
+    assert _flat(got) == [2 * i for i in range(20)] and [len(b) for b in server.sent] == [5, 5, 5, 5]
+    assert second.size("h:1", "l2cache", 40) == 5
+
+
 def test_an_item_that_always_fails_is_isolated_and_unavailable_while_the_others_are_answered():
     """PyChunkedGraph answers 500 for every batch holding one bad root (pcgv1 edges_failsafe): the batch is bisected
     down to that root, which is sent `item_sends` times, then given up with its endpoint and the server's answer;
@@ -220,7 +241,7 @@ def test_a_500_on_every_request_during_an_outage_spends_no_resends(monkeypatch):
     layer = Adaptive(sleep=lambda s: None)
     state = {"n": 0}
 
-    class Budget:
+    class Budget(_Shares):
         def health(self, url: str) -> tuple[int, bool, bool]:
             return 1, state["n"] < 8, False
 
@@ -342,7 +363,7 @@ def test_sends_while_the_host_is_down_do_not_spend_the_items_resends(monkeypatch
     layer = Adaptive(sleep=lambda s: None)
     paused = {"left": 10}
 
-    class Budget:
+    class Budget(_Shares):
         def health(self, url: str) -> tuple[int, bool, bool]:
             paused["left"] -= 1
             return 1, paused["left"] >= 0, False
@@ -365,7 +386,7 @@ def test_failures_that_an_outage_explains_teach_no_size(monkeypatch):
     layer = Adaptive(sleep=lambda s: None)
     state = {"sent": 0}
 
-    class Budget:  # paused from the third failure on, back (a new outage epoch) after the fifth request
+    class Budget(_Shares):  # paused from the third failure on, back (a new outage epoch) after the fifth request
         def health(self, url: str) -> tuple[int, bool, bool]:
             sent = state["sent"]
             return (1, False, False) if sent >= 5 else (0 if sent < 3 else 1, sent >= 3, False)
@@ -388,7 +409,7 @@ def test_a_batch_that_times_out_while_its_host_is_under_load_is_sent_whole_again
     the timeouts say nothing of the size."""
     layer = Adaptive(sleep=lambda s: None)
 
-    class Budget:
+    class Budget(_Shares):
         def health(self, url: str) -> tuple[int, bool, bool]:
             return 0, False, True
 
