@@ -99,3 +99,62 @@ def test_metadata_takes_the_first_rows_forms(rows_by_type):
     for sample_type in ("junction_control", "synapse_control"):
         meta = json.loads(rows_by_type[sample_type][0]["metadata"])
         assert type(meta["cutout_timestamp"]) is int and meta["cutout_timestamp"] == 2000
+
+
+class _TwoLineages(FakeSource):
+    """Merge op 5 sits in both P's and Q's change logs, each listing the after root of its own lineage; P's change
+    log and level-2 graph cannot be had while `down` (as a server answering 500 for that root)."""
+
+    down = True
+
+    def change_log(self, root_ids):  # noqa: ANN001, ANN201
+        import pyarrow as pa
+
+        from pipeline.core.errors import PartlyUnavailable, Unavailable
+
+        log = super().change_log(root_ids)
+        extra = pa.table({"root_id": [P, Q], "operation_id": [5, 5], "timestamp": [500.0, 500.0],
+                          "is_merge": [True, True], "before_root_ids": [[A, B], [A, B]],
+                          "after_root_ids": [[C], [X]]}).cast(log.schema)  # fmt: skip
+        log = pa.concat_tables([log, extra])
+        log = log.filter(pa.compute.is_in(log["root_id"], pa.array(sorted(root_ids), log.schema.field("root_id").type)))
+        if self.down and P in root_ids:
+            keep = pa.compute.not_equal(log["root_id"], P)
+            raise PartlyUnavailable(log.filter(keep), {P: Unavailable("change_log", "HTTP 500 for root P")})
+        return log
+
+    def operation_details(self, operation_ids):  # noqa: ANN001, ANN201
+        from pipeline.sources.base import OperationDetails
+
+        got = super().operation_details([o for o in operation_ids if o != 5])
+        if 5 in operation_ids:
+            got[5] = OperationDetails(5, 500.0, True, (), (), ((40, 40, 40),), ((42, 40, 40),))
+        return got
+
+    def skeleton(self, root_id):  # noqa: ANN001, ANN201
+        from pipeline.core.errors import Unavailable
+
+        if self.down and root_id == P:
+            raise Unavailable("level2_graph", "HTTP 500 for root P")
+        return super().skeleton(root_id)
+
+
+def test_a_retry_asks_only_for_what_failed_and_gives_the_rows_of_a_whole_run():
+    """A batch whose root P could not give its change log and level-2 graph: its rows, change-log rows and failures
+    kept; the retry (the servers answering) asks again only for P's, rebuilds op 5 (in P's and Q's logs, its after
+    roots now from both lineages) and adds P's junctions: the same rows and failures as a run of the whole batch."""
+    from pipeline.candidates import bank_candidates, retry_candidates
+
+    cfg = load_config("demo")
+    source = _TwoLineages()
+    first = bank_candidates(source, cfg, [P, Q], [P, Q])
+    reasons = {(f.sample_id, f.reason) for f in first.failures}
+    assert {(f"root:{P}", "change_log_unavailable"), (f"root:{P}", "level2_graph_unavailable")} <= reasons
+    source.down = False
+    whole = bank_candidates(source, cfg, [P, Q], [P, Q])
+    retried = retry_candidates(source, cfg, [P, Q], [P, Q], first.rows, first.log, first.failures)
+    assert retried.rows == whole.rows and sorted(retried.failures, key=str) == sorted(whole.failures, key=str)
+    op5 = [json.loads(r["metadata"]) for r in retried.rows if r["sample_type"] == "merge_edit"
+           and json.loads(r["metadata"])["operation_id"] == 5]  # fmt: skip
+    assert op5 and sorted(op5[0]["after_root_ids"]) == sorted([str(C), str(X)])
+    assert retried.kept > 0

@@ -355,3 +355,31 @@ def test_a_streaming_stage_works_on_each_sample_as_soon_as_its_upstream_settled_
     assert up.error is None and down.error is None and down.built == 4
     assert second.seen == [(m, f"sha-{m}") for m in part.members]
     assert is_done(ctx, part) and is_done(ctx, second.partition_of(ctx, part))  # each sealed with its own marker
+
+
+class UnavailableOnceStage(CountingStage):
+    """Partition 1's sample s1-2 could not be had from a server on its first run (a retryable failure)."""
+
+    def run(self, ctx, part, prior):
+        outcome = super().run(ctx, part, prior)
+        if part.index == 1 and int(part.output_file(ctx, ".runs").read_text()) == 1:
+            gone = Failure("s1-2", ctx.species, "merge_edit", self.name, "mesh_unavailable", "HTTP 500")
+            outcome.failures.append(gone)
+        return outcome
+
+
+def test_the_next_run_retries_only_the_partitions_holding_failures_to_retry_once(ctx):
+    """A sealed partition with an unavailable sample is done (downstream may go on) but the next run of its stage
+    runs it again, once, for that failure; the others are skipped; once answered, nothing runs again."""
+    ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"max_failed_fraction": 0.5}))
+    stage = UnavailableOnceStage(n_parts=3)
+    first = _run(stage, ctx, scheduler="sync", progress=False)
+    parts = stage.partitions(ctx)
+    assert all(is_done(ctx, p) for p in parts) and [to_retry(ctx, p) for p in parts] == [0, 1, 0]
+    assert "1 to retry (mesh_unavailable 1)" in first.line()
+    second = _run(stage, ctx, scheduler="sync", progress=False)
+    assert _runs(ctx, stage) == [1, 2, 1] and second.ran == 1
+    assert "1 failures of an earlier run retried" in second.line()
+    assert [to_retry(ctx, p) for p in parts] == [0, 0, 0]
+    _run(stage, ctx, scheduler="sync", progress=False)
+    assert _runs(ctx, stage) == [1, 2, 1]

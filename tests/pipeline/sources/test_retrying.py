@@ -74,3 +74,20 @@ def test_injected_transient_faults_never_exhaust_retries_and_do_not_depend_on_hi
     values, errors = draws(0)
     assert values == [2 * i for i in range(10)] and errors > 0
     assert draws(7) == (values, errors)
+
+
+def test_a_transient_error_that_outlasts_its_retries_is_the_items_unavailable_reason():
+    """A chunk read that keeps failing after the wrapper's retries is the sample's `em_unavailable` (ledgered,
+    retried by the next build), never a TransientSourceError that would stop the partition."""
+    from pipeline.core.errors import Unavailable
+
+    class Source:
+        species = "demo"
+
+        def em_cutout(self, center_nm, size_nm):  # noqa: ANN001, ANN201
+            raise TransientSourceError("EM cutout: HTTP 503 from bucket")
+
+    wrapped = RetryingSource(Source(), attempts=3, base_delay_s=0.0)
+    with pytest.raises(Unavailable) as gone:
+        wrapped.em_cutout((0, 0, 0), 10.0)
+    assert gone.value.reason == "em_unavailable" and "HTTP 503" in str(gone.value)
