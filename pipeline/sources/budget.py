@@ -7,7 +7,8 @@ process that backs off alone leaves the others hammering. So every HTTP request 
 `HostBudget` (`BudgetedAdapter.send`, below the clients' sessions and cloud-files'), held once per build:
 
 - in flight: per host, at most `limit` requests at once. The limit starts at the config's `max_in_flight_per_host`,
-  halves when timeouts, 502s, 503s, 504s, resets or refused connections come dense (`TROUBLE_DENSE` of the last
+  halves when timeouts, 502s, 503s, 504s, resets, refused connections or late answers (past half their read
+  timeout: the server's queue filling up, before its timeouts come) come dense (`TROUBLE_DENSE` of the last
   `TROUBLE_WINDOW` answers; at most once per `DECREASE_EVERY_S`: one overloaded moment times out many requests at
   once, and a fault of the moment among many answers is no sign of load), and grows by one per `limit` answers
   (additive increase, multiplicative decrease, as TCP does): the build finds how much concurrency a server takes;
@@ -56,6 +57,7 @@ DECREASE_EVERY_S = 1.0  # one halving per overloaded moment, not one per request
 TROUBLE_WINDOW = 20  # the last answers of a host that say whether trouble is dense ...
 TROUBLE_DENSE = 4  # ... when at least this many of them were trouble
 TROUBLED_FOR_S = 5.0  # a host whose bound was halved this recently is still under load
+LATE_FRACTION = 0.5  # an answer slower than this share of its read timeout: the host is filling up
 OUTAGE_FAILS = 6  # failures in a row to one host ...
 OUTAGE_TARGETS = 3  # ... on this many different URLs ...
 OUTAGE_QUIET_S = 2.0  # ... and no answer from it for this long: the host is down, not an item
@@ -196,9 +198,10 @@ class HostBudget:
             h.most_in_flight = max(h.most_in_flight, h.in_flight)
             return "go", 0.0
 
-    def release(self, host: str, outcome: str, target: str = "", probe: bool = False) -> str | None:
-        """The answer to a request that had a slot (`probe`: the paused host's probe). Returns a line to log when
-        it changed the host's state."""
+    def release(self, host: str, outcome: str, target: str = "", probe: bool = False, late: bool = False) -> str | None:
+        """The answer to a request that had a slot (`probe`: the paused host's probe; `late`: answered, but after more
+        than LATE_FRACTION of its read timeout: the host is filling up, and counts as trouble for the bound before the
+        timeouts come). Returns a line to log when it changed the host's state."""
         with self._lock:
             now = self._clock()
             h = self._host(host)
@@ -206,13 +209,15 @@ class HostBudget:
             if probe:
                 h.probing = False
             was_probe = probe and h.opened_at is not None
-            h.recent.append(outcome == TROUBLE)
+            h.recent.append(outcome == TROUBLE or late)
             if outcome in (OK, LIMITED):  # an answer: the host is there
                 h.last_answer = now
                 h.fails_in_row = 0
                 h.failed_targets.clear()
-                if outcome == OK:
+                if outcome == OK and not late:
                     h.limit = min(float(h.max_in_flight), h.limit + 1.0 / max(1.0, h.limit))
+                elif late:
+                    self._decrease(h, now)
                 if h.opened_at is not None:
                     lasted = now - h.opened_at
                     h.outages.append((h.opened_at, lasted))
@@ -222,13 +227,8 @@ class HostBudget:
             h.fails_in_row += 1
             if len(h.failed_targets) < OUTAGE_TARGETS:
                 h.failed_targets.add(target)
-            dense = sum(h.recent) >= TROUBLE_DENSE
-            if outcome == TROUBLE and dense and now >= h.decrease_at + DECREASE_EVERY_S and h.opened_at is None:
-                h.limit = max(1.0, h.limit / 2)
-                h.lowest_limit = min(h.lowest_limit, h.limit)
-                h.decreases += 1
-                h.decrease_at = now
-                h.recent.clear()  # the next halving needs trouble after this one
+            if outcome == TROUBLE:
+                self._decrease(h, now)
             if h.opened_at is not None:
                 if was_probe:
                     h.probe_wait = min(PROBE_MAX_S, 2 * h.probe_wait)
@@ -243,6 +243,16 @@ class HostBudget:
                     f"pausing it (one probe at a time, waits 1-60 s, for up to {h.deadline_s:.0f} s)"
                 )
             return None
+
+    @staticmethod
+    def _decrease(h: _Host, now: float) -> None:
+        """Halve the host's bound when trouble is dense among its recent answers (once per DECREASE_EVERY_S)."""
+        if sum(h.recent) >= TROUBLE_DENSE and now >= h.decrease_at + DECREASE_EVERY_S and h.opened_at is None:
+            h.limit = max(1.0, h.limit / 2)
+            h.lowest_limit = min(h.lowest_limit, h.limit)
+            h.decreases += 1
+            h.decrease_at = now
+            h.recent.clear()  # the next halving needs trouble after this one
 
     def health(self, host: str) -> tuple[int, bool, bool]:
         """(outages begun on `host` so far, whether one is going on, whether it is troubled: trouble dense among its
@@ -327,7 +337,8 @@ class BudgetClient:
         try:
             yield slot
         finally:
-            note = self._call("release", host, slot.outcome, urllib.parse.urlsplit(url).path, verdict == "probe")
+            note = self._call("release", host, slot.outcome, urllib.parse.urlsplit(url).path, verdict == "probe",
+                              slot.late)  # fmt: skip
             if note:
                 log.warning("%s", note)
 
@@ -352,6 +363,7 @@ class BudgetClient:
 @dataclass
 class _Slot:
     outcome: str = TROUBLE  # an exception before an answer is trouble unless the caller says otherwise
+    late: bool = False  # answered after more than LATE_FRACTION of its read timeout
 
 
 def host_of(url: str) -> str:
@@ -375,9 +387,18 @@ class BudgetedAdapter(HTTPAdapter):
 
     def send(self, request, **kwargs):  # noqa: ANN001, ANN201 - requests' signature
         with current().slot(request.url, endpoint_of(request.url)) as slot:
+            start = time.monotonic()
             resp = super().send(request, **kwargs)  # an exception leaves the outcome "trouble"
             slot.outcome = outcome_of(resp)
+            slot.late = time.monotonic() - start > LATE_FRACTION * _read_timeout(kwargs.get("timeout"))
             return resp
+
+
+def _read_timeout(timeout: object) -> float:
+    """The read part of a requests timeout ((connect, read), a number, or None: no bound)."""
+    if isinstance(timeout, tuple):
+        timeout = timeout[1]
+    return float(timeout) if isinstance(timeout, (int, float)) else float("inf")
 
 
 # ------------------------------------------------------------------------------------ where the budget lives

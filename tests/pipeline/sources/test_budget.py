@@ -71,6 +71,19 @@ def test_faults_of_the_moment_among_many_answers_do_not_lower_the_bound():
     assert b.stats()["h"]["decreases"] == 0 and b.stats()["h"]["limit"] == 8
 
 
+def test_answers_coming_late_lower_the_bound_before_any_timeout():
+    """An overloaded server answers later and later before it times out: answers past half their read timeout,
+    dense among the recent ones, halve the bound as timeouts would, and add nothing back."""
+    b, clock = _budget(8)
+    for _ in range(8):
+        assert b.acquire("h")[0] == "go"
+    for _ in range(8):
+        clock.t += 0.1
+        b.release("h", OK, "/x", late=True)
+    stats = b.stats()["h"]
+    assert stats["decreases"] == 1 and stats["limit"] == 4
+
+
 def test_a_rate_limit_paces_every_request_of_the_endpoint_below_what_the_server_named():
     """After `6 per 2 second`, the endpoint's next request waits a whole window and the rest are spaced so that no
     2 s window holds more than 4 (0.8 x 6 - 1 a window: a fixed window may see one more, arrivals jitter); other
