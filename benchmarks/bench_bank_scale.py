@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.core.layout import MARKER
+from core.layout import MARKER
 from pipeline.plan import bank_hours
 from pipeline.sim.twin.hostile import endpoint_class
 from pipeline.sim.twin.scale import ScaleParams

@@ -11,8 +11,8 @@ import argparse
 import pyarrow.parquet as pq
 
 from benchmarks.common import CpuTimer, demo_context
-from pipeline.core.errors import SampleError
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
+from core.errors import SampleError
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from pipeline.runner import run_stage
 from pipeline.sim.demo_world import ensure_world
 from pipeline.sources import open_source

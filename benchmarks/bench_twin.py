@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.runner import run_stage
 from pipeline.sim.demo_world import ensure_world
 from pipeline.sim.twin import TOKEN, ids, serve_twin

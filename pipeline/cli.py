@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from config import known_species
-from pipeline.core.errors import UserError
+from core.errors import UserError
 
 SCHEDULER_HELP = "local dask scheduler (processes, threads, sync) or a dask.distributed address (tcp://host:port)"
 SHOWN_IDS = 20  # sample ids listed per reason by `status --failed` (the ledger holds them all)
@@ -456,7 +456,7 @@ def show(combined_sample_hash, out, png, serve, work, port) -> None:  # noqa: AN
     import json
 
     from config import load_config
-    from pipeline.core.atomic import atomic_path
+    from core.atomic import atomic_path
     from pipeline.show import describe
     from render.contact_sheet import sample_sheet
     from shard.lookup import find_row

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.samples import SAMPLE_TYPES
 from pipeline.context import BuildContext
-from pipeline.core.samples import SAMPLE_TYPES
 from pipeline.partitions import level_for, root_digest
 from pipeline.sources.fetch_sample import EM_FACTOR
 

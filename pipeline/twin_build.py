@@ -26,8 +26,8 @@ import yaml
 
 from config import load_config
 from config.schema import default_config_dir
-from pipeline.core.errors import UserError
-from pipeline.core.layout import twin_config_dir
+from core.errors import UserError
+from core.layout import twin_config_dir
 
 TWIN_PORTS = {"v1": 18711, "v2": 18712}
 # The twin's Draco step for builds: PyChunkedGraph's own formula gives 17 nm for the demo's 32 nm voxels, which

@@ -90,9 +90,9 @@ def free_port() -> int:
 
 
 def checkpoint_env(**points: str) -> dict[str, str]:
-    """Environment making a build stop at named points (pipeline.core.checkpoints): `name="kill"` or
+    """Environment making a build stop at named points (core.checkpoints): `name="kill"` or
     `name="hold:DIR"`; names use `_` for the module's `-` (render_sealed -> render-sealed)."""
-    from pipeline.core.checkpoints import ENV
+    from core.checkpoints import ENV
 
     return {ENV: ",".join(f"{name.replace('_', '-')}:{action}" for name, action in points.items())}
 

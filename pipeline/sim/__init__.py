@@ -3,6 +3,6 @@ tables) and the twin (the demo world, or a generated world at real scale, served
 theirs, with their limits).
 
 Nothing of the product imports it: only the commands that start it (pipeline.cli, pipeline.twin_build), the
-tests and the benchmarks. It imports only pipeline.core, pipeline.context, config and the sources' interfaces
+tests and the benchmarks. It imports only core, pipeline.context, config and the sources' interfaces
 and formats (pipeline.sources). Both rules are import-linter contracts (pyproject.toml, `make lint`).
 """

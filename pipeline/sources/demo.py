@@ -23,7 +23,7 @@ import trimesh
 from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import SampleError, UserError
+from core.errors import SampleError, UserError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.demo_level2 import level2_graph
 from pipeline.sources.l2skeleton import skeleton_edges

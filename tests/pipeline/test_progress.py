@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from config import load_config
+from core.errors import UserError
+from core.layout import twin_config_dir
 from pipeline.build import RunOptions, build
-from pipeline.core.errors import UserError
-from pipeline.core.layout import twin_config_dir
 from pipeline.runner import parse_summaries
 from pipeline.sim.twin import Fault, TwinServer
 from pipeline.sim.twin.species import twin_config

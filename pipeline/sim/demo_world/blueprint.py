@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.core.hashing import rng_for
-from pipeline.core.release_schema import SPLIT_CUBE_NM
+from core.hashing import rng_for
+from core.release_schema import SPLIT_CUBE_NM
 from pipeline.sim.demo_world.geometry import Tree, grow_neuron, pieces, touch_branch
 from pipeline.sim.demo_world.longrange import AxonSpec, grow_axon, unit
 from pipeline.sources.demo_volume import CHUNK, RES, VOLUME_SIZE, VOXEL_OFFSET

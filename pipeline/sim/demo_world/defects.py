@@ -3,7 +3,7 @@
 The pipeline draws its samples from the change log of proofread roots only, so the deliberate defects (an
 operation without points, a duplicated operation row, a root without a mesh, a synapse without a root) are
 chosen among exactly those: every one of them reaches the pipeline and must end in its ledger. All choices
-are seeded draws (pipeline.core.hashing); the defects and the null synapses share one stream, drawn in that
+are seeded draws (core.hashing); the defects and the null synapses share one stream, drawn in that
 order.
 """
 
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.core.hashing import unit_interval
+from core.hashing import unit_interval
 from pipeline.sim.demo_world.blueprint import SiteBlueprint
 from pipeline.sim.demo_world.history import History
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.core.hashing import rng_for
+from core.hashing import rng_for
 from pipeline.sim.demo_world.blueprint import SiteBlueprint
 
 WORLD_START = 1733011200  # 2024-12-01T00:00:00Z: the initial roots

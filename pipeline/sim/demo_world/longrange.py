@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import zmesh
 
-from pipeline.core.hashing import rng_for
+from core.hashing import rng_for
 from pipeline.sim.demo_world.em import em_image
 from pipeline.sim.demo_world.geometry import Tree, rasterize
 

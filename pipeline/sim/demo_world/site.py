@@ -13,9 +13,9 @@ import zmesh
 from cloudvolume import CloudVolume, Mesh
 from scipy import ndimage
 
-from pipeline.core.adjacency import adjacent_roots
-from pipeline.core.hashing import rng_for
-from pipeline.core.samples import ADJACENT_CUTOUT_NM
+from core.adjacency import adjacent_roots
+from core.hashing import rng_for
+from core.samples import ADJACENT_CUTOUT_NM
 from pipeline.sim.demo_world.blueprint import SITE_VX, SiteBlueprint
 from pipeline.sim.demo_world.em import em_image
 from pipeline.sim.demo_world.geometry import face_contacts, rasterize

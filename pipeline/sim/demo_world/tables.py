@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.samples import NEUROTRANSMITTERS
+from core.samples import NEUROTRANSMITTERS
 from pipeline.sim.demo_world.blueprint import SiteBlueprint
 from pipeline.sim.demo_world.defects import Defects, Neuron
 from pipeline.sim.demo_world.history import History

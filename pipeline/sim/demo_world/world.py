@@ -30,10 +30,10 @@ from cloudvolume import CloudVolume
 from cloudvolume import chunks as cv_chunks
 from cloudvolume.lib import Bbox
 
-from pipeline.core.atomic import write_json, write_parquet
-from pipeline.core.hashing import rng_for
-from pipeline.core.release_schema import SPLIT_CUBE_NM
-from pipeline.core.samples import ADJACENT_CUTOUT_NM
+from core.atomic import write_json, write_parquet
+from core.hashing import rng_for
+from core.release_schema import SPLIT_CUBE_NM
+from core.samples import ADJACENT_CUTOUT_NM
 from pipeline.sim.demo_world.blueprint import SITE_VX, SiteBlueprint, design_site, place_sites
 from pipeline.sim.demo_world.defects import (
     Defects,

@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 from cloudvolume import CloudVolume
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, ShardReader
 
-from pipeline.core.atomic import write_json, write_parquet
-from pipeline.core.hashing import sha256_file
+from core.atomic import write_json, write_parquet
+from core.hashing import sha256_file
 from pipeline.sim.twin import ids
 from pipeline.sim.twin.fragments import encode_fragment, overhang_nm, pcg_draco_bin_nm, quantization_for, split_by_chunk
 from pipeline.sim.twin.stitched import edit_chunks, highest_meshed

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.sources.transport import BODIES, EXCHANGES, Exchange, digest, read_exchanges, redact_url
 
 CONFIG = "config.yaml"

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.atomic import write_json
+from core.atomic import write_json
 from pipeline.sim.demo_world.history import AS_OF, OPS_START, WORLD_START
 from pipeline.sim.twin import ids
 from pipeline.sim.twin.model import NEVER_S, Operation, Version, default_versions, to_ms

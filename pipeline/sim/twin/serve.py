@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.sim.twin.hostile import HOSTILE_OPTIONS
 from pipeline.sim.twin.info import DATASTACK, TABLE_ID
 from pipeline.sim.twin.limits import TwinLimits

@@ -17,7 +17,7 @@ import pytest
 import tenacity
 from cloudfiles.interfaces import HttpInterface
 
-from pipeline.core.errors import TransientSourceError, Unavailable, UserError
+from core.errors import TransientSourceError, Unavailable, UserError
 from pipeline.sim.twin import TOKEN, Fault, TwinServer
 from pipeline.sim.twin.model import to_ms
 from pipeline.sources import adaptive

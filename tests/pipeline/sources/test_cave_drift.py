@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from config.schema import load_config
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.sim.twin import TOKEN, TwinServer
 from pipeline.sim.twin.drift import DRIFTS, RENAMED, TOS_PATH, Drift
 from pipeline.sim.twin.species import LATEST_VERSION, twin_config

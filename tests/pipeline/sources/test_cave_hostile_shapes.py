@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from config.schema import CaveRequests
-from pipeline.core.errors import PartlyUnavailable
+from core.errors import PartlyUnavailable
 from pipeline.sim.twin import TOKEN, TwinServer
 from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, HOSTILE_OPTIONS
 from pipeline.sources import budget as budgets

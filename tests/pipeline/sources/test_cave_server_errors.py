@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pipeline.core.errors import PartlyUnavailable, Unavailable, UserError
+from core.errors import PartlyUnavailable, Unavailable, UserError
 from pipeline.sim.twin import TOKEN, Fault
 from pipeline.sources import budget as budgets
 from pipeline.sources.cave import CaveSource

@@ -17,8 +17,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from config.schema import load_config
+from core.errors import SampleError, Unavailable, UserError
 from pipeline.candidates import junction_points
-from pipeline.core.errors import SampleError, Unavailable, UserError
 from pipeline.sim.twin import TOKEN, ids
 from pipeline.sim.twin.species import twin_config
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source

@@ -11,7 +11,7 @@ import pytest
 import trimesh
 
 from config.schema import load_config
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.sim.demo_world import generate_world
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.demo import DemoSource

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from config.schema import SpeciesConfig, load_config
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.preflight.checks import Preflight
 from pipeline.preflight.report import FAIL, OK
 from pipeline.sim.twin.drift import VIEW

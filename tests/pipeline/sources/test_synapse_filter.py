@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from config import load_config
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.sim.twin import TOKEN
 from pipeline.sim.twin.species import twin_config
 from pipeline.sources.cave import CaveSource

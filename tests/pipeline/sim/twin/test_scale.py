@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.layout import MARKER
+from core.layout import MARKER
 from pipeline.sim.twin.model import to_ms
 from pipeline.sim.twin.scale import WS_CHUNK, ScaleParams, ScaleWorld
 from pipeline.twin_build import scale_twin

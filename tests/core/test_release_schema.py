@@ -1,4 +1,4 @@
-"""The release's one schema (pipeline/core/release_schema.py; contract §6): the card's columns and types, a Hugging
+"""The release's one schema (core/release_schema.py; contract §6): the card's columns and types, a Hugging
 Face feature in the schema metadata for every column, the seven image columns as Image features stored as
 struct {bytes, path}, sidecars without image bytes."""
 
@@ -8,7 +8,7 @@ import json
 
 import pyarrow as pa
 
-from pipeline.core.release_schema import (
+from core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,

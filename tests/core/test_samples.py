@@ -10,8 +10,8 @@ import hashlib
 
 import pytest
 
-from pipeline.core import samples
-from pipeline.core.samples import (
+from core import samples
+from core.samples import (
     LABELS,
     SAME_NEURON,
     archive_hash,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.atomic import write_parquet
-from pipeline.core.errors import UserError, is_retryable
-from pipeline.core.layout import SpeciesPaths
+from core.atomic import write_parquet
+from core.errors import UserError, is_retryable
+from core.layout import SpeciesPaths
 
 FAILURE_SCHEMA = pa.schema(
     [

@@ -1,12 +1,12 @@
-"""The fetched-sample type (pipeline/core/fetched.py): the npz's keys, save and load, and the missing-chunk rule."""
+"""The fetched-sample type (core/fetched.py): the npz's keys, save and load, and the missing-chunk rule."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.core.errors import SampleError, UserError
-from pipeline.core.fetched import FetchedSample, check_missing, crop_half_of
+from core.errors import SampleError, UserError
+from core.fetched import FetchedSample, check_missing, crop_half_of
 
 
 def _sample(missing=True) -> FetchedSample:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.core.hashing import key_of, md5_hex, rng_for, seed_of, unit_interval
+from core.hashing import key_of, md5_hex, rng_for, seed_of, unit_interval
 
 
 def test_canonical_key_and_digests():

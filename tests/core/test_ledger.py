@@ -1,4 +1,4 @@
-"""The failures ledger (pipeline/core/ledger.py): its columns, one row per failure however many partitions found it,
+"""The failures ledger (core/ledger.py): its columns, one row per failure however many partitions found it,
 a file without the columns refused naming it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.errors import UserError
-from pipeline.core.ledger import FAILURE_SCHEMA, Failure, read_failures, write_failures
+from core.errors import UserError
+from core.ledger import FAILURE_SCHEMA, Failure, read_failures, write_failures
 
 
 def test_a_ledger_row_has_sample_id_species_type_stage_reason_and_exception(tmp_path):

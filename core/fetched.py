@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.atomic import write_bytes
-from pipeline.core.errors import SampleError, UserError
-from pipeline.core.samples import MISSING_REASON
+from core.atomic import write_bytes
+from core.errors import SampleError, UserError
+from core.samples import MISSING_REASON
 
 Mesh = tuple[np.ndarray, np.ndarray]  # (vertices, float32 nm; faces, int32)
 LAYER_NAMES = {"em": "EM", "seg": "segmentation"}  # the layers of MISSING_REASON, as a message names them

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from pipeline.core.hashing import md5_hex
+from core.hashing import md5_hex
 
 SAMPLE_TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")
 OP_TYPES = ("merge_edit", "split_edit", "adjacent_control")

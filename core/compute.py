@@ -10,7 +10,7 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-from pipeline.core.errors import UserError
+from core.errors import UserError
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 CONNECT_TIMEOUT = "20s"  # to reach a dask.distributed scheduler
