@@ -60,7 +60,7 @@ def tiny_configs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """The tiny demo world, generated once per session; tests copy it into their work dir."""
-    from pipeline.sim.demo_world import generate_world
+    from sim.demo_world import generate_world
 
     world = tmp_path_factory.mktemp("world") / "world"
     d = TINY["demo_world"]
@@ -156,7 +156,7 @@ def twin_world(tiny_world, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def twins(twin_world):
     """One running twin per flavour, shared by the session: {"v1": TwinServer, "v2": TwinServer}."""
-    from pipeline.sim.twin import TwinServer
+    from sim.twin import TwinServer
 
     servers = {flavor: TwinServer(twin_world, flavor=flavor).start() for flavor in ("v1", "v2")}
     yield servers

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from core.errors import PartlyUnavailable, Unavailable, UserError
-from pipeline.sim.twin import TOKEN, Fault
 from pipeline.sources import budget as budgets
 from pipeline.sources.cave import CaveSource
+from sim.twin import TOKEN, Fault
 
 
 def _wrapped(message: str) -> bytes:
