@@ -29,7 +29,7 @@ TWIN_HOSTILE_FLAGS = $(if $(TWIN_HOSTILE),--twin-hostile $(TWIN_HOSTILE) \
 # SOURCE=twin: the demo species through CaveSource against a twin of the real services (started and stopped by the
 # build), serving work/demo/world; its own work dir and release unless WORK / OUT are given. TWIN_HOSTILE=SEED: the
 # twin hides limits drawn from SEED and makes the real servers' faults (a work dir of its own, so nothing is reused
-# from a kind build); TWIN_HOSTILE_OFF=a,b turns hostile options off (pipeline/sim/twin/hostile.py HOSTILE_OPTIONS);
+# from a kind build); TWIN_HOSTILE_OFF=a,b turns hostile options off (sim/twin/hostile.py HOSTILE_OPTIONS);
 # TWIN_OUTAGE=N:S: the twin refuses connections for S seconds from its N-th request on.
 ifeq ($(SOURCE),twin)
   ifeq ($(origin WORK),file)

@@ -1,6 +1,6 @@
 """The bank at real scale (issue 17): a generated world of 20,000 proofread neurons served by the hostile twin.
 
-The bank stage runs in its own process (2 local workers) against `pipeline/sim/twin/scale.py`'s world behind the hostile
+The bank stage runs in its own process (2 local workers) against `sim/twin/scale.py`'s world behind the hostile
 twin (30 ms median latency, drawn limits, faults); it is killed with SIGKILL once about half of its partitions are
 done and run again, which must redo none of them. Printed: roots, candidates per type, requests per root by
 endpoint, bytes, peak RSS per process, wall time, and `plan`'s estimate for the same world beside it.
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.core.layout import MARKER
+from core.layout import MARKER
 from pipeline.plan import bank_hours
-from pipeline.sim.twin.hostile import endpoint_class
-from pipeline.sim.twin.scale import ScaleParams
 from pipeline.twin_build import scale_twin
+from sim.twin.hostile import endpoint_class
+from sim.twin.scale import ScaleParams
 
 WORKERS = 2
 LATENCY_MS = 30.0

@@ -48,7 +48,7 @@ def _build(work: Path, flavor: str, latency_ms: float, hostile: int | None) -> t
 
 def run(seed: int = 29, flavor: str = "v1", latencies: tuple[float, ...] = (0.0, 200.0)) -> list[tuple]:
     from benchmarks.common import demo_context
-    from pipeline.sim.demo_world import ensure_world
+    from sim.demo_world import ensure_world
 
     ensure_world(demo_context("hostile"))
     results = []

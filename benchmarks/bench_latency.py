@@ -7,7 +7,7 @@ endpoints are inputs of the fingerprints). Throughput at each latency is rows re
 the 0 ms figure: with the fetches overlapping the renders, latency should cost little.
 
 `--hostile SEED` runs only the hostile comparison (issue 16): the kind twin at 0 ms, then the hostile twin
-(pipeline/sim/twin/hostile.py: hidden limits, 2% 502s, 1% resets, heavy-tailed latency around a 30 ms median with
+(sim/twin/hostile.py: hidden limits, 2% 502s, 1% resets, heavy-tailed latency around a 30 ms median with
 slow answers past the client's first timeout) with the client's short timeouts, measured in the same run; the
 figure is the hostile throughput as a fraction of the kind one (target >= 60%).
 
@@ -30,12 +30,12 @@ from benchmarks.common import BENCH_WORK, demo_context
 from config.schema import Budgets, CaveRequests
 from pipeline.context import BuildContext
 from pipeline.runner import run_stage, run_stages
-from pipeline.sim.demo_world import ensure_world
-from pipeline.sim.twin import TOKEN
-from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
-from pipeline.sim.twin.species import twin_config
 from pipeline.sources.adaptive import merge_counters
 from pipeline.stages.species import species_graph
+from sim.demo_world import ensure_world
+from sim.twin import TOKEN
+from sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+from sim.twin.species import twin_config
 
 
 def _free_port() -> int:

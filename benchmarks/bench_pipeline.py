@@ -11,15 +11,15 @@ import argparse
 import pyarrow.parquet as pq
 
 from benchmarks.common import CpuTimer, demo_context
-from pipeline.core.errors import SampleError
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
+from core.errors import SampleError
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from pipeline.runner import run_stage
-from pipeline.sim.demo_world import ensure_world
 from pipeline.sources import open_source
 from pipeline.sources.fetch_sample import fetch_sample
 from pipeline.stages.render import render_row
 from pipeline.stages.species import species_graph
 from render.encode import decode_geometry, decode_png, encode_geometry, encode_png
+from sim.demo_world import ensure_world
 
 STEPS = ("geometry", "em_views", "split_masks", "encode")
 

@@ -17,8 +17,8 @@ import time
 
 from benchmarks.common import demo_context
 from pipeline.runner import run_stage
-from pipeline.sim.demo_world import ensure_world
 from pipeline.stages.species import species_graph
+from sim.demo_world import ensure_world
 
 FULL_RELEASE_ROWS = 716_485
 

@@ -22,16 +22,16 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.runner import run_stage
-from pipeline.sim.demo_world import ensure_world
-from pipeline.sim.twin import TOKEN, ids, serve_twin
-from pipeline.sim.twin.species import twin_config
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots
 from pipeline.sources.retrying import RetryingSource
 from pipeline.stages.species import species_graph
+from sim.demo_world import ensure_world
+from sim.twin import TOKEN, ids, serve_twin
+from sim.twin.species import twin_config
 
 MESH_PATHS = ("_meshes/",)  # the twin's mesh directories under the bucket (v1 and v2)
 

@@ -10,8 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.core.errors import UserError
-from pipeline.core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS
+from core.errors import UserError
+from core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS
 
 CONFIG_DIR = Path(__file__).resolve().parent
 

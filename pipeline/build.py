@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.checkpoints import checkpoint
+from core.compute import session
+from core.errors import UserError, is_retryable
+from core.ledger import Failure, read_failures
 from pipeline.context import BuildContext, make_context, release_lock_path
-from pipeline.core.checkpoints import checkpoint
-from pipeline.core.compute import session
-from pipeline.core.errors import UserError, is_retryable
-from pipeline.core.ledger import Failure, read_failures
 from pipeline.graph import StageGraph
 from pipeline.locks import LockSet
 from pipeline.markers import read_marker

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 
 from config import SpeciesConfig
-from pipeline.core.adjacency import adjacent_roots
-from pipeline.core.errors import PartlyUnavailable, SampleError, Unavailable, is_retryable
-from pipeline.core.hashing import md5_hex, unit_interval
-from pipeline.core.ledger import Failure, describe
-from pipeline.core.samples import (
+from core.adjacency import adjacent_roots
+from core.errors import PartlyUnavailable, SampleError, Unavailable, is_retryable
+from core.hashing import md5_hex, unit_interval
+from core.ledger import Failure, describe
+from core.samples import (
     ADJACENT_CUTOUT_NM,
     COORD_KEY,
     LABELS,

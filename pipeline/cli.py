@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from config import known_species
-from pipeline.core.errors import UserError
+from core.errors import UserError
 
 SCHEDULER_HELP = "local dask scheduler (processes, threads, sync) or a dask.distributed address (tcp://host:port)"
 SHOWN_IDS = 20  # sample ids listed per reason by `status --failed` (the ledger holds them all)
@@ -106,7 +106,7 @@ def cli() -> None:
               help="the twin hides limits drawn from SEED and makes the real servers' faults (shown once the build "
                    "ends)")  # fmt: skip
 @click.option("--twin-hostile-off", multiple=True, metavar="NAME",
-              help="a hostile option turned off (repeatable; names: pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)")
+              help="a hostile option turned off (repeatable; names: sim/twin/hostile.py HOSTILE_OPTIONS)")
 @click.option("--twin-outage", callback=_outage, default=None, metavar="N:S",
               help="the twin refuses connections for S seconds from its N-th request on")  # fmt: skip
 @_user_errors
@@ -148,7 +148,7 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
 
 def _ensure_world(ctx) -> None:  # noqa: ANN001
     """The demo species' world, generated when missing: the commands that build it start the simulator."""
-    from pipeline.sim.demo_world import ensure_world
+    from sim.demo_world import ensure_world
 
     ensure_world(ctx)
 
@@ -278,11 +278,11 @@ def status(work, out, failed) -> None:  # noqa: ANN001
 def demo_world(work, size, force) -> None:  # noqa: ANN001
     """Generate the synthetic demo world into WORK/demo/world (CloudVolume file:// layers + tables)."""
     from pipeline.context import make_context
-    from pipeline.sim.demo_world import ensure_world
+    from sim.demo_world import ensure_world
 
     ctx = make_context("demo", work, Path("out"))
     if size == "tiny":
-        from pipeline.sim.demo_world import generate_world
+        from sim.demo_world import generate_world
 
         summary = generate_world(ctx.world_dir, 3, 4, ctx.cfg.demo_world.seed)
     else:
@@ -310,13 +310,13 @@ def demo_world(work, size, force) -> None:  # noqa: ANN001
 @click.option("--draco-bin-nm", type=click.FloatRange(min=0.5), default=None,
               help="Draco quantization step of the meshes [PyChunkedGraph's: 17 nm at 32 nm voxels]")  # fmt: skip
 @click.option("--drift", "drift", multiple=True, metavar="NAME",
-              help="serve a drifted state (repeatable; names: pipeline/sim/twin/drift.py)")  # fmt: skip
+              help="serve a drifted state (repeatable; names: sim/twin/drift.py)")  # fmt: skip
 @click.option("--replay", "replay", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="serve a recording (preflight --record DIR) instead of the demo world")  # fmt: skip
 @click.option("--hostile", type=int, default=None, metavar="SEED",
               help="hide limits drawn from SEED, make the real servers' faults (shown when stopped)")  # fmt: skip
 @click.option("--hostile-off", multiple=True, metavar="NAME",
-              help="a hostile option turned off (repeatable; names: pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)")
+              help="a hostile option turned off (repeatable; names: sim/twin/hostile.py HOSTILE_OPTIONS)")
 @click.option("--outage", callback=_outage, default=None, metavar="N:S",
               help="refuse connections for S seconds from the N-th request on, then serve again")  # fmt: skip
 @_user_errors
@@ -324,11 +324,11 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
          replay, hostile, hostile_off, outage) -> None:  # noqa: ANN001  # fmt: skip
     """Serve the demo world as CAVE + a graphene segmentation on 127.0.0.1 (the real clients talk to it)."""
     if replay is not None:
-        from pipeline.sim.twin.replay import run_replay_cli
+        from sim.twin.replay import run_replay_cli
 
         run_replay_cli(replay, port, click.echo)
         return
-    from pipeline.sim.twin.serve import run_twin_cli
+    from sim.twin.serve import run_twin_cli
 
     limits = {"row_cap": row_cap, "url_bytes": url_bytes, "change_log_roots": change_log_roots}
     run_twin_cli(work, port, flavor, latency_ms, limits, log_path, draco_bin_nm, click.echo, drift=drift,
@@ -348,7 +348,7 @@ def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
     fetches or renders. Says which figures are measured and which are estimates."""
     from pipeline.context import make_context
     from pipeline.plan import make_plan
-    from pipeline.sim.demo_world import ensure_world
+    from sim.demo_world import ensure_world
 
     ctx = make_context(species, work, out)
     ensure_world(ctx)
@@ -456,7 +456,7 @@ def show(combined_sample_hash, out, png, serve, work, port) -> None:  # noqa: AN
     import json
 
     from config import load_config
-    from pipeline.core.atomic import atomic_path
+    from core.atomic import atomic_path
     from pipeline.show import describe
     from render.contact_sheet import sample_sheet
     from shard.lookup import find_row

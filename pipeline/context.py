@@ -1,5 +1,5 @@
 """What every stage needs to know about one species' build: its config and where things live
-(pipeline.core.layout)."""
+(core.layout)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config import SpeciesConfig, load_config
-from pipeline.core.layout import PREVIOUS, SpeciesPaths, release_lock_path, release_marker_path, twin_config_dir
+from core.layout import PREVIOUS, SpeciesPaths, release_lock_path, release_marker_path, twin_config_dir
 
 __all__ = ["PREVIOUS", "BuildContext", "make_context", "release_lock_path", "release_marker_path"]
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.core.errors import UserError
+from core.errors import UserError
 
 
 def _holder(path: Path) -> str:

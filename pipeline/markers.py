@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.core.atomic import write_json
-from pipeline.core.hashing import key_of, md5_hex, sha256_file
+from core.atomic import write_json
+from core.hashing import key_of, md5_hex, sha256_file
 
 
 def read_marker(path: Path) -> dict | None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.core.hashing import md5_hex
+from core.hashing import md5_hex
 
 PREFIX_BITS = 32
 MAX_LEVEL = 20  # a million partitions: far beyond any release

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.samples import SAMPLE_TYPES
 from pipeline.context import BuildContext
-from pipeline.core.samples import SAMPLE_TYPES
 from pipeline.partitions import level_for, root_digest
 from pipeline.sources.fetch_sample import EM_FACTOR
 
@@ -36,7 +36,7 @@ TWIN_COSTS = {
     "render_cpu_ms": 61.6,
 }
 # The bank's cost per proofread root, measured by `make bench` on 2026-12-05 ("bank at scale": 20,000 roots of
-# pipeline/sim/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads, killed -9 at half and
+# sim/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads, killed -9 at half and
 # rerun; 1,550 s wall): 11.2 requests per root (a segmentation chunk and its roots per merge, level-2 graph and
 # cache, change logs, details, synapse queries), and the rest of the measured wall time per root and worker (CPU of
 # client and twin on the same 2 cores, per-partition start-up, the rerun's planning, the selection step) as one

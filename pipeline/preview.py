@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from core.atomic import atomic_path
+from core.errors import UserError
+from core.samples import SAMPLE_TYPES
 from pipeline.context import make_context
-from pipeline.core.atomic import atomic_path
-from pipeline.core.errors import UserError
-from pipeline.core.samples import SAMPLE_TYPES
 from pipeline.stages.species import species_graph
 from render.contact_sheet import contact_sheet
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.errors import is_retryable
+from core.hashing import sha256_file
+from core.layout import FAILURES, MARKER, sibling
+from core.ledger import Failure, read_failures
 from pipeline.context import PREVIOUS, BuildContext
-from pipeline.core.errors import is_retryable
-from pipeline.core.hashing import sha256_file
-from pipeline.core.layout import FAILURES, MARKER, sibling
-from pipeline.core.ledger import Failure, read_failures
 from pipeline.markers import read_marker
 from pipeline.partitions import PREFIX_BITS, bucket_range, ranges_overlap
 

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Protocol
 import dask
 from tqdm.auto import tqdm
 
+from core.atomic import remove_stale_temps, write_json, write_text
+from core.checkpoints import checkpoint
+from core.compute import compute
+from core.errors import UserError, is_retryable
+from core.hashing import key_of, md5_hex
+from core.layout import FAILURES, LOG, MARKER
+from core.ledger import Failure, describe, merge_ledger, retry_counts, write_failures
 from pipeline import __version__
 from pipeline.context import PREVIOUS, BuildContext
-from pipeline.core.atomic import remove_stale_temps, write_json, write_text
-from pipeline.core.checkpoints import checkpoint
-from pipeline.core.compute import compute
-from pipeline.core.errors import UserError, is_retryable
-from pipeline.core.hashing import key_of, md5_hex
-from pipeline.core.layout import FAILURES, LOG, MARKER
-from pipeline.core.ledger import Failure, describe, merge_ledger, retry_counts, write_failures
 from pipeline.markers import digests, marker_is_current, read_marker, write_marker
 from pipeline.partitions import bucket_range
 from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior

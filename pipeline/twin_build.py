@@ -2,13 +2,13 @@
 
 The twin serves a demo world (by default `work/demo/world`, the one `make build` uses) as the real services
 serve theirs, with their limits on; the species config is the demo's with its source swapped for the twin's
-endpoints (pipeline.sim.twin.species), written to `WORK/.twin/config/demo.yaml`: the work dir's own config, read by
+endpoints (sim.twin.species), written to `WORK/.twin/config/demo.yaml`: the work dir's own config, read by
 every command on that work dir (pipeline.context.make_context), so status and verify of it read it too. The
 twin's token travels with the build's context (`BuildContext.cave_token`) to every worker: nothing is set in this
 process's environment. The twin listens on a fixed port
 per flavour, because the endpoints are inputs of the stages' fingerprints: a rerun on the same port resumes.
 
-`hostile=SEED`: the twin hides limits drawn from the seed (pipeline/sim/twin/hostile.py) and the client's config gets
+`hostile=SEED`: the twin hides limits drawn from the seed (sim/twin/hostile.py) and the client's config gets
 short read timeouts (hostile.CLIENT_FIRST_TIMEOUT_S, so that the drawn slow answers cost seconds, not minutes).
 Nothing of the hidden limits is printed until the build has ended; then `closing_lines` says what the clients met
 (refused, 429s, resets, timeouts, bisections), what they learned (each endpoint's final batch size, gathered from
@@ -26,8 +26,8 @@ import yaml
 
 from config import load_config
 from config.schema import default_config_dir
-from pipeline.core.errors import UserError
-from pipeline.core.layout import twin_config_dir
+from core.errors import UserError
+from core.layout import twin_config_dir
 
 TWIN_PORTS = {"v1": 18711, "v2": 18712}
 # The twin's Draco step for builds: PyChunkedGraph's own formula gives 17 nm for the demo's 32 nm voxels, which
@@ -43,15 +43,15 @@ class TwinOptions:
     port: int | None = None
     latency_ms: float = 0.0
     draco_bin_nm: float = BUILD_DRACO_BIN_NM
-    drift: tuple[str, ...] = ()  # pipeline/sim/twin/drift.py switches (preflight's drill)
+    drift: tuple[str, ...] = ()  # sim/twin/drift.py switches (preflight's drill)
     hostile: int | None = None  # a seed: the twin hides limits drawn from it and makes the real servers' faults
-    hostile_off: tuple[str, ...] = ()  # hostile options turned off (pipeline/sim/twin/hostile.py HOSTILE_OPTIONS)
+    hostile_off: tuple[str, ...] = ()  # hostile options turned off (sim/twin/hostile.py HOSTILE_OPTIONS)
     outage: tuple[int, float] | None = None  # (n, s): the twin refuses connections for s seconds from request n on
 
 
 def _demo_world(opts: TwinOptions) -> Path:
     from pipeline.context import BuildContext
-    from pipeline.sim.demo_world import ensure_world
+    from sim.demo_world import ensure_world
 
     world = Path(opts.world or Path("work") / "demo" / "world").resolve()
     demo = load_config("demo", default_config_dir())
@@ -69,10 +69,10 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
     (a build meets a host down for 30 s: the `outage` option) and lets 5% of the samples fail (the items that
     fail every time)."""
     from config.schema import CaveRequests
-    from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
-    from pipeline.sim.twin.limits import TwinLimits
-    from pipeline.sim.twin.server import TwinServer
-    from pipeline.sim.twin.species import twin_config
+    from sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+    from sim.twin.limits import TwinLimits
+    from sim.twin.server import TwinServer
+    from sim.twin.species import twin_config
 
     if species != "demo":
         raise UserError(f"--source twin builds the demo species (the twin serves the demo world), not {species!r}")
@@ -206,15 +206,15 @@ def closing_lines(asked: dict) -> list[str]:
 @contextmanager
 def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port: int = 0,  # noqa: ANN001
                hostile_off: tuple[str, ...] = (), **overrides: object) -> Iterator[tuple]:  # fmt: skip
-    """A twin serving a generated world at real scale (pipeline/sim/twin/scale.py: the bank's inputs only) with the
+    """A twin serving a generated world at real scale (sim/twin/scale.py: the bank's inputs only) with the
     demo species' config pointed at it in `WORK/.twin/config/demo.yaml`. Yields (server, env): `env` is what a
     bank run in another process needs (CB2_CONFIG_DIR, CAVE_TOKEN), given to it explicitly, never set here."""
     from config.schema import CaveRequests
-    from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
-    from pipeline.sim.twin.limits import REAL_ROW_CAP, TwinLimits
-    from pipeline.sim.twin.scale import ScaleWorld
-    from pipeline.sim.twin.server import TOKEN, TwinServer
-    from pipeline.sim.twin.species import twin_config
+    from sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S
+    from sim.twin.limits import REAL_ROW_CAP, TwinLimits
+    from sim.twin.scale import ScaleWorld
+    from sim.twin.server import TOKEN, TwinServer
+    from sim.twin.species import twin_config
 
     world = ScaleWorld(Path(work) / "scale-world", params)
     limits = TwinLimits(latency_ms=latency_ms, row_cap=REAL_ROW_CAP)

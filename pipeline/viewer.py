@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from shard.neuroglancer import labels_time_ms, segment_roots, viewer_state
 
 LAYERS = {"em": "em", "seg": "segmentation"}  # URL prefix -> the world's layer folder

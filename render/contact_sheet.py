@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from render.encode import decode_geometry, decode_png
 
 TILE = 112

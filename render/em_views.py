@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.core.errors import SampleError
-from pipeline.core.fetched import MISSING_BITS
+from core.errors import SampleError
+from core.fetched import MISSING_BITS
 
 CARDINAL = {"xy": (0.0, 0.0, 1.0), "xz": (0.0, 1.0, 0.0), "yz": (1.0, 0.0, 0.0)}
 # in-plane (column, row) axes of the cardinal views
@@ -329,7 +329,7 @@ def render_em_views(
     """EM cutout (X, Y, Z) uint8 and root-id labels on the same grid, 1.5 x window wide, centred on the sample
     coordinate -> the four EM views (224, 224, 3) uint8 and an info dict.
 
-    `missing` (optional, same grid, uint8; bits of pipeline.core.fetched.MISSING_BITS): bit 0 where the EM voxel
+    `missing` (optional, same grid, uint8; bits of core.fetched.MISSING_BITS): bit 0 where the EM voxel
     came from an absent chunk, bit 1 where the segmentation's did. info["missing_view_fraction"] then gives, per
     bit ("em", "seg"), the largest fraction of a view's pixels whose central-plane point lies in such a voxel (the
     views' own pixels, not the window)."""

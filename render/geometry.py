@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from pipeline.core.errors import SampleError
-from pipeline.core.hashing import rng_for
+from core.errors import SampleError
+from core.hashing import rng_for
 from render.camera import OrthoCamera, view_cameras
 from render.raycast import SparseHits, cast_sparse
 

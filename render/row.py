@@ -4,7 +4,7 @@ The render stage's logic (pipeline/stages/render.py is its adapter to the runner
 a fetched sample in, one row (the release's columns minus `split`) out; a sample that cannot be rendered raises
 SampleError with its reason.
 
-The missing-chunk rule (`max_missing_fraction`, pipeline.core.fetched.check_missing) is applied here, first to
+The missing-chunk rule (`max_missing_fraction`, core.fetched.check_missing) is applied here, first to
 the EM window (the fractions the fetch recorded), then to each view's own pixels: the views are cut from the
 window after recentring, and a thin slab of absent chunks can cross a view's plane while being a small part of
 the window.
@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import numpy as np
 import trimesh
 
-from pipeline.core.errors import SampleError
-from pipeline.core.fetched import FetchedSample, Mesh, check_missing
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
-from pipeline.core.samples import DUAL_TYPES, task_routing
+from core.errors import SampleError
+from core.fetched import FetchedSample, Mesh, check_missing
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
+from core.samples import DUAL_TYPES, task_routing
 from render.em_views import render_em_views
 from render.encode import encode_geometry, encode_png
 from render.geometry import CROP_FACTOR, crop_mesh, draw_view_params, render_geometry
@@ -112,7 +112,7 @@ def trimeshes(meshes: list[Mesh]) -> list[trimesh.Trimesh]:
 
 
 def em_metadata(sample: FetchedSample, info: dict) -> dict:
-    """Metadata keys of the EM views (pipeline.core.samples.RENDER_META_KEYS, those from EM): the views' centre in
+    """Metadata keys of the EM views (core.samples.RENDER_META_KEYS, those from EM): the views' centre in
     nm (absolute, after recentring), the best plane's normal, the output-resolution scores of the best and the
     cardinal views, and the fractions of the EM window from absent EM and segmentation chunks."""
     centre = sample.em_origin_nm + np.asarray(info["em_view_center_nm"], dtype=np.float64)

@@ -12,8 +12,8 @@ import numpy as np
 import trimesh
 from scipy import ndimage
 
-from pipeline.core.errors import SampleError
-from pipeline.core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
+from core.errors import SampleError
+from core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_BACKGROUND
 from render.camera import view_cameras
 from render.geometry import CROP_FACTOR, crop_mesh
 from render.raycast import cast_sparse

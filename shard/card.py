@@ -4,7 +4,7 @@ Hugging Face YAML front matter maps train / validation / test to the three shard
 `datasets.load_dataset(<release dir>)` gives the three splits. No wall-clock time appears here.
 Every rule the card states (labels, routing, same_neuron, archives, coordinate keys, dual / single types,
 metadata keys, column names, geometry shape) is written from the constants the rows are built and checked
-with (pipeline.core.samples, pipeline.core.release_schema, shard.rules), never retyped. One function per
+with (core.samples, core.release_schema, shard.rules), never retyped. One function per
 section, in the card's order.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from config.schema import SpeciesConfig
-from pipeline.core.release_schema import (
+from core.release_schema import (
     EM_COLUMNS,
     SPLIT_DIRS,
     SPLIT_MASK_A,
@@ -22,7 +22,7 @@ from pipeline.core.release_schema import (
     SPLIT_MASK_COLUMNS,
     SPLITS,
 )
-from pipeline.core.samples import (
+from core.samples import (
     COORD_KEY,
     DUAL_TYPES,
     LABELS,
@@ -335,7 +335,7 @@ def _columns_section() -> list[str]:
 
 def _metadata_section(stats: dict) -> list[str]:
     """The metadata key set of each archive, from the constants the bank and render write them with
-    (pipeline.core.samples); the synapse table's score columns, which vary by species, from this build's rows."""
+    (core.samples); the synapse table's score columns, which vary by species, from this build's rows."""
     observed: dict[str, list[str]] = stats.get("metadata_keys", {})
     rows = []
     for sp in stats["by_species"]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.core.release_schema import EM_COLUMNS, NON_IMAGE_COLUMNS, SPLIT_DIRS, SPLIT_MASK_COLUMNS, SPLITS
+from core.release_schema import EM_COLUMNS, NON_IMAGE_COLUMNS, SPLIT_DIRS, SPLIT_MASK_COLUMNS, SPLITS
 from render.encode import decode_geometry
 
 

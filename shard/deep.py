@@ -23,8 +23,8 @@ import pyarrow.dataset  # noqa: F401 - read_table(filters=...) needs it: importe
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipeline.core.compute import compute
-from pipeline.core.release_schema import (
+from core.compute import compute
+from core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,

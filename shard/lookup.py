@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core.errors import UserError
-from pipeline.core.release_schema import SPLIT_DIRS, SPLITS
+from core.errors import UserError
+from core.release_schema import SPLIT_DIRS, SPLITS
 
 
 @dataclass

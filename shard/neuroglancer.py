@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Sequence
 
 from config.schema import SpeciesConfig
-from pipeline.core.samples import COORD_KEY
+from core.samples import COORD_KEY
 
 NEUROGLANCER = "https://spelunker.cave-explorer.org/"
 

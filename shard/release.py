@@ -27,12 +27,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config.schema import SpeciesConfig
-from pipeline.core import atomic
-from pipeline.core.checkpoints import checkpoint
-from pipeline.core.errors import UserError, is_retryable
-from pipeline.core.hashing import sha256_file
-from pipeline.core.ledger import read_failures
-from pipeline.core.release_schema import (
+from core import atomic
+from core.checkpoints import checkpoint
+from core.errors import UserError, is_retryable
+from core.hashing import sha256_file
+from core.ledger import read_failures
+from core.release_schema import (
     IMAGE_COLUMNS,
     METADATA_SIDECAR_SCHEMA,
     NON_IMAGE_COLUMNS,

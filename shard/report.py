@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from config.schema import SpeciesConfig
-from pipeline.core import atomic
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS, SPLITS
-from pipeline.core.samples import SAMPLE_TYPES
+from core import atomic
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS, SPLITS
+from core.samples import SAMPLE_TYPES
 from render.contact_sheet import VIEW_NAMES, channel_tiles, sample_sheet
 from render.encode import decode_geometry, decode_png, encode_png
 from shard.neuroglancer import neuroglancer_state, neuroglancer_url

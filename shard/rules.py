@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 from pywuffs import ImageDecoderType, PixelFormat
 from pywuffs.aux import ImageDecoder, ImageDecoderConfig
 
-from pipeline.core.hashing import md5_hex
-from pipeline.core.release_schema import (
+from core.hashing import md5_hex
+from core.release_schema import (
     EM_COLUMNS,
     SPLIT_MASK_A,
     SPLIT_MASK_B,
@@ -26,7 +26,7 @@ from pipeline.core.release_schema import (
     SPLIT_MASK_COLUMNS,
     SPLITS,
 )
-from pipeline.core.samples import DUAL_TYPES, LABELS, SAME_NEURON, SAMPLE_TYPES, source_archive, task_routing
+from core.samples import DUAL_TYPES, LABELS, SAME_NEURON, SAMPLE_TYPES, source_archive, task_routing
 from render.encode import decode_geometry
 
 SINGLE_TYPES = frozenset(SAMPLE_TYPES) - DUAL_TYPES

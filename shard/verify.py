@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.hashing import sha256_file
-from pipeline.core.release_schema import SPLIT_DIRS, SPLITS
+from core.hashing import sha256_file
+from core.release_schema import SPLIT_DIRS, SPLITS
 from shard.release import SHARDS_CSV_HEADER
 
 

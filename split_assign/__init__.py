@@ -6,7 +6,7 @@ import os
 
 import pyarrow as pa
 
-from pipeline.core import atomic
+from core import atomic
 from split_assign.cubes import (
     ASSIGNMENT_SCHEMA,
     assign,

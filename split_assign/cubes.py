@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.errors import UserError
-from pipeline.core.hashing import unit_interval
-from pipeline.core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS, SPLITS
+from core.errors import UserError
+from core.hashing import unit_interval
+from core.release_schema import SPLIT_CUBE_NM, SPLIT_RATIOS, SPLITS
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [

@@ -60,7 +60,7 @@ def tiny_configs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """The tiny demo world, generated once per session; tests copy it into their work dir."""
-    from pipeline.sim.demo_world import generate_world
+    from sim.demo_world import generate_world
 
     world = tmp_path_factory.mktemp("world") / "world"
     d = TINY["demo_world"]
@@ -90,9 +90,9 @@ def free_port() -> int:
 
 
 def checkpoint_env(**points: str) -> dict[str, str]:
-    """Environment making a build stop at named points (pipeline.core.checkpoints): `name="kill"` or
+    """Environment making a build stop at named points (core.checkpoints): `name="kill"` or
     `name="hold:DIR"`; names use `_` for the module's `-` (render_sealed -> render-sealed)."""
-    from pipeline.core.checkpoints import ENV
+    from core.checkpoints import ENV
 
     return {ENV: ",".join(f"{name.replace('_', '-')}:{action}" for name, action in points.items())}
 
@@ -156,7 +156,7 @@ def twin_world(tiny_world, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def twins(twin_world):
     """One running twin per flavour, shared by the session: {"v1": TwinServer, "v2": TwinServer}."""
-    from pipeline.sim.twin import TwinServer
+    from sim.twin import TwinServer
 
     servers = {flavor: TwinServer(twin_world, flavor=flavor).start() for flavor in ("v1", "v2")}
     yield servers

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from core.errors import UserError
 from pipeline.context import BuildContext
-from pipeline.core.errors import UserError
 from pipeline.preflight.checks import REQUEST_BOUND, Preflight
 from pipeline.preflight.report import FAIL, OK, Check, Report
 from pipeline.sources.transport import Recorder

@@ -20,7 +20,7 @@ import numpy as np
 import requests
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import PartlyUnavailable, TransientSourceError, Unavailable, UserError
+from core.errors import PartlyUnavailable, TransientSourceError, Unavailable, UserError
 from pipeline.partitions import root_digest
 from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check

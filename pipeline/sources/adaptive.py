@@ -53,7 +53,7 @@ import requests
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from config.schema import CaveRequests
-from pipeline.core.errors import Unavailable
+from core.errors import Unavailable
 from pipeline.sources import budget as budgets
 from pipeline.sources.budget import BudgetedAdapter, HostDown
 from pipeline.sources.transport import endpoint_of

@@ -4,7 +4,7 @@ Everything is pinned: tables to `cfg.materialization_version` (else a live query
 chunkedgraph to explicit timestamps. Clients are opened lazily on first use and dropped on pickling, so
 a `CaveSource` can be shipped to dask workers; each worker reconnects on its own first call.
 
-Errors (see pipeline.core.errors):
+Errors (see core.errors):
 - the first contact of a source object with a server that cannot be reached (connection refused, DNS
   failure, connect timeout) -> UserError naming the URL and what to check;
 - once a server has been reached, timeouts, dropped connections and HTTP 5xx -> TransientSourceError;
@@ -51,7 +51,7 @@ import trimesh
 from urllib3.util.retry import Retry
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import PartlyUnavailable, SampleError, TransientSourceError, Unavailable, UserError
+from core.errors import PartlyUnavailable, SampleError, TransientSourceError, Unavailable, UserError
 from pipeline.sources import adaptive
 from pipeline.sources import budget as budgets
 from pipeline.sources import cave_meshes as meshes

@@ -25,7 +25,7 @@ import numpy as np
 import requests
 import trimesh
 
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.sources.budget import BudgetedAdapter
 
 _LEGACY = re.compile(r"^(\d+):\d+:(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")

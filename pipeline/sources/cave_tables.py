@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.core.errors import UserError
-from pipeline.core.samples import NEUROTRANSMITTERS
+from core.errors import UserError
+from core.samples import NEUROTRANSMITTERS
 from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
 from pipeline.sources.cave_limits import CaveLimits, chunks
 

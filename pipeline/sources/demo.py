@@ -1,4 +1,4 @@
-"""DemoSource: the Source protocol over a generated demo world (pipeline.sim.demo_world).
+"""DemoSource: the Source protocol over a generated demo world (sim.demo_world).
 
 Volumes and meshes are read through CloudVolume from the world's `file://` precomputed layers, exactly
 as a real layer would be; the CAVE-shaped tables are parquet files read with pyarrow. CloudVolume
@@ -23,7 +23,7 @@ import trimesh
 from cloudvolume import CloudVolume
 
 from config.schema import SpeciesConfig
-from pipeline.core.errors import SampleError, UserError
+from core.errors import SampleError, UserError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.demo_level2 import level2_graph
 from pipeline.sources.l2skeleton import skeleton_edges
@@ -33,7 +33,7 @@ _STATE_CACHE = 64
 
 
 class DemoSource:
-    """Reads `world_dir` (made by pipeline.sim.demo_world.generate_world) for the demo species."""
+    """Reads `world_dir` (made by sim.demo_world.generate_world) for the demo species."""
 
     def __init__(self, cfg: SpeciesConfig, world_dir: str | Path) -> None:
         self.cfg = cfg

@@ -10,7 +10,7 @@ samples come within `CONTACT_NM` of each other in different chunks (the tubes to
 representative coordinate (the l2cache's `rep_coord_nm`, a voxel inside it, in nm) is the voxel of
 its sample nearest the component's centroid.
 
-Pure and deterministic: the twin serves it (pipeline/sim/twin/cache.py) and the demo source builds the
+Pure and deterministic: the twin serves it (sim/twin/cache.py) and the demo source builds the
 same skeleton from it (pipeline/sources/l2skeleton.py), so both sources give the same junctions.
 """
 

@@ -1,7 +1,7 @@
 """The demo world's volume: its voxel size, chunk size, voxel offset and extent.
 
 They are facts of the data the demo source reads (the world on disk, its level-2 chunks), so they are defined
-here, with the source; the simulator that writes the world (pipeline/sim/demo_world) imports them.
+here, with the source; the simulator that writes the world (sim/demo_world) imports them.
 """
 
 from __future__ import annotations

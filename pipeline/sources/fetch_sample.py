@@ -9,7 +9,7 @@ Absent chunks are found, not painted black: the sources mark the voxels that cam
 the layer (pipeline.sources.base.read_padded). The fractions of the EM window's voxels from such chunks (the
 window, not the whole 1.5 x cutout: the views are cut from the window) travel with the sample, and so does the
 mask (`missing`, on the EM grid), so that render applies `max_missing_fraction` to the window and to the views'
-own pixels (pipeline.core.fetched): the limit is not an input of the fetch.
+own pixels (core.fetched): the limit is not an input of the fetch.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.core.errors import SampleError
-from pipeline.core.fetched import MISSING_BITS, FetchedSample
+from core.errors import SampleError
+from core.fetched import MISSING_BITS, FetchedSample
 from pipeline.sources.base import Cutout, window_fraction
 from render.geometry import CROP_FACTOR, crop_mesh
 

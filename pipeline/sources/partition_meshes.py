@@ -19,7 +19,7 @@ import numpy as np
 import trimesh
 
 from config import SpeciesConfig
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 
 
 def sample_box(cfg: SpeciesConfig, row: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from config.schema import Faults
-from pipeline.core.errors import SampleError, TransientSourceError, Unavailable
-from pipeline.core.hashing import unit_interval
+from core.errors import SampleError, TransientSourceError, Unavailable
+from core.hashing import unit_interval
 
 T = TypeVar("T")
 

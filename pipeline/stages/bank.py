@@ -13,6 +13,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.atomic import write_parquet
+from core.hashing import key_of, md5_hex
+from core.layout import CHANGES, FAILURES
+from core.ledger import read_failures, write_failures
 from pipeline.candidates import (
     STAGE,
     bank_candidates,
@@ -22,10 +26,6 @@ from pipeline.candidates import (
     select_from_batches,
 )
 from pipeline.context import BuildContext
-from pipeline.core.atomic import write_parquet
-from pipeline.core.hashing import key_of, md5_hex
-from pipeline.core.layout import CHANGES, FAILURES
-from pipeline.core.ledger import read_failures, write_failures
 from pipeline.graph import StageGraph
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
 from pipeline.partitions import buckets, level_for, root_digest

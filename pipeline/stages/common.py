@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.errors import UNEXPECTED, SampleError, TransientSourceError, UserError
+from core.hashing import sha256_file
+from core.ledger import Failure
 from pipeline.context import BuildContext
-from pipeline.core.errors import UNEXPECTED, SampleError, TransientSourceError, UserError
-from pipeline.core.hashing import sha256_file
-from pipeline.core.ledger import Failure
 from pipeline.graph import StageGraph
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from core.fetched import crop_half_of
+from core.hashing import sha256_file
 from pipeline.context import BuildContext
-from pipeline.core.fetched import crop_half_of
-from pipeline.core.hashing import sha256_file
 from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from core.atomic import write_parquet
+from core.fetched import FetchedSample
+from core.layout import MARKER
+from core.release_schema import RENDER_PART_SCHEMA
 from pipeline.context import BuildContext
-from pipeline.core.atomic import write_parquet
-from pipeline.core.fetched import FetchedSample
-from pipeline.core.layout import MARKER
-from pipeline.core.release_schema import RENDER_PART_SCHEMA
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun

@@ -12,11 +12,11 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+from core.hashing import key_of, md5_hex
+from core.layout import MARKER
 from pipeline import __version__
 from pipeline.context import BuildContext, make_context, release_marker_path
-from pipeline.core.errors import UserError
-from pipeline.core.hashing import key_of, md5_hex
-from pipeline.core.layout import MARKER
 from pipeline.graph import StageGraph
 from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
 from pipeline.runner import Partition, StageDeclarations

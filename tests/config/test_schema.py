@@ -1,8 +1,8 @@
 import pytest
 
 from config import known_species, load_config
-from pipeline.core.errors import UserError
-from pipeline.core.samples import SAMPLE_TYPES
+from core.errors import UserError
+from core.samples import SAMPLE_TYPES
 
 REAL = ("fly", "mouse", "human", "zebrafish")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from core.errors import SampleError
 from pipeline.candidates import BankResult, bank_candidates, select_bank
-from pipeline.core.errors import SampleError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton
 
 A, B, C, X, Y = 101, 102, 103, 201, 202  # merge A+B -> C; X, Y bystanders

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from config import load_config
+from core.adjacency import adjacent_roots
+from core.samples import archive_hash, combined_hash
 from pipeline.candidates import bank_table, edit_point_nm, junction_points
-from pipeline.core.adjacency import adjacent_roots
-from pipeline.core.samples import archive_hash, combined_hash
 from pipeline.sources.base import OperationDetails
 from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y, build_bank
 
@@ -129,7 +129,7 @@ def test_junction_points_degree():
 
 
 def _candidate(i, sample_type="junction_control"):
-    from pipeline.core.hashing import md5_hex, unit_interval
+    from core.hashing import md5_hex, unit_interval
 
     h = md5_hex(f"candidate-{i}")
     return {"combined_sample_hash": h, "sample_type": sample_type, "source_archive": "unified_controls_demo",
@@ -179,7 +179,7 @@ def test_rows_of_an_archive_share_one_key_set_across_batches():
 
 def test_a_rows_budget_priority_is_the_hash_of_its_identity(cfg):
     """Budgets keep the smallest `unit_interval("budget", combined_sample_hash)`, pinned by a literal value."""
-    from pipeline.core.hashing import unit_interval
+    from core.hashing import unit_interval
 
     assert unit_interval("budget", "81c5a636674e76552ed428d6c3f1148c") == 0.6727342477981816
     rows = build_bank(FakeSource(), cfg).rows

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.locks import LockSet, hold
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.core.hashing import sha256_file
+from core.hashing import sha256_file
 from pipeline.markers import corrupt_outputs, digests, marker_is_current, outputs_digest, read_marker, write_marker
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from config.schema import load_config
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.fetch_sample import fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots, sample_box

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.core.hashing import md5_hex
+from core.hashing import md5_hex
 from pipeline.partitions import PREFIX_BITS, bucket_of, bucket_range, buckets, level_for, ranges_overlap, root_digest
 
 

@@ -18,10 +18,10 @@ from pipeline.context import BuildContext
 from pipeline.preflight import FAIL, REQUEST_BOUND, report_path, run_preflight
 from pipeline.preflight.batch import largest_batch
 from pipeline.preflight.report import OK, SKIP, WARN
-from pipeline.sim.twin import TOKEN, TwinServer
-from pipeline.sim.twin.drift import DRIFTS
-from pipeline.sim.twin.replay import ReplayServer
-from pipeline.sim.twin.species import twin_config
+from sim.twin import TOKEN, TwinServer
+from sim.twin.drift import DRIFTS
+from sim.twin.replay import ReplayServer
+from sim.twin.species import twin_config
 from tests.conftest import cli_in_process
 
 # drift -> the checks that fail, each with a fragment of its line naming what to do (none: preflight passes)
@@ -89,7 +89,7 @@ def test_hostile_twin_passes_and_its_hidden_url_budget_is_found(twin_world, demo
     """Through resets, 502s, 429s and slow answers, every check passes; the operation-details bisection finds
     the URL the hidden limit allows within 20%: v2's drawn URL limit; v1's uWSGI buffer, where the URL is
     counted about three times (request line, REQUEST_URI, QUERY_STRING) beside the headers."""
-    from pipeline.sim.twin.hostile import UWSGI_BUFFER_BYTES
+    from sim.twin.hostile import UWSGI_BUFFER_BYTES
 
     server = TwinServer(twin_world, flavor=flavor, hostile_seed=7).start()
     try:

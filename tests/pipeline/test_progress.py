@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from config import load_config
+from core.errors import UserError
+from core.layout import twin_config_dir
 from pipeline.build import RunOptions, build
-from pipeline.core.errors import UserError
-from pipeline.core.layout import twin_config_dir
 from pipeline.runner import parse_summaries
-from pipeline.sim.twin import Fault, TwinServer
-from pipeline.sim.twin.species import twin_config
 from pipeline.twin_build import BUILD_DRACO_BIN_NM
 from shard.compare import compare_releases
+from sim.twin import Fault, TwinServer
+from sim.twin.species import twin_config
 from tests.conftest import cli, seed_work
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 from config.schema import SpeciesConfig
-from pipeline.core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
-from pipeline.core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
+from core.release_schema import EM_COLUMNS, SPLIT_MASK_A, SPLIT_MASK_B, SPLIT_MASK_COLUMNS
+from core.samples import DUAL_TYPES, OP_TYPES, metadata_keys
 from pipeline.sources.demo import DemoSource
 from render.encode import decode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry

@@ -1,6 +1,6 @@
 """Kill the build (SIGKILL to its process group) mid-render and mid-shard; the rerun's release is identical.
 
-The kill is made by the build itself at a named point (pipeline.core.checkpoints), not by a watcher that
+The kill is made by the build itself at a named point (core.checkpoints), not by a watcher that
 races it: on a busy machine a watcher may look too late, after the build has finished the step.
 """
 

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from config import load_config
+from core.atomic import write_json
+from core.layout import FAILURES, MARKER
+from core.ledger import Failure, write_failures
 from pipeline.context import BuildContext
-from pipeline.core.atomic import write_json
-from pipeline.core.layout import FAILURES, MARKER
-from pipeline.core.ledger import Failure, write_failures
 from pipeline.markers import digests, write_marker
 from pipeline.partitions import PREFIX_BITS
 from pipeline.reuse import LEVEL_FILE, load_prior

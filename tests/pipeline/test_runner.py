@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from config import load_config
+from core.atomic import atomic_path, write_text
+from core.errors import UserError
+from core.ledger import Failure
 from pipeline.context import BuildContext
-from pipeline.core.atomic import atomic_path, write_text
-from pipeline.core.errors import UserError
-from pipeline.core.ledger import Failure
 from pipeline.graph import StageGraph
 from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage, to_retry
 
@@ -121,7 +121,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
 
 @pytest.mark.slow  # waits out a connect timeout
 def test_unreachable_distributed_scheduler_is_a_user_error(ctx, monkeypatch):
-    monkeypatch.setattr("pipeline.core.compute.CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr("core.compute.CONNECT_TIMEOUT", "2s")
     with pytest.raises(UserError, match="cannot reach dask scheduler at tcp://127.0.0.1:9"):
         _run(CountingStage(), ctx, scheduler="tcp://127.0.0.1:9", progress=False)
 
@@ -229,7 +229,7 @@ def test_a_crashed_partition_is_listed_by_status_failed_with_its_unbuilt_samples
 
 
 def test_a_change_of_level_moves_the_old_layout_to_previous_where_reuse_reads_it(ctx):
-    from pipeline.core.atomic import write_json
+    from core.atomic import write_json
     from pipeline.reuse import LEVEL_FILE, load_prior
     from pipeline.runner import relayout
 

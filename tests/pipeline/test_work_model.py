@@ -215,7 +215,7 @@ def _rewrite_fetched(work, victim, arrays):
 
     import numpy as np
 
-    from pipeline.core.hashing import sha256_file
+    from core.hashing import sha256_file
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.core.errors import SampleError
-from pipeline.core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B
+from core.errors import SampleError
+from core.release_schema import SPLIT_MASK_A, SPLIT_MASK_B
 from render.em_views import candidate_normals, render_em_views
 from render.encode import decode_png, encode_png
 from render.geometry import render_geometry

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from render.camera import VIEWS, project_points, view_cameras
 from render.encode import decode_geometry, encode_geometry
 from render.geometry import crop_mesh, draw_view_params, render_geometry

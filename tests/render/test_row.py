@@ -11,8 +11,8 @@ import pytest
 import trimesh
 
 from config import load_config
-from pipeline.core.errors import SampleError
-from pipeline.core.fetched import MISSING_BITS, FetchedSample
+from core.errors import SampleError
+from core.fetched import MISSING_BITS, FetchedSample
 from render.row import render_row
 
 VOXEL = np.array([25.0, 25.0, 50.0])

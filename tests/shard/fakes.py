@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import split_assign
-from pipeline.core.hashing import md5_hex, rng_for
-from pipeline.core.release_schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
-from pipeline.core.samples import task_routing
+from core.hashing import md5_hex, rng_for
+from core.release_schema import EM_COLUMNS, RENDER_PART_SCHEMA, SPLIT_MASK_COLUMNS
+from core.samples import task_routing
 from shard.rules import SINGLE_TYPES, expected_slots
 
 TYPES = ("merge_edit", "split_edit", "adjacent_control", "junction_control", "synapse_control")

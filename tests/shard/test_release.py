@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.core.hashing import sha256_file
-from pipeline.core.release_schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
+from core.hashing import sha256_file
+from core.release_schema import METADATA_SIDECAR_SCHEMA, NON_IMAGE_COLUMNS, RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from shard.release import SHARDS_CSV_HEADER, ReleaseError, write_release
 from tests.shard import fakes
 

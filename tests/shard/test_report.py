@@ -12,7 +12,7 @@ from PIL import Image
 
 from config import load_config
 from config.schema import CONFIG_DIR
-from pipeline.core.samples import SAMPLE_TYPES
+from core.samples import SAMPLE_TYPES
 from shard.neuroglancer import state_of_url
 from shard.release import write_release
 from shard.report import GALLERY_ROWS

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.hashing import sha256_file
-from pipeline.core.release_schema import RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
+from core.hashing import sha256_file
+from core.release_schema import RELEASE_SCHEMA, SPLIT_DIRS, SPLITS
 from shard.release import SHARD_OPTIONS, SHARDS_CSV_HEADER, write_release
 from shard.verify import verify_release
 from tests.shard import fakes

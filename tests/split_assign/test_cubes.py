@@ -5,8 +5,8 @@ import pyarrow as pa
 import pytest
 
 import split_assign
-from pipeline.core.errors import UserError
-from pipeline.core.hashing import unit_interval
+from core.errors import UserError
+from core.hashing import unit_interval
 
 BBOX_MIN = [1000.0, -5000.0, 0.0]
 BBOX_MAX = [2_001_000.0, 1_995_000.0, 800_000.0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.schema import SpeciesConfig, load_config
-from pipeline.sim.twin.species import twin_config
+from sim.twin.species import twin_config
 
 
 @pytest.fixture(autouse=True)

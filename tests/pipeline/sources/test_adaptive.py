@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from config.schema import CaveRequests
-from pipeline.core.errors import Unavailable
+from core.errors import Unavailable
 from pipeline.sources import adaptive
 from pipeline.sources import budget as budgets
 from pipeline.sources.adaptive import (

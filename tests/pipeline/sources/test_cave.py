@@ -2,7 +2,7 @@
 
 What test_cave_twin.py compares with DemoSource is not repeated here; these pin the source's own rules: its
 shapes and types, how it pins a release, tables of other datastacks' shapes (the twin's tables reshaped), and
-how it meets failures (the twin's faults: pipeline/sim/twin/faults.py).
+how it meets failures (the twin's faults: sim/twin/faults.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import pytest
 import tenacity
 from cloudfiles.interfaces import HttpInterface
 
-from pipeline.core.errors import TransientSourceError, Unavailable, UserError
-from pipeline.sim.twin import TOKEN, Fault, TwinServer
-from pipeline.sim.twin.model import to_ms
+from core.errors import TransientSourceError, Unavailable, UserError
 from pipeline.sources import adaptive
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.cave import CaveSource, _epoch
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.demo_volume import CHUNK, RES, VOXEL_OFFSET
+from sim.twin import TOKEN, Fault, TwinServer
+from sim.twin.model import to_ms
 from tests.conftest import free_port
 
 NT = ("gaba", "ach", "glut", "oct", "ser", "da")
@@ -368,7 +368,7 @@ def test_lost_connection_after_first_contact_is_transient(make_cfg, twin_world):
 
 
 def _on(server: TwinServer) -> dict:
-    from pipeline.sim.twin.species import seg_cloudpath
+    from sim.twin.species import seg_cloudpath
 
     return {
         "server_address": server.url,

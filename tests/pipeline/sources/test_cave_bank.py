@@ -3,9 +3,9 @@
 import json
 from collections import Counter
 
-from pipeline.sim.twin import TOKEN
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.retrying import RetryingSource
+from sim.twin import TOKEN
 from tests.pipeline.fakes import build_bank
 
 

@@ -1,4 +1,4 @@
-"""CaveSource against a drifted twin (pipeline/sim/twin/drift.py), through the real caveclient and cloud-volume.
+"""CaveSource against a drifted twin (sim/twin/drift.py), through the real caveclient and cloud-volume.
 
 Each drift, met by the source, gives the right rows or ONE line naming what to do (the config key, the URL
 where the terms are accepted); never "a CAVE token is needed" for what is not a token problem.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from config.schema import load_config
-from pipeline.core.errors import UserError
-from pipeline.sim.twin import TOKEN, TwinServer
-from pipeline.sim.twin.drift import DRIFTS, RENAMED, TOS_PATH, Drift
-from pipeline.sim.twin.species import LATEST_VERSION, twin_config
+from core.errors import UserError
 from pipeline.sources.cave import CaveSource
+from sim.twin import TOKEN, TwinServer
+from sim.twin.drift import DRIFTS, RENAMED, TOS_PATH, Drift
+from sim.twin.species import LATEST_VERSION, twin_config
 
 
 @pytest.fixture(scope="module")

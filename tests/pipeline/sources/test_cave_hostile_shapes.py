@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from config.schema import CaveRequests
-from pipeline.core.errors import PartlyUnavailable
-from pipeline.sim.twin import TOKEN, TwinServer
-from pipeline.sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, HOSTILE_OPTIONS
+from core.errors import PartlyUnavailable
 from pipeline.sources import budget as budgets
 from pipeline.sources.cave import CaveSource
+from sim.twin import TOKEN, TwinServer
+from sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, HOSTILE_OPTIONS
 
 SHORT = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S})
 
@@ -31,7 +31,7 @@ def _hostile(world, only: str) -> TwinServer:  # noqa: ANN001
 
 
 def test_a_root_whose_lineage_never_answers_in_time_is_given_up_and_the_others_answered(twin_world, demo_cfg):
-    from pipeline.sim.twin.species import twin_config
+    from sim.twin.species import twin_config
 
     server = _hostile(twin_world, "item_faults")
     try:
@@ -56,7 +56,7 @@ def test_a_root_whose_lineage_never_answers_in_time_is_given_up_and_the_others_a
 def test_an_overloaded_server_is_met_with_less_concurrency_and_nothing_given_up(twin_world, demo_cfg):
     """32 threads ask level-2 graphs of an overloaded twin (a few processes, the rest queue): the budget halves the
     host's bound until the answers come in time; every graph comes back."""
-    from pipeline.sim.twin.species import twin_config
+    from sim.twin.species import twin_config
 
     server = _hostile(twin_world, "overload")
     try:

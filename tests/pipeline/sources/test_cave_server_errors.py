@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from pipeline.core.errors import PartlyUnavailable, Unavailable, UserError
-from pipeline.sim.twin import TOKEN, Fault
+from core.errors import PartlyUnavailable, Unavailable, UserError
 from pipeline.sources import budget as budgets
 from pipeline.sources.cave import CaveSource
+from sim.twin import TOKEN, Fault
 
 
 def _wrapped(message: str) -> bytes:

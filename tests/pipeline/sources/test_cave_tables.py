@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.sources.cave_limits import CaveLimits
 from pipeline.sources.cave_tables import CapWatch, read_all, read_synapses
 

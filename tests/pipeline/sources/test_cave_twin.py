@@ -17,10 +17,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from config.schema import load_config
+from core.errors import SampleError, Unavailable, UserError
 from pipeline.candidates import junction_points
-from pipeline.core.errors import SampleError, Unavailable, UserError
-from pipeline.sim.twin import TOKEN, ids
-from pipeline.sim.twin.species import twin_config
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.cave_limits import CaveLimits
@@ -30,6 +28,8 @@ from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.sources.retrying import RetryingSource
 from render.geometry import crop_mesh
+from sim.twin import TOKEN, ids
+from sim.twin.species import twin_config
 from tests.pipeline.fakes import build_bank
 
 

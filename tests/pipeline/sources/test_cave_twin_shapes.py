@@ -15,13 +15,13 @@ import requests
 
 from config.schema import load_config
 from pipeline.candidates import junction_points
-from pipeline.sim.twin import TOKEN, ids
-from pipeline.sim.twin.info import TABLE_ID
-from pipeline.sim.twin.species import twin_config
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.l2skeleton import prune_twigs, spanning_tree
 from pipeline.sources.retrying import RetryingSource
+from sim.twin import TOKEN, ids
+from sim.twin.info import TABLE_ID
+from sim.twin.species import twin_config
 from tests.pipeline.fakes import build_bank
 
 CHUNK_NM = ids.GRAPH_CHUNK_VX * np.array([32.0, 32.0, 45.0])

@@ -11,10 +11,10 @@ import pytest
 import trimesh
 
 from config.schema import load_config
-from pipeline.core.errors import SampleError
-from pipeline.sim.demo_world import generate_world
+from core.errors import SampleError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.demo import DemoSource
+from sim.demo_world import generate_world
 
 pytestmark = pytest.mark.slow  # the module generates a world
 

@@ -9,7 +9,7 @@ import pytest
 import trimesh
 
 from config import load_config
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.sources.base import Cutout
 from pipeline.sources.fetch_sample import EM_FACTOR, crop_box_half_nm, fetch_sample
 

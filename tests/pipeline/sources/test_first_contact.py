@@ -1,5 +1,5 @@
 """First contact gives no false answers (issue 24 item 7), through the real caveclient and cloud-volume against a twin
-of a small generated world (pipeline/sim/twin/scale.py: no demo world to generate, so these tests are fast).
+of a small generated world (sim/twin/scale.py: no demo world to generate, so these tests are fast).
 
 Each test is one assumption the build or preflight makes about a real deployment, met by the twin set up as that
 deployment is (drift.py): FlyWire's public datastack (a virtual table, level-2 data by the attributes route only),
@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 
 from config.schema import SpeciesConfig, load_config
-from pipeline.core.errors import UserError
+from core.errors import UserError
 from pipeline.preflight.checks import Preflight
 from pipeline.preflight.report import FAIL, OK
-from pipeline.sim.twin.drift import VIEW
-from pipeline.sim.twin.faults import Fault
-from pipeline.sim.twin.scale import ScaleParams, ScaleWorld
-from pipeline.sim.twin.server import TOKEN, TwinServer
-from pipeline.sim.twin.species import twin_config
 from pipeline.sources import adaptive
 from pipeline.sources.cave import CaveSource, delta_windows
+from sim.twin.drift import VIEW
+from sim.twin.faults import Fault
+from sim.twin.scale import ScaleParams, ScaleWorld
+from sim.twin.server import TOKEN, TwinServer
+from sim.twin.species import twin_config
 
 SMALL = ScaleParams(neurons=40, synapses=500, other_roots=100, seed=1)
 

@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from config import load_config
-from pipeline.core.errors import SampleError
+from core.errors import SampleError
 from pipeline.sources.partition_meshes import PartitionMeshes, sample_box
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from config.schema import Faults
-from pipeline.core.errors import SampleError, TransientSourceError
+from core.errors import SampleError, TransientSourceError
 from pipeline.sources.retrying import RetryingSource, with_retries
 
 

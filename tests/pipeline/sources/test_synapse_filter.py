@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from config import load_config
-from pipeline.core.errors import UserError
-from pipeline.sim.twin import TOKEN
-from pipeline.sim.twin.species import twin_config
+from core.errors import UserError
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.demo import DemoSource
+from sim.twin import TOKEN
+from sim.twin.species import twin_config
 
 
 def test_only_synapses_above_the_score_are_read(twin, twin_world, tiny_configs):

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from config import load_config
+from core.errors import SampleError, TransientSourceError, UserError
 from pipeline.context import BuildContext
-from pipeline.core.errors import SampleError, TransientSourceError, UserError
 from pipeline.reuse import PriorRun
 from pipeline.runner import Partition
 from pipeline.stages.common import run_samples, sample_key
@@ -56,7 +56,7 @@ def test_each_row_is_skipped_kept_built_or_ledgered(ctx, threads):
 
 
 def test_a_failure_recorded_under_the_same_key_is_kept_without_building(ctx):
-    from pipeline.core.ledger import Failure
+    from core.ledger import Failure
 
     old = Failure("h0", "demo", "merge_edit", "render", "em_chunks_missing", "3%")
     prior = PriorRun(keys={"h0": "k"}, failures={"h0": old})

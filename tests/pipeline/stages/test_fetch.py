@@ -11,9 +11,9 @@ import pytest
 import trimesh
 
 from config import load_config
+from core.atomic import write_parquet
 from pipeline.candidates import bank_table
 from pipeline.context import BuildContext
-from pipeline.core.atomic import write_parquet
 from pipeline.runner import execute_partition
 from pipeline.sources.base import Cutout
 from pipeline.stages import fetch as fetch_stage

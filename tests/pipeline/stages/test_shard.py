@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from config import load_config
+from core.errors import UserError
 from pipeline.candidates import BANK_SCHEMA
 from pipeline.context import BuildContext
-from pipeline.core.errors import UserError
 from pipeline.markers import digests, write_marker
 from pipeline.runner import Partition
 from pipeline.stages.shard import ShardStage, check_render_parts, species_in
