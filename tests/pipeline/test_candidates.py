@@ -110,7 +110,7 @@ class _TwoLineages(FakeSource):
     def change_log(self, root_ids):  # noqa: ANN001, ANN201
         import pyarrow as pa
 
-        from pipeline.core.errors import PartlyUnavailable, Unavailable
+        from core.errors import PartlyUnavailable, Unavailable
 
         log = super().change_log(root_ids)
         extra = pa.table({"root_id": [P, Q], "operation_id": [5, 5], "timestamp": [500.0, 500.0],
@@ -132,7 +132,7 @@ class _TwoLineages(FakeSource):
         return got
 
     def skeleton(self, root_id):  # noqa: ANN001, ANN201
-        from pipeline.core.errors import Unavailable
+        from core.errors import Unavailable
 
         if self.down and root_id == P:
             raise Unavailable("level2_graph", "HTTP 500 for root P")

@@ -79,7 +79,7 @@ def test_injected_transient_faults_never_exhaust_retries_and_do_not_depend_on_hi
 def test_a_transient_error_that_outlasts_its_retries_is_the_items_unavailable_reason():
     """A chunk read that keeps failing after the wrapper's retries is the sample's `em_unavailable` (ledgered,
     retried by the next build), never a TransientSourceError that would stop the partition."""
-    from pipeline.core.errors import Unavailable
+    from core.errors import Unavailable
 
     class Source:
         species = "demo"
