@@ -146,6 +146,18 @@ def tiny_release(tmp_path_factory, tiny_world, tiny_configs) -> tuple[Path, Path
 
 
 @pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """The small world (sim/small_world.py: a few neurons, six edits, nine synapses, in a fraction of a second): the
+    demo world's layout, for the tests of the sources, the twin, fetch and render that need no whole build. Read
+    only: a test that changes a world writes its own (`write_small_world`)."""
+    from sim.small_world import write_small_world
+
+    world = tmp_path_factory.mktemp("small") / "world"
+    write_small_world(world)
+    return world
+
+
+@pytest.fixture(scope="session")
 def twin_world(tiny_world, tmp_path_factory) -> Path:
     """A copy of the tiny world for the twin (whose cache lands inside the world dir)."""
     world = tmp_path_factory.mktemp("twin") / "world"
