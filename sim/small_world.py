@@ -68,6 +68,7 @@ AXON_UM = 100.0
 AXON_RADIUS_NM = 400.0  # thick enough that Draco's 17 nm steps change its area by well under 1%
 
 RADIUS_NM = 200.0
+PIECE_VX = 24  # a supervoxel: at most ~770 nm of a tube
 GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 Z_MID = int(REGION_VX[2] // 2)
 
@@ -182,19 +183,19 @@ def write_small_world(world_dir: str | os.PathLike, seed: int = 0) -> dict:
     if world_dir.exists():
         shutil.rmtree(world_dir)
     world_dir.mkdir(parents=True)
-    labels = _labels()
+    pieces, piece_label = _pieces()
+    labels = piece_label[pieces]
+    sv = np.where(pieces > 0, np.uint64(SV_BASE) + pieces.astype(np.uint64), np.uint64(0))
     _create_layers(world_dir)
     box = tuple(slice(int(REGION_START[a]), int(REGION_START[a] + REGION_VX[a])) for a in range(3))
-    sv = np.zeros(len(TUBES) + 1, dtype=np.uint64)
-    sv[1:] = np.uint64(SV_BASE) + np.arange(1, len(TUBES) + 1, dtype=np.uint64)
     CloudVolume(f"file://{world_dir}/em", progress=False, compress="gzip")[box] = _em(labels, seed)
     seg = CloudVolume(f"file://{world_dir}/segmentation", progress=False, compress="gzip")
-    seg[box] = sv[labels]
+    seg[box] = sv
     written = {tuple(int(c) for c in REGION_CHUNK + d) for d in np.ndindex(*(REGION_VX // CHUNK))}
     _write_resin(world_dir, resin_chunks(written))
     _put_meshes(world_dir, _meshes())
     tables = world_dir / "tables"
-    write_parquet(tables / "roots.parquet", _roots_table(ROOTS, sv))
+    write_parquet(tables / "roots.parquet", _roots_table(ROOTS, piece_label))
     write_parquet(tables / "operations.parquet", pa.Table.from_pylist(_op_rows(labels), schema=OPERATIONS_SCHEMA))
     write_parquet(
         tables / "proofread_neurons.parquet", pa.Table.from_pylist(_proofread(labels), schema=PROOFREAD_SCHEMA)
@@ -214,14 +215,19 @@ def _nm(xy: tuple[int, int], z: float = Z_MID) -> np.ndarray:
     return (np.array([xy[0], xy[1], z], dtype=np.float64) + 0.5) * RES
 
 
-def _labels() -> np.ndarray:
-    capsules = [
-        (_nm(a, z), _nm(b, z), RADIUS_NM, RADIUS_NM, label)
-        for label, tubes in TUBES.items()
-        for a, b in tubes
-        for z in [DEPTH.get(label, Z_MID)]
-    ]
-    return rasterize(tuple(int(x) for x in REGION_VX), RES, capsules)
+def _pieces() -> tuple[np.ndarray, np.ndarray]:
+    """The region's supervoxels: each tube cut into pieces of at most PIECE_VX voxels along it, numbered from 1 in
+    label order (the supervoxel id is SV_BASE + the piece); and the label of each piece (index 0: none)."""
+    capsules, piece_label = [], [0]
+    for label, tubes in TUBES.items():
+        z = DEPTH.get(label, Z_MID)
+        for a, b in tubes:
+            n = max(1, int(np.ceil(np.hypot(b[0] - a[0], b[1] - a[1]) / PIECE_VX)))
+            ends = [_nm((a[0] + (b[0] - a[0]) * i / n, a[1] + (b[1] - a[1]) * i / n), z) for i in range(n + 1)]
+            for p, q in zip(ends[:-1], ends[1:], strict=True):
+                capsules.append((p, q, RADIUS_NM, RADIUS_NM, len(piece_label)))
+                piece_label.append(label)
+    return rasterize(tuple(int(x) for x in REGION_VX), RES, capsules), np.asarray(piece_label, dtype=np.uint32)
 
 
 def _em(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -360,12 +366,13 @@ def _on(labels: np.ndarray, label: int, xy: tuple[int, int], window: int = 8) ->
     return (hits[int(np.argmin(d))] + REGION_START).tolist()
 
 
-def _roots_table(roots: list[SmallRoot], sv: np.ndarray) -> pa.Table:
+def _roots_table(roots: list[SmallRoot], piece_label: np.ndarray) -> pa.Table:
     rows = sorted(roots, key=lambda r: ROOT_ID[r.name])
+    svs = [(np.flatnonzero(np.isin(piece_label, r.labels)) + SV_BASE).tolist() for r in rows]
     return pa.table(
         {
             "root_id": pa.array([ROOT_ID[r.name] for r in rows], pa.uint64()),
-            "supervoxel_ids": pa.array([sv[list(r.labels)].tolist() for r in rows], pa.list_(pa.uint64())),
+            "supervoxel_ids": pa.array(svs, pa.list_(pa.uint64())),
             "created_ts": pa.array([r.created for r in rows], pa.int64()),
             "expired_ts": pa.array([r.expired for r in rows], pa.int64()),
             "site": pa.array([0] * len(rows), pa.int32()),
@@ -419,8 +426,8 @@ def _synapses(labels: np.ndarray, sv: np.ndarray, seed: int) -> list[dict]:
             "id": syn_id,
             "pre_pt_root_id": None if null_pre else _final_root(pre),
             "post_pt_root_id": _final_root(post),
-            "pre_pt_supervoxel_id": int(sv[pre]),
-            "post_pt_supervoxel_id": int(sv[post]),
+            "pre_pt_supervoxel_id": int(sv[tuple(pre_vx - REGION_START)]),
+            "post_pt_supervoxel_id": int(sv[tuple(post_vx - REGION_START)]),
             "ctr_pt_position_nm": (((pre_vx + post_vx) / 2.0 + 0.5) * RES).tolist(),
             "pre_pt_position_nm": ((pre_vx + 0.5) * RES).tolist(),
             "post_pt_position_nm": ((post_vx + 0.5) * RES).tolist(),
