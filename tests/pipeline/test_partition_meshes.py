@@ -38,9 +38,9 @@ class Counting:
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_configs, tiny_world):
+def setup(tiny_configs, small_world):
     cfg = load_config("demo", tiny_configs)
-    demo = DemoSource(cfg, tiny_world)
+    demo = DemoSource(cfg, small_world)
     rows = build_bank(demo, cfg).rows
     return cfg, demo, rows
 

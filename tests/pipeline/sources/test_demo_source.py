@@ -1,4 +1,4 @@
-"""DemoSource over a tiny generated world: every Source method, edits seen through the segmentation."""
+"""DemoSource over the small world (sim/small_world.py): every Source method, edits seen through the segmentation."""
 
 from __future__ import annotations
 
@@ -14,15 +14,11 @@ from config.schema import load_config
 from core.errors import SampleError
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
 from pipeline.sources.demo import DemoSource
-from sim.demo_world import generate_world
 
-pytestmark = pytest.mark.slow  # the module generates a world
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo_src") / "world"
-    generate_world(path, n_sites=3, neurons_per_site=4, seed=5)
-    return path
+def world(small_world):
+    return small_world
 
 
 @pytest.fixture(scope="module")
