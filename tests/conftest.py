@@ -31,8 +31,9 @@ TINY = {
 }
 
 
-# Fixtures whose tests are slow by nature: the generated tiny world (~20 s once) and what is built on it, the twin.
-SLOW_FIXTURES = {"tiny_world", "twin_world", "twins", "twin"}
+# Fixtures whose tests are slow by nature: the generated tiny world (~20 s once) and what is built on it. The twin
+# serves the small world (sim/small_world.py, written in a fraction of a second): its tests are fast.
+SLOW_FIXTURES = {"tiny_world", "tiny_release"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -158,16 +159,27 @@ def small_world(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def twin_world(tiny_world, tmp_path_factory) -> Path:
-    """A copy of the tiny world for the twin (whose cache lands inside the world dir)."""
+def twin_world(tmp_path_factory) -> Path:
+    """The small world, written again for the twin (whose cache lands inside the world dir)."""
+    from sim.small_world import write_small_world
+
     world = tmp_path_factory.mktemp("twin") / "world"
+    write_small_world(world)
+    return world
+
+
+@pytest.fixture(scope="session")
+def tiny_twin_world(tiny_world, tmp_path_factory) -> Path:
+    """A copy of the generated tiny world for a twin (whose cache lands inside the world dir): for the few tests
+    that need its scale (enough operations that a URL of all of them passes a server's limit)."""
+    world = tmp_path_factory.mktemp("tiny-twin") / "world"
     shutil.copytree(tiny_world, world)
     return world
 
 
 @pytest.fixture(scope="session")
 def twins(twin_world):
-    """One running twin per flavour, shared by the session: {"v1": TwinServer, "v2": TwinServer}."""
+    """One running twin per flavour over the small world, shared by the session: {"v1": TwinServer, "v2": ...}."""
     from sim.twin import TwinServer
 
     servers = {flavor: TwinServer(twin_world, flavor=flavor).start() for flavor in ("v1", "v2")}

@@ -1,6 +1,6 @@
 """preflight against the twin (kind, both flavours; drifted, one switch at a time), record and replay, offline.
 
-In process against the tiny world's twins: the kind twin passes every check; each drift fails exactly the
+In process against the small world's twins: the kind twin passes every check; each drift fails exactly the
 check that meets it, with a line naming what to change, and nothing else fails; a recording of a preflight
 holds no token and replays to the same report.
 """
@@ -84,14 +84,15 @@ def test_kind_twin_passes_every_check(twins, demo_cfg, tmp_path, flavor):
     assert TOKEN not in report_path(ctx).read_text() and all(TOKEN not in line for line in lines)
 
 
+@pytest.mark.slow  # the generated world (a URL of all its operations passes the limit) and the hostile waits
 @pytest.mark.parametrize("flavor", ["v1", "v2"])
-def test_hostile_twin_passes_and_its_hidden_url_budget_is_found(twin_world, demo_cfg, tmp_path, flavor):
+def test_hostile_twin_passes_and_its_hidden_url_budget_is_found(tiny_twin_world, demo_cfg, tmp_path, flavor):
     """Through resets, 502s, 429s and slow answers, every check passes; the operation-details bisection finds
     the URL the hidden limit allows within 20%: v2's drawn URL limit; v1's uWSGI buffer, where the URL is
     counted about three times (request line, REQUEST_URI, QUERY_STRING) beside the headers."""
     from sim.twin.hostile import UWSGI_BUFFER_BYTES
 
-    server = TwinServer(twin_world, flavor=flavor, hostile_seed=7).start()
+    server = TwinServer(tiny_twin_world, flavor=flavor, hostile_seed=7).start()
     try:
         report, _, _ = _preflight(server, demo_cfg, tmp_path)
         hidden = server.app.hostility.limits
@@ -184,6 +185,7 @@ def test_fly_without_network_is_one_line(tmp_path):
     assert "not-a-real-token" not in proc.stderr
 
 
+@pytest.mark.slow  # the command generates a demo world of its own beside the one given (pipeline/twin_build.py)
 def test_cli_through_a_drifted_twin_exits_non_zero(twin_world, tmp_path, tiny_configs):
     got = cli_in_process("preflight", "--species", "demo", "--work", str(tmp_path / "work"), "--source", "twin",
                          "--twin-world", str(twin_world), "--twin-port", "0", "--twin-drift", "missing_table",

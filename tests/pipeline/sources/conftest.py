@@ -25,7 +25,7 @@ def demo_cfg(tiny_configs) -> SpeciesConfig:
 
 @pytest.fixture()
 def cave_twin(twins):
-    """The session's v2 twin of the tiny world, as a test may leave it: no faults, its limits and l2cache back."""
+    """The session's v2 twin of the small world, as a test may leave it: no faults, its limits and l2cache back."""
     server = twins["v2"]
     limits, l2cache = server.limits, server.app.l2cache
     server.app.faults.clear()

@@ -1,4 +1,4 @@
-"""CaveSource against the twin (v2) of the tiny world: the real caveclient and cloud-volume over HTTP, offline.
+"""CaveSource against the twin (v2) of the small world: the real caveclient and cloud-volume over HTTP, offline.
 
 What test_cave_twin.py compares with DemoSource is not repeated here; these pin the source's own rules: its
 shapes and types, how it pins a release, tables of other datastacks' shapes (the twin's tables reshaped), and

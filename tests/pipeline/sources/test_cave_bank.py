@@ -1,4 +1,4 @@
-"""The bank on the CAVE path: the real caveclient and cloud-volume against the twin (v2) of the tiny world."""
+"""The bank on the CAVE path: the real caveclient and cloud-volume against the twin (v2) of the small world."""
 
 import json
 from collections import Counter

@@ -16,6 +16,7 @@ from sim.twin import TOKEN, TwinServer
 from sim.twin.hostile import CLIENT_FIRST_TIMEOUT_S, HOSTILE_OPTIONS
 
 SHORT = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S})
+pytestmark = pytest.mark.slow  # each waits out the hostile twin's held answers and queue (~20 s)
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def fresh_budget():
 
 
 def _hostile(world, only: str) -> TwinServer:  # noqa: ANN001
-    """A v2 twin of the tiny world with one hostile option on (seed 13)."""
+    """A v2 twin of the small world with one hostile option on (seed 13)."""
     off = tuple(o for o in HOSTILE_OPTIONS if o != only)
     return TwinServer(world, flavor="v2", hostile_seed=13, hostile_off=off).start()
 

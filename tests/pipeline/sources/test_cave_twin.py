@@ -1,6 +1,6 @@
 """CaveSource against the twin (both server generations), and against DemoSource on the same world.
 
-The real caveclient and cloud-volume talk HTTP to the twin, which serves the tiny demo world as CAVE
+The real caveclient and cloud-volume talk HTTP to the twin, which serves the small world (sim/small_world.py) as CAVE
 and a graphene segmentation with the real servers' limits on. What DemoSource reads from the files,
 CaveSource must read through the servers: the same roots, history, synapses and junctions, identical
 EM and segmentation cutouts, and meshes equal up to the Draco quantization.
@@ -312,14 +312,19 @@ def test_change_logs_learn_the_servers_bound(make, twin, fresh_adaptive):
 
 
 def test_operation_details_learn_the_url_limit(make, demo, twin):
+    """A URL limit a byte short of asking every operation at once: the source is refused (414), splits, and asks
+    under the limit from then on."""
     ops = sorted({int(o) for o in demo._table("operations")["operation_id"].to_pylist()})
-    want = make().operation_details(ops)
-    twin.limits = dataclasses.replace(twin.limits, url_bytes=200)
+    n = len(twin.requests)
+    want = make(CaveLimits(operation_details_batch=100)).operation_details(ops)
+    (whole,) = [r.url_bytes for r in twin.requests[n:] if r.path.endswith("/operation_details")]
+    limit = whole - 1
+    twin.limits = dataclasses.replace(twin.limits, url_bytes=limit)
     n = len(twin.requests)
     got = make(CaveLimits(operation_details_batch=100)).operation_details(ops)
     calls = [r for r in twin.requests[n:] if r.path.endswith("/operation_details")]
     assert got == want and set(got) == set(ops)
-    assert any(r.status == 414 for r in calls) and max(r.url_bytes for r in calls if r.status == 200) <= 200
+    assert any(r.status == 414 for r in calls) and max(r.url_bytes for r in calls if r.status == 200) <= limit
 
 
 def test_capped_queries_are_split_never_truncated(make, demo, twin, caplog):
@@ -373,6 +378,7 @@ def test_startup_checks_name_the_problem(make, twin):
         make(as_of=1.0e9, materialization_version=None).proofread_roots()
 
 
+@pytest.mark.slow  # waits out the twin's 3 s answers
 def test_timeouts_bound_every_request(make, twin):
     """Short read timeouts for the level-2 graph and the manifest only: the roots are read with the long default,
     so nothing but the two requests under test can time out, however busy the machine."""
