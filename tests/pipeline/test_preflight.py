@@ -167,6 +167,7 @@ def test_offline_is_one_line_naming_the_server(tmp_path):
     assert "server_address in config/fly.yaml" in lines[0]
 
 
+@pytest.mark.slow  # starts `python -m pipeline preflight` in a subprocess
 def test_fly_without_network_is_one_line(tmp_path):
     """`make preflight SPECIES=fly` on this machine (no internet): the real config, one line naming the server."""
     import os

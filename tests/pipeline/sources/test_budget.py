@@ -175,6 +175,7 @@ def _hold_slots(handle: budgets.BudgetHandle, n: int) -> list[str]:
     return [budgets.current().call("acquire", "h", "", 0)[0] for _ in range(n)]
 
 
+@pytest.mark.slow  # starts a manager and two worker processes
 def test_local_worker_processes_share_one_budget():
     """The processes scheduler: a manager process serves the one budget; two worker processes asking 3 slots each
     of a host allowed 4 get 4 between them, and the build's own process sees them in flight."""

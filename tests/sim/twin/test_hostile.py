@@ -49,6 +49,7 @@ def _details(server, n_ids: int) -> requests.Response:
     return requests.get(f"{server.url}{CG}/operation_details", params={"operation_ids": ids}, headers=AUTH, timeout=30)
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_the_same_seed_draws_the_same_hidden_limits_in_any_process():
     here = HiddenLimits.draw(SEED)
     code = f"from sim.twin.hostile import HiddenLimits; print(repr(HiddenLimits.draw({SEED})))"
