@@ -88,7 +88,7 @@ demo-world: $(STAMP)
 test: $(STAMP) setup-browser
 	$(PY) -m pytest
 
-# the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, the generated world, the twin)
+# the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, subprocesses, the generated world, long waits)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
