@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 from tests.conftest import REPO, SLOW_FIXTURES
@@ -22,6 +23,7 @@ def _named(cell: str, last_path: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+@functools.cache  # a file is named in many rows: parsed once
 def _tests(path: str) -> dict[str, ast.FunctionDef]:
     tree = ast.parse((REPO / "tests" / path).read_text())
     return {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
