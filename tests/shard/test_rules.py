@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _STRESS = """
@@ -31,6 +33,7 @@ sys.exit(0 if all(ok) else 3)
 """
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_png_checks_are_safe_on_many_threads():
     """One decoder shared by threads corrupted the heap (`double free or corruption`, exit -6) in deep verify
     with SCHEDULER=threads; run in a subprocess so that a crash is a failure, not the end of the suite."""
