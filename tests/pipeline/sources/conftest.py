@@ -63,9 +63,12 @@ def reshaped(cave_twin, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def fresh_adaptive(monkeypatch):
-    """Each test starts with nothing learned (the adaptive layer's sizes and counters are per process)."""
+    """Each test starts with nothing learned (the adaptive layer's sizes and counters are per process). The backoff
+    between resends is a twentieth of the product's: these tests pin how many sends and what follows, not how long
+    (the product's waits are pinned with a fake sleep in test_adaptive.py)."""
     from pipeline.sources import adaptive
 
     layer = adaptive.Adaptive()
     monkeypatch.setattr(adaptive, "ADAPTIVE", layer)
+    monkeypatch.setattr(adaptive, "BACKOFF_S", adaptive.BACKOFF_S / 20)
     return layer
