@@ -88,9 +88,10 @@ demo-world: $(STAMP)
 test: $(STAMP) setup-browser
 	$(PY) -m pytest
 
-# the unit tests alone (< 60 s on 2 cores): every test not marked `slow` (builds, subprocesses, the generated world, long waits)
+# the unit tests alone (< 60 s on 2 cores), one pytest-xdist worker a core: every test not marked `slow` (builds,
+# subprocesses, the generated world, long waits)
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto
 
 # the suite RUNS times beside BURNERS CPU-bound processes (default: one per core); not run by CI
 test-stress: $(STAMP)
