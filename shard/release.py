@@ -407,7 +407,7 @@ def write_release(
         _write_shards_csv(tmp_dir, shard_rows)
         figure = _write_figure(tmp_dir, tally.figure_rows)
         stats = _stats(tally, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
-        atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
+        atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}, configs or {}))
         write_report(tmp_dir, stats, pick_gallery(tally.gallery), configs or {}, build_info or {})
         _swap_in(tmp_dir, out_dir)
     except BaseException:
