@@ -24,8 +24,8 @@ from core.errors import PartlyUnavailable, TransientSourceError, Unavailable, Us
 from pipeline.partitions import root_digest
 from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check
-from pipeline.sources import cave_meshes
-from pipeline.sources.cave import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list, _utc
+from pipeline.sources.cave import meshes as cave_meshes
+from pipeline.sources.cave.source import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list, _utc
 from pipeline.sources.fetch_sample import EM_FACTOR
 
 REQUEST_BOUND = 500

@@ -21,8 +21,8 @@ from core.errors import SampleError, Unavailable, UserError
 from pipeline.candidates import junction_points
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
 from pipeline.sources.cave import CaveSource
-from pipeline.sources.cave_limits import CaveLimits
-from pipeline.sources.cave_tables import CapWatch
+from pipeline.sources.cave.limits import CaveLimits
+from pipeline.sources.cave.tables import CapWatch
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes

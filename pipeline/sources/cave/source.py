@@ -14,9 +14,9 @@ Errors (see core.errors):
 
 Requests find the real servers' limits instead of knowing them (pipeline/sources/adaptive.py): every batched
 call (change logs, operation details, roots, root timestamps, synapse queries, level-2 graphs, l2cache,
-manifests) starts at a conservative size (cave_limits.py), is bisected when refused, timed out or reset, and
+manifests) starts at a conservative size (limits.py), is bisected when refused, timed out or reset, and
 remembers the size that works; 429s wait what Retry-After says. Synapse queries are also split when the
-server caps them (cave_tables.py); meshes are fetched within a box (cave_meshes.py). Every request has a
+server caps them (tables.py); meshes are fetched within a box (meshes.py). Every request has a
 timeout, its endpoint's (config `cave_requests`). At first
 contact the source checks that the datastack's segmentation is graphene and `seg_cloudpath`'s, and that the pinned
 materialization version still exists. The chunkedgraph client is built from `seg_cloudpath` and shared with the CAVE
@@ -54,10 +54,10 @@ from config.schema import SpeciesConfig
 from core.errors import PartlyUnavailable, SampleError, TransientSourceError, Unavailable, UserError
 from pipeline.sources import adaptive
 from pipeline.sources import budget as budgets
-from pipeline.sources import cave_meshes as meshes
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, Cutout, OperationDetails, Skeleton, cutout_box, read_padded
-from pipeline.sources.cave_limits import CaveLimits
-from pipeline.sources.cave_tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
+from pipeline.sources.cave import meshes
+from pipeline.sources.cave.limits import CaveLimits
+from pipeline.sources.cave.tables import CapWatch, normalise_synapses, read_all, read_synapses, synapse_columns
 from pipeline.sources.l2skeleton import skeleton_edges
 
 TOKEN_ENV = "CAVE_TOKEN"

@@ -23,7 +23,7 @@ import pyarrow as pa
 from core.errors import UserError
 from core.samples import NEUROTRANSMITTERS
 from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
-from pipeline.sources.cave_limits import CaveLimits, chunks
+from pipeline.sources.cave.limits import CaveLimits, chunks
 
 _CAP = re.compile(r"Limited query to (\d+) rows")
 # Neurotransmitter score columns passed through when the synapse table has them (FlyWire synapses_nt_v1).
