@@ -28,7 +28,7 @@ from pipeline.sources.cave import CaveSource
 from pipeline.sources.cave import meshes as cave_meshes
 from pipeline.sources.cave.values import epoch, graphene_identity, https_url, uint64_list, utc
 from pipeline.sources.cave.volumes import TimeoutAdapter
-from pipeline.sources.fetch_sample import EM_FACTOR
+from pipeline.stages.fetch_sample import EM_FACTOR
 
 REQUEST_BOUND = 500
 SAMPLE_ROOTS = 3
@@ -486,7 +486,7 @@ class Preflight:
         """The box a sample of `root` would fetch (fetch_sample.crop_box_half_nm around a point of the root: its
         first level-2 node's chunk centre), in mip-0 voxels as Meshes.mesh sends it; None when the root's
         level-2 graph is not known (the whole manifest is asked then)."""
-        from pipeline.sources.fetch_sample import crop_box_half_nm
+        from pipeline.stages.fetch_sample import crop_box_half_nm
 
         ids = self.found.l2_ids.get(root)
         if not ids:
