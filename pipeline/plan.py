@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from core.samples import SAMPLE_TYPES
 from pipeline.context import BuildContext
 from pipeline.partitions import level_for, root_digest
-from pipeline.sources.fetch_sample import EM_FACTOR
+from pipeline.stages.fetch_sample import EM_FACTOR
 
 # Per-sample costs measured through the twin on the demo world by `make bench` on 2026-11-29 (bench_twin:
 # fetched by partitions, v1 and v2 alike; bench_pipeline: CPU per sample, fetch and render + encode), and
@@ -98,8 +98,8 @@ def _budgeted(counts: dict[str, int], budgets: dict[str, int | None]) -> dict[st
 
 
 def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
-    from pipeline.candidates import bank_candidates, select_bank
     from pipeline.sources import open_source
+    from pipeline.stages.bank_candidates import bank_candidates, select_bank
     from pipeline.stages.species import species_graph
 
     graph = species_graph(ctx)

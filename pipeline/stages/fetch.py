@@ -19,8 +19,6 @@ from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, StageBase
 from pipeline.sources import open_source
-from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
-from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stages.common import (
     SOURCE_KEYS,
     bank_partitions,
@@ -29,6 +27,8 @@ from pipeline.stages.common import (
     sample_key,
     source_identity,
 )
+from pipeline.stages.fetch_meshes import PartitionMeshes
+from pipeline.stages.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
 
 
 def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:

@@ -20,7 +20,6 @@ from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, StageBase, is_done
-from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
 from pipeline.stages.common import (
     bank_partition,
     bank_partitions,
@@ -29,6 +28,7 @@ from pipeline.stages.common import (
     sample_key,
 )
 from pipeline.stages.fetch import fetched_files
+from pipeline.stages.fetch_sample import STAGE as FETCH_STAGE
 from render import OUTPUT_VERSION
 from render.row import render_row
 
