@@ -517,10 +517,13 @@ def _write_figure(tmp_dir: Path, figure_rows: dict[str, pa.Table]) -> str | None
     if dual is None and single is None:
         return None
     figure = "figures/channel_decomposition.png"
-    pngs = channel_figure(
-        dual.to_pylist()[0] if dual is not None else None,
-        single.to_pylist()[0] if single is not None else None,
-    )
+    rows = [t.to_pylist()[0] if t is not None else None for t in (dual, single)]
+    try:
+        pngs = channel_figure(*rows)
+    except Exception as exc:  # undecodable bytes: name the rows in one line, not a library's traceback
+        named = " or ".join(f"{r['combined_sample_hash']} ({r['species']} {r['sample_type']})" for r in rows if r)
+        raise ReleaseError(f"the card's channel figure cannot draw row {named}: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())}; its render part holds bytes that do not decode") from exc
     atomic.write_bytes(tmp_dir / figure, pngs)
     return figure
 
@@ -564,12 +567,37 @@ def _stats(
     }
 
 
+SCAN_ROWS = 65_536  # sidecar rows read at a time by `rewrite_report`: its memory, whatever the release's size
+_SCAN_COLUMNS = ["combined_sample_hash", "split", "species", "sample_type", "has_after_mask", "shard_path"]
+_COUNT_KEYS = ["split", "species", "sample_type", "has_after_mask"]
+
+
+def scan_sidecar(path: Path, counts: Counter, firsts: dict[tuple[str, str], list[dict]],
+                 per_key: int = GALLERY_ROWS) -> None:  # fmt: skip
+    """Stream one sidecar, SCAN_ROWS rows at a time: add its rows to `counts` (split, species, type, has_after_mask)
+    and keep in `firsts` the `per_key` smallest hashes of each (species, sample type) seen so far, with their shard
+    paths. Memory is a batch and the kept rows, not the sidecar: the report of a release of any size fits."""
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=SCAN_ROWS, columns=_SCAN_COLUMNS):
+        t = pa.Table.from_batches([batch])
+        for g in t.group_by(_COUNT_KEYS).aggregate([("combined_sample_hash", "count")]).to_pylist():
+            counts[tuple(g[k] for k in _COUNT_KEYS)] += g["combined_sample_hash_count"]
+        t = t.sort_by("combined_sample_hash")
+        for key in t.select(["species", "sample_type"]).group_by(["species", "sample_type"]).aggregate([]).to_pylist():
+            sp, st = key["species"], key["sample_type"]
+            mask = pc.and_(pc.equal(t.column("species"), sp), pc.equal(t.column("sample_type"), st))
+            head = t.filter(mask).slice(0, per_key).to_pylist()
+            kept = firsts.get((sp, st), []) + head
+            firsts[(sp, st)] = sorted(kept, key=itemgetter("combined_sample_hash"))[:per_key]
+
+
 def rewrite_report(
     out_dir: Path, failures: list[Path], configs: dict[str, SpeciesConfig], build_info: dict
 ) -> Path:
     """The report of a release already written (`python -m pipeline report`), without touching its shards: the
-    counts from its sidecars and shards.csv, the gallery rows read from their shards (one row group each), the
-    failures from the ledgers. Swapped in whole; returns the index path."""
+    counts from its sidecars (streamed: memory does not grow with the release) and shards.csv, the gallery rows read
+    from their shards (one row group each), the failures from the ledgers. Swapped in whole; returns the index
+    path."""
     out_dir = Path(out_dir)
     if not (out_dir / "shards.csv").exists():
         raise ReleaseError(f"{out_dir} has no shards.csv: build a release first (`make build`)")
@@ -577,17 +605,9 @@ def rewrite_report(
     firsts: dict[tuple[str, str], list[dict]] = {}
     for split in SPLITS:
         sidecar = out_dir / "metadata" / f"{SPLIT_DIRS[split]}.parquet"
-        if not sidecar.exists():
-            continue
-        t = pq.read_table(sidecar, columns=["combined_sample_hash", "split", "species", "sample_type",
-                                            "has_after_mask", "shard_path"])  # fmt: skip
-        keys = ["split", "species", "sample_type", "has_after_mask"]
-        for g in t.group_by(keys).aggregate([("combined_sample_hash", "count")]).to_pylist():
-            tally.counts[tuple(g[k] for k in keys)] += g["combined_sample_hash_count"]
-        for r in t.to_pylist():
-            firsts.setdefault((r["species"], r["sample_type"]), []).append(r)
-    for key, rows in firsts.items():
-        chosen = sorted(rows, key=itemgetter("combined_sample_hash"))[:GALLERY_ROWS]
+        if sidecar.exists():
+            scan_sidecar(sidecar, tally.counts, firsts)
+    for key, chosen in firsts.items():
         tally.gallery[key] = [read_shard_row(out_dir / r["shard_path"], r["combined_sample_hash"]) for r in chosen]
     with open(out_dir / "shards.csv", newline="") as fh:
         shard_rows = [{**r, "size": int(r["size"])} for r in csv.DictReader(fh)]
