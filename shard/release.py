@@ -171,16 +171,27 @@ class _Shard:
         self._sink = pa.OSFile(str(tmp), "wb")
         self._writer = pq.ParquetWriter(self._sink, RELEASE_SCHEMA, **SHARD_OPTIONS)
         self.n = 0
+        self.groups = 0
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes written so far: the row groups (the footer comes at close)."""
+        return self._sink.tell()
 
     def write(self, table: pa.Table) -> int:
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.n += table.num_rows
+        self.groups += 1
         return self._sink.tell()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Close the file; returns its footer's bytes (what closing added)."""
+        data = self._sink.tell()
         self._writer.close()
+        footer = self._sink.tell() - data
         self._sink.close()
         self._stack.close()
+        return footer
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -189,6 +200,25 @@ class _Shard:
             self._sink.close()
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def footer_cost(table: pa.Table) -> tuple[float, float]:
+    """(fixed, per row group) bytes of a shard's parquet footer: one row of `table` written in memory as one and as
+    two row groups. The footer holds the schema (with the Hugging Face features) once and each row group's column
+    chunk metadata and statistics: with many small row groups (rows that compress well) it is a large share of a
+    file, so the cut counts it."""
+    one = table.slice(0, 1)
+    sizes = []
+    for groups in (1, 2):
+        sink = pa.BufferOutputStream()
+        writer = pq.ParquetWriter(sink, RELEASE_SCHEMA, **SHARD_OPTIONS)
+        for _ in range(groups):
+            writer.write_table(one, row_group_size=1)
+        data = sink.tell()
+        writer.close()
+        sizes.append(sink.tell() - data)
+    per_group = float(sizes[1] - sizes[0])
+    return sizes[0] - per_group, per_group
 
 
 class _Sidecar:
@@ -230,7 +260,13 @@ class _Sidecar:
 
 @dataclass
 class _SplitWriter:
-    """All shards of one split, plus its sidecar."""
+    """All shards of one split, plus its sidecar.
+
+    The cut is on bytes as written: a shard closes once its row groups plus its footer (estimated: `footer_cost`,
+    then what the shards closed so far measured) reach `shard_bytes`, so it lands within a row group of the target.
+    A row group holds at most `row_group_rows` rows and about 1/16 of the target as written: a row's payload bytes
+    (its encoded geometry and images) times the ratio of bytes written to payload bytes seen so far in this split,
+    so that rows which compress well make row groups of the same written size as rows which do not."""
 
     split: str
     root: Path
@@ -241,6 +277,9 @@ class _SplitWriter:
     _buf_bytes: int = 0
     _shard: _Shard | None = None
     _sidecar: _Sidecar | None = None
+    _payload_seen: int = 0  # payload bytes of the rows written so far (this split)
+    _written_seen: int = 0  # the bytes their row groups took in the shards
+    _footer: tuple[float, float] | None = None  # (fixed, per row group) bytes of a footer
 
     def __post_init__(self) -> None:
         self.dirname = SPLIT_DIRS[self.split]
@@ -249,12 +288,14 @@ class _SplitWriter:
     def _relpath(self, shard_id: int) -> str:
         return f"{self.dirname}/{self.dirname}-{shard_id:05d}.parquet"
 
+    def _as_written(self, payload: int) -> float:
+        """Bytes `payload` payload bytes are expected to take in a shard (1:1 until a row group was written)."""
+        return payload * self._written_seen / self._payload_seen if self._payload_seen else float(payload)
+
     def add(self, part: _Part, i: int) -> None:
         self._buf.append((id(part), part.table, i))
         self._buf_bytes += part.row_bytes[i]
-        # a row group holds at most row_group_rows rows and about 1/16 of the byte target, so a
-        # shard overshoots its target by at most one small group
-        if len(self._buf) >= self.row_group_rows or self._buf_bytes * 16 >= self.shard_bytes:
+        if len(self._buf) >= self.row_group_rows or self._as_written(self._buf_bytes) * 16 >= self.shard_bytes:
             self._flush()
 
     def _open(self) -> _Shard:
@@ -273,18 +314,29 @@ class _SplitWriter:
             run_key, run_table = key, table
             run.append(i)
         pieces.append(run_table.take(pa.array(run, pa.int64())))
+        payload = self._buf_bytes
         self._buf = []
         self._buf_bytes = 0
         group = pa.concat_tables(pieces).combine_chunks()
+        if self._footer is None:
+            self._footer = footer_cost(group)
         shard = self._open()
+        before = shard.data_bytes
         written = shard.write(group)
+        self._payload_seen += payload
+        self._written_seen += written - before
         self._sidecar.add(group, self._relpath(len(self.shards)))
-        if written >= self.shard_bytes:
+        fixed, per_group = self._footer
+        if written + fixed + per_group * shard.groups >= self.shard_bytes:
             self._close_shard()
 
     def _close_shard(self) -> None:
         shard, self._shard = self._shard, None
-        shard.close()
+        groups = shard.groups
+        footer = shard.close()
+        if self._footer is not None and groups:  # what this footer measured, for the next shards' cut
+            fixed = self._footer[0]
+            self._footer = (fixed, max(0.0, (footer - fixed) / groups))
         rel = self._relpath(len(self.shards))
         self.shards.append(
             {
