@@ -132,6 +132,9 @@ def run() -> dict:
     for name, keep in (("keep", True), ("drop", False)):
         work, out = ROOT / f"work-{name}", ROOT / f"out-{name}"
         _seed_world(work)
+        first = ROOT / "work-keep" / "demo" / "world"
+        if not (work / "demo" / "world").exists() and (first / "world.json").exists():
+            shutil.copytree(first, work / "demo" / "world")  # the same seed: generated once
         text, _, seconds = _build(work, out, _config(ROOT / f"cfg-{name}", keep_fetched=keep))
         got[name] = {**measure_dir(work, out), "seconds": seconds, "summaries": parse_summaries(text)}
     k, d = got["keep"], got["drop"]
