@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import UserError
-from pipeline.candidates import junction_points
+from pipeline.stages.bank_candidates import junction_points
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.retrying import RetryingSource
