@@ -36,9 +36,9 @@ from core.layout import MARKER
 from pipeline.context import BuildContext
 from pipeline.markers import digests, read_marker, write_marker
 from pipeline.sources import open_source
+from pipeline.stages.fetch_meshes import PartitionMeshes
 from pipeline.stages.fetch_sample import STAGE as FETCH_STAGE
 from pipeline.stages.fetch_sample import fetch_sample
-from pipeline.stages.fetch_meshes import PartitionMeshes
 
 
 def drop_fetched(ctx: BuildContext, index: int) -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from core.errors import UserError
-from pipeline.stages.bank_candidates import junction_points
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.retrying import RetryingSource
+from pipeline.stages.bank_candidates import junction_points
 from sim.twin import TOKEN
 from sim.twin.model import default_versions
 from sim.twin.species import twin_config

@@ -19,7 +19,6 @@ from config import load_config
 from core.atomic import write_parquet
 from core.hashing import sha256_file
 from core.layout import MARKER
-from pipeline.stages.bank_candidates import bank_table
 from pipeline.context import BuildContext
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.runner import execute_streamed
@@ -27,6 +26,7 @@ from pipeline.sources.base import Cutout
 from pipeline.stages import fetch as fetch_stage
 from pipeline.stages import fetched_disk
 from pipeline.stages import render as render_stage
+from pipeline.stages.bank_candidates import bank_table
 from pipeline.stages.species import species_graph
 from tests.pipeline.fakes import FakeSource, build_bank
 
