@@ -77,8 +77,9 @@ def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dic
         name = f"latency-{latency_ms:g}" + (f"-hostile{hostile}" if hostile is not None else "")
         root = (BENCH_WORK / name).resolve()
         shutil.rmtree(root, ignore_errors=True)
-        ctx = BuildContext("demo", cfg, root / "work", root / "out")
-        os.environ["CAVE_TOKEN"] = TOKEN
+        # the twin's token travels with the context to the stages' sources, as the twin build hands it: never set in
+        # this process's environment, where it would outlive the measurement and reach every later client
+        ctx = BuildContext("demo", cfg, root / "work", root / "out", cave_token=TOKEN)
         run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
         start = time.perf_counter()
         fetch, render = run_stages(species_graph(ctx), ("fetch", "render"), scheduler="sync", workers=1, force=True,

@@ -87,6 +87,9 @@ class Outcome:
     samples: dict[str, str] = field(default_factory=dict)  # sample id -> key of its inputs (for later reuse)
     crashed: dict[str, str] = field(default_factory=dict)  # sample id -> traceback of an unexpected exception
     outputs: list[Path] = field(default_factory=list)  # the files the partition leaves (recorded in its marker)
+    # outputs recorded but no longer on disk by the user's choice (fetched files under `keep_fetched: false`): rel
+    # path -> record; in the marker's `dropped`, covered by the digest downstream stages see, never checked on disk
+    dropped: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the run (the report's stage timings; not an input of anything)
 
 
@@ -144,6 +147,10 @@ class Stage(Protocol):
         """(streams_from only) its partition over `upstream`'s rows, fingerprinted by what `upstream` wrote."""
         ...
 
+    def sealed(self, ctx: BuildContext, part: Partition) -> None:
+        """After the partition's marker is written (render: drop the fetched files under `keep_fetched: false`)."""
+        ...
+
 
 class StageDeclarations:
     """What every stage declares, with its defaults (the shard stage too, whose scope is the release)."""
@@ -170,6 +177,9 @@ class StageBase(StageDeclarations):
 
     def partition_of(self, ctx: BuildContext, upstream: Partition) -> Partition:
         raise NotImplementedError(f"stage {self.name} does not stream from another")  # type: ignore[attr-defined]
+
+    def sealed(self, ctx: BuildContext, part: Partition) -> None:
+        return None
 
 
 @dataclass
@@ -293,6 +303,7 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
         "n_failures": len(outcome.failures),
         "retry": sum(1 for f in outcome.failures if is_retryable(f.reason)),
         "outputs": outputs,
+        **({"dropped": dict(sorted(outcome.dropped.items()))} if outcome.dropped else {}),
         "samples": dict(sorted(outcome.samples.items())),
         "seconds": round(outcome.seconds, 3),
         "finished_unix": int(time.time()),  # when, for the report: the marker is not an output of the build
@@ -312,6 +323,8 @@ def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: b
 
     outcome = attempt(stage, ctx, part, prior, **kw)
     result = outcome if isinstance(outcome, PartResult) else seal(ctx, part, outcome, prior)
+    if not isinstance(outcome, PartResult):
+        stage.sealed(ctx, part)
     result.requests = take_counters()  # carried back explicitly: the figures live in this worker process
     return result
 
@@ -576,4 +589,7 @@ def execute_streamed(
         return upstream, None
     if isinstance(outcome, PartResult):
         return upstream, outcome
-    return upstream, seal(ctx, second.partition_of(ctx, part), outcome, prior)
+    own = second.partition_of(ctx, part)
+    result = seal(ctx, own, outcome, prior)
+    second.sealed(ctx, own)  # after both markers: what it does may touch the first's outputs
+    return upstream, result

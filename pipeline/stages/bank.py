@@ -17,14 +17,6 @@ from core.atomic import write_parquet
 from core.hashing import key_of, md5_hex
 from core.layout import CHANGES, FAILURES
 from core.ledger import read_failures, write_failures
-from pipeline.candidates import (
-    STAGE,
-    bank_candidates,
-    bank_table,
-    candidate_table,
-    retry_candidates,
-    select_from_batches,
-)
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import digests, marker_is_current, outputs_digest, read_marker, write_marker
@@ -32,6 +24,14 @@ from pipeline.partitions import buckets, level_for, root_digest
 from pipeline.reuse import PriorRun
 from pipeline.runner import Outcome, Partition, StageBase, config_values, fingerprint, is_done, to_retry
 from pipeline.sources import open_source
+from pipeline.stages.bank_candidates import (
+    STAGE,
+    bank_candidates,
+    bank_table,
+    candidate_table,
+    retry_candidates,
+    select_from_batches,
+)
 from pipeline.stages.common import SOURCE_KEYS, source_identity
 
 # What defines the set of proofread roots.

@@ -47,7 +47,7 @@ class ShardStage(StageDeclarations):
     """The release's stage: one partition over every species (`inputs`, `is_done`, `run`), not a species'."""
 
     name = STAGE
-    reads = ("shard_bytes",)
+    reads = ("shard_bytes", "max_missing_fraction")  # the card states each species' max_missing_fraction
     consumes = (RENDER, SPLIT)
 
     def inputs(self, work: Path, out: Path, graphs: dict[str, StageGraph] | None = None) -> ReleaseInputs:
@@ -70,7 +70,8 @@ class ShardStage(StageDeclarations):
                     break
                 inputs += [f"{ctx.species}:{name}:{outputs_digest(read_marker(p.marker_path(ctx)))}"
                            for p in graph.partitions(name)]  # fmt: skip
-        fp = md5_hex(key_of(__version__, STAGE, shard_bytes(contexts), *inputs))
+        card = [f"{c.species}:max_missing_fraction:{c.cfg.max_missing_fraction!r}" for c in contexts]
+        fp = md5_hex(key_of(__version__, STAGE, shard_bytes(contexts), *card, *inputs))
         problem = None
         if problems:
             names = ", ".join(problems)

@@ -11,12 +11,12 @@ import pytest
 
 from config.schema import load_config
 from core.errors import SampleError
-from pipeline.candidates import junction_points
 from pipeline.partitions import root_digest
 from pipeline.preflight.checks import SAMPLE_ROOTS
 from pipeline.sources.demo import DemoSource
-from pipeline.sources.fetch_sample import fetch_sample
 from pipeline.sources.retrying import RetryingSource
+from pipeline.stages.bank_candidates import junction_points
+from pipeline.stages.fetch_sample import fetch_sample
 from sim.demo_world import TABLES, world_is_complete
 from sim.small_world import LONG, PROOFREAD, ROOT_ID, write_small_world
 from tests.pipeline.fakes import build_bank

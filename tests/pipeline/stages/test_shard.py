@@ -10,10 +10,10 @@ import pytest
 
 from config import load_config
 from core.errors import UserError
-from pipeline.candidates import BANK_SCHEMA
 from pipeline.context import BuildContext
 from pipeline.markers import digests, write_marker
 from pipeline.runner import Partition
+from pipeline.stages.bank_candidates import BANK_SCHEMA
 from pipeline.stages.shard import ShardStage, check_render_parts, species_in
 
 
