@@ -1,6 +1,6 @@
 """DemoSource pinned to an earlier time answers as the twin (CaveSource through it) does at that time (issue 26 item
-6): the proofread neurons' roots then, their history, synapses and junctions, the whole bank. Slow: the tiny world and
-the session's twin."""
+6): the proofread neurons' roots then, their history, synapses and junctions, the whole bank. On the small world
+(sim/small_world.py: its edits fall before and after version 2's time) and the session's twin serving it."""
 
 from __future__ import annotations
 
