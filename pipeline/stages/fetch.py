@@ -17,18 +17,20 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase
 from pipeline.sources import open_source
 from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
 from pipeline.sources.partition_meshes import PartitionMeshes
+from pipeline.stage import Outcome, Partition, StageBase
 from pipeline.stages.common import (
     SOURCE_KEYS,
     bank_partitions,
+    requests_met,
     rows_of_partition,
     run_samples,
     sample_key,
     source_identity,
 )
+from pipeline.stages.select import STAGE as SELECT
 
 
 def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:
@@ -60,7 +62,7 @@ class FetchStage(StageBase):
         "em_window_nm",
         "faults",
     )
-    consumes = ("bank",)
+    consumes = (SELECT,)
     unit = "rows"  # bank rows, one sample each
     keys_samples = True
     widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
@@ -118,6 +120,7 @@ class FetchStage(StageBase):
 
         outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior, ctx.cfg.fetch_threads, settled)
         outcome.outputs = sorted(p for p, _ in paths.values())
+        outcome.stats = requests_met()
         return outcome
 
     def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:

@@ -19,8 +19,8 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase, is_done
 from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
+from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.common import (
     bank_partition,
     bank_partitions,

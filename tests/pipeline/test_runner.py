@@ -10,7 +10,8 @@ from core.errors import UserError
 from core.ledger import Failure
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
-from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage, to_retry
+from pipeline.runner import run_stage
+from pipeline.stage import Outcome, Partition, StageBase, is_done, to_retry
 
 
 class CountingStage(StageBase):
@@ -383,3 +384,22 @@ def test_the_next_run_retries_only_the_partitions_holding_failures_to_retry_once
     assert [to_retry(ctx, p) for p in parts] == [0, 0, 0]
     _run(stage, ctx, scheduler="sync", progress=False)
     assert _runs(ctx, stage) == [1, 2, 1]
+
+
+class _Counting(CountingStage):
+    """Reports what each partition "met", as a source's counters would be."""
+
+    def run(self, ctx, part, prior):
+        outcome = super().run(ctx, part, prior)
+        outcome.stats = {"requests": {"refused": 1, "sizes": {"change_log": [part.index]}}}
+        return outcome
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_each_partitions_stats_come_back_with_it_and_are_merged_into_its_stages_summary(ctx, scheduler):
+    """The runner adds up what every unit met (numbers summed, lists joined) without knowing what it counts: the
+    twin build's closing lines read it from the summaries. A skipped partition met nothing."""
+    summary = _run(_Counting(n_parts=4), ctx, scheduler=scheduler, progress=False)
+    assert summary.stats["requests"]["refused"] == 4
+    assert sorted(summary.stats["requests"]["sizes"]["change_log"]) == [0, 1, 2, 3]
+    assert _run(_Counting(n_parts=4), ctx, scheduler=scheduler, progress=False).stats == {}
