@@ -97,7 +97,7 @@ class StageGraph:
         todo = [p.name for p in parts if not is_done(self.ctx, p)]
         if not todo:
             return None
-        sp = getattr(self.ctx, "species", "")
+        sp = self.ctx.species
         run = self.stages[name].command or name
         return (
             f"{len(todo)} of {len(parts)} {name} partitions are not done ({name_list(todo)}); run "

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from core.errors import UserError
 from core.hashing import md5_hex
-from core.layout import MARKER, sibling
+from core.layout import MARKER
 from pipeline import __version__
 from pipeline.context import BuildContext, ReleaseContext, make_context
 from pipeline.graph import StageGraph
@@ -81,7 +81,8 @@ class ShardStage(StageBase):
         parts: dict[str, list[Path]] = {sp: [] for sp in contexts}
         for member in part.members:
             parts[Path(member).parts[0]].append(ctx.work_dir / member)
-        check_render_parts(ctx.work_dir, [sibling(p, MARKER) for sp in sorted(parts) for p in parts[sp]])
+        # each render part's marker beside it: its bytes against the sha256 it records
+        check_render_parts(ctx.work_dir, [p.with_suffix(MARKER) for sp in sorted(parts) for p in parts[sp]])
         summary = write_release(
             species_parts=parts,
             splits={sp: c.split_path for sp, c in contexts.items()},

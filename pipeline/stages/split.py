@@ -29,7 +29,7 @@ class SplitStage(StageBase):
         """One partition over the whole bank, fingerprinted by what the selection wrote."""
         (selection,) = graph.partitions(SELECT)
         digest = outputs_digest(read_marker(selection.marker_path(ctx)))
-        return [Partition(STAGE, 0, bank_rows(ctx), fingerprint(ctx, self, source_identity(ctx), digest, ctx.cfg.seed))]
+        return [Partition(STAGE, 0, bank_rows(ctx), fingerprint(ctx, self, source_identity(ctx), digest))]
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
         import pyarrow.parquet as pq
