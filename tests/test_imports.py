@@ -129,3 +129,17 @@ def test_the_work_model_imports_no_source():
     for module in ("pipeline.stage", "pipeline.graph", "pipeline.runner"):
         sources = {m for m in EVERY_IMPORT[module] if m.startswith("pipeline.sources")}
         assert not sources, (module, sources)
+
+
+def test_only_the_runner_writes_a_marker():
+    """Every unit of work is sealed by the runner (`runner.seal`): no other module of the project imports the
+    marker writer, so none can say "done" its own way (issue 26: the bank's roots, its selection and the release
+    had hand-written markers)."""
+    writers = set()
+    for package in ROOT_PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+                if any(n.split(".")[-1] == "write_marker" for n in names):
+                    writers.add(str(path.relative_to(REPO)))
+    assert writers == {"pipeline/runner.py"}
