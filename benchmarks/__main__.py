@@ -7,11 +7,13 @@ from pathlib import Path
 
 from benchmarks import (
     bench_bank_scale,
+    bench_disk,
     bench_hostile,
     bench_incremental,
     bench_l2skeleton,
     bench_latency,
     bench_pipeline,
+    bench_release_scale,
     bench_render_core,
     bench_scaling,
     bench_twin,
@@ -49,6 +51,10 @@ def main() -> None:
     bench_bank_scale.run(args.bank_roots)
     print("\n== scaling ==")
     bench_scaling.run(tuple(args.sizes), per_sample_cpu_ms=cost["total_ms"])
+    print("\n== the release at 10^4-10^6 rows: the report's peak RSS, shards against their byte target (issue 25) ==")
+    bench_release_scale.run()
+    print("\n== disk per sample, keep_fetched both ways, the shard stage's rate: plan's figures (issue 25) ==")
+    bench_disk.run()
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.common import demo_context
-from pipeline.candidates import junction_points
 from pipeline.sources.demo_level2 import level2_graph
 from pipeline.sources.demo_volume import CHUNK, RES
 from pipeline.sources.l2skeleton import PRUNE_NM, prune_twigs, spanning_tree
+from pipeline.stages.bank_candidates import junction_points
 from sim.demo_world import ensure_world
 
 CHUNK_NM = CHUNK * RES

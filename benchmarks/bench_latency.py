@@ -77,8 +77,9 @@ def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dic
         name = f"latency-{latency_ms:g}" + (f"-hostile{hostile}" if hostile is not None else "")
         root = (BENCH_WORK / name).resolve()
         shutil.rmtree(root, ignore_errors=True)
-        ctx = BuildContext("demo", cfg, root / "work", root / "out")
-        os.environ["CAVE_TOKEN"] = TOKEN
+        # the twin's token travels with the context to the stages' sources, as the twin build hands it: never set in
+        # this process's environment, where it would outlive the measurement and reach every later client
+        ctx = BuildContext("demo", cfg, root / "work", root / "out", cave_token=TOKEN)
         bank = species_graph(ctx)
         for unit in ("roots", "bank", "select"):  # the bank: its roots, batches, selection
             run_stage(bank, unit, scheduler="sync", progress=False)

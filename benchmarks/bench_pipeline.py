@@ -15,7 +15,7 @@ from core.errors import SampleError
 from core.release_schema import EM_COLUMNS, SPLIT_MASK_COLUMNS
 from pipeline.runner import run_stage
 from pipeline.sources import open_source
-from pipeline.sources.fetch_sample import fetch_sample
+from pipeline.stages.fetch_sample import fetch_sample
 from pipeline.stages.render import render_row
 from pipeline.stages.species import species_graph
 from render.encode import decode_geometry, decode_png, encode_geometry, encode_png

@@ -25,9 +25,9 @@ from benchmarks.common import demo_context
 from core.errors import SampleError
 from pipeline.runner import run_stage
 from pipeline.sources.cave import CaveSource
-from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
-from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots
 from pipeline.sources.retrying import RetryingSource
+from pipeline.stages.fetch_meshes import PartitionMeshes, mesh_roots
+from pipeline.stages.fetch_sample import crop_box_half_nm, fetch_sample
 from pipeline.stages.species import species_graph
 from sim.demo_world import ensure_world
 from sim.twin import TOKEN, ids, serve_twin

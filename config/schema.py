@@ -156,6 +156,11 @@ class SpeciesConfig(_Strict):
     max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     faults: Faults = Faults()
     demo_world: DemoWorld | None = None
+    # false: each fetched sample's file is dropped once its partition is rendered (the work dir keeps the render
+    # parts, ~40% of its disk); a re-render (another camera) then fetches again what it renders. Default true: that
+    # re-render is a main use, and fetching ~1 TB again from public servers costs more than the disk. Not an input
+    # of any stage (pipeline/stages/fetched_disk.py)
+    keep_fetched: bool = True
 
     @field_validator("as_of", mode="before")
     @classmethod

@@ -341,16 +341,23 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
 @click.option("--workers", type=click.IntRange(min=1), default=32, show_default=True, help="workers to plan for")
 @click.option("--sample-roots", type=click.IntRange(min=1), default=8, show_default=True,
               help="roots whose candidates are counted to estimate the rest (when the bank is not built)")  # fmt: skip
+@click.option("--rows", type=click.IntRange(min=1), default=None,
+              help="project the whole build of this many rows at the demo's cutout size, asking no source")  # fmt: skip
 @_user_errors
-def plan(species, work, out, workers, sample_roots) -> None:  # noqa: ANN001
-    """What a build of SPECIES would make and cost (candidates per type, partitions, requests, bytes, hours),
-    asking the sources only for the proofread roots, a few roots' candidates and the volumes' info; never
-    fetches or renders. Says which figures are measured and which are estimates."""
+def plan(species, work, out, workers, sample_roots, rows) -> None:  # noqa: ANN001
+    """What a build of SPECIES would make and cost (candidates per type, partitions, requests, bytes, hours of
+    every stage, the disk of the release and of the work dir with and without keeping fetched files), asking the
+    sources only for the proofread roots, a few roots' candidates and the volumes' info; never fetches or renders.
+    Says which figures are measured and which are estimates. With --rows: the projection of that many rows alone."""
     from pipeline.context import make_context
-    from pipeline.plan import make_plan
+    from pipeline.plan import make_plan, project
     from sim.demo_world import ensure_world
 
     ctx = make_context(species, work, out)
+    if rows is not None:
+        click.echo(project(rows, workers, ctx.cfg.fetch_threads, ctx.cfg.partition_rows,
+                           ctx.cfg.cave_requests.max_in_flight_per_host))  # fmt: skip
+        return
     ensure_world(ctx)
     click.echo(make_plan(ctx, workers, sample_roots).text())
 

@@ -47,8 +47,10 @@ class ReleaseContext(SpeciesPaths):
         return "the release"
 
     def config(self, keys: tuple[str, ...]) -> dict:
-        """The release's value of each key: the smallest any included species asks for (one shard byte target)."""
-        return {k: min((c.config((k,))[k] for c in self.contexts), default=0) for k in keys}
+        """Each included species' value of each key (key -> species -> value): the release is written from every
+        species' config (its card states each one's `max_missing_fraction`; its shard byte target is the smallest
+        `shard_bytes` any asks for)."""
+        return {k: {c.species: c.config((k,))[k] for c in self.contexts} for k in keys}
 
 
 Scope = BuildContext | ReleaseContext  # what a unit of work is of

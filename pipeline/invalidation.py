@@ -26,12 +26,15 @@ from pipeline.stages.species import SPECIES_STAGES
 # world, whose digest every stage that reads the source covers; `species` names the work dir.)
 NOT_INPUTS_REDO = "nothing by themselves (how work is cut and run; the demo world's own digest is a source input)"
 VIEWER_REDO = "nothing by itself (Neuroglancer links of `show` and of the release report, which `make report` rewrites)"
+KEEP_FETCHED_REDO = ("nothing by itself (false: fetched files are dropped once rendered; a later re-render fetches "
+                     "again only the samples it renders)")  # fmt: skip
 NOT_INPUTS = {
     **dict.fromkeys(("species", "partition_rows", "bank_roots_per_partition", "timeout_s", "fetch_threads",
                      "bank_threads", "cave_requests", "max_failed_fraction"),
                     NOT_INPUTS_REDO),
     "demo_world": NOT_INPUTS_REDO,
     "viewer_voxel_nm": VIEWER_REDO,
+    "keep_fetched": KEEP_FETCHED_REDO,
 }  # fmt: skip
 CHANGED_SAMPLES = "only of the samples whose inputs changed"
 WIDENED = "only of the samples whose {what} must grow, never when it shrinks"

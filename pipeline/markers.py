@@ -6,7 +6,9 @@ A marker is written last, after the partition's outputs and failures file. It re
   version, the source, the upstream outputs' digests, the partition's members);
 - `outputs`: size, mtime and sha256 of every output, keyed by the path relative to the work dir (which may move;
   an output outside it, the release's files, by its absolute path);
-- `samples`: each sample's key (the digest of its own inputs), so a later run can reuse what did not change.
+- `samples`: each sample's key (the digest of its own inputs), so a later run can reuse what did not change;
+- `dropped` (fetch, under `keep_fetched: false`): outputs removed by the user's choice once rendered, each with its
+  record: not checked on disk, still covered by `outputs_digest` (dropping a file changes nothing downstream).
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ def digests(work_dir: Path, paths: list[Path], known: dict[str, dict] | None = N
 
 
 def outputs_digest(marker: dict | None) -> str:
-    """One digest of a finished partition's outputs: what a downstream fingerprint is built from."""
+    """One digest of a finished partition's outputs, the dropped ones too: what a downstream fingerprint is built
+    from."""
     if marker is None:
         return "not-done"
-    items = sorted((rel, rec["sha256"]) for rel, rec in marker.get("outputs", {}).items())
+    recorded = {**marker.get("dropped", {}), **marker.get("outputs", {})}
+    items = sorted((rel, rec["sha256"]) for rel, rec in recorded.items())
     return md5_hex(key_of(*(f"{rel}={sha}" for rel, sha in items)))

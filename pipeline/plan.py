@@ -10,6 +10,11 @@ says which figures are measured and which are estimates.
 - Requests, bytes and hours: from the per-sample costs measured through the twin on the demo world
   (TWIN_COSTS), bytes scaled by the species' cutout voxels, hours for N workers at an assumed latency and
   bandwidth. Estimates, to size a cluster; the first partitions' markers give the real figures.
+- The whole build (`estimate_build`): bank, fetch, render and shard hours, requests, bytes fetched, and the disk of
+  the release and of the work dir both ways (`keep_fetched` true, the default, and false), from per-sample figures
+  measured by `make bench` (BANK_COSTS, TWIN_COSTS, DISK_COSTS, SHARD_COSTS: each says which bench and when).
+  `--rows N` projects N rows at the demo's cutout size without asking any source (the README's projection of the
+  716,485-row release).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pyarrow.parquet as pq
 from core.samples import SAMPLE_TYPES
 from pipeline.context import BuildContext
 from pipeline.partitions import level_for, root_digest
-from pipeline.sources.fetch_sample import EM_FACTOR
+from pipeline.stages.fetch_sample import EM_FACTOR
 
 # Per-sample costs measured through the twin on the demo world by `make bench` on 2026-11-29 (bench_twin:
 # fetched by partitions, v1 and v2 alike; bench_pipeline: CPU per sample, fetch and render + encode), and
@@ -45,8 +50,99 @@ BANK_COSTS = {
     "requests_per_root": 11.2,
     "cpu_ms_per_root": 113.0,
 }
+# Disk per sample, measured by `make bench` on the demo build (`python -m benchmarks.bench_disk`, 2026-12-07): the
+# fetched npz per sample (meshes cropped, EM and A/B labels at the demo's cutout, TWIN_COSTS' cutout_voxels: it
+# scales with the cutout's voxels, most of it being the EM and label volumes), the render parts per rendered row and
+# the release's shards per row (224 px images and the geometry: the same for every species), the bank's files per
+# bank row.
+DISK_COSTS = {
+    "fetched_kb_per_sample": 345.0,
+    "render_kb_per_row": 250.0,
+    "release_kb_per_row": 270.0,
+    "bank_kb_per_row": 1.0,
+}
+# The shard stage: one process merges every species' render parts into the release (shard/release.py); rows per
+# second of `write_release` on the demo's real rows, measured by `make bench` (bench_disk, 2026-12-07).
+SHARD_COSTS = {"rows_per_s": 1_694.0}
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
+
+
+@dataclass
+class BuildEstimate:
+    """The whole build of `rows` samples with `workers` workers: hours per stage, requests, bytes, disk (GB)."""
+
+    rows: int
+    workers: int
+    cutout_voxels: int
+    roots: int | None  # None: the bank's cost is not estimated (a projection without a source)
+    in_flight_per_host: int
+    requests: float
+    fetched_gb: float  # bytes fetched from the servers
+    hours: dict[str, float]
+    disk_gb: dict[str, float]
+
+    def lines(self) -> list[str]:
+        h, d = self.hours, self.disk_gb
+        out = [f"ESTIMATES for {self.rows:,} rows with {self.workers} workers (per-sample costs measured through the "
+               f"twin and on the demo by `make bench`, bytes scaled to {self.cutout_voxels:,} cutout voxels; "
+               f"{ASSUMED_LATENCY_MS:g} ms per request and {ASSUMED_MB_PER_S:g} MB/s per worker assumed):"]  # fmt: skip
+        if self.roots is not None:
+            out.append(f"  bank: {self.roots * BANK_COSTS['requests_per_root']:,.0f} requests, {h['bank']:.2f} hours")
+        out += [
+            f"  fetch: {self.requests:,.0f} requests, {self.fetched_gb:,.1f} GB fetched, I/O {h['fetch_io']:.2f} h; "
+            f"the build's request budget ({self.in_flight_per_host} in flight per host) makes it at least "
+            f"{h['one_host']:.2f} hours if every request goes to one host",
+            f"  render: CPU {h['cpu']:.2f} hours (fetch and render CPU)",
+            f"  fetch+render, one task per partition (fetches overlap renders): {h['fetch_render']:.2f} hours",
+            f"  shard: {h['shard']:.2f} hours (one process, {SHARD_COSTS['rows_per_s']:,.0f} rows/s)",
+            f"  whole build: {h['total']:.2f} hours" + ("" if self.roots is not None else " (the bank not included)"),
+            f"  release: {d['release']:,.1f} GB",
+            f"  work dir, keep_fetched: true (default): {d['work_keep']:,.1f} GB (fetched {d['fetched']:,.1f} GB, "
+            f"render parts {d['render']:,.1f} GB, bank {d['bank']:,.1f} GB)",
+            f"  work dir, keep_fetched: false: {d['work_drop']:,.1f} GB at most (render parts, bank, and the fetched "
+            f"files of the {self.workers} partitions in flight, {d['in_flight']:,.1f} GB); a re-render (another "
+            f"camera) then fetches again what it renders: {self.fetched_gb:,.1f} GB, {self.requests:,.0f} requests",
+        ]
+        return out
+
+
+def estimate_build(
+    rows: int, cutout_voxels: int, workers: int, fetch_threads: int, partition_rows: int,
+    roots: int | None = None, bank_threads: int = 8, in_flight_per_host: int = 16,
+) -> BuildEstimate:  # fmt: skip
+    """The whole build of `rows` samples on `workers` workers, from the measured per-sample figures: the bank (when
+    `roots` is given), fetch and render fused (estimate_cost), the shard stage in one process, and the disk: the
+    release, the work dir keeping every fetched file, and the work dir dropping them once rendered (the render parts,
+    the bank, and at most one partition of fetched files per worker in flight)."""
+    requests, fetched_gb, hours = estimate_cost(rows, cutout_voxels, workers, fetch_threads)
+    hours["bank"] = bank_hours(roots, workers, bank_threads) if roots is not None else 0.0
+    hours["shard"] = rows / SHARD_COSTS["rows_per_s"] / 3600.0
+    # every request of the build goes through one budget per host (pipeline/sources/budget.py): a host answers at
+    # most in_flight_per_host requests per latency, whatever the workers
+    hours["one_host"] = requests * ASSUMED_LATENCY_MS / 1000.0 / in_flight_per_host / 3600.0
+    hours["total"] = hours["bank"] + hours["fetch_render"] + hours["shard"]
+    fetched_kb = DISK_COSTS["fetched_kb_per_sample"] * cutout_voxels / TWIN_COSTS["cutout_voxels"]
+    disk = {
+        "fetched": rows * fetched_kb / 1e6,
+        "render": rows * DISK_COSTS["render_kb_per_row"] / 1e6,
+        "release": rows * DISK_COSTS["release_kb_per_row"] / 1e6,
+        "bank": rows * DISK_COSTS["bank_kb_per_row"] / 1e6,
+        "in_flight": min(rows, workers * partition_rows) * fetched_kb / 1e6,
+    }
+    disk["work_keep"] = disk["fetched"] + disk["render"] + disk["bank"]
+    disk["work_drop"] = disk["render"] + disk["bank"] + disk["in_flight"]
+    return BuildEstimate(rows, workers, cutout_voxels, roots, in_flight_per_host, requests, fetched_gb, hours, disk)
+
+
+def project(
+    rows: int, workers: int, fetch_threads: int = 8, partition_rows: int = 64, in_flight_per_host: int = 16
+) -> str:
+    """`plan --rows N`: the whole build of N rows at the demo's cutout size, without asking any source."""
+    est = estimate_build(rows, TWIN_COSTS["cutout_voxels"], workers, fetch_threads, partition_rows,
+                         in_flight_per_host=in_flight_per_host)  # fmt: skip
+    return "\n".join([f"projection of {rows:,} rows at the demo's cutout ({TWIN_COSTS['cutout_voxels']:,} voxels); "
+                      "nothing asked of any source:", *est.lines()])  # fmt: skip
 
 
 @dataclass
@@ -64,6 +160,7 @@ class Plan:
     gigabytes: float
     hours: dict[str, float]
     workers: int
+    build: BuildEstimate | None = None
 
     def text(self) -> str:
         how = "measured (the bank is built)" if self.candidates_measured else (
@@ -83,6 +180,8 @@ class Plan:
             "  hours with {} workers: fetch+render {:.2f} (fetch I/O {:.2f}, CPU {:.2f})".format(
                 self.workers, self.hours["fetch_render"], self.hours["fetch_io"], self.hours["cpu"]),
         ]  # fmt: skip
+        if self.build is not None:
+            lines += ["the whole build:", *self.build.lines()]
         return "\n".join(lines)
 
 
@@ -98,9 +197,9 @@ def _budgeted(counts: dict[str, int], budgets: dict[str, int | None]) -> dict[st
 
 
 def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
-    from pipeline.candidates import bank_candidates, select_bank
     from pipeline.runner import run_stage
     from pipeline.sources import open_source
+    from pipeline.stages.bank_candidates import bank_candidates, select_bank
     from pipeline.stages.roots import read_roots
     from pipeline.stages.species import species_graph
 
@@ -141,6 +240,8 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         gigabytes=gigabytes,
         hours=hours,
         workers=workers,
+        build=estimate_build(rows, voxels, workers, ctx.cfg.fetch_threads, ctx.cfg.partition_rows, len(roots),
+                             ctx.cfg.bank_threads, ctx.cfg.cave_requests.max_in_flight_per_host),  # fmt: skip
     )
 
 

@@ -40,6 +40,7 @@ class PriorRun:
     keys: dict[str, str] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
     digests: dict[str, dict] = field(default_factory=dict)
+    dropped: dict[str, dict] = field(default_factory=dict)  # outputs recorded but dropped by choice (fetched files)
     parts: list[Path] = field(default_factory=list)  # marker paths whose outputs may hold reusable rows
     hash_range: tuple[int, int] = (0, 1 << PREFIX_BITS)
 
@@ -94,6 +95,7 @@ def load_prior(ctx: BuildContext, stage: str, index: int, level: int) -> PriorRu
         marker = read_marker(path) or {}
         prior.keys.update(marker.get("samples", {}))
         prior.digests.update(marker.get("outputs", {}))
+        prior.dropped.update(marker.get("dropped", {}))
         prior.parts.append(path)
         for f in read_failures(sibling(path, FAILURES)):
             prior.failures[f.sample_id] = f

@@ -1,6 +1,6 @@
 """The stage runner: a stage's partitions, executed on dask, resumable, reusing what did not change. Every unit
 of work goes through it (a species' roots, bank batches, selection, fetch, render and split, and the release of
-every species): its seal writes every marker there is.
+every species): its seal writes every marker there is (and `amend` alone changes one after, for `keep_fetched`).
 
 Listing and executing are separate: the stage graph (pipeline/graph.py) lists a stage's partitions, each with a
 fingerprint of its inputs; `run_stages()` checks that the upstream stages are complete (else it refuses, naming
@@ -169,6 +169,7 @@ def seal(ctx: Scope, part: Partition, outcome: Outcome, prior: PriorRun | None) 
         "n_failures": len(outcome.failures),
         "retry": sum(1 for f in outcome.failures if is_retryable(f.reason)),
         "outputs": outputs,
+        **({"dropped": dict(sorted(outcome.dropped.items()))} if outcome.dropped else {}),
         "samples": dict(sorted(outcome.samples.items())),
         "seconds": round(outcome.seconds, 3),
         "finished_unix": int(time.time()),  # when, for the report: the marker is not an output of the build
@@ -181,6 +182,23 @@ def seal(ctx: Scope, part: Partition, outcome: Outcome, prior: PriorRun | None) 
     return result
 
 
+def amend(ctx: Scope, marker_path: Path, drop: dict[str, dict] | None = None, add: list[Path] = ()) -> None:
+    """A sealed unit's record of its outputs amended after the fact, its fingerprint and the rest kept (the one other
+    place a marker is written; `keep_fetched: false`, pipeline/stages/fetched_disk.py): `drop` (rel path -> its
+    record) moves outputs to `dropped` (removed by choice: not looked for on disk, still in the digest downstream
+    sees); `add` records files written again, with their own digests, as outputs (no longer dropped)."""
+    marker = read_marker(marker_path)
+    if marker is None:
+        return
+    outputs = {rel: rec for rel, rec in marker.get("outputs", {}).items() if rel not in (drop or {})}
+    outputs.update(digests(ctx.work_dir, list(add)))
+    dropped = {**marker.get("dropped", {}), **(drop or {})}
+    for rel in outputs:
+        dropped.pop(rel, None)
+    write_marker(marker_path, {**marker, "outputs": dict(sorted(outputs.items())),
+                               "dropped": dict(sorted(dropped.items()))})  # fmt: skip
+
+
 def execute_partition(stage: Stage, ctx: Scope, part: Partition, force: bool, **kw: object) -> PartResult:
     """Run one partition in a worker: outputs, then failures file, then the marker, last."""
     prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
@@ -188,6 +206,7 @@ def execute_partition(stage: Stage, ctx: Scope, part: Partition, force: bool, **
     if isinstance(outcome, PartResult):
         return outcome
     result = seal(ctx, part, outcome, prior)
+    stage.sealed(ctx, part)
     result.stats = outcome.stats  # carried back with the result: the figures were met in this worker
     return result
 
@@ -441,4 +460,7 @@ def execute_streamed(
         return upstream, None
     if isinstance(outcome, PartResult):
         return upstream, outcome
-    return upstream, seal(ctx, second.partition_of(ctx, part), outcome, prior)
+    own = second.partition_of(ctx, part)
+    result = seal(ctx, own, outcome, prior)
+    second.sealed(ctx, own)  # after both markers: what it does may touch the first's outputs
+    return upstream, result

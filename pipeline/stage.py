@@ -71,6 +71,9 @@ class Outcome:
     samples: dict[str, str] = field(default_factory=dict)  # sample id -> key of its inputs (for later reuse)
     crashed: dict[str, str] = field(default_factory=dict)  # sample id -> traceback of an unexpected exception
     outputs: list[Path] = field(default_factory=list)  # the files the partition leaves (recorded in its marker)
+    # outputs recorded but no longer on disk by the user's choice (fetched files under `keep_fetched: false`): rel
+    # path -> record; in the marker's `dropped`, covered by the digest downstream stages see, never checked on disk
+    dropped: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the run (the report's stage timings; not an input of anything)
     stats: dict = field(default_factory=dict)  # what the run met, by kind ("requests": the sources' counters)
 
@@ -134,6 +137,10 @@ class Stage(Protocol):
         """(streams_from only) its partition over `upstream`'s rows, fingerprinted by what `upstream` wrote."""
         ...
 
+    def sealed(self, ctx: Scope, part: Partition) -> None:
+        """After the partition's marker is written (render: drop the fetched files under `keep_fetched: false`)."""
+        ...
+
 
 class StageDeclarations:
     """What every stage declares, with its defaults."""
@@ -162,6 +169,9 @@ class StageBase(StageDeclarations):
 
     def partition_of(self, ctx: Scope, upstream: Partition) -> Partition:
         raise NotImplementedError(f"stage {self.name} does not stream from another")  # type: ignore[attr-defined]
+
+    def sealed(self, ctx: Scope, part: Partition) -> None:
+        return None
 
 
 def is_done(ctx: Scope, part: Partition) -> bool:

@@ -1,8 +1,9 @@
 """`make build SOURCE=twin`: the demo species built through CaveSource against a twin this command starts.
 
 The twin serves a demo world (by default `work/demo/world`, the one `make build` uses) as the real services
-serve theirs, with their limits on; the species config is the demo's with its source swapped for the twin's
-endpoints (sim.twin.species), written to `WORK/.twin/config/demo.yaml`: the work dir's own config, read by
+serve theirs, with their limits on; the species config is the demo's (the config dir's: CB2_CONFIG_DIR or config/,
+or `TwinOptions.config_dir`) with its source swapped for the twin's endpoints and pinned to its time
+(sim.twin.species), written to `WORK/.twin/config/demo.yaml`: the work dir's own config, read by
 every command on that work dir (pipeline.context.make_context), so status and verify of it read it too. The
 twin's token travels with the build's context (`BuildContext.cave_token`) to every worker: nothing is set in this
 process's environment. The twin listens on a fixed port
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from config import load_config
+from config import SpeciesConfig, load_config
 from config.schema import default_config_dir
 from core.errors import UserError
 from core.layout import twin_config_dir
@@ -47,6 +48,15 @@ class TwinOptions:
     hostile: int | None = None  # a seed: the twin hides limits drawn from it and makes the real servers' faults
     hostile_off: tuple[str, ...] = ()  # hostile options turned off (sim/twin/hostile.py HOSTILE_OPTIONS)
     outage: tuple[int, float] | None = None  # (n, s): the twin refuses connections for s seconds from request n on
+    # the folder of the demo config whose windows, budgets and time the twin build takes (None: CB2_CONFIG_DIR, else
+    # the shipped config/): a user's own demo config (another as_of pins the twin to that time) reaches the build
+    config_dir: Path | None = None
+
+
+def demo_config(opts: TwinOptions) -> SpeciesConfig:
+    """The demo config a build through the twin starts from: `opts.config_dir`'s, else the config dir's
+    (CB2_CONFIG_DIR, or config/), as every other command reads it."""
+    return load_config("demo", opts.config_dir or default_config_dir())
 
 
 def _demo_world(opts: TwinOptions) -> Path:
@@ -54,7 +64,7 @@ def _demo_world(opts: TwinOptions) -> Path:
     from sim.demo_world import ensure_world
 
     world = Path(opts.world or Path("work") / "demo" / "world").resolve()
-    demo = load_config("demo", default_config_dir())
+    demo = demo_config(opts)
     # the world lives in a demo species dir of its own: generate it there when missing
     ensure_world(BuildContext("demo", demo, world.parent.parent, Path("out")))
     return world
@@ -94,7 +104,7 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
         requests = CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S}, outage_deadline_s=120.0,
                                 rate_limit_wait_s=float(server.app.hostility.limits.rate_window_s))  # fmt: skip
         hostile = {"cave_requests": requests}
-    demo = load_config("demo", default_config_dir())
+    demo = demo_config(opts)
     if server.app.hostility is not None:  # the drawn item faults are a few roots whatever the world's size
         hostile["max_failed_fraction"] = max(0.05, demo.max_failed_fraction)
     cfg = twin_config(demo, server.url, opts.flavor, **hostile)
@@ -226,7 +236,7 @@ def scale_twin(work: Path, params, latency_ms: float, hostile: int | None, port:
         config_dir.mkdir(parents=True, exist_ok=True)
         if hostile is not None:
             overrides.setdefault("cave_requests", CaveRequests(read_timeout_s={"default": CLIENT_FIRST_TIMEOUT_S}))
-        demo = load_config("demo", default_config_dir())
+        demo = demo_config(TwinOptions())
         cfg = twin_config(demo, server.url, "v2", **overrides)
         (config_dir / "demo.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
         yield server, {"CB2_CONFIG_DIR": str(config_dir), "CAVE_TOKEN": TOKEN}

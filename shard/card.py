@@ -36,8 +36,6 @@ from core.samples import (
 )
 from shard.rules import GEOMETRY_SHAPE, IMAGE_SIZE, SINGLE_TYPES
 
-MAX_MISSING_DEFAULT = SpeciesConfig.model_fields["max_missing_fraction"].default
-
 _SPECIES_SOURCES = {
     "mouse": "MICrONS (mouse cortex): https://www.microns-explorer.org/cortical-mm3",
     "fly": "FlyWire (Drosophila brain): https://flywire.ai/",
@@ -91,9 +89,10 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def render_card(stats: dict, extra: dict) -> str:
+def render_card(stats: dict, extra: dict, configs: dict[str, SpeciesConfig] | None = None) -> str:
     """The dataset card as markdown. `extra` may carry: title, description, repo_id, license, pretty_name,
-    citation (defaults otherwise)."""
+    citation (defaults otherwise). `configs`: each species' config, whose own values the card states (never the
+    schema's defaults: a species may set its own); a species without one is stated without a number."""
     shards = stats["shards"]
     present = [s for s in SPLITS if shards[s]["n_shards"]]
     parts = [
@@ -105,7 +104,7 @@ def render_card(stats: dict, extra: dict) -> str:
         "",
         *_intro(stats, present),
         *_counts_section(stats),
-        *_renderings_section(stats),
+        *_renderings_section(stats, configs or {}),
         *_loading_section(extra.get("repo_id", "<release dir>")),
         *_columns_section(),
         *_metadata_section(stats),
@@ -185,7 +184,7 @@ def _code_list(columns: tuple[str, ...]) -> str:
     return ", ".join(f"`{c}`" for c in columns)
 
 
-def _renderings_section(stats: dict) -> list[str]:
+def _renderings_section(stats: dict, configs: dict[str, SpeciesConfig]) -> list[str]:
     """The figure (if any), then what the geometry, EM and split-mask columns hold."""
     figure = []
     if stats.get("figure"):
@@ -200,7 +199,7 @@ def _renderings_section(stats: dict) -> list[str]:
         "",
         *figure,
         *_geometry_lines(),
-        *_em_lines(),
+        *_em_lines(_per_species(list(stats["by_species"]), configs, "max_missing_fraction")),
         *_split_mask_lines(),
     ]
 
@@ -231,7 +230,15 @@ def _geometry_lines() -> list[str]:
     ]
 
 
-def _em_lines() -> list[str]:
+def _per_species(species: list[str], configs: dict[str, SpeciesConfig], key: str) -> str:
+    """` (demo 0.02, fly 0.05)`: each species' own value of a config key; empty when no species of the release
+    has a config here (then the card names the key without a number, never the schema's default)."""
+    values = {sp: getattr(configs[sp], key) for sp in species if sp in configs}
+    return " (" + ", ".join(f"{sp} {v:g}" for sp, v in values.items()) + ")" if values else ""
+
+
+def _em_lines(max_missing: str) -> list[str]:
+    """The EM columns; `max_missing`: the species' own `max_missing_fraction`, as `_per_species` states it."""
     return [
         f"EM views ({_code_list(EM_COLUMNS)}) are RGB PNGs, {' x '.join(str(n) for n in IMAGE_SIZE)}, of "
         "the before-edit state:",
@@ -257,7 +264,7 @@ def _em_lines() -> list[str]:
         "",
         "Absent data is not tissue. Where a chunk of the EM or segmentation layer is missing (inside the volume's "
         "bounds; outside them is padding), its voxels are not shown as black or unlabelled: a sample with more than "
-        f"`max_missing_fraction` (default {MAX_MISSING_DEFAULT:g}) of its EM window's voxels, or of any view's "
+        f"its species' `max_missing_fraction`{max_missing} of its EM window's voxels, or of any view's "
         "pixels, from missing chunks is left out (failures `em_chunks_missing` / `seg_chunks_missing`); shipped "
         "rows record the window's fractions in `em_missing_fraction` and `seg_missing_fraction`.",
         "",

@@ -171,16 +171,27 @@ class _Shard:
         self._sink = pa.OSFile(str(tmp), "wb")
         self._writer = pq.ParquetWriter(self._sink, RELEASE_SCHEMA, **SHARD_OPTIONS)
         self.n = 0
+        self.groups = 0
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes written so far: the row groups (the footer comes at close)."""
+        return self._sink.tell()
 
     def write(self, table: pa.Table) -> int:
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.n += table.num_rows
+        self.groups += 1
         return self._sink.tell()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Close the file; returns its footer's bytes (what closing added)."""
+        data = self._sink.tell()
         self._writer.close()
+        footer = self._sink.tell() - data
         self._sink.close()
         self._stack.close()
+        return footer
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -189,6 +200,25 @@ class _Shard:
             self._sink.close()
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def footer_cost(table: pa.Table) -> tuple[float, float]:
+    """(fixed, per row group) bytes of a shard's parquet footer: one row of `table` written in memory as one and as
+    two row groups. The footer holds the schema (with the Hugging Face features) once and each row group's column
+    chunk metadata and statistics: with many small row groups (rows that compress well) it is a large share of a
+    file, so the cut counts it."""
+    one = table.slice(0, 1)
+    sizes = []
+    for groups in (1, 2):
+        sink = pa.BufferOutputStream()
+        writer = pq.ParquetWriter(sink, RELEASE_SCHEMA, **SHARD_OPTIONS)
+        for _ in range(groups):
+            writer.write_table(one, row_group_size=1)
+        data = sink.tell()
+        writer.close()
+        sizes.append(sink.tell() - data)
+    per_group = float(sizes[1] - sizes[0])
+    return sizes[0] - per_group, per_group
 
 
 class _Sidecar:
@@ -230,7 +260,13 @@ class _Sidecar:
 
 @dataclass
 class _SplitWriter:
-    """All shards of one split, plus its sidecar."""
+    """All shards of one split, plus its sidecar.
+
+    The cut is on bytes as written: a shard closes once its row groups plus its footer (estimated: `footer_cost`,
+    then what the shards closed so far measured) reach `shard_bytes`, so it lands within a row group of the target.
+    A row group holds at most `row_group_rows` rows and about 1/16 of the target as written: a row's payload bytes
+    (its encoded geometry and images) times the ratio of bytes written to payload bytes seen so far in this split,
+    so that rows which compress well make row groups of the same written size as rows which do not."""
 
     split: str
     root: Path
@@ -241,6 +277,9 @@ class _SplitWriter:
     _buf_bytes: int = 0
     _shard: _Shard | None = None
     _sidecar: _Sidecar | None = None
+    _payload_seen: int = 0  # payload bytes of the rows written so far (this split)
+    _written_seen: int = 0  # the bytes their row groups took in the shards
+    _footer: tuple[float, float] | None = None  # (fixed, per row group) bytes of a footer
 
     def __post_init__(self) -> None:
         self.dirname = SPLIT_DIRS[self.split]
@@ -249,12 +288,14 @@ class _SplitWriter:
     def _relpath(self, shard_id: int) -> str:
         return f"{self.dirname}/{self.dirname}-{shard_id:05d}.parquet"
 
+    def _as_written(self, payload: int) -> float:
+        """Bytes `payload` payload bytes are expected to take in a shard (1:1 until a row group was written)."""
+        return payload * self._written_seen / self._payload_seen if self._payload_seen else float(payload)
+
     def add(self, part: _Part, i: int) -> None:
         self._buf.append((id(part), part.table, i))
         self._buf_bytes += part.row_bytes[i]
-        # a row group holds at most row_group_rows rows and about 1/16 of the byte target, so a
-        # shard overshoots its target by at most one small group
-        if len(self._buf) >= self.row_group_rows or self._buf_bytes * 16 >= self.shard_bytes:
+        if len(self._buf) >= self.row_group_rows or self._as_written(self._buf_bytes) * 16 >= self.shard_bytes:
             self._flush()
 
     def _open(self) -> _Shard:
@@ -273,18 +314,29 @@ class _SplitWriter:
             run_key, run_table = key, table
             run.append(i)
         pieces.append(run_table.take(pa.array(run, pa.int64())))
+        payload = self._buf_bytes
         self._buf = []
         self._buf_bytes = 0
         group = pa.concat_tables(pieces).combine_chunks()
+        if self._footer is None:
+            self._footer = footer_cost(group)
         shard = self._open()
+        before = shard.data_bytes
         written = shard.write(group)
+        self._payload_seen += payload
+        self._written_seen += written - before
         self._sidecar.add(group, self._relpath(len(self.shards)))
-        if written >= self.shard_bytes:
+        fixed, per_group = self._footer
+        if written + fixed + per_group * shard.groups >= self.shard_bytes:
             self._close_shard()
 
     def _close_shard(self) -> None:
         shard, self._shard = self._shard, None
-        shard.close()
+        groups = shard.groups
+        footer = shard.close()
+        if self._footer is not None and groups:  # what this footer measured, for the next shards' cut
+            fixed = self._footer[0]
+            self._footer = (fixed, max(0.0, (footer - fixed) / groups))
         rel = self._relpath(len(self.shards))
         self.shards.append(
             {
@@ -407,7 +459,7 @@ def write_release(
         _write_shards_csv(tmp_dir, shard_rows)
         figure = _write_figure(tmp_dir, tally.figure_rows)
         stats = _stats(tally, shard_rows, failures_summary, manifests, demo_table.num_rows, figure)
-        atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}))
+        atomic.write_text(tmp_dir / "README.md", render_card(stats, extra_card_info or {}, configs or {}))
         write_report(tmp_dir, stats, pick_gallery(tally.gallery), configs or {}, build_info or {})
         _swap_in(tmp_dir, out_dir)
     except BaseException:
@@ -517,10 +569,13 @@ def _write_figure(tmp_dir: Path, figure_rows: dict[str, pa.Table]) -> str | None
     if dual is None and single is None:
         return None
     figure = "figures/channel_decomposition.png"
-    pngs = channel_figure(
-        dual.to_pylist()[0] if dual is not None else None,
-        single.to_pylist()[0] if single is not None else None,
-    )
+    rows = [t.to_pylist()[0] if t is not None else None for t in (dual, single)]
+    try:
+        pngs = channel_figure(*rows)
+    except Exception as exc:  # undecodable bytes: name the rows in one line, not a library's traceback
+        named = " or ".join(f"{r['combined_sample_hash']} ({r['species']} {r['sample_type']})" for r in rows if r)
+        raise ReleaseError(f"the card's channel figure cannot draw row {named}: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())}; its render part holds bytes that do not decode") from exc
     atomic.write_bytes(tmp_dir / figure, pngs)
     return figure
 
@@ -564,12 +619,37 @@ def _stats(
     }
 
 
+SCAN_ROWS = 65_536  # sidecar rows read at a time by `rewrite_report`: its memory, whatever the release's size
+_SCAN_COLUMNS = ["combined_sample_hash", "split", "species", "sample_type", "has_after_mask", "shard_path"]
+_COUNT_KEYS = ["split", "species", "sample_type", "has_after_mask"]
+
+
+def scan_sidecar(path: Path, counts: Counter, firsts: dict[tuple[str, str], list[dict]],
+                 per_key: int = GALLERY_ROWS) -> None:  # fmt: skip
+    """Stream one sidecar, SCAN_ROWS rows at a time: add its rows to `counts` (split, species, type, has_after_mask)
+    and keep in `firsts` the `per_key` smallest hashes of each (species, sample type) seen so far, with their shard
+    paths. Memory is a batch and the kept rows, not the sidecar: the report of a release of any size fits."""
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=SCAN_ROWS, columns=_SCAN_COLUMNS):
+        t = pa.Table.from_batches([batch])
+        for g in t.group_by(_COUNT_KEYS).aggregate([("combined_sample_hash", "count")]).to_pylist():
+            counts[tuple(g[k] for k in _COUNT_KEYS)] += g["combined_sample_hash_count"]
+        t = t.sort_by("combined_sample_hash")
+        for key in t.select(["species", "sample_type"]).group_by(["species", "sample_type"]).aggregate([]).to_pylist():
+            sp, st = key["species"], key["sample_type"]
+            mask = pc.and_(pc.equal(t.column("species"), sp), pc.equal(t.column("sample_type"), st))
+            head = t.filter(mask).slice(0, per_key).to_pylist()
+            kept = firsts.get((sp, st), []) + head
+            firsts[(sp, st)] = sorted(kept, key=itemgetter("combined_sample_hash"))[:per_key]
+
+
 def rewrite_report(
     out_dir: Path, failures: list[Path], configs: dict[str, SpeciesConfig], build_info: dict
 ) -> Path:
     """The report of a release already written (`python -m pipeline report`), without touching its shards: the
-    counts from its sidecars and shards.csv, the gallery rows read from their shards (one row group each), the
-    failures from the ledgers. Swapped in whole; returns the index path."""
+    counts from its sidecars (streamed: memory does not grow with the release) and shards.csv, the gallery rows read
+    from their shards (one row group each), the failures from the ledgers. Swapped in whole; returns the index
+    path."""
     out_dir = Path(out_dir)
     if not (out_dir / "shards.csv").exists():
         raise ReleaseError(f"{out_dir} has no shards.csv: build a release first (`make build`)")
@@ -577,17 +657,9 @@ def rewrite_report(
     firsts: dict[tuple[str, str], list[dict]] = {}
     for split in SPLITS:
         sidecar = out_dir / "metadata" / f"{SPLIT_DIRS[split]}.parquet"
-        if not sidecar.exists():
-            continue
-        t = pq.read_table(sidecar, columns=["combined_sample_hash", "split", "species", "sample_type",
-                                            "has_after_mask", "shard_path"])  # fmt: skip
-        keys = ["split", "species", "sample_type", "has_after_mask"]
-        for g in t.group_by(keys).aggregate([("combined_sample_hash", "count")]).to_pylist():
-            tally.counts[tuple(g[k] for k in keys)] += g["combined_sample_hash_count"]
-        for r in t.to_pylist():
-            firsts.setdefault((r["species"], r["sample_type"]), []).append(r)
-    for key, rows in firsts.items():
-        chosen = sorted(rows, key=itemgetter("combined_sample_hash"))[:GALLERY_ROWS]
+        if sidecar.exists():
+            scan_sidecar(sidecar, tally.counts, firsts)
+    for key, chosen in firsts.items():
         tally.gallery[key] = [read_shard_row(out_dir / r["shard_path"], r["combined_sample_hash"]) for r in chosen]
     with open(out_dir / "shards.csv", newline="") as fh:
         shard_rows = [{**r, "size": int(r["size"])} for r in csv.DictReader(fh)]

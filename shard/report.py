@@ -10,12 +10,17 @@ The page is written by the shard stage into the release beside the card, opened 
 no script. It is not listed in shards.csv (it is a view of the release, not data of it): verify checks the
 shards, not the report. Its size does not grow with the release: the gallery has a fixed number of rows per
 species and type, thumbnails are small PNGs, and the tables have a line per species, type, split or reason.
+
+A gallery row that cannot be drawn (undecodable geometry or images) is named in one line, on the page and on stderr,
+and the page is written without its pictures: the report is written at the end of a release, and one bad row must
+not cost the release its page (verify --deep is what judges the rows).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,9 +98,9 @@ def _viewer(row: dict, configs: dict[str, SpeciesConfig]) -> str:
     return f"Neuroglancer: <code>python -m pipeline show {row['combined_sample_hash']} --neuroglancer</code>"
 
 
-def _gallery_row(row: dict, report_dir: Path, configs: dict[str, SpeciesConfig]) -> str:
-    """Write the row's thumbnails and show picture; its HTML block."""
-    h = row["combined_sample_hash"]
+def _pictures(row: dict, title: str) -> dict[str, np.ndarray]:
+    """Every picture of the row's block, decoded and drawn before anything is written (a row that cannot be drawn
+    leaves no file behind)."""
     files = {"geometry": geometry_thumb(row["geometry"])}
     em = [a for a in (_image(row[c]) for c in EM_COLUMNS) if a is not None]
     if em:
@@ -103,21 +108,52 @@ def _gallery_row(row: dict, report_dir: Path, configs: dict[str, SpeciesConfig])
     masks = [a for a in (_image(row[c]) for c in SPLIT_MASK_COLUMNS) if a is not None]
     if masks:
         files["split"] = strip(masks, EM_THUMB)
+    files["show"] = np.asarray(sample_sheet(row, title, tile=SHOW_TILE).convert("RGB"))
+    return files
+
+
+def _labels(row: dict) -> str:
+    h = row["combined_sample_hash"]
+    try:
+        meta = json.loads(row["metadata"])
+    except (TypeError, ValueError):
+        meta = {}
+    return "\n".join(
+        [f"combined_sample_hash: {h}", f"source_archive_sample_hash: {row.get('source_archive_sample_hash')}"]
+        + [f"{k}: {json.dumps(row.get(k))}" for k in LABELS]
+        + [f"{k}: {json.dumps(meta[k])}" for k in ("operation_id", "root_id", "pre_pt_root_id", "post_pt_root_id")
+           if isinstance(meta, dict) and meta.get(k) is not None]  # fmt: skip
+    )
+
+
+def undrawable_line(row: dict, exc: BaseException) -> str:
+    """One line naming a gallery row the report cannot draw and why (on the page and on stderr)."""
+    why = " ".join(str(exc).split())  # one line, whatever the library's message
+    return (f"report: gallery row {row.get('combined_sample_hash')} ({row.get('species')} {row.get('sample_type')}, "
+            f"{row.get('split')}) cannot be drawn: {type(exc).__name__}: {why}; shown without its pictures "
+            "(`python -m pipeline verify --deep` checks every row)")  # fmt: skip
+
+
+def _gallery_row(row: dict, report_dir: Path, configs: dict[str, SpeciesConfig]) -> str:
+    """Write the row's thumbnails and show picture; its HTML block. A row that cannot be drawn is a block naming it
+    and why, and one line on stderr."""
+    h = row["combined_sample_hash"]
+    labels = _labels(row)
+    title = f"{h}  {row['sample_type']}  {row['species']}  {row['split']}"
+    try:
+        files = _pictures(row, title)
+    except Exception as exc:  # undecodable bytes of any kind (zip, npz, PNG): the page names the row instead
+        line = undrawable_line(row, exc)
+        print(line, file=sys.stderr)
+        return (f'<div class="row undrawable" id="{h}"><div class="labels">{html.escape(labels)}\n'
+                f'<strong>{html.escape(line)}</strong></div></div>')  # fmt: skip
+    show = f"rows/{h}.png"
+    atomic.write_bytes(report_dir / show, _png(files.pop("show")))
     imgs = []
     for kind, arr in files.items():
         rel = f"img/{h}-{kind}.png"
         atomic.write_bytes(report_dir / rel, _png(arr))
         imgs.append(f'<img src="{rel}" alt="{kind} of {h}" title="{kind}">')
-    title = f"{h}  {row['sample_type']}  {row['species']}  {row['split']}"
-    show = f"rows/{h}.png"
-    atomic.write_bytes(report_dir / show, _png(np.asarray(sample_sheet(row, title, tile=SHOW_TILE).convert("RGB"))))
-    meta = json.loads(row["metadata"])
-    labels = "\n".join(
-        [f"combined_sample_hash: {h}", f"source_archive_sample_hash: {row['source_archive_sample_hash']}"]
-        + [f"{k}: {json.dumps(row.get(k))}" for k in LABELS]
-        + [f"{k}: {json.dumps(meta[k])}" for k in ("operation_id", "root_id", "pre_pt_root_id", "post_pt_root_id")
-           if meta.get(k) is not None]  # fmt: skip
-    )
     return (
         f'<div class="row" id="{h}"><div class="labels">{html.escape(labels)}\n'
         f'<a href="{show}">show picture</a> · {_viewer(row, configs)}</div>'

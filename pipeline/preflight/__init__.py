@@ -47,7 +47,7 @@ def run_preflight(
     report = Report(cfg.species)
     if record is not None:
         _write_config(Path(record), cfg)
-    with Recorder(record, secrets=[source._token() or ""]) as recorder:
+    with Recorder(record, secrets=[source.session.token() or ""]) as recorder:
         flight = Preflight(cfg, source, time.time() if now is None else now, workers, echo)
         report.checks = flight.run()
         report.requests = len(recorder)

@@ -24,9 +24,11 @@ from core.errors import PartlyUnavailable, TransientSourceError, Unavailable, Us
 from pipeline.partitions import root_digest
 from pipeline.preflight.batch import BatchProbe, largest_batch
 from pipeline.preflight.report import FAIL, OK, SKIP, WARN, Check
-from pipeline.sources import cave_meshes
-from pipeline.sources.cave import CaveSource, _epoch, _graphene_identity, _https_url, _uint64_list, _utc
-from pipeline.sources.fetch_sample import EM_FACTOR
+from pipeline.sources.cave import CaveSource
+from pipeline.sources.cave import meshes as cave_meshes
+from pipeline.sources.cave.values import epoch, graphene_identity, https_url, uint64_list, utc
+from pipeline.sources.cave.volumes import TimeoutAdapter
+from pipeline.stages.fetch_sample import EM_FACTOR
 
 REQUEST_BOUND = 500
 SAMPLE_ROOTS = 3
@@ -74,7 +76,7 @@ class Preflight:
 
     # ------------------------------------------------------------------ running
     def run(self) -> list[Check]:
-        self.src._probe(self.src._server)  # unreachable: one line, no report (as plan does)
+        self.src.session.probe(self.src.session.server)  # unreachable: one line, no report (as plan does)
         for name, fn, needs in self._plan():
             self._do(name, fn, needs)
         return self.checks
@@ -133,7 +135,7 @@ class Preflight:
 
     # ------------------------------------------------------------------ access
     def token(self) -> str:
-        if self.src._token():
+        if self.src.session.token():
             return "present (explicit or CAVE_TOKEN; never printed)"
         secret = self.src.secret_file()
         if secret is not None:
@@ -143,18 +145,18 @@ class Preflight:
         raise _Result(
             WARN,
             "no token found: only public endpoints will answer",
-            f"set CAVE_TOKEN or write {server_token_filename(self.src._server)} (caveclient prefers it to "
+            f"set CAVE_TOKEN or write {server_token_filename(self.src.session.server)} (caveclient prefers it to "
             "cave-secret.json)",
         )
 
     def datastack(self) -> str:
         """The datastack's segmentation is graphene (a flat one has no chunkedgraph) and is seg_cloudpath's."""
-        self.src._checked = True  # the start-up checks run as checks of their own (version)
+        self.src.session.checked = True  # the start-up checks run as checks of their own (version)
         client = self.src.client()
-        with self.src._guard("datastack info", self.src._server):
+        with self.src.session.guard("datastack info", self.src.session.server):
             source = client.info.segmentation_source()
         self.src.require_graphene(source)
-        ours, theirs = _graphene_identity(self.cfg.seg_cloudpath), _graphene_identity(source or "")
+        ours, theirs = graphene_identity(self.cfg.seg_cloudpath), graphene_identity(source or "")
         if ours is not None and theirs is not None and ours != theirs:
             raise _Result(
                 FAIL,
@@ -167,15 +169,15 @@ class Preflight:
         """Calls that need the datastack's permission: the listed versions, one row of a configured table at the
         newest of them (materialization), the creation time of that row's root (chunkedgraph). The chunkedgraph
         client's own first request (`/segmentation/api/versions`) needs no permission: it proves nothing."""
-        mat = self.src._mat()
-        with self.src._guard("materialization versions", self.src._local):
-            stamps = {int(m["version"]): _epoch(m["time_stamp"]) for m in mat.get_versions_metadata()}
+        mat = self.src.materialization.client()
+        with self.src.session.guard("materialization versions", self.src.session.local):
+            stamps = {int(m["version"]): epoch(m["time_stamp"]) for m in mat.get_versions_metadata()}
         versions = sorted(stamps)
-        cg = self.src._cg()
+        cg = self.src.chunkedgraph.client()
         configured = [(self.cfg.proofread_table_name, "pt_root_id"), (self.cfg.synapse_table, "pre_pt_root_id")]
         table, column = next(((t, c) for t, c in configured if t), (None, None))
         if table is None or not versions:
-            with self.src._guard("chunkedgraph oldest timestamp", self.src._local):
+            with self.src.session.guard("chunkedgraph oldest timestamp", self.src.session.local):
                 cg.get_oldest_timestamp()
             return "materialization and chunkedgraph answer (no table to take a root from)"
 
@@ -187,20 +189,20 @@ class Preflight:
                                    split_positions=False, merge_reference=False, metadata=False)  # fmt: skip
 
         try:
-            df = self.src._one("query", f"querying table '{table}'", self.src._local, one_row)
+            df = self.src.session.one("query", f"querying table '{table}'", self.src.session.local, one_row)
         except UserError as exc:
             if "refused access" in str(exc) or "terms of service" in str(exc):
                 raise
             df = None  # the table itself is the table check's business; access asks the chunkedgraph alone
         roots = [] if df is None or column not in df.columns else [int(r) for r in df[column] if int(r)]
         if not roots:
-            with self.src._guard("chunkedgraph oldest timestamp", self.src._local):
+            with self.src.session.guard("chunkedgraph oldest timestamp", self.src.session.local):
                 cg.get_oldest_timestamp()
             return f"materialization answers; chunkedgraph answers (no root in '{table}' to ask about)"
-        pinned_time, cg.timestamp = cg.timestamp, _utc(stamps[version])  # asked at that version's time, not now
+        pinned_time, cg.timestamp = cg.timestamp, utc(stamps[version])  # asked at that version's time, not now
         try:
-            self.src._one("root_timestamps", "chunkedgraph root timestamps", self.src._local,
-                          lambda: cg.get_root_timestamps(roots[:1]))  # fmt: skip
+            self.src.session.one("root_timestamps", "chunkedgraph root timestamps", self.src.session.local,
+                                 lambda: cg.get_root_timestamps(roots[:1]))  # fmt: skip
         except UserError as exc:
             if "not valid at timestamp" not in str(exc):
                 raise
@@ -215,20 +217,20 @@ class Preflight:
         )
 
     def version(self) -> str:
-        self.src._startup_checks()
+        self.src.session.startup_checks()
         if self.cfg.materialization_version is None:
             return f"live queries at as_of {dt.datetime.fromtimestamp(float(self.cfg.as_of), dt.timezone.utc)}"
-        mat = self.src._mat()
-        with self.src._guard("materialization version metadata", self.src._local):
+        mat = self.src.materialization.client()
+        with self.src.session.guard("materialization version metadata", self.src.session.local):
             meta = mat.get_version_metadata(self.cfg.materialization_version)
         expires = meta.get("expires_on")
-        self.found.version_expires = _epoch(expires) if expires is not None else None
+        self.found.version_expires = epoch(expires) if expires is not None else None
         return f"materialization_version {self.cfg.materialization_version} exists (expires {_day(expires)})"
 
     def table(self, key: str) -> str:
         table = self.cfg.proofread_table_name if key == "proofread_table" else getattr(self.cfg, key)
-        mat = self.src._mat()
-        with self.src._guard("materialization tables", self.src._local):
+        mat = self.src.materialization.client()
+        with self.src.session.guard("materialization tables", self.src.session.local):
             tables = sorted(mat.get_tables(version=self.cfg.materialization_version))
         if table not in tables:
             raise _Result(
@@ -237,7 +239,7 @@ class Preflight:
                 f"(tables: {', '.join(tables) or 'none'})",
                 f"set {key} in {self._file}",
             )
-        present = self.src._columns(table)
+        present = self.src.materialization.columns(table)
         try:
             self.src.check_columns(key, table, present)
         except UserError as exc:
@@ -246,14 +248,14 @@ class Preflight:
 
     def l2cache(self) -> str:
         """The cache asked as the build asks it: representative points of a sample root's level-2 ids
-        (CaveSource._l2_coords, whose answer decides the build's skeletons), never `has_cache()`, which misses a
+        (Level2.coords, l2cache.py, whose answer decides the build's skeletons), never `has_cache()`, which misses a
         public virtual table's cache."""
         root = next((r for r in self.found.chosen if self.found.l2_ids.get(r)), None)
         if root is None:
             raise _Result(WARN, f"the level-2 graphs of {len(self.found.chosen)} roots are empty: nothing to ask")
         ids = self.found.l2_ids[root][:L2_PROBE_IDS]
-        coords = self.src._l2_coords(ids)
-        self.src._l2cache = coords is not None  # the build's decision, as this source would make it
+        coords = self.src.level2.coords(ids)
+        self.src.level2.has_cache = coords is not None  # the build's decision, as this source would make it
         if coords is not None and coords:
             return f"available: {len(coords)} of {len(ids)} level-2 ids of root {root} have a representative point"
         if coords is not None:
@@ -315,11 +317,11 @@ class Preflight:
         return f"{len(got)} of {len(ops)} operations answered, {with_points} with points"
 
     def level2_graph(self) -> str:
-        cg = self.src._cg()
+        cg = self.src.chunkedgraph.client()
         nodes, edges, branch = 0, 0, 0
         for root in self.found.chosen:
-            graph = self.src._one("level2_graph", "chunkedgraph level-2 graph", self.src._local,
-                                  lambda root=root: cg.level2_chunk_graph(int(root)))  # fmt: skip
+            graph = self.src.session.one("level2_graph", "chunkedgraph level-2 graph", self.src.session.local,
+                                         lambda root=root: cg.level2_chunk_graph(int(root)))  # fmt: skip
             pairs = np.asarray(graph, dtype=np.uint64).reshape(-1, 2)
             ids, degree = np.unique(pairs, return_counts=True)
             self.found.l2_ids[root] = [int(v) for v in ids]
@@ -336,9 +338,9 @@ class Preflight:
         created by then (root timestamps <= as_of)."""
         as_of = self.src.as_of()
         op = max(self.found.ops, key=lambda o: (self.found.ops[o][1], o))  # the latest edit: past a cap first
-        cg = self.src._cg()
-        details = self.src._one("operation_details", "chunkedgraph operation details", self.src._local,
-                                lambda: cg.get_operation_details([op]))  # fmt: skip
+        cg = self.src.chunkedgraph.client()
+        details = self.src.session.one("operation_details", "chunkedgraph operation details", self.src.session.local,
+                                       lambda: cg.get_operation_details([op]))  # fmt: skip
         det = details.get(str(op)) or {}
         edges = det.get("added_edges") or det.get("removed_edges") or []
         svs = np.unique(np.asarray(edges, dtype=np.uint64).ravel())
@@ -346,7 +348,7 @@ class Preflight:
             raise _Result(WARN, f"operation {op} lists no edited supervoxels")
         t_op = self.found.ops[op][1]
         at_edit = self.src.roots_at(svs, t_op)
-        after = set(_uint64_list(det.get("roots")))
+        after = set(uint64_list(det.get("roots")))
         if not set(int(r) for r in at_edit) <= after:
             raise _Result(
                 FAIL,
@@ -373,10 +375,10 @@ class Preflight:
                 f"pin materialization_version / as_of in {self._file} at or before the datastack's public release",
             )
         roots = sorted({int(r) for r in now})
-        # at as_of: the source pins the chunkedgraph's default time (CaveSource._pin_chunkedgraph)
-        stamps = self.src._one("root_timestamps", "chunkedgraph root timestamps", self.src._local,
-                               lambda: cg.get_root_timestamps(roots))  # fmt: skip
-        late = [r for r, t in zip(roots, stamps, strict=True) if _epoch(t) > as_of + 0.001]
+        # at as_of: the source pins the chunkedgraph's default time (Chunkedgraph.pin)
+        stamps = self.src.session.one("root_timestamps", "chunkedgraph root timestamps", self.src.session.local,
+                                      lambda: cg.get_root_timestamps(roots))  # fmt: skip
+        late = [r for r, t in zip(roots, stamps, strict=True) if epoch(t) > as_of + 0.001]
         if late:
             raise _Result(
                 FAIL,
@@ -394,10 +396,11 @@ class Preflight:
         """supervoxel -> root of the chosen proofread roots' rows in the proofread table at the pinned time (a root
         known then), when the table has its supervoxels; {} otherwise (delta-roots species)."""
         table = self.cfg.proofread_table_name
-        if not table or self.cfg.proofread_from_delta_roots or "pt_supervoxel_id" not in self.src._columns(table):
+        mat = self.src.materialization
+        if not table or self.cfg.proofread_from_delta_roots or "pt_supervoxel_id" not in mat.columns(table):
             return {}
-        df = self.src._query(table, filter_in_dict={"pt_root_id": self.found.chosen},
-                             select_columns=["pt_supervoxel_id", "pt_root_id"])  # fmt: skip
+        df = mat.query(table, filter_in_dict={"pt_root_id": self.found.chosen},
+                       select_columns=["pt_supervoxel_id", "pt_root_id"])  # fmt: skip
         return {int(sv): int(r) for sv, r in zip(df["pt_supervoxel_id"], df["pt_root_id"], strict=True) if int(sv)}
 
     # ------------------------------------------------------------------ volumes
@@ -420,34 +423,36 @@ class Preflight:
         return (np.asarray(lo) + np.asarray(hi)) / 2.0
 
     def seg_layer(self) -> str:
-        seg = self.src._seg()
+        seg = self.src.volumes.seg()
         text = self._layer(seg, self.cfg.seg_mip, "seg_mip")
         res = np.asarray(seg.meta.resolution(self.cfg.seg_mip), dtype=np.float64)
-        url = _https_url(self.cfg.seg_cloudpath)
-        cut = self.src._cutout(seg, self.cfg.seg_mip, self._centre(), float(res.min()), "segmentation chunk", url)
+        url = https_url(self.cfg.seg_cloudpath)
+        cut = self.src.volumes.cutout(seg, self.cfg.seg_mip, self._centre(), float(res.min()), "segmentation chunk",
+                                      url)  # fmt: skip
         return text + f"; a chunk read back ({_absent(cut.missing)})"
 
     def em_layer(self) -> str:
-        em = self.src._em()
+        em = self.src.volumes.em()
         text = self._layer(em, self.cfg.em_mip, "em_mip")
         self.found.em_res = tuple(float(v) for v in em.meta.resolution(self.cfg.em_mip))
         cut = self.src.em_cutout(self._centre(), float(min(self.found.em_res)))
         return text + f"; a chunk read back ({_absent(cut.missing)})"
 
     def mesh_manifest(self) -> str:
-        seg = self.src._seg()
+        seg = self.src.volumes.seg()
         meta = seg.meta
         sharded = bool(self._mesh_info(seg).get("sharding"))
         draco = (meta.info.get("mesh_metadata") or {}).get("uniform_draco_grid_size")
         layers: dict[int, int] = {}
         fragments, nbytes = 0, 0
         bounded, kept = 0, 0
+        s = self.src.session
         for root in self.found.chosen:
-            url = _https_url(self.cfg.seg_cloudpath)
-            bbox = self._mesh_box(seg, root)  # as the build asks (CaveSource.mesh): bounds in mip-0 voxels
-            manifest = self.src._one("manifest", f"mesh manifest of {root}", url,
-                                     lambda root=root, bbox=bbox: cave_meshes.fetch_manifest(
-                                         self.src._session(), seg, root, bbox, self.src._timeout))  # fmt: skip
+            url = https_url(self.cfg.seg_cloudpath)
+            bbox = self._mesh_box(seg, root)  # as the build asks (Meshes.mesh): bounds in mip-0 voxels
+            manifest = s.one("manifest", f"mesh manifest of {root}", url,
+                             lambda root=root, bbox=bbox: cave_meshes.fetch_manifest(s.http(), seg, root, bbox,
+                                                                                     s.timeout))  # fmt: skip
             names = (manifest or {}).get("fragments") or []
             if bbox is not None:
                 bounded += 1
@@ -479,14 +484,14 @@ class Preflight:
 
     def _mesh_box(self, seg, root: int):  # noqa: ANN001, ANN202 - a cloud-volume Bbox or None
         """The box a sample of `root` would fetch (fetch_sample.crop_box_half_nm around a point of the root: its
-        first level-2 node's chunk centre), in mip-0 voxels as CaveSource.mesh sends it; None when the root's
+        first level-2 node's chunk centre), in mip-0 voxels as Meshes.mesh sends it; None when the root's
         level-2 graph is not known (the whole manifest is asked then)."""
-        from pipeline.sources.fetch_sample import crop_box_half_nm
+        from pipeline.stages.fetch_sample import crop_box_half_nm
 
         ids = self.found.l2_ids.get(root)
         if not ids:
             return None
-        centre = np.asarray(self.src._chunk_centres(np.asarray(ids[:1], dtype=np.uint64))[int(ids[0])])
+        centre = np.asarray(self.src.volumes.chunk_centres(np.asarray(ids[:1], dtype=np.uint64))[int(ids[0])])
         half = crop_box_half_nm(self.cfg)
         bounds = seg.meta.bounds(0)
         return cave_meshes.box_to_voxels((centre - half, centre + half), seg.meta.resolution(0),
@@ -494,18 +499,18 @@ class Preflight:
 
     def _fragment_bytes(self, seg, name: str) -> int:  # noqa: ANN001
         info = seg.meta.info
-        url = _https_url(str(info.get("data_dir", ""))).rstrip("/") + f"/{info.get('mesh', 'mesh')}/{name}"
-        with self.src._guard("mesh fragment", url):
-            resp = self.src._session().get(url, timeout=self.src._timeout)
+        url = https_url(str(info.get("data_dir", ""))).rstrip("/") + f"/{info.get('mesh', 'mesh')}/{name}"
+        with self.src.session.guard("mesh fragment", url):
+            resp = self.src.session.http().get(url, timeout=self.src.session.timeout)
             resp.raise_for_status()
             return len(resp.content)
 
     def _mesh_info(self, seg) -> dict:  # noqa: ANN001
         """The mesh directory's own info (its `sharding` says whether fragments are sharded)."""
         info = seg.meta.info
-        url = _https_url(str(info.get("data_dir", ""))).rstrip("/") + f"/{info.get('mesh', 'mesh')}/info"
-        with self.src._guard("mesh info", url):
-            resp = self.src._session().get(url, timeout=self.src._timeout)
+        url = https_url(str(info.get("data_dir", ""))).rstrip("/") + f"/{info.get('mesh', 'mesh')}/info"
+        with self.src.session.guard("mesh info", url):
+            resp = self.src.session.http().get(url, timeout=self.src.session.timeout)
             if resp.status_code == 404:
                 return {}
             resp.raise_for_status()
@@ -513,16 +518,16 @@ class Preflight:
 
     # ------------------------------------------------------------------ limits
     def details_batch(self) -> str:
-        cg = self.src._cg()
+        cg = self.src.chunkedgraph.client()
         base = cg._endpoints["operation_details"].format_map(cg.default_url_mapping)
         known = sorted(self.found.ops)
         start = self.src.limits.operation_details_batch  # where the adaptive source starts; it halves on refusals
 
-        session = _probe_session(cg.session, self.src._timeout)
+        session = _probe_session(cg.session, self.src.session.timeout)
 
         def once(url: str) -> bool | requests.Response:
             try:
-                resp = session.get(url, timeout=self.src._timeout)
+                resp = session.get(url, timeout=self.src.session.timeout)
             except requests.RequestException:  # a reset or a timeout: refused
                 return False
             return False if resp.status_code in REFUSALS else resp
@@ -533,7 +538,7 @@ class Preflight:
             resp = once(url) or once(url)
             if resp is False:
                 return False
-            with self.src._guard("chunkedgraph operation details", self.src._local):
+            with self.src.session.guard("chunkedgraph operation details", self.src.session.local):
                 resp.raise_for_status()
             return True
 
@@ -597,7 +602,7 @@ def _probe_session(client_session: requests.Session, timeout: tuple[float, float
     session = requests.Session()
     session.headers.update(client_session.headers)
     session.cookies.update(client_session.cookies)
-    adapter = cave_meshes.TimeoutAdapter(timeout, max_retries=0)
+    adapter = TimeoutAdapter(timeout, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -629,4 +634,4 @@ def _absent(missing: np.ndarray | None) -> str:
 def _day(value: object) -> str:
     if value is None:
         return "never"
-    return dt.datetime.fromtimestamp(_epoch(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(epoch(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

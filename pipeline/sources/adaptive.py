@@ -513,10 +513,13 @@ class Adaptive:
             self._count(**{_COUNTER[failure.kind]: 1})
             ambiguous = not failure.definite and failure.kind != "server_error"
             epoch, paused, troubled = budgets.current().health(url) if ambiguous else (0, False, False)
+            # a load symptom: no answer came (a timeout, a reset) while the host is under load. A 502 / 503 / 504 that
+            # was answered is the server or its proxy refusing the request: a size, or a fault of the moment
+            loaded_out = troubled and failure.kind in ("timeout", "reset")
             if paused and uncounted < MAX_OUTAGE_SENDS:
                 uncounted += 1
                 continue  # the host is paused (an outage): the same batch again once it answers, nothing learned
-            if len(batch) > 1 and troubled and loaded < LOAD_RESENDS:
+            if len(batch) > 1 and loaded_out and loaded < LOAD_RESENDS:
                 # the host is under load (its bound is being lowered): the batch whole again, after a timeout with
                 # the longer wait; bisecting would send more requests exactly when the server has too many
                 loaded += 1
@@ -528,7 +531,7 @@ class Adaptive:
                     state = self._state(host, endpoint, start)
                     if failure.definite:
                         state.too_large(len(batch))
-                    elif ambiguous and not troubled:  # under load, a failure says nothing of the size
+                    elif ambiguous and not loaded_out:  # under load, a timeout says nothing of the size
                         state.ambiguous(len(batch), epoch, span)
                     self._counters.bisections += 1
                 todo.extendleft([(batch[half:], span[1] + half), (batch[:half], span[1])])

@@ -3,6 +3,11 @@
 Volumes and meshes are read through CloudVolume from the world's `file://` precomputed layers, exactly
 as a real layer would be; the CAVE-shaped tables are parquet files read with pyarrow. CloudVolume
 objects and tables are opened lazily and dropped when pickled, so the object travels to dask workers.
+
+Everything is answered at the pinned time (`as_of`, else the time of `materialization_version`) as the servers and
+the twin answer it, by the rules of demo_tables.py: roots of supervoxels at a time, the proofread neurons' and the
+synapses' roots as a table materialized then gives them (the world's tables hold its as_of's), skeletons of the roots
+alive then. A build pinned to an earlier time reads the neurons as they were then, never today's roots at an old time.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +31,9 @@ from config.schema import SpeciesConfig
 from core.errors import SampleError, UserError
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton, cutout_box, read_padded
 from pipeline.sources.demo_level2 import level2_graph
+from pipeline.sources.demo_tables import RootStates, anchor_voxel, roots_keep_null, to_ms, world_versions
 from pipeline.sources.l2skeleton import skeleton_edges
 from render.geometry import crop_box
-
-_STATE_CACHE = 64
 
 
 class DemoSource:
@@ -45,8 +49,9 @@ class DemoSource:
     def _reset(self) -> None:
         self._cvs: dict[str, CloudVolume] = {}
         self._tables: dict[str, pa.Table] = {}
-        self._states: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._states_lock = threading.Lock()  # fetch threads share the cache
+        self._lock = threading.Lock()  # fetch threads share the lazily read roots and tables
+        self._roots: RootStates | None = None
+        self._at_time: dict[tuple[str, int], pa.Table] = {}  # (table, ms) -> the table materialized then
         self._ops: dict[int, OperationDetails] | None = None
         self._creators: dict[int, list[int]] | None = None
         self._world: dict | None = None
@@ -106,14 +111,77 @@ class DemoSource:
         return (tuple(float(x) for x in lo), tuple(float(x) for x in hi))
 
     def as_of(self) -> float:
+        """The pinned time: `as_of`, else the time of `materialization_version` among the world's versions (the
+        twin's: demo_tables.world_versions), else the world's as_of."""
         if self.cfg.as_of is not None:
             return float(self.cfg.as_of)
+        if self.cfg.materialization_version is not None:
+            return self._version_time(self.cfg.materialization_version)
         return float(self.world()["time"]["as_of"])
 
+    def _version_time(self, number: int) -> float:
+        times = self.world()["time"]
+        versions = world_versions(float(times["ops_start"]), float(times["as_of"]))
+        live = [v for v in versions if not v.expired]
+        got = next((v for v in live if v.version == int(number)), None)
+        if got is None:
+            listed = ", ".join(str(v.version) for v in live)
+            raise UserError(f"demo config: materialization_version {number} is not a live version of the demo world "
+                            f"(live: {listed}); pin one of them or as_of")  # fmt: skip
+        return got.timestamp
+
+    def _root_states(self) -> RootStates:
+        with self._lock:
+            if self._roots is None:
+                self._roots = RootStates(self._table("roots"))
+            return self._roots
+
+    def _ms(self, timestamp: float) -> int:
+        """A time as the chunkedgraph reads it (ms); before the world's first roots were made, the first roots."""
+        return max(to_ms(timestamp), self._root_states().first_ms())
+
     def proofread_roots(self) -> list[int]:
+        """The roots of the valid proofread rows at as_of: the root then of the supervoxel under each row's point, as
+        the materialized table gives them (the table's own roots are the world's as_of's)."""
+        t = self._proofread_at(self._ms(self.as_of()))
+        return sorted({int(x) for x in t["pt_root_id"].to_pylist() if x})
+
+    def _proofread_at(self, t_ms: int) -> pa.Table:
+        """The valid proofread rows with their roots at t_ms (0 where the world's table has none)."""
+        key = ("proofread_neurons", t_ms)
+        with self._lock:
+            if key in self._at_time:
+                return self._at_time[key]
         t = self._table("proofread_neurons")
         t = t.filter(pc.equal(t["valid"], True))
-        return sorted({int(x) for x in t["pt_root_id"].to_pylist() if x is not None})
+        svs = self._supervoxels_under([anchor_voxel(p) for p in t["pt_position_nm"].to_pylist()])
+        roots = roots_keep_null(self._root_states(), svs, t["pt_root_id"].to_pylist(), t_ms)
+        t = t.set_column(t.schema.get_field_index("pt_root_id"), "pt_root_id", pa.array(roots, pa.uint64()))
+        with self._lock:
+            self._at_time[key] = t
+        return t
+
+    def _supervoxels_under(self, voxels: list[tuple[int, int, int]]) -> list[int]:
+        """The supervoxel of the base-mip segmentation at each voxel (0 where its chunk is absent), each chunk read
+        once: what the twin's cache reads for a table's `pt_supervoxel_id` (sim/twin/cache.py)."""
+        cv = CloudVolume(self._cloudpath(self.cfg.seg_cloudpath), mip=0, fill_missing=True, progress=False, parallel=1)
+        chunk = np.asarray(cv.chunk_size, dtype=np.int64)
+        offset = np.asarray(cv.voxel_offset, dtype=np.int64)
+        lo_vol, hi_vol = np.asarray(cv.bounds.minpt, dtype=np.int64), np.asarray(cv.bounds.maxpt, dtype=np.int64)
+        by_chunk: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, vx in enumerate(voxels):
+            by_chunk[tuple(((np.asarray(vx) - offset) // chunk).tolist())].append(i)
+        out = [0] * len(voxels)
+        for index, members in sorted(by_chunk.items()):
+            lo = np.maximum(offset + np.asarray(index) * chunk, lo_vol)
+            hi = np.minimum(lo + chunk, hi_vol)
+            if (hi <= lo).any():
+                continue  # outside the volume: no supervoxel
+            block = np.asarray(cv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])[..., 0]
+            for i in members:
+                x, y, z = np.asarray(voxels[i]) - lo
+                out[i] = int(block[x, y, z])
+        return out
 
     def _operations(self) -> tuple[pa.Table, dict[int, list[int]]]:
         ops = self._table("operations")
@@ -176,46 +244,19 @@ class DemoSource:
             self._ops = details
         return {int(i): self._ops[int(i)] for i in operation_ids if int(i) in self._ops}
 
-    def _state(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted supervoxel ids, their roots) at `timestamp`: roots created at or before it and not
-        yet expired; before the first roots were made, the first roots."""
-        key = float(timestamp)
-        with self._states_lock:
-            if key in self._states:
-                self._states.move_to_end(key)
-                return self._states[key]
-        roots = self._table("roots")
-        created = roots["created_ts"].to_numpy().astype(np.float64)
-        expired = roots["expired_ts"].to_numpy(zero_copy_only=False)
-        expired = np.where(np.isnan(expired.astype(np.float64)), np.inf, expired.astype(np.float64))
-        alive = (created <= max(key, float(created.min()))) & (expired > key)
-        live = roots.filter(pa.array(alive))
-        svs = pc.list_flatten(live["supervoxel_ids"]).to_numpy()
-        owner = live["root_id"].to_numpy()[pc.list_parent_indices(live["supervoxel_ids"]).to_numpy()]
-        order = np.argsort(svs, kind="stable")
-        state = (svs[order].astype(np.uint64), owner[order].astype(np.uint64))
-        with self._states_lock:
-            self._states[key] = state
-            if len(self._states) > _STATE_CACHE:
-                self._states.popitem(last=False)
-        return state
-
     def roots_at(self, supervoxel_ids: np.ndarray, timestamp: float) -> np.ndarray:
         arr = np.asarray(supervoxel_ids, dtype=np.uint64)
-        keys, values = self._state(timestamp)
-        if len(keys) == 0:
-            return np.zeros(arr.shape, dtype=np.uint64)
-        idx = np.clip(np.searchsorted(keys, arr.ravel()), 0, len(keys) - 1)
-        found = keys[idx] == arr.ravel()
-        return np.where(found, values[idx], np.uint64(0)).astype(np.uint64).reshape(arr.shape)
+        return self._root_states().roots_at(arr, self._ms(timestamp)).reshape(arr.shape)
 
     def supervoxels_of(self, root_id: int, timestamp: float) -> np.ndarray:
         """Every supervoxel of `root_id` at `timestamp` (the viewer's equivalences), sorted."""
-        keys, values = self._state(timestamp)
+        keys, values = self._root_states().state(self._ms(timestamp))
         return np.sort(keys[values == np.uint64(root_id)])
 
     def synapses(self, pre_root_ids: list[int], post_root_ids: list[int]) -> pa.Table:
-        t = self._table("synapses")
+        """Synapses from `pre_root_ids` to `post_root_ids` with their roots at as_of (the synapse table materialized
+        then), above the config's scores."""
+        t = self._synapses_at(self._ms(self.as_of()))
         pre_set = pa.array(sorted({int(r) for r in pre_root_ids}), pa.uint64())
         post_set = pa.array(sorted({int(r) for r in post_root_ids}), pa.uint64())
         pre = pc.fill_null(pc.is_in(t["pre_pt_root_id"], value_set=pre_set), False)
@@ -225,10 +266,36 @@ class DemoSource:
             keep = pc.and_(keep, pc.fill_null(pc.greater(t[column], above), False))
         return t.filter(keep)
 
+    def _synapses_at(self, t_ms: int) -> pa.Table:
+        """The synapse table with each side's root at t_ms: its supervoxel's root then, null where the world's table
+        has none (a planted defect, at every time)."""
+        key = ("synapses", t_ms)
+        with self._lock:
+            if key in self._at_time:
+                return self._at_time[key]
+        t = self._table("synapses")
+        for side in ("pre", "post"):
+            world_roots = t[f"{side}_pt_root_id"].to_pylist()
+            roots = roots_keep_null(self._root_states(), t[f"{side}_pt_supervoxel_id"].to_pylist(), world_roots, t_ms)
+            null = np.asarray([r is None for r in world_roots], dtype=bool)
+            column = t.schema.get_field_index(f"{side}_pt_root_id")
+            t = t.set_column(column, f"{side}_pt_root_id", pa.array(roots, pa.uint64(), mask=null))
+        with self._lock:
+            self._at_time[key] = t
+        return t
+
     def skeleton(self, root_id: int) -> Skeleton:
+        """The root's level-2 graph, skeletonized. The world holds the graphs of its final proofread roots only: any
+        other root it made (a neuron's earlier root, before an edit since) has none, an empty skeleton, as the twin
+        answers it (demo_tables.py); an id the world never made is `missing_skeleton`."""
         t = self._table("skeletons")
         hit = t.filter(pc.equal(t["root_id"], pa.scalar(int(root_id), pa.uint64())))
         if hit.num_rows == 0:
+            if int(root_id) in self._root_states().row:
+                empty = np.zeros((0, 3), dtype=np.float64)
+                return Skeleton(
+                    vertices_nm=empty, edges=np.zeros((0, 2), dtype=np.int64), extra={"root_id": int(root_id)}
+                )
             raise SampleError("missing_skeleton", f"no skeleton for root {int(root_id)}")
         row = hit.slice(0, 1).to_pylist()[0]
         # as a CAVE source sees the neuron: its level-2 graph, skeletonized (the same junctions as the twin's)

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 from core.atomic import write_parquet
 from core.layout import CHANGES, FAILURES
 from core.ledger import read_failures
-from pipeline.candidates import STAGE, bank_candidates, candidate_table, retry_candidates
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
@@ -22,6 +21,7 @@ from pipeline.reuse import PriorRun
 from pipeline.runner import fingerprint
 from pipeline.sources import open_source
 from pipeline.stage import Outcome, Partition, StageBase, is_done, to_retry
+from pipeline.stages.bank_candidates import STAGE, bank_candidates, candidate_table, retry_candidates
 from pipeline.stages.common import requests_met, source_identity
 from pipeline.stages.roots import ROOTS_KEYS, read_roots
 from pipeline.stages.roots import STAGE as ROOTS

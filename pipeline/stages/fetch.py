@@ -3,7 +3,9 @@
 `fetch/samples/HH/<hash>-<key>.npz`: the key covers the bank row, the fetch keys of the config (source, mips,
 EM window), the source's identity and the code version. A sample whose file exists, with a mesh crop box at
 least as wide as the current config needs, is kept: the crop box covers the extent range's max, so a new camera
-(`seed`, `extent_nm` within the fetched box, `center_jitter_nm`) re-renders without refetching.
+(`seed`, `extent_nm` within the fetched box, `center_jitter_nm`) re-renders without refetching. Under
+`keep_fetched: false` a sample's file is dropped once rendered and kept as its marker's record
+(pipeline/stages/fetched_disk.py).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
 from pipeline.sources import open_source
-from pipeline.sources.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
-from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.stage import Outcome, Partition, StageBase
 from pipeline.stages.common import (
     SOURCE_KEYS,
@@ -30,6 +30,8 @@ from pipeline.stages.common import (
     sample_key,
     source_identity,
 )
+from pipeline.stages.fetch_meshes import PartitionMeshes
+from pipeline.stages.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
 from pipeline.stages.select import STAGE as SELECT
 
 
@@ -43,9 +45,10 @@ def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:
 
 
 def fetched_files(ctx: BuildContext, marker: dict | None) -> dict[str, tuple[Path, str]]:
-    """sample hash -> (npz path, sha256) of a fetch partition's marker."""
+    """sample hash -> (npz path, sha256) of a fetch partition's marker, the files dropped under `keep_fetched: false`
+    too (no longer on disk)."""
     out = {}
-    for rel, rec in (marker or {}).get("outputs", {}).items():
+    for rel, rec in {**(marker or {}).get("dropped", {}), **(marker or {}).get("outputs", {})}.items():
         path = ctx.work_dir / rel
         out[path.name.split("-")[0]] = (path, rec["sha256"])
     return out
@@ -84,6 +87,7 @@ class FetchStage(StageBase):
         half = crop_box_half_nm(ctx.cfg)
         identity = source_identity(ctx)
         paths: dict[str, tuple[Path, str | None]] = {}
+        dropped: dict[str, dict] = {}  # kept samples whose file was dropped (keep_fetched: false): their records
         rows = rows_of_partition(ctx, part)
         meshes = PartitionMeshes(source, ctx.cfg, rows)  # each root fetched once per partition, over a union box
 
@@ -94,6 +98,11 @@ class FetchStage(StageBase):
             path = ctx.fetched_path(row["combined_sample_hash"], key)
             if crop_half_of(path) >= half:
                 paths[row["combined_sample_hash"]] = (path, None)
+                return True
+            rec = prior.dropped.get(str(path.relative_to(ctx.work_dir))) if prior is not None else None
+            if rec is not None and rec.get("crop_half_nm", -1.0) >= half:  # dropped, same key: a render keeps it
+                paths[row["combined_sample_hash"]] = (path, rec["sha256"])
+                dropped[str(path.relative_to(ctx.work_dir))] = rec
                 return True
             return False
 
@@ -119,7 +128,8 @@ class FetchStage(StageBase):
             on_sample(row["combined_sample_hash"], (path, sha or _known_sha256(ctx, prior, path)))
 
         outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior, ctx.cfg.fetch_threads, settled)
-        outcome.outputs = sorted(p for p, _ in paths.values())
+        outcome.outputs = sorted(p for p, _ in paths.values() if str(p.relative_to(ctx.work_dir)) not in dropped)
+        outcome.dropped = dropped
         outcome.stats = requests_met()
         return outcome
 

@@ -1,7 +1,9 @@
 """The render stage: fetched arrays -> one parquet part of encoded release rows per partition.
 
 Rows are in RENDER_PART_SCHEMA (the release columns minus `split`), sorted by
-combined_sample_hash, so the shard stage can merge the parts of every species as sorted streams.
+combined_sample_hash, so the shard stage can merge the parts of every species as sorted streams. Under
+`keep_fetched: false` a sealed partition drops its fetched files, and a sample it must build whose file was
+dropped is fetched again first (pipeline/stages/fetched_disk.py).
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.sources.fetch_sample import STAGE as FETCH_STAGE
 from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.common import (
     bank_partition,
     bank_partitions,
+    requests_met,
     rows_of_partition,
     run_samples,
     sample_key,
 )
 from pipeline.stages.fetch import fetched_files
+from pipeline.stages.fetch_sample import STAGE as FETCH_STAGE
+from pipeline.stages.fetched_disk import drop_fetched, ensure_fetched, refetch_dropped, say_refetched
 from render import OUTPUT_VERSION
 from render.row import render_row
 
@@ -70,8 +74,14 @@ class RenderStage(StageBase):
         a sample's fetched file and its sha256 (None: its fetch failed, and the ledger says why); by default
         from the fetch partition's marker, or, streaming from a running fetch, as each sample is fetched."""
         fetched = upstream
+        rows = rows_of_partition(ctx, part)
+        refetched: dict[str, str | Exception] = {}  # samples whose dropped file was fetched again: sha256 or error
         if fetched is None:
-            fetched = fetched_files(ctx, read_marker(ctx.part_file(FETCH_STAGE, part.index, MARKER))).get
+            files = fetched_files(ctx, read_marker(ctx.part_file(FETCH_STAGE, part.index, MARKER)))
+            keys = {r["combined_sample_hash"]: r["row_digest"] for r in rows}
+            refetched = refetch_dropped(ctx, part.index, rows, files, lambda h, sha: prior is None or not
+                                        prior.reusable(h, sample_key(ctx, self, keys[h], sha)))  # fmt: skip
+            fetched = files.get
         found: dict[str, tuple[Path, str]] = {}
         old: dict[str, object] = {}  # the earlier rows, read on the first sample that can keep its row
 
@@ -101,10 +111,15 @@ class RenderStage(StageBase):
             return True
 
         def build(row: dict, key: str) -> None:
-            path, sha256 = found[row["combined_sample_hash"]]
+            h = row["combined_sample_hash"]
+            path, sha256 = found[h]
+            ensure_fetched(ctx, part.name, row, path, sha256, refetched)
             built.append(render_row(row, FetchedSample.load(path, sha256), ctx.cfg))
 
-        outcome = run_samples(ctx, part, rows_of_partition(ctx, part), key_of_row, reuse, build, prior)
+        outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior)
+        if refetched:
+            say_refetched(ctx, part.name, len(refetched))
+            outcome.stats = requests_met()  # what fetching them again met
         table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)
         if kept:
             table = pa.concat_tables([old["table"].take(pa.array(kept, pa.int64())).cast(RENDER_PART_SCHEMA), table])
@@ -113,3 +128,8 @@ class RenderStage(StageBase):
         write_parquet(out, table)
         outcome.outputs = [out]
         return outcome
+
+    def sealed(self, ctx: BuildContext, part: Partition) -> None:
+        """Under `keep_fetched: false`, the partition's fetched files go once it is sealed."""
+        if not ctx.cfg.keep_fetched:
+            drop_fetched(ctx, part.index)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from core.atomic import write_parquet
-from pipeline.candidates import bank_table, select_from_batches
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
@@ -15,6 +14,7 @@ from pipeline.reuse import PriorRun
 from pipeline.runner import fingerprint
 from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.bank import STAGE as BANK
+from pipeline.stages.bank_candidates import bank_table, select_from_batches
 
 STAGE = "select"
 BANK_ROW_GROUP = 4096  # small row groups: a fetch or render partition reads only the groups of its hash range

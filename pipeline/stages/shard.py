@@ -1,11 +1,12 @@
 """The shard stage: the release from the render parts and splits of every species built in the work dir.
 
 Its scope is the release, not one species (pipeline.context.ReleaseContext): its graph is fed by every species'
-graph (`release_graph`) and its one unit consumes their render and split, fingerprinted by `shard_bytes`, the
-release dir and the digests of every species' render parts and split; the runner seals it as any other (its
-marker: `work/release/shard/part-00000.done`, recording the release's files where they are). Every species with a
-bank in the work dir goes in: if one is not rendered and split under its current config, the stage refuses and
-names it (a release never silently omits a species).
+graph (`release_graph`) and its one unit consumes their render and split, fingerprinted by every species'
+`shard_bytes` and `max_missing_fraction` (the card states it), the release dir and the digests of every species'
+render parts and split; the runner seals it as any other (its marker: `work/release/shard/part-00000.done`,
+recording the release's files where they are). Every species with a bank in the work dir goes in: if one is not
+rendered and split under its current config, the stage refuses and names it (a release never silently omits a
+species).
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ class ShardStage(StageBase):
     """The release's stage: one unit over every species built in the work dir."""
 
     name = STAGE
-    reads = ("shard_bytes",)
+    reads = ("shard_bytes", "max_missing_fraction")  # of every species; the card states each max_missing_fraction
     consumes = (RENDER, SPLIT)  # of every species feeding its graph
     unit = "rows"  # the rows of every species' render parts: what the release ships
 
     def partitions(self, ctx: ReleaseContext, graph: StageGraph) -> list[Partition]:
         """The release's one unit: its members are every species' render parts (relative to the work dir), its
-        fingerprint covers what they and the splits wrote, the release's `shard_bytes` and where it goes."""
+        fingerprint covers what they and the splits wrote, every species' `reads` and where it goes."""
         inputs, members, n_rows = [], [], 0
         for species, fed in sorted(graph.feeds.items()):
             for name in self.consumes:
@@ -89,7 +90,7 @@ class ShardStage(StageBase):
             split_manifests={sp: c.manifest_path for sp, c in contexts.items()},
             failures=[c.ledger_path for c in contexts.values() if c.ledger_path.exists()],
             out_dir=ctx.out_dir,
-            shard_bytes=ctx.config(self.reads)["shard_bytes"],
+            shard_bytes=min(ctx.config(("shard_bytes",))["shard_bytes"].values()),  # one target: the smallest
             configs={sp: c.cfg for sp, c in contexts.items()},
             build_info=build_info(list(contexts.values())),
         )

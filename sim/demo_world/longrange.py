@@ -1,6 +1,6 @@
 """Long-range neurons: a few demo neurons whose axon leaves its site and runs far across the volume.
 
-Why: a sample's fetch box (pipeline.sources.fetch_sample.crop_box_half_nm) is ~7 um wide, and every other demo neuron
+Why: a sample's fetch box (pipeline.stages.fetch_sample.crop_box_half_nm) is ~7 um wide, and every other demo neuron
 fits in its 4 um site, so a bounded mesh fetch would save nothing on them. Real neurons (a MICrONS
 pyramidal cell, a fly projection neuron) reach far beyond any sample's box: these axons, >= 80 um
 long with a few side twigs (branch points, hence junction samples far from the site), make the

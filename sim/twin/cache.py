@@ -37,6 +37,7 @@ from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, S
 from core.atomic import write_json, write_parquet
 from core.hashing import sha256_file
 from pipeline.sources.demo_level2 import level2_graph
+from pipeline.sources.demo_tables import anchor_voxel
 from pipeline.sources.demo_volume import CHUNK, RES, VOXEL_OFFSET
 from sim.twin import ids
 from sim.twin.fragments import encode_fragment, overhang_nm, pcg_draco_bin_nm, quantization_for, split_by_chunk
@@ -327,8 +328,7 @@ def _write_points(world_dir: Path, out: Path, seg: CloudVolume) -> int:
             for i, p in enumerate(op[f"{kind}_coords_vx"] or []):
                 wanted.append((kind, int(op["operation_id"]), i, tuple(int(c) for c in p)))
     for row in neurons:
-        vx = np.floor(np.asarray(row["pt_position_nm"]) / RES).astype(np.int64)
-        wanted.append(("anchor", int(row["id"]), 0, tuple(int(c) for c in vx)))
+        wanted.append(("anchor", int(row["id"]), 0, anchor_voxel(row["pt_position_nm"])))
     unique = sorted({w for w in wanted})
     svs = []
     for _kind, _key, _i, (x, y, z) in unique:

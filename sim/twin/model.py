@@ -4,53 +4,45 @@ Everything here is read-only after loading and safe to share between request thr
 caches are guarded by a lock). Times are handled as the chunkedgraph does: float seconds from the
 client, converted to a datetime (microseconds) and rounded DOWN to whole milliseconds (PyChunkedGraph
 get_google_compatible_time_stamp); a read at T includes what was written at T (end inclusive), so a
-read at an edit's own timestamp sees its after state.
+read at an edit's own timestamp sees its after state. Roots in time, the tables' roots at a version and the
+versions themselves follow the rules the demo source reads the same world by (pipeline/sources/demo_tables.py), so
+that the demo source and the twin answer alike at any time.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.sources.demo_tables import (
+    NEVER_S,
+    RootStates,
+    Version,
+    roots_keep_null,
+    to_ms,
+    world_versions,
+)
 from pipeline.sources.demo_volume import RES
 from sim.demo_world.history import AS_OF, OPS_START, WORLD_START
 
-_STATES = 64
-NEVER_S = 2**40  # "not expired" (year ~36,800)
+__all__ = ["NEVER_S", "V1_DETAILS_DELAY_S", "Operation", "TwinWorld", "Version", "default_versions", "to_ms"]
+
 # How much later than the edit the v1 server's operation-details timestamp is (the row's cell time,
 # written after the edit; pcgv1 read_log_rows). A magnitude the twin chooses: nothing here measured it.
 V1_DETAILS_DELAY_S = 2.5
 
 
-def to_ms(seconds: float) -> int:
-    """A client's float timestamp as the server sees it: microseconds, then rounded down to ms."""
-    micros = int(round(float(seconds) * 1e6))
-    return micros // 1000
-
-
-@dataclass(frozen=True)
-class Version:
-    version: int
-    timestamp: float  # epoch seconds
-    expired: bool
-
-
 def default_versions() -> tuple[Version, ...]:
-    """An expired version before the edits, one halfway through them, one at the world's as_of."""
-    half = OPS_START + ((AS_OF - OPS_START) // 2 // 86400) * 86400
-    return (
-        Version(1, float(OPS_START - 30 * 86400), True),
-        Version(2, float(half), False),
-        Version(3, float(AS_OF), False),
-    )
+    """An expired version before the edits, one halfway through them, one at the world's as_of (the rule the demo
+    source reads too: pipeline/sources/demo_tables.py)."""
+    return world_versions(OPS_START, AS_OF)
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,6 @@ class TwinWorld:
         self.summary = json.loads((self.world_dir / "world.json").read_text())
         self.versions = versions or default_versions()
         self._lock = threading.Lock()
-        self._states: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._tables: dict[tuple[str, int], pa.Table] = {}
         self._load_roots()
         self._load_operations()
@@ -88,18 +79,15 @@ class TwinWorld:
         return pq.read_table(self.world_dir / "tables" / f"{name}.parquet")
 
     def _load_roots(self) -> None:
-        roots = self._table("roots")
-        self.root_ids = roots["root_id"].to_numpy().astype(np.uint64)
-        self.created_ms = roots["created_ts"].to_numpy().astype(np.int64) * 1000
-        expired = roots["expired_ts"].fill_null(NEVER_S).to_numpy().astype(np.int64)
-        self.expired_ms = expired * 1000
-        self.root_row = {int(r): i for i, r in enumerate(self.root_ids)}
-        self._members = roots["supervoxel_ids"]
-        self._sv_flat = pc.list_flatten(roots["supervoxel_ids"]).to_numpy().astype(np.uint64)
-        self._sv_owner = pc.list_parent_indices(roots["supervoxel_ids"]).to_numpy()
+        """The roots in time (pipeline/sources/demo_tables.py RootStates, shared with the demo source)."""
+        self.states = RootStates(self._table("roots"))
+        self.root_ids = self.states.root_ids
+        self.created_ms = self.states.created_ms
+        self.expired_ms = self.states.expired_ms
+        self.root_row = self.states.row
 
     def supervoxels(self, root_id: int) -> np.ndarray:
-        return np.asarray(self._members[self.root_row[int(root_id)]].as_py(), dtype=np.uint64)
+        return self.states.supervoxels(root_id)
 
     def _load_operations(self) -> None:
         rows = self._table("operations").to_pylist()
@@ -157,31 +145,9 @@ class TwinWorld:
                 self.rep_coord[int(l2)] = p
 
     # ------------------------------------------------------------------ roots in time
-    def _state(self, t_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted supervoxels, their roots) at t_ms: roots created at or before it and not yet expired."""
-        with self._lock:
-            if t_ms in self._states:
-                self._states.move_to_end(t_ms)
-                return self._states[t_ms]
-        alive = (self.created_ms <= t_ms) & (self.expired_ms > t_ms)
-        keep = alive[self._sv_owner]
-        svs, owner = self._sv_flat[keep], self.root_ids[self._sv_owner[keep]]
-        order = np.argsort(svs, kind="stable")
-        state = (svs[order], owner[order])
-        with self._lock:
-            self._states[t_ms] = state
-            if len(self._states) > _STATES:
-                self._states.popitem(last=False)
-        return state
-
     def roots_at(self, svs: np.ndarray, t_ms: int) -> np.ndarray:
         """Root of each supervoxel at t_ms; 0 for 0, unknown ids and times before the supervoxel had a root."""
-        arr = np.asarray(svs, dtype=np.uint64).ravel()
-        keys, values = self._state(t_ms)
-        if len(keys) == 0 or arr.size == 0:
-            return np.zeros(arr.shape, dtype=np.uint64)
-        idx = np.clip(np.searchsorted(keys, arr), 0, len(keys) - 1)
-        return np.where(keys[idx] == arr, values[idx], np.uint64(0)).astype(np.uint64)
+        return self.states.roots_at(svs, t_ms)
 
     def is_latest(self, roots: list[int], t_ms: int) -> list[bool]:
         """A root is latest at t if no edit replaced it at or before t (unknown ids: False)."""
@@ -376,8 +342,7 @@ TABLE_SCHEMAS = {
 def _roots_keep_null(world: TwinWorld, svs: list, world_roots: list, t_ms: int) -> pa.Array:
     """Roots at t of each supervoxel; 0 where the world's table has no root (a defect kept). Not null:
     one null turns a pandas uint64 column into float64, and 18-digit ids lose their last digits."""
-    got = world.roots_at(np.asarray([s or 0 for s in svs], dtype=np.uint64), t_ms)
-    return pa.array([0 if w is None else int(r) for w, r in zip(world_roots, got, strict=True)], pa.int64())
+    return pa.array(roots_keep_null(world.states, svs, world_roots, t_ms).astype(np.int64), pa.int64())
 
 
 def _vx(points_nm: list) -> pa.Array:

@@ -68,3 +68,15 @@ def test_the_missing_chunk_rule():
         check_missing({"seg": 0.03}, 0.02, "an EM view's pixels")
     assert seg.value.reason == "seg_chunks_missing" and "segmentation chunks" in str(seg.value)
     check_missing({}, 0.0, "nothing absent")
+
+
+def test_the_bytes_do_not_depend_on_when_the_file_was_written(tmp_path, monkeypatch):
+    """A sample fetched again from the same data is the same file (a file dropped under keep_fetched: false comes
+    back under its recorded sha256): no zip entry carries the time of writing (np.savez writes its entries through
+    `ZipFile.open(name, "w")`, whose ZipInfo has the fixed 1980 time)."""
+    import time
+
+    sha = _sample().save(tmp_path / "a.npz")
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)
+    assert _sample().save(tmp_path / "b.npz") == sha
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()

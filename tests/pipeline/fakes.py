@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import SampleError
-from pipeline.candidates import BankResult, bank_candidates, select_bank
 from pipeline.sources.base import Cutout, OperationDetails, Skeleton
+from pipeline.stages.bank_candidates import BankResult, bank_candidates, select_bank
 
 A, B, C, X, Y = 101, 102, 103, 201, 202  # merge A+B -> C; X, Y bystanders
 P, Q = 301, 302  # proofread neurons

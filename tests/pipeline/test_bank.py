@@ -6,8 +6,8 @@ import pytest
 from config import load_config
 from core.adjacency import adjacent_roots
 from core.samples import archive_hash, combined_hash
-from pipeline.candidates import bank_table, edit_point_nm, junction_points
 from pipeline.sources.base import OperationDetails
+from pipeline.stages.bank_candidates import bank_table, edit_point_nm, junction_points
 from tests.pipeline.fakes import S1, S2, A, B, C, FakeSource, P, Q, X, Y, build_bank
 
 
@@ -139,7 +139,7 @@ def _candidate(i, sample_type="junction_control"):
 def test_budgets_keep_the_smallest_hashed_priorities_whatever_the_arrival_order():
     import random
 
-    from pipeline.candidates import select_bank
+    from pipeline.stages.bank_candidates import select_bank
 
     rows = [_candidate(i) for i in range(40)]
     budgets = {t: None for t in ("merge_edit", "split_edit", "adjacent_control", "synapse_control")}
@@ -155,7 +155,7 @@ def test_budgets_keep_the_smallest_hashed_priorities_whatever_the_arrival_order(
 
 
 def test_selection_merges_duplicates_and_fails_conflicts():
-    from pipeline.candidates import select_bank
+    from pipeline.stages.bank_candidates import select_bank
 
     a, b = _candidate(1), _candidate(2)
     conflict = {**b, "metadata": json.dumps({"species": "demo", "degree": 4})}
@@ -167,7 +167,7 @@ def test_selection_merges_duplicates_and_fails_conflicts():
 
 
 def test_rows_of_an_archive_share_one_key_set_across_batches():
-    from pipeline.candidates import select_bank
+    from pipeline.stages.bank_candidates import select_bank
 
     a = _candidate(1)
     b = {**_candidate(2), "metadata": json.dumps({"species": "demo", "gaba": 0.5})}

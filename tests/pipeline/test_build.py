@@ -148,9 +148,9 @@ def test_a_species_stages_and_the_release_take_their_locks_before_any_work(tmp_p
     from config import load_config
     from core.errors import UserError
     from pipeline.build import RunOptions, run_species, write_release_all
-    from pipeline.candidates import BANK_SCHEMA
     from pipeline.context import BuildContext
     from pipeline.locks import hold
+    from pipeline.stages.bank_candidates import BANK_SCHEMA
     from pipeline.stages.species import species_graph
 
     work, out = tmp_path / "work", tmp_path / "out"

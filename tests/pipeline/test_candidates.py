@@ -1,5 +1,5 @@
-"""The bank's rules (pipeline/candidates.py) as the bank writes them: which roots are segments A and B of each sample
-type (contract §1), on a tiny in-memory source (tests/pipeline/fakes.py)."""
+"""The bank's rules (pipeline/stages/bank_candidates.py) as the bank writes them: which roots are segments A and B of
+each sample type (contract §1), on a tiny in-memory source (tests/pipeline/fakes.py)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_a_retry_asks_only_for_what_failed_and_gives_the_rows_of_a_whole_run():
     """A batch whose root P could not give its change log and level-2 graph: its rows, change-log rows and failures
     kept; the retry (the servers answering) asks again only for P's, rebuilds op 5 (in P's and Q's logs, its after
     roots now from both lineages) and adds P's junctions: the same rows and failures as a run of the whole batch."""
-    from pipeline.candidates import bank_candidates, retry_candidates
+    from pipeline.stages.bank_candidates import bank_candidates, retry_candidates
 
     cfg = load_config("demo")
     source = _TwoLineages()

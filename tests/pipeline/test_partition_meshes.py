@@ -11,8 +11,8 @@ import pytest
 from config.schema import load_config
 from core.errors import SampleError
 from pipeline.sources.demo import DemoSource
-from pipeline.sources.fetch_sample import fetch_sample
-from pipeline.sources.partition_meshes import PartitionMeshes, mesh_roots, sample_box
+from pipeline.stages.fetch_meshes import PartitionMeshes, mesh_roots, sample_box
+from pipeline.stages.fetch_sample import fetch_sample
 from tests.pipeline.fakes import build_bank
 
 
@@ -107,7 +107,7 @@ def test_threads_needing_one_root_fetch_it_once():
     import trimesh
 
     from config import load_config
-    from pipeline.sources.partition_meshes import PartitionMeshes
+    from pipeline.stages.fetch_meshes import PartitionMeshes
     from tests.conftest import wait_until
 
     gate = threading.Event()

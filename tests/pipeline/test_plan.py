@@ -38,3 +38,30 @@ def test_plan_for_a_real_species_without_network_fails_in_one_line(tmp_path, tin
     # the proofread roots are the first unit of work: the runner names its species and stage before the reason
     assert len(lines) == 1 and lines[0].startswith("error: species fly, stage roots: could not reach")
     assert "config/fly.yaml" in lines[0]
+
+
+def test_the_whole_build_is_estimated_with_the_disk_both_ways():
+    """estimate_build: every stage's hours (the shard stage is one process: the same for any number of workers), and
+    the disk of the release and of the work dir keeping the fetched files or dropping them once rendered (then only
+    the partitions in flight hold fetched files)."""
+    from pipeline.plan import DISK_COSTS, SHARD_COSTS, TWIN_COSTS, estimate_build, project
+
+    voxels = TWIN_COSTS["cutout_voxels"]
+    a = estimate_build(100_000, voxels, workers=32, fetch_threads=8, partition_rows=64, roots=5_000)
+    b = estimate_build(100_000, voxels, workers=64, fetch_threads=8, partition_rows=64, roots=5_000)
+    assert a.hours["fetch_render"] == pytest.approx(2 * b.hours["fetch_render"])
+    assert a.hours["bank"] == pytest.approx(2 * b.hours["bank"]) and a.hours["bank"] > 0
+    assert a.hours["shard"] == b.hours["shard"] == pytest.approx(100_000 / SHARD_COSTS["rows_per_s"] / 3600)
+    assert a.hours["total"] == pytest.approx(a.hours["bank"] + a.hours["fetch_render"] + a.hours["shard"])
+    d = a.disk_gb
+    assert d["release"] == pytest.approx(100_000 * DISK_COSTS["release_kb_per_row"] / 1e6)
+    assert d["fetched"] == pytest.approx(100_000 * DISK_COSTS["fetched_kb_per_sample"] / 1e6)
+    assert d["work_keep"] == pytest.approx(d["fetched"] + d["render"] + d["bank"])
+    assert d["in_flight"] == pytest.approx(32 * 64 * DISK_COSTS["fetched_kb_per_sample"] / 1e6)
+    assert d["work_drop"] == pytest.approx(d["render"] + d["bank"] + d["in_flight"]) and d["work_drop"] < d["work_keep"]
+    twice = estimate_build(100_000, 2 * voxels, 32, 8, 64)
+    assert twice.disk_gb["fetched"] == pytest.approx(2 * d["fetched"])  # the cutout's voxels: EM and labels
+    assert twice.disk_gb["render"] == d["render"] and twice.disk_gb["release"] == d["release"]
+    text = project(716_485, 128)
+    assert "716,485 rows with 128 workers" in text and "bank not included" in text
+    assert "keep_fetched: true (default)" in text and "keep_fetched: false" in text

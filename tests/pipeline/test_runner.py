@@ -403,3 +403,27 @@ def test_each_partitions_stats_come_back_with_it_and_are_merged_into_its_stages_
     assert summary.stats["requests"]["refused"] == 4
     assert sorted(summary.stats["requests"]["sizes"]["change_log"]) == [0, 1, 2, 3]
     assert _run(_Counting(n_parts=4), ctx, scheduler=scheduler, progress=False).stats == {}
+
+
+def test_amend_moves_a_sealed_units_outputs_to_dropped_and_back_keeping_it_done_and_its_digest(ctx):
+    """`keep_fetched: false` changes a sealed marker through the runner alone: dropped files are not looked for on
+    disk (the unit stays done) and stay in the digest downstream sees; a file written again is an output again."""
+    from pipeline.markers import outputs_digest, read_marker
+    from pipeline.runner import amend
+
+    stage = CountingStage(n_parts=1)
+    _run(stage, ctx, scheduler="sync", progress=False)
+    (part,) = stage.partitions(ctx)
+    before = read_marker(part.marker_path(ctx))
+    (rel, record) = next(iter(before["outputs"].items()))
+    amend(ctx, part.marker_path(ctx), drop={rel: {**record, "crop_half_nm": 1.0}})
+    (ctx.work_dir / rel).unlink()
+    dropped = read_marker(part.marker_path(ctx))
+    assert dropped["outputs"] == {} and dropped["dropped"][rel]["sha256"] == record["sha256"]
+    assert is_done(ctx, part) and outputs_digest(dropped) == outputs_digest(before)
+    assert dropped["fingerprint"] == before["fingerprint"] and dropped["samples"] == before["samples"]
+    (ctx.work_dir / rel).write_text(f"partition {part.index}")
+    amend(ctx, part.marker_path(ctx), add=[ctx.work_dir / rel])
+    again = read_marker(part.marker_path(ctx))
+    assert again["dropped"] == {} and again["outputs"][rel]["sha256"] == record["sha256"]
+    assert is_done(ctx, part) and outputs_digest(again) == outputs_digest(before)

@@ -284,7 +284,7 @@ def test_missing_split_is_rejected(tmp_path):
 def test_empty_split_gets_no_shard(tmp_path):
     rows = fakes.make_rows("fly", 6)
     inp = _single_species(tmp_path, rows, forced={r["combined_sample_hash"]: "train" for r in rows})
-    summary = write_release(out_dir=tmp_path / "out", shard_bytes=SHARD_BYTES, **inp)
+    summary = write_release(out_dir=tmp_path / "out", shard_bytes=10 * SHARD_BYTES, **inp)  # one shard holds them
     assert summary["rows"] == {"train": 6, "validation": 0, "test": 0}
     assert [r["path"] for r in read_csv(tmp_path / "out")] == ["train/train-00000.parquet"]
     front = (tmp_path / "out" / "README.md").read_text().split("---\n")[1]
@@ -311,3 +311,51 @@ def test_a_bad_ledger_is_refused_before_anything_is_written(inputs, tmp_path):
     with pytest.raises(ReleaseError, match="lacks columns"):
         write_release(out_dir=out, shard_bytes=SHARD_BYTES, **{**inputs, "failures": [bad]})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]  # no release, no temp dir
+
+
+def _payload_rows(n: int, payload: str, size: int = 2_000) -> pa.Table:
+    """`n` release rows (train, one fake row's labels, hashes 0, 1, 2, ...) whose geometry and EM images are `size`
+    bytes each after their magic bytes: random (incompressible) or zeros (zstd makes a few bytes of them). The
+    writer does not decode payloads."""
+    from core.release_schema import EM_COLUMNS
+
+    rng = np.random.default_rng(0)
+    base = {**fakes.make_row("fly", "merge_edit", "payload"), "split": "train"}
+    rows = []
+    for i in range(n):
+        body = (lambda: rng.bytes(size)) if payload == "incompressible" else (lambda: bytes(size))
+        row = {**base, "combined_sample_hash": f"{i:032x}", "geometry": b"PK\x03\x04" + body()}
+        for c in EM_COLUMNS:
+            row[c] = {"bytes": b"\x89PNG\r\n\x1a\n" + body(), "path": None}
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=RELEASE_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("payload", "n", "target"), [("incompressible", 400, 800_000), ("compressible", 4000, 100_000)]
+)
+def test_shards_land_within_ten_percent_of_the_target_whatever_the_payloads_compress_to(tmp_path, payload, n, target):
+    """Every shard but a split's last lands within 10% of shard_bytes, measured on the file (its footer included),
+    for rows that zstd cannot shrink and rows it shrinks ~100x (row groups of row_group_rows rows, each a few kB:
+    before, the footer was a third of such a file and the groups' size was guessed from the payloads); rows stay in
+    hash order, in the release schema, at most row_group_rows per row group."""
+    from shard.release import _Part, _payload_bytes, _SplitWriter
+
+    table = _payload_rows(n, payload)
+    writer = _SplitWriter("train", tmp_path, target, row_group_rows=32)
+    part = _Part(tmp_path / "part.parquet", table, [], _payload_bytes(table))
+    for i in range(table.num_rows):
+        writer.add(part, i)
+    writer.close()
+    shards = writer.shards
+    assert len(shards) >= 4
+    for s in shards[:-1]:
+        size = (tmp_path / s["path"]).stat().st_size
+        assert size == s["size"] and abs(size - target) <= 0.1 * target, (s["path"], size)
+    hashes = []
+    for s in shards:
+        pf = pq.ParquetFile(tmp_path / s["path"])
+        assert pf.schema_arrow.equals(RELEASE_SCHEMA, check_metadata=False)
+        assert max(pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)) <= 32
+        hashes += pf.read(columns=["combined_sample_hash"]).column(0).to_pylist()
+    assert hashes == table.column("combined_sample_hash").to_pylist() == sorted(hashes)

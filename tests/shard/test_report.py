@@ -175,3 +175,89 @@ def test_a_species_split_shares_are_of_its_own_rows_not_of_the_whole_release(tmp
     page = write_report(tmp_path, stats, [], {}, {}).read_text()
     assert _share_row(page, "fly") == "<td>60.0%</td><td>20.0%</td><td>20.0%</td><td>100</td>"
     assert _share_row(page, "mouse") == "<td>100.0%</td><td>0.0%</td><td>0.0%</td><td>10</td>"
+
+
+def test_the_report_command_streams_the_sidecars_and_draws_the_same_page(released, monkeypatch, tmp_path):
+    """`python -m pipeline report` (rewrite_report) reads the sidecars a few rows at a time (SCAN_ROWS, here 3: many
+    batches per sidecar, each key's first rows spread over them) and picks the same gallery and counts as the
+    release writer, which saw every row."""
+    import shutil
+
+    from shard import release
+
+    out, stats, page, links = released
+    again = tmp_path / "out"
+    shutil.copytree(out, again)
+    monkeypatch.setattr(release, "SCAN_ROWS", 3)
+    configs = {sp: load_config(sp, CONFIG_DIR) for sp in stats["by_species"]}
+    build = {"code_version": "9.9.9"}
+    index = release.rewrite_report(again, [], configs, build)
+    relinks = _Links()
+    redrawn = index.read_text()
+    relinks.feed(redrawn)
+    assert relinks.row_ids == links.row_ids
+    for species in stats["by_species"]:
+        assert _share_row(redrawn, species) == _share_row(page, species)
+
+
+def test_scan_sidecar_keeps_the_smallest_hashes_of_each_key_across_batches(tmp_path, monkeypatch):
+    """Rows of a key whose smallest hashes come in later batches, and batches without the key, still give the key's
+    first rows by hash; counts add over batches."""
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from shard import release
+
+    hashes = [f"{i:032x}" for i in (9, 3, 7, 1, 8, 2, 6, 5, 4, 0)]
+    t = pa.table({"combined_sample_hash": hashes, "split": ["train"] * 10, "species": ["fly"] * 10,
+                  "sample_type": ["merge_edit", "split_edit"] * 5, "has_after_mask": [False] * 10,
+                  "shard_path": [f"train/s{i}.parquet" for i in range(10)]})  # fmt: skip
+    path = tmp_path / "train.parquet"
+    pq.write_table(t, path, row_group_size=4)
+    monkeypatch.setattr(release, "SCAN_ROWS", 2)
+    counts, firsts = Counter(), {}
+    release.scan_sidecar(path, counts, firsts, per_key=2)
+    assert [r["combined_sample_hash"][-1] for r in firsts[("fly", "merge_edit")]] == ["4", "6"]
+    assert [r["combined_sample_hash"][-1] for r in firsts[("fly", "split_edit")]] == ["0", "1"]
+    assert counts == {("train", "fly", "merge_edit", False): 5, ("train", "fly", "split_edit", False): 5}
+
+
+def test_a_gallery_row_that_cannot_be_drawn_is_named_in_one_line_and_the_page_is_written(tmp_path, capsys):
+    """Undecodable geometry in a gallery row (a zip that is not one): the release and its report are written, the
+    page and stderr name that row in one line each, the other rows are drawn."""
+    rows = fakes.make_rows("fly", 10)
+    bad = next(r for r in rows if r["sample_type"] == "merge_edit")
+    bad["geometry"] = b"PK\x03\x04" + bytes(64)  # the npz magic the rules check, then nothing of a zip
+    parts = fakes.write_parts(tmp_path / "work", "fly", rows)
+    # a test row: the card's channel figure draws the first train rows (a release input, which must decode)
+    split = fakes.write_split(tmp_path / "work", "fly", rows, forced={bad["combined_sample_hash"]: "test"})
+    out = tmp_path / "out"
+    write_release({"fly": parts}, {"fly": split}, [], out, shard_bytes=40_000)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("report:")]
+    h = bad["combined_sample_hash"]
+    assert len(err) == 1 and h in err[0] and "BadZipFile" in err[0] and "merge_edit" in err[0]
+    page = (out / "report" / "index.html").read_text()
+    assert "cannot be drawn" in page and f'id="{h}"' in page
+    assert not list((out / "report").rglob(f"{h}*.png"))  # nothing half-drawn left behind
+    links = _Links()
+    links.feed(page)
+    assert len(links.row_ids) == len(rows) - 1 and h not in links.row_ids  # 2 rows of each type, all shown
+
+
+def test_a_figure_row_that_cannot_be_decoded_stops_the_release_in_one_line_naming_it(tmp_path):
+    """The card's channel figure is part of the release: its row must decode; when it does not, the release stops
+    with one line naming the row (not a zipfile traceback) and leaves no release behind."""
+    import pytest
+
+    from shard.release import ReleaseError
+    from shard.rules import DUAL_TYPES
+
+    rows = fakes.make_rows("fly", 10)
+    bad = next(r for r in rows if r["sample_type"] in DUAL_TYPES)  # rows are in hash order: the figure's dual row
+    bad["geometry"] = b"PK\x03\x04" + bytes(64)
+    parts = fakes.write_parts(tmp_path / "work", "fly", rows)
+    split = fakes.write_split(tmp_path / "work", "fly", rows, forced={r["combined_sample_hash"]: "train" for r in rows})
+    with pytest.raises(ReleaseError, match=f"channel figure cannot draw row {bad['combined_sample_hash']}.*BadZipFile"):
+        write_release({"fly": parts}, {"fly": split}, [], tmp_path / "out", shard_bytes=40_000)
+    assert not (tmp_path / "out").exists()

@@ -428,6 +428,21 @@ def test_a_batch_that_times_out_while_its_host_is_under_load_is_sent_whole_again
     assert layer.size("h:1", "roots", 64) == 64 and layer.take_counters()["bisections"] == 0
 
 
+def test_a_size_limit_answered_504_is_learned_even_while_the_host_is_under_load(monkeypatch):
+    """A 504 that comes back at once is the proxy refusing the batch, not a load symptom: under load too it is bisected
+    and teaches the size (sent whole again, each neuron above the limit cost an extra request at scale)."""
+    layer = Adaptive(sleep=lambda s: None)
+
+    class Budget(_Shares):
+        def health(self, url: str) -> tuple[int, bool, bool]:
+            return 0, False, True
+
+    monkeypatch.setattr(budgets, "current", lambda: Budget())
+    server = Server(5, FAILURES["http_504"])
+    layer.run("h:1", "l2cache", list(range(20)), server, start=40, opts=OPTS, what="l2")
+    assert [len(b) for b in server.sent] == [20, 10, 5, 5, 10, 5, 5] and layer.size("h:1", "l2cache", 40) == 5
+
+
 def test_parsing_what_the_servers_say():
     now = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()
     assert retry_after_s("120") == 120.0

@@ -6,7 +6,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline.sources.cave_tables import CapWatch
+from pipeline.sources.cave.tables import CapWatch
 
 
 class _Req:

@@ -20,7 +20,8 @@ from cloudfiles.interfaces import HttpInterface
 from core.errors import TransientSourceError, Unavailable, UserError
 from pipeline.sources import adaptive
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Cutout, OperationDetails, Skeleton, Source
-from pipeline.sources.cave import CaveSource, _epoch
+from pipeline.sources.cave import CaveSource
+from pipeline.sources.cave.values import epoch as _epoch
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.demo_volume import CHUNK, RES, VOXEL_OFFSET
 from sim.twin import TOKEN, Fault, TwinServer
@@ -485,7 +486,7 @@ def offline_cave(monkeypatch):
     """A CaveSource of the shipped fly config whose clients are fakes and whose adaptive layer records."""
     from config import load_config
     from config.schema import CONFIG_DIR
-    from pipeline.sources.cave_limits import CaveLimits
+    from pipeline.sources.cave.limits import CaveLimits
 
     recorder = _Recorder()
     monkeypatch.setattr(adaptive, "ADAPTIVE", recorder)

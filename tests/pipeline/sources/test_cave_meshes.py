@@ -1,4 +1,4 @@
-"""Bounded mesh fetches (pipeline/sources/cave_meshes.py): the box in voxels, and a v1 manifest (which ignores
+"""Bounded mesh fetches (pipeline/sources/cave/meshes.py): the box in voxels, and a v1 manifest (which ignores
 `bounds`) filtered on the client so that only the fragments whose chunks meet the box are downloaded."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from cloudvolume.lib import Bbox
 
-from pipeline.sources.cave_meshes import box_to_voxels, filter_manifest
+from pipeline.sources.cave.meshes import box_to_voxels, filter_manifest
 
 RES = (4.0, 4.0, 40.0)
 CHUNK_VX = np.array([256, 256, 32])

@@ -1,4 +1,4 @@
-"""Materialization reads under the row cap (pipeline/sources/cave_tables.py): a capped answer is never taken as the
+"""Materialization reads under the row cap (pipeline/sources/cave/tables.py): a capped answer is never taken as the
 whole answer. A server is faked as a function answering at most CAP rows per query and saying so (capped)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from core.errors import UserError
-from pipeline.sources.cave_limits import CaveLimits
-from pipeline.sources.cave_tables import CapWatch, read_all, read_synapses
+from pipeline.sources.cave.limits import CaveLimits
+from pipeline.sources.cave.tables import CapWatch, read_all, read_synapses
 
 CAP = 10
 COLUMNS = ["id", "pre_pt_root_id", "post_pt_root_id"]

@@ -18,15 +18,15 @@ from scipy.spatial import cKDTree
 
 from config.schema import load_config
 from core.errors import SampleError, Unavailable, UserError
-from pipeline.candidates import junction_points
 from pipeline.sources.base import CHANGE_LOG_COLUMNS, SYNAPSE_COLUMNS, Source
 from pipeline.sources.cave import CaveSource
-from pipeline.sources.cave_limits import CaveLimits
-from pipeline.sources.cave_tables import CapWatch
+from pipeline.sources.cave.limits import CaveLimits
+from pipeline.sources.cave.tables import CapWatch
 from pipeline.sources.demo import DemoSource
-from pipeline.sources.fetch_sample import crop_box_half_nm, fetch_sample
-from pipeline.sources.partition_meshes import PartitionMeshes
 from pipeline.sources.retrying import RetryingSource
+from pipeline.stages.bank_candidates import junction_points
+from pipeline.stages.fetch_meshes import PartitionMeshes
+from pipeline.stages.fetch_sample import crop_box_half_nm, fetch_sample
 from render.geometry import crop_mesh
 from sim.twin import TOKEN, ids
 from sim.twin.species import twin_config

@@ -14,11 +14,11 @@ import pytest
 import requests
 
 from config.schema import load_config
-from pipeline.candidates import junction_points
 from pipeline.sources.cave import CaveSource
 from pipeline.sources.demo import DemoSource
 from pipeline.sources.l2skeleton import prune_twigs, spanning_tree
 from pipeline.sources.retrying import RetryingSource
+from pipeline.stages.bank_candidates import junction_points
 from sim.twin import TOKEN, ids
 from sim.twin.info import TABLE_ID
 from sim.twin.species import twin_config

@@ -1,4 +1,4 @@
-"""What a sample fetches (pipeline/sources/fetch_sample.py), from a fake source that records what it is asked: the EM
+"""What a sample fetches (pipeline/stages/fetch_sample.py), from a fake source that records what it is asked: the EM
 and segmentation cube 1.5 x the EM window around the point, the segmentation at the row's time with segments A, B
 labelled 1, 2, each mesh bounded to the sample's box and cropped there."""
 
@@ -11,7 +11,7 @@ import trimesh
 from config import load_config
 from core.errors import SampleError
 from pipeline.sources.base import Cutout
-from pipeline.sources.fetch_sample import EM_FACTOR, crop_box_half_nm, fetch_sample
+from pipeline.stages.fetch_sample import EM_FACTOR, crop_box_half_nm, fetch_sample
 
 POINT = np.array([20_000.0, 20_000.0, 20_000.0])
 A, B, OTHER = 11, 22, 33

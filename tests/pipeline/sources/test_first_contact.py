@@ -22,7 +22,8 @@ from core.errors import UserError
 from pipeline.preflight.checks import Preflight
 from pipeline.preflight.report import FAIL, OK
 from pipeline.sources import adaptive
-from pipeline.sources.cave import CaveSource, delta_windows
+from pipeline.sources.cave import CaveSource
+from pipeline.sources.cave.chunkedgraph import delta_windows
 from sim.twin.drift import VIEW
 from sim.twin.faults import Fault
 from sim.twin.scale import ScaleParams, ScaleWorld

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.candidates import junction_points
 from pipeline.sources.l2skeleton import PRUNE_NM, prune_twigs, skeleton_edges
+from pipeline.stages.bank_candidates import junction_points
 
 
 def _path(start: np.ndarray, step: np.ndarray, n: int) -> np.ndarray:

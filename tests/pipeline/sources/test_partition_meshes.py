@@ -1,4 +1,4 @@
-"""Each root's mesh fetched once per partition, bounded (pipeline/sources/partition_meshes.py): the box asked for is
+"""Each root's mesh fetched once per partition, bounded (pipeline/stages/fetch_meshes.py): the box asked for is
 the union of the fetch boxes of the samples that need the root, never the whole mesh. A fake source, no world."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import trimesh
 
 from config import load_config
 from core.errors import SampleError
-from pipeline.sources.partition_meshes import PartitionMeshes, sample_box
+from pipeline.stages.fetch_meshes import PartitionMeshes, sample_box
 
 
 class _Boxes:
@@ -58,7 +58,7 @@ def test_a_root_is_fetched_once_bounded_to_the_union_of_its_samples_boxes(cfg):
 
 
 def test_a_samples_fetch_box_is_its_point_plus_the_widest_crop_any_render_can_need(cfg):
-    from pipeline.sources.fetch_sample import crop_box_half_nm
+    from pipeline.stages.fetch_sample import crop_box_half_nm
 
     lo, hi = sample_box(cfg, _row("merge_edit", [1000.0, 2000.0, 3000.0], [1, 2]))
     half = crop_box_half_nm(cfg)

@@ -12,11 +12,11 @@ import trimesh
 
 from config import load_config
 from core.atomic import write_parquet
-from pipeline.candidates import bank_table
 from pipeline.context import BuildContext
 from pipeline.runner import execute_partition
 from pipeline.sources.base import Cutout
 from pipeline.stages import fetch as fetch_stage
+from pipeline.stages.bank_candidates import bank_table
 from pipeline.stages.common import sample_key, source_identity
 from pipeline.stages.species import species_graph
 from tests.pipeline.fakes import FakeSource, build_bank

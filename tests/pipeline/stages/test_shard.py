@@ -10,11 +10,11 @@ import pytest
 
 from config import load_config
 from core.errors import UserError
-from pipeline.candidates import BANK_SCHEMA
 from pipeline.context import BuildContext
 from pipeline.markers import digests, write_marker
 from pipeline.runner import run_stage
 from pipeline.stage import Partition, is_done
+from pipeline.stages.bank_candidates import BANK_SCHEMA
 from pipeline.stages.shard import STAGE, check_render_parts, release_graph, species_in
 
 

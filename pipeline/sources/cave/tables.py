@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from config.schema import SpeciesConfig
 from core.errors import UserError
 from core.samples import NEUROTRANSMITTERS
 from pipeline.sources.base import SYNAPSE_COLUMNS, SYNAPSE_SCORE_COLUMNS
-from pipeline.sources.cave_limits import CaveLimits, chunks
+from pipeline.sources.cave.limits import CaveLimits, chunks
 
 _CAP = re.compile(r"Limited query to (\d+) rows")
 # Neurotransmitter score columns passed through when the synapse table has them (FlyWire synapses_nt_v1).
@@ -93,6 +94,42 @@ class CapWatch:
     def capped(self, n_rows: int) -> bool:
         cap = self.cap
         return bool(getattr(self._local, "capped", False)) or (cap is not None and n_rows == cap)
+
+
+def table_key(cfg: SpeciesConfig, table: str) -> str:
+    """The config key that names `table`."""
+    return "proofread_table" if table == cfg.proofread_table_name else "synapse_table"
+
+
+def need(cfg: SpeciesConfig, df: pd.DataFrame | list[str], table: str, column: str, purpose: str) -> None:
+    """UserError naming the table (and its config key), the column and what it is needed for, unless `df` (a
+    table's rows, or its column names) has the column."""
+    columns = list(df.columns) if isinstance(df, pd.DataFrame) else list(df)
+    if column not in columns:
+        named = f" ({table_key(cfg, table)})" if table in (cfg.proofread_table_name, cfg.synapse_table) else ""
+        raise UserError(
+            f"table '{table}'{named} (datastack {cfg.datastack}) has no column '{column}', needed for "
+            f"{purpose}; columns are: {', '.join(map(str, columns))}. Check config/{cfg.species}.yaml"
+        )
+
+
+def check_columns(cfg: SpeciesConfig, key: str, table: str, present: list[str]) -> None:
+    """The columns the source reads from the table config key `key` names are in `present` (the one list of
+    them: proofread_roots and synapses call this, and so does preflight); else UserError naming the column."""
+    if key == "proofread_table":
+        need(cfg, present, table, "pt_root_id", "proofread roots")
+        if cfg.proofread_root_must_equal:
+            need(cfg, present, table, cfg.proofread_root_must_equal, "proofread_table.root_must_equal")
+    elif key == "synapse_table":
+        for col in ("id", "pre_pt_root_id", "post_pt_root_id"):
+            need(cfg, present, table, col, "synapse controls")
+        if "ctr_pt_position" not in present and not {"pre_pt_position", "post_pt_position"} <= set(present):
+            either = "synapse controls (or pre_pt_position and post_pt_position)"
+            need(cfg, present, table, "ctr_pt_position", either)
+        for col in sorted(cfg.synapse_score_above):
+            need(cfg, present, table, col, f"synapse_score_above in config/{cfg.species}.yaml")
+    else:
+        raise ValueError(f"no table columns are read for {key!r}")
 
 
 Query = Callable[..., tuple[pd.DataFrame, bool]]  # (table, **caveclient filters) -> (rows, capped)

@@ -1,4 +1,5 @@
-"""The bank stage: candidate samples of the five types, from the source's tables.
+"""The bank stage's logic (its adapter to the runner: stages/bank.py): candidate samples of the five types, from the
+source's tables, and the selection by budgets.
 
 One row per candidate sample (ARCHITECTURE.md, contract §1). Per-type budgets keep the rows with the
 smallest priority hashed from the sample key, never the first to arrive, so a rebuild picks the

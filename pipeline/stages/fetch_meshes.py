@@ -1,4 +1,5 @@
-"""Each root's mesh fetched at most once per partition: one bounded fetch covering every sample's box.
+"""The fetch stage's meshes (beside fetch_sample.py): each root's mesh fetched at most once per partition, one
+bounded fetch covering every sample's box.
 
 A partition's samples often share neurons (an edit's roots, a neuron's junctions); fetching each
 sample's roots separately would ask the servers again and again. This helper knows, before the first
@@ -23,8 +24,8 @@ from core.errors import SampleError
 
 
 def sample_box(cfg: SpeciesConfig, row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The fetch box of a bank row: its point +- the fetch crop's half size (pipeline.sources.fetch_sample)."""
-    from pipeline.sources.fetch_sample import crop_box_half_nm
+    """The fetch box of a bank row: its point +- the fetch crop's half size (pipeline.stages.fetch_sample)."""
+    from pipeline.stages.fetch_sample import crop_box_half_nm
 
     center = np.asarray(row["coord_nm"], dtype=np.float64)
     half = crop_box_half_nm(cfg)

@@ -17,46 +17,20 @@ every other failure (a decoding error, a fragment the manifest lists but the buc
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from typing import Any
 
 import numpy as np
 import requests
 import trimesh
 
-from core.errors import SampleError
-from pipeline.sources.budget import BudgetedAdapter
+from core.errors import SampleError, UserError
+from pipeline.sources.cave.session import CaveSession, Service
+from pipeline.sources.cave.values import https_url
+from pipeline.sources.cave.volumes import Volumes
 
 _LEGACY = re.compile(r"^(\d+):\d+:(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
-_INSTALLED: dict[str, Any] = {}
-
-
-class TimeoutAdapter(BudgetedAdapter):
-    """An HTTPAdapter that gives every request it sends a default (connect, read) timeout, through the build's budget
-    of its host (budget.py: in flight, pace, outages)."""
-
-    def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
-        self._timeout = timeout
-        super().__init__(**kwargs)
-
-    def send(self, request, **kwargs):  # noqa: ANN001, ANN201 - requests' signature
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
-
-
-def install_cloudfiles_timeouts(timeout: tuple[float, float]) -> None:
-    """Give cloud-files' HTTP reads a timeout (they have none): its HttpInterface mounts one shared
-    class-level adaptor on every session, so replacing that adaptor bounds every chunk, shard and
-    fragment read of this process. Idempotent; the longest timeout asked for wins."""
-    from cloudfiles.interfaces import HttpInterface
-
-    current = _INSTALLED.get("timeout")
-    if current is not None and current[1] >= timeout[1]:
-        return
-    HttpInterface.adaptor = TimeoutAdapter(timeout, pool_maxsize=32)  # cloud-files reads with many threads
-    _INSTALLED["timeout"] = timeout
 
 
 def empty_mesh() -> trimesh.Trimesh:
@@ -105,6 +79,12 @@ class PreparedManifests:
     def __init__(self) -> None:
         self._local = threading.local()
 
+    def __getstate__(self) -> dict:
+        return {}  # a thread's prepared manifest is its own: a worker starts with none
+
+    def __setstate__(self, state: dict) -> None:
+        self._local = threading.local()
+
     def prepare(self, manifest: dict) -> None:
         self._local.manifest = manifest
 
@@ -132,8 +112,6 @@ def fetch_manifest(
     if bbox is not None:
         params["bounds"] = bbox.to_filename()
     url = f"{meta.manifest_endpoint}/{int(root)}:0"
-    import json
-
     resp = session.get(
         url, data=json.dumps({"start_layer": level}), params=params, headers=meta.auth_header, timeout=timeout
     )
@@ -158,3 +136,48 @@ def decode(seg, root: int, bbox, manifests: PreparedManifests, manifest: dict) -
         faces=np.asarray(mesh.faces, dtype=np.int64),
         process=False,
     )
+
+
+class Meshes(Service):
+    """A root's mesh, bounded to a box, from the graphene segmentation's meshing service (see the module)."""
+
+    def __init__(self, session: CaveSession, volumes: Volumes) -> None:
+        super().__init__(session)
+        self.volumes = volumes
+
+    def mesh(self, root_id: int, box_nm=None) -> trimesh.Trimesh:  # noqa: ANN001
+        """The root's mesh in nm; with box_nm = (lo_nm, hi_nm), only the fragments the box (padded by
+        limits.mesh_pad_nm) touches. Empty if the mesh does not reach the box; missing_mesh if there is none."""
+        root = int(root_id)
+        s = self.session
+        if not self.cfg.seg_cloudpath.startswith("graphene://"):
+            raise UserError(f"{s.config_file}: seg_cloudpath must be a graphene:// segmentation for meshes")
+        seg = self.volumes.seg()
+        url = https_url(self.cfg.seg_cloudpath)
+        bbox = None
+        if box_nm is not None:
+            bounds = seg.meta.bounds(0)
+            bbox = box_to_voxels(box_nm, seg.meta.resolution(0), self.limits.mesh_pad_nm, bounds.minpt, bounds.maxpt)
+            if bbox is None:
+                return empty_mesh()
+
+        def manifest_of(box):  # noqa: ANN001, ANN202 - through the adaptive layer (timeouts, resends, 429)
+            fetch = lambda: fetch_manifest(s.http(), seg, root, box, s.timeout)  # noqa: E731
+            return s.one("manifest", f"mesh manifest of {root}", url, fetch)
+
+        with s.guard(f"mesh manifest of {root}", url):
+            manifest = manifest_of(bbox)
+            if manifest is not None and not manifest.get("fragments") and bbox is not None:
+                # nothing in the box: a mesh elsewhere, or none at all?
+                whole = manifest_of(None)
+                if whole is not None and whole.get("fragments"):
+                    return empty_mesh()
+        if manifest is None or not manifest.get("fragments"):
+            raise SampleError("missing_mesh", f"root {root}: the meshing service lists no fragment")
+        if bbox is not None:
+            origin = np.asarray(seg.meta.voxel_offset(0) if seg.meta.chunks_start_at_voxel_offset else (0, 0, 0))
+            manifest = filter_manifest(manifest, bbox, origin.astype(np.int64))
+            if not manifest["fragments"]:
+                return empty_mesh()
+        with s.guard(f"mesh fragments of {root}", url):
+            return decode(seg, root, bbox, self.volumes.manifests, manifest)

@@ -1,4 +1,5 @@
-"""The fetch stage: each bank row's meshes and EM / segmentation cutouts, cached per partition.
+"""The fetch stage's logic (its adapter to the runner: stages/fetch.py): each bank row's meshes and EM /
+segmentation cutouts, cached per partition (each root's mesh once per partition: fetch_meshes.py).
 
 Meshes are cropped to the largest box any render of the row can need (the extent range's max,
 times 1.2, plus the centre jitter's reach), so a re-render with another camera needs no refetch.
