@@ -61,7 +61,7 @@ def measure_dir(work: Path, out: Path) -> dict:
     sp = work / "demo"
     fetched = list((sp / "fetch" / "samples").glob("*/*.npz"))
     render = list((sp / "render").glob("part-?????.parquet"))
-    bank = [*(sp / "bank").rglob("*"), sp / "bank.parquet"]
+    bank = [*(p for unit in ("roots", "bank", "select") for p in (sp / unit).rglob("*")), sp / "bank.parquet"]
     rows_rendered = sum(pq.ParquetFile(p).metadata.num_rows for p in render)
     bank_rows = pq.ParquetFile(sp / "bank.parquet").metadata.num_rows
     shards = [p for d in ("train", "val", "test") for p in (out / d).glob("*.parquet")]

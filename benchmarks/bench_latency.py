@@ -28,9 +28,9 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_WORK, demo_context
 from config.schema import Budgets, CaveRequests
+from core.stats import merge_stats
 from pipeline.context import BuildContext
 from pipeline.runner import run_stage, run_stages
-from pipeline.sources.adaptive import merge_counters
 from pipeline.stages.species import species_graph
 from sim.demo_world import ensure_world
 from sim.twin import TOKEN
@@ -80,7 +80,9 @@ def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dic
         # the twin's token travels with the context to the stages' sources, as the twin build hands it: never set in
         # this process's environment, where it would outlive the measurement and reach every later client
         ctx = BuildContext("demo", cfg, root / "work", root / "out", cave_token=TOKEN)
-        run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
+        bank = species_graph(ctx)
+        for unit in ("roots", "bank", "select"):  # the bank: its roots, batches, selection
+            run_stage(bank, unit, scheduler="sync", progress=False)
         start = time.perf_counter()
         fetch, render = run_stages(species_graph(ctx), ("fetch", "render"), scheduler="sync", workers=1, force=True,
                                    progress=False)  # fmt: skip
@@ -90,7 +92,7 @@ def measure(latency_ms: float, per_type: int, hostile: int | None = None) -> dic
         proc.wait()
     return {"latency_ms": latency_ms, "rendered": render.samples, "seconds": seconds,
             "samples_per_s": render.samples / seconds, "fetch_failures": fetch.failures,
-            "requests": merge_counters(fetch.requests, render.requests)}  # fmt: skip
+            "requests": merge_stats(fetch.stats, render.stats).get("requests", {})}  # fmt: skip
 
 
 def run(per_type: int = 12, latencies: tuple[float, ...] = (0.0, 30.0, 100.0)) -> list[dict]:

@@ -37,7 +37,9 @@ def pick(bank: list[dict], per_type: int) -> list[dict]:
 def run(per_type: int = 15) -> dict:
     ctx = demo_context("pipeline")
     ensure_world(ctx)
-    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
+    bank = species_graph(ctx)
+    for unit in ("roots", "bank", "select"):  # the bank: its roots, batches, selection
+        run_stage(bank, unit, scheduler="sync", progress=False)
     source = open_source(ctx)
     rows = pick(pq.read_table(ctx.bank_path).to_pylist(), per_type)
     timer, floor = CpuTimer(), CpuTimer()

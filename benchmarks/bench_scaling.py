@@ -43,7 +43,9 @@ def _unbounded():  # noqa: ANN202 - Budgets
 def _prepare(n_sites: int) -> int:
     ctx = demo_context(f"scale-{n_sites}", n_sites=n_sites, budgets=_unbounded())
     ensure_world(ctx)
-    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
+    bank = species_graph(ctx)
+    for unit in ("roots", "bank", "select"):  # the bank: its roots, batches, selection
+        run_stage(bank, unit, scheduler="sync", progress=False)
     run_stage(species_graph(ctx), "fetch", scheduler="processes", workers=2, progress=False)
     return sum(p.n_samples for p in species_graph(ctx).partitions("fetch"))
 

@@ -185,7 +185,9 @@ def report(flavor: str, res: dict, n_rows: int) -> dict:
 def run(per_type: int = 10) -> dict:
     ctx = demo_context("pipeline")  # the world and bank bench_pipeline builds: generated once
     summary = ensure_world(ctx)
-    run_stage(species_graph(ctx), "bank", scheduler="sync", progress=False)
+    bank = species_graph(ctx)
+    for unit in ("roots", "bank", "select"):  # the bank: its roots, batches, selection
+        run_stage(bank, unit, scheduler="sync", progress=False)
     long_roots = {int(n["root_id"]) for n in summary["long_neurons"]}
     rows = pick(pq.read_table(ctx.bank_path).to_pylist(), per_type, long_roots)
     results = {}

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.atomic import write_bytes
 from core.errors import SampleError, UserError
+from core.npy import load_npz
 from core.samples import MISSING_REASON
 
 Mesh = tuple[np.ndarray, np.ndarray]  # (vertices, float32 nm; faces, int32)
@@ -97,15 +98,14 @@ class FetchedSample:
                 f"fetched file {path} does not match the sha256 in its fetch marker (altered on disk); it was "
                 "removed: rerun the build to fetch that sample again"
             )
-        with np.load(io.BytesIO(data)) as arrays:
-            return cls.from_arrays({k: arrays[k] for k in arrays.files})
+        return cls.from_arrays(load_npz(io.BytesIO(data)))
 
 
 def crop_half_of(path: Path) -> float:
     """The mesh crop half-width a fetched file was made with (-1 when there is no such file), read alone."""
     try:
-        with np.load(path) as data:
-            return float(data["crop_half_nm"]) if "crop_half_nm" in data.files else -1.0
+        data = load_npz(str(path), ["crop_half_nm"])
+        return float(data["crop_half_nm"]) if "crop_half_nm" in data else -1.0
     except (FileNotFoundError, OSError, ValueError):
         return -1.0
 

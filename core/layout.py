@@ -2,15 +2,16 @@
 
 work/<species>/.lock                 the species' build lock (pipeline.locks)
 work/<species>/world/                the demo world (demo species only)
-work/<species>/bank/roots.parquet    proofread roots at the pinned time (+ roots.done)
-work/<species>/<stage>/part-NNNNN.*  a partition's outputs, failures, log and marker (.done, written last)
+work/<species>/<stage>/part-NNNNN.*  a partition's outputs, failures, log and marker (.done, written last): every
+                                     unit of work, the proofread roots (roots/) and the bank selection (select/) too
 work/<species>/<stage>/previous/     partitions of an older layout, kept for reuse until the stage completes
-work/<species>/bank.parquet          the selected bank rows (+ bank.done)
+work/<species>/roots/part-00000.parquet   proofread roots at the pinned time
+work/<species>/bank.parquet          the selected bank rows (the output of select/part-00000)
 work/<species>/fetch/samples/HH/<hash>-<key>.npz   one fetched sample, named by its inputs' key
 work/<species>/split.parquet, split/manifest.json
 work/<species>/failures.parquet      the ledger: union of every partition's failures
 work/<species>/twin-requests.jsonl   the twin's request log (`python -m pipeline twin`)
-work/release.done                    the shard stage's marker
+work/release/shard/part-00000.done   the release's unit (the shard stage's marker; `release` is no species name)
 work/.twin/config/demo.yaml          the species config of a build through the twin (SOURCE=twin)
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PREVIOUS = "previous"
+RELEASE = "release"  # the release's scope: its unit's files are under work/release/ (no species is named so)
 MARKER, FAILURES, LOG = ".done", ".failures.parquet", ".log"  # a partition's marker, failures file, crash log
 CHANGES = ".changes.parquet"  # a bank partition's change-log rows (what a retry of one root's change log merges into)
 
@@ -47,21 +49,9 @@ class SpeciesPaths:
         return self.species_dir / "bank.parquet"
 
     @property
-    def bank_marker_path(self) -> Path:
-        return self.species_dir / "bank.done"
-
-    @property
-    def roots_path(self) -> Path:
-        return self.stage_dir("bank") / "roots.parquet"
-
-    @property
-    def roots_marker_path(self) -> Path:
-        return self.stage_dir("bank") / f"roots{MARKER}"
-
-    @property
-    def select_failures_path(self) -> Path:
-        """The bank selection's failures (duplicates that disagree)."""
-        return self.stage_dir("bank") / f"select{FAILURES}"
+    def scope(self) -> str:
+        """What the work of these paths is of, in one line's words."""
+        return f"species {self.species}"
 
     @property
     def ledger_path(self) -> Path:
@@ -69,7 +59,7 @@ class SpeciesPaths:
 
     def failure_files(self) -> list[Path]:
         """Every current failures file of every stage (an older layout's, in previous/, are not current)."""
-        return sorted(self.species_dir.glob(f"*/*{FAILURES}"))
+        return sorted(self.species_dir.glob(f"*/part-*{FAILURES}"))
 
     @property
     def twin_requests_path(self) -> Path:
@@ -103,10 +93,6 @@ class SpeciesPaths:
 def sibling(marker_path: Path, suffix: str) -> Path:
     """Another file of the partition whose marker is `marker_path` (wherever that partition now lies)."""
     return Path(str(marker_path)[: -len(MARKER)] + suffix)
-
-
-def release_marker_path(work_dir: Path) -> Path:
-    return Path(work_dir) / f"release{MARKER}"
 
 
 def twin_config_dir(work_dir: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Orchestration: a species' build under its lock (its stage graph, pipeline/graph.py), the release, status.
+"""Orchestration: a species' build under its lock (its stage graph, pipeline/graph.py), the release (its own graph,
+fed by every species'), status. Every unit of work runs through the one runner (pipeline/runner.py).
 
 Stage order is safe: a stage whose upstream is not complete under the current config refuses in one line,
 naming what is missing and the command to run (`make build` runs every stage in order, so it never refuses).
@@ -19,14 +20,15 @@ from core.ledger import Failure, read_failures
 from pipeline.context import BuildContext, make_context, release_lock_path
 from pipeline.graph import StageGraph
 from pipeline.locks import LockSet
-from pipeline.markers import read_marker
-from pipeline.runner import StageSummary, is_done, run_stages
+from pipeline.runner import StageSummary, run_stages
 from pipeline.sources.budget import current, install, keep_stats, serve_budget
-from pipeline.stages.shard import ShardStage, species_in
+from pipeline.stage import is_done
+from pipeline.stages.shard import SHARD, release_graph, species_in
 from pipeline.stages.species import SPECIES_STAGES, species_graph
 
-SHARD = ShardStage()
-STAGE_NAMES = (*SPECIES_STAGES, SHARD.name)  # the one list the CLI, status and build use
+# the stages a command names (`make stage STAGE=...`): each species stage's own, or the one it runs with (the bank's
+# roots and selection run with the bank), then the release's
+STAGE_NAMES = (*dict.fromkeys(s.command or n for n, s in SPECIES_STAGES.items()), SHARD.name)
 __all__ = ["STAGE_NAMES", "SPECIES_STAGES", "RunOptions", "build", "species_in", "status"]
 
 
@@ -46,9 +48,9 @@ def _lock_species(locks: LockSet, ctx: BuildContext, shared: bool = False) -> No
 def run_species(
     graph: StageGraph, opts: RunOptions, stages: tuple[str, ...] | None = None, locks: LockSet | None = None
 ) -> list[StageSummary]:
-    """Run `stages` (default: all) of one species in build order, under its lock; a stage streaming from the one
-    before it runs with it, one task per partition (fetches overlap renders)."""
-    wanted = [n for n in graph.order if stages is None or n in stages]
+    """Run `stages` (default: all; a command's names, STAGE_NAMES) of one species in build order, under its lock; a
+    stage streaming from the one before it runs with it, one task per partition (fetches overlap renders)."""
+    wanted = [n for n in graph.order if stages is None or (graph.stage(n).command or n) in stages]
     with LockSet() as own, session(opts.scheduler) as client, serve_budget(opts.scheduler, client) as budget:
         graph.ctx = ctx = dataclasses.replace(graph.ctx, request_budget=budget)  # to every worker, with the context
         install(budget)  # this process's requests too (the bank's roots, the split's bbox)
@@ -69,17 +71,16 @@ def run_species(
 def write_release_all(
     work: Path, out: Path, opts: RunOptions, locks: LockSet | None = None, graphs: dict[str, StageGraph] | None = None
 ) -> dict:
-    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6); `graphs`:
-    the species' graphs a build has listed already."""
+    """The shard stage: the release from every species built in `work` (ARCHITECTURE.md, contract §6), run in this
+    process (its outputs are this machine's release dir); `graphs`: the species' graphs a build has listed already."""
     with LockSet() as own:
         held = locks or own
         held.take(release_lock_path(out), f"the release {out}")
-        release = SHARD.inputs(work, out, graphs)
-        for ctx in release.contexts:
+        graph = release_graph(work, out, graphs)
+        for ctx in graph.ctx.contexts:
             _lock_species(held, ctx, shared=True)
-        if not opts.force and SHARD.is_done(release, work, out):
-            return {"species": [c.species for c in release.contexts], "skipped": True}
-        return SHARD.run(release, work, out)
+        (summary,) = run_stages(graph, (SHARD.name,), scheduler="sync", force=opts.force, progress=False)
+        return {"species": [c.species for c in graph.ctx.contexts], "skipped": not summary.ran}
 
 
 def build(
@@ -108,58 +109,47 @@ def _ledger(ctx: BuildContext) -> list[Failure]:
     return read_failures(ctx.ledger_path)
 
 
+def species_dirs(work: Path) -> list[str]:
+    """The species whose work has begun in `work` (their proofread roots or bank batches exist)."""
+    if not Path(work).exists():
+        return []
+    return sorted(p.name for p in Path(work).iterdir() if (p / "roots").is_dir() or (p / "bank").is_dir())
+
+
 def status(work: Path, out: Path) -> list[dict]:
-    """Per species and stage: partitions done / pending, what the done partitions cover (`covered` of `unit`: the
-    bank's proofread roots, the bank rows of fetch, render and split), failures recorded; then the release (rows
-    shipped)."""
-    rows = []
-    graphs = {}
-    for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()) if Path(work).exists() else []:
-        graph = graphs[species] = species_graph(make_context(species, work, out))
-        ctx = graph.ctx
-        ledger = _ledger(ctx)
-        for name in graph.order:
-            stage = graph.stage(name)
-            try:
-                parts = graph.partitions(name)
-            except UserError:
-                parts = []
-            done = [p for p in parts if is_done(ctx, p)]
-            rows.append(
-                {
-                    "species": species,
-                    "stage": name,
-                    "partitions_done": len(done),
-                    "partitions_pending": len(parts) - len(done),
-                    "covered": sum(p.n_samples for p in done),
-                    "unit": stage.unit,
-                    "failed": sum(1 for f in ledger if f.stage == name),
-                }
-            )
+    """Per species and stage, then the release: partitions done / pending, what the done partitions cover
+    (`covered` of `unit`: the proofread roots of roots and bank, the candidates of the selection, the bank rows of
+    fetch, render and split, the rows the release ships), failures recorded."""
+    graphs = {sp: species_graph(make_context(sp, work, out)) for sp in species_dirs(work)}
+    rows = [row for sp, graph in graphs.items() for row in _stage_rows(graph, sp, _ledger(graph.ctx))]
     if rows:
-        release = SHARD.inputs(work, out, graphs)
-        ok = SHARD.is_done(release, work, out)
-        marker = read_marker(Path(work) / "release.done") or {}
-        rows.append(
-            {
-                "species": "release",
-                "stage": SHARD.name,
-                "partitions_done": int(ok),
-                "partitions_pending": int(not ok),
-                "covered": sum(int(r["n_samples"]) for r in _shard_rows(out)) if ok else 0,
-                "unit": "rows",
-                "failed": 0,
-                "species_in": ",".join(marker.get("species", [])) if ok else "",
-            }
-        )
+        release = release_graph(work, out, graphs)
+        (row,) = _stage_rows(release, "release", [])
+        done = row["partitions_done"] and not row["partitions_pending"]
+        rows.append({**row, "species_in": ",".join(c.species for c in release.ctx.contexts) if done else ""})
     return rows
 
 
-def _shard_rows(out: Path) -> list[dict]:
-    import csv
-
-    path = Path(out) / "shards.csv"
-    return list(csv.DictReader(path.open())) if path.exists() else []
+def _stage_rows(graph: StageGraph, scope: str, ledger: list[Failure]) -> list[dict]:
+    rows = []
+    for name in graph.order:
+        try:
+            parts = graph.partitions(name)
+        except UserError:
+            parts = []
+        done = [p for p in parts if is_done(graph.ctx, p)]
+        rows.append(
+            {
+                "species": scope,
+                "stage": name,
+                "partitions_done": len(done),
+                "partitions_pending": len(parts) - len(done),
+                "covered": sum(p.n_samples for p in done),
+                "unit": graph.stage(name).unit,
+                "failed": sum(1 for f in ledger if f.stage == name),
+            }
+        )
+    return rows
 
 
 def ledgered(work: Path, out: Path) -> list[dict]:
@@ -167,12 +157,10 @@ def ledgered(work: Path, out: Path) -> list[dict]:
     ids, and whether the next build retries them (a server could not give them, or an unexpected exception stopped
     them) or keeps them (the data's own reason: kept until the sample's inputs change)."""
     groups: dict[tuple[str, str, str], list[str]] = {}
-    if not Path(work).exists():
-        return []
-    for species in sorted(p.name for p in Path(work).iterdir() if (p / "bank").is_dir()):
+    for species in species_dirs(work):
         for f in _ledger(make_context(species, work, out)):
             groups.setdefault((species, f.stage, f.reason), []).append(f.sample_id)
-    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    order = {name: i for i, name in enumerate((*SPECIES_STAGES, SHARD.name))}
     return [
         {"species": sp, "stage": stage, "reason": reason, "samples": sorted(ids), "retried": is_retryable(reason)}
         for (sp, stage, reason), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99),

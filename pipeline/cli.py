@@ -245,11 +245,11 @@ def status(work, out, failed) -> None:  # noqa: ANN001
     if not rows:
         click.echo(f"nothing built in {work} yet")
         return
-    click.echo(f"{'species':<10} {'stage':<7} {'done':>6} {'pending':>8} {'covering':>8} {'':<6} {'failed':>7}")
+    click.echo(f"{'species':<10} {'stage':<7} {'done':>6} {'pending':>8} {'covering':>8} {'':<10} {'failed':>7}")
     for r in rows:
         click.echo(
             f"{r['species']:<10} {r['stage']:<7} {r['partitions_done']:>6} {r['partitions_pending']:>8} "
-            f"{r['covered']:>8} {r['unit']:<6} {r['failed']:>7}"
+            f"{r['covered']:>8} {r['unit']:<10} {r['failed']:>7}"
         )
     if failed:
         groups = ledgered(work, out)

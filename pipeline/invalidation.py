@@ -2,9 +2,11 @@
 
 Each stage declares the config keys its outputs depend on (`reads`), the stages whose outputs it reads
 (`consumes`), whether it keeps each sample whose own key is unchanged (`keys_samples`), and keys that redo only
-the samples they widen (`widened_by`). A key redoes the stages that read it, and, after them, every stage that
-consumes what those wrote: all of a stage without sample keys, only the changed samples of one with them.
-Keys no output depends on are `NOT_INPUTS`.
+the samples they widen (`widened_by`). Every unit of work is a stage's partition, sealed by the runner with the
+fingerprint of those declarations: the bank's proofread roots (`roots`) and selection (`select`) and the release
+(`shard`) too, so the table covers them with no case of their own. A key redoes the stages that read it, and,
+after them, every stage that consumes what those wrote: all of a stage without sample keys, only the changed
+samples of one with them. Keys no output depends on are `NOT_INPUTS`.
 
 `python -m pipeline.invalidation` rewrites the table in README.md (`make readme`); `--check` exits non-zero when
 the README's table is not the one derived here (`make lint`; tests/pipeline/test_invalidation.py).
@@ -16,8 +18,8 @@ import sys
 from pathlib import Path
 
 from config.schema import SpeciesConfig
-from pipeline.build import SHARD
-from pipeline.stages.bank import BankStage
+from pipeline.stage import Stage
+from pipeline.stages.shard import SHARD
 from pipeline.stages.species import SPECIES_STAGES
 
 # Config keys no stage's fingerprinted output depends on, and what they are instead. (`demo_world` makes the demo
@@ -34,7 +36,6 @@ NOT_INPUTS = {
     "viewer_voxel_nm": VIEWER_REDO,
     "keep_fetched": KEEP_FETCHED_REDO,
 }  # fmt: skip
-SELECTION = "bank selection"  # the bank's last step (BankStage.finish): budgets applied to every batch's candidates
 CHANGED_SAMPLES = "only of the samples whose inputs changed"
 WIDENED = "only of the samples whose {what} must grow, never when it shrinks"
 MARK = "<!-- invalidation table -->"
@@ -42,36 +43,27 @@ END_MARK = "<!-- /invalidation table -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _stages() -> list[tuple[str, object]]:
-    """(name, stage) in build order, the shard stage last."""
+def _stages() -> list[tuple[str, Stage]]:
+    """(name, stage) in build order, the release's stage last."""
     return [*SPECIES_STAGES.items(), (SHARD.name, SHARD)]
 
 
 def invalidation() -> dict[str, list[str]]:
-    """config key -> the stages that read it (whose every output it changes), in build order; the bank's
-    selection step reads its own keys (`BankStage.select_reads`)."""
+    """config key -> the stages that read it (whose every output it changes), in build order."""
     out: dict[str, list[str]] = {}
     for name, stage in _stages():
-        readers = [(name, stage.reads)] + ([(SELECTION, BankStage.select_reads)] if name == "bank" else [])
-        for who, reads in readers:
-            for key in reads:
-                out.setdefault(key, []).append(who)
+        for key in stage.reads:
+            out.setdefault(key, []).append(name)
     return out
 
 
 def _downstream(names: set[str]) -> list[str]:
-    """Every stage that consumes, directly or not, one of `names`, in build order (the selection is the bank's)."""
-    names = {"bank" if n == SELECTION else n for n in names}
+    """Every stage that consumes, directly or not, one of `names`, in build order."""
     found: list[str] = []
-    changed = True
-    while changed:
-        changed = False
-        for name, stage in _stages():
-            if name not in names and name not in found and set(stage.consumes) & (names | set(found)):
-                found.append(name)
-                changed = True
-    order = [n for n, _ in _stages()]
-    return sorted(found, key=order.index)
+    for name, stage in _stages():
+        if name not in names and set(stage.consumes) & (names | set(found)):
+            found.append(name)
+    return found
 
 
 def redoes(key: str) -> str:
@@ -81,13 +73,18 @@ def redoes(key: str) -> str:
     stages = dict(_stages())
     direct = invalidation().get(key, [])
     widened = [n for n, s in stages.items() if key in s.widened_by and n not in direct]
-    after = [n for n in _downstream(set(direct) | set(widened)) if n not in direct]
-    keyed = [n for n in after if stages[n].keys_samples and n not in widened]
-    whole = [n for n in after if n not in keyed and n not in widened]
+    after = [n for n in _downstream(set(direct) | set(widened)) if n not in widened]
     first = list(direct)
     first += [f"{n} {WIDENED.format(what=stages[n].widened_what)}" for n in widened]
-    then = ([" and ".join(keyed) + f" {CHANGED_SAMPLES}"] if keyed else []) + ([", ".join(whole)] if whole else [])
-    return ", ".join(first) + ("; then " + "; ".join(then) if then else "")
+    then: list[tuple[bool, list[str]]] = []  # runs of stages in build order: (only changed samples, names)
+    for name in after:
+        keyed = stages[name].keys_samples
+        if then and then[-1][0] == keyed:
+            then[-1][1].append(name)
+        else:
+            then.append((keyed, [name]))
+    words = [" and ".join(names) + f" {CHANGED_SAMPLES}" if keyed else ", ".join(names) for keyed, names in then]
+    return ", ".join(first) + ("; then " + "; ".join(words) if words else "")
 
 
 def table() -> str:

@@ -4,7 +4,8 @@ output it records is still there at its recorded size.
 A marker is written last, after the partition's outputs and failures file. It records:
 - `fingerprint`: digest of everything the partition's outputs depend on (stage.reads config values, the code
   version, the source, the upstream outputs' digests, the partition's members);
-- `outputs`: size, mtime and sha256 of every output, keyed by the path relative to the work dir (which may move);
+- `outputs`: size, mtime and sha256 of every output, keyed by the path relative to the work dir (which may move;
+  an output outside it, the release's files, by its absolute path);
 - `samples`: each sample's key (the digest of its own inputs), so a later run can reuse what did not change;
 - `dropped` (fetch, under `keep_fetched: false`): outputs removed by the user's choice once rendered, each with its
   record: not checked on disk, still covered by `outputs_digest` (dropping a file changes nothing downstream).
@@ -59,12 +60,14 @@ def corrupt_outputs(work_dir: Path, marker_path: Path) -> list[str]:
 
 
 def digests(work_dir: Path, paths: list[Path], known: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Size, mtime and sha256 of each output, keyed by its path relative to the work dir. A file whose size and
-    mtime match `known` (an earlier marker's record of the same path) keeps its recorded sha256 unread."""
+    """Size, mtime and sha256 of each output, keyed by its path relative to the work dir (absolute when outside
+    it). A file whose size and mtime match `known` (an earlier marker's record of the same path) keeps its
+    recorded sha256 unread."""
     known = known or {}
     out = {}
     for p in paths:
-        rel = str(Path(p).relative_to(work_dir))
+        inside = Path(p).is_relative_to(work_dir)
+        rel = str(Path(p).relative_to(work_dir)) if inside else str(Path(p).resolve())
         st = Path(p).stat()
         prior = known.get(rel)
         if prior and prior.get("size") == st.st_size and prior.get("mtime_ns") == st.st_mtime_ns:

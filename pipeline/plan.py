@@ -197,16 +197,17 @@ def _budgeted(counts: dict[str, int], budgets: dict[str, int | None]) -> dict[st
 
 
 def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
+    from pipeline.runner import run_stage
     from pipeline.sources import open_source
     from pipeline.stages.bank_candidates import bank_candidates, select_bank
+    from pipeline.stages.roots import read_roots
     from pipeline.stages.species import species_graph
 
     graph = species_graph(ctx)
-    stage = graph.stage("bank")
-    stage.prepare(ctx, graph, force=False)  # the proofread roots, queried once
-    roots = stage.roots(ctx) or []
+    run_stage(graph, "roots", scheduler="sync", progress=False)  # the proofread roots, queried once
+    roots = read_roots(ctx)
     budgets = ctx.cfg.budgets.model_dump()
-    if graph.incomplete("bank") is None:
+    if graph.ready("select"):  # the bank's batches and selection are done under the current config
         cols = ["combined_sample_hash", "sample_type"]
         found = {r["combined_sample_hash"]: r for p in graph.partitions("bank")
                  for r in pq.read_table(p.output_file(ctx), columns=cols).to_pylist()}  # fmt: skip

@@ -1,4 +1,6 @@
-"""The stage runner: a stage's partitions, executed on dask, resumable, reusing what did not change.
+"""The stage runner: a stage's partitions, executed on dask, resumable, reusing what did not change. Every unit
+of work goes through it (a species' roots, bank batches, selection, fetch, render and split, and the release of
+every species): its seal writes every marker there is (and `amend` alone changes one after, for `keep_fetched`).
 
 Listing and executing are separate: the stage graph (pipeline/graph.py) lists a stage's partitions, each with a
 fingerprint of its inputs; `run_stages()` checks that the upstream stages are complete (else it refuses, naming
@@ -9,7 +11,9 @@ A partition that runs again reuses the samples whose own inputs did not change (
 A partition's outputs are written atomically, then its failures file, then its marker (last). A partition
 that crashes writes no marker: its traceback and the samples it did not build go to `part-NNNNN.log`, and
 `status --failed` lists it. A sample that fails on an unexpected exception is a ledger row whose exception
-column keeps the traceback (and the partition's log lists it too).
+column keeps the traceback (and the partition's log lists it too). What a partition's run met (`Outcome.stats`,
+the sources' request counters among them) comes back with its result and is merged into its stage's summary as
+plain data (core.stats): the runner knows no source.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import dask
 from tqdm.auto import tqdm
@@ -32,65 +35,14 @@ from core.checkpoints import checkpoint
 from core.compute import compute
 from core.errors import UserError, is_retryable
 from core.hashing import key_of, md5_hex
-from core.layout import FAILURES, LOG, MARKER
-from core.ledger import Failure, describe, merge_ledger, retry_counts, write_failures
+from core.ledger import describe, merge_ledger, retry_counts, write_failures
+from core.stats import merge_stats
 from pipeline import __version__
-from pipeline.context import PREVIOUS, BuildContext
-from pipeline.markers import digests, marker_is_current, read_marker, write_marker
-from pipeline.partitions import bucket_range
+from pipeline.context import PREVIOUS, Scope
+from pipeline.graph import StageGraph, name_list
+from pipeline.markers import digests, read_marker, write_marker
 from pipeline.reuse import LEVEL_FILE, PriorRun, load_prior
-
-if TYPE_CHECKING:
-    from pipeline.graph import StageGraph
-
-SHOWN = 5  # partitions or samples named in one line
-
-
-@dataclass(frozen=True)
-class Partition:
-    stage: str
-    index: int
-    n_samples: int
-    fingerprint: str
-    level: int = 0
-    members: tuple[str, ...] = ()  # the sample hashes (or root ids) it covers, in order
-
-    @property
-    def name(self) -> str:
-        return f"part-{self.index:05d}"
-
-    @property
-    def hash_range(self) -> tuple[int, int]:
-        return bucket_range(self.index, self.level)
-
-    def marker_path(self, ctx: BuildContext) -> Path:
-        return ctx.part_file(self.stage, self.index, MARKER)
-
-    def failures_path(self, ctx: BuildContext) -> Path:
-        return ctx.part_file(self.stage, self.index, FAILURES)
-
-    def log_path(self, ctx: BuildContext) -> Path:
-        return ctx.part_file(self.stage, self.index, LOG)
-
-    def output_file(self, ctx: BuildContext, suffix: str = ".parquet") -> Path:
-        return ctx.part_file(self.stage, self.index, suffix)
-
-
-@dataclass
-class Outcome:
-    """What one partition's run did."""
-
-    built: int = 0  # samples built in this run
-    reused: int = 0  # samples whose earlier output (or recorded failure) was kept
-    failures: list[Failure] = field(default_factory=list)  # every failure of the partition, reused ones too
-    new_failures: int = 0  # failures found in this run
-    samples: dict[str, str] = field(default_factory=dict)  # sample id -> key of its inputs (for later reuse)
-    crashed: dict[str, str] = field(default_factory=dict)  # sample id -> traceback of an unexpected exception
-    outputs: list[Path] = field(default_factory=list)  # the files the partition leaves (recorded in its marker)
-    # outputs recorded but no longer on disk by the user's choice (fetched files under `keep_fetched: false`): rel
-    # path -> record; in the marker's `dropped`, covered by the digest downstream stages see, never checked on disk
-    dropped: dict[str, dict] = field(default_factory=dict)
-    seconds: float = 0.0  # wall time of the run (the report's stage timings; not an input of anything)
+from pipeline.stage import Outcome, Partition, Stage, is_done, to_retry
 
 
 @dataclass
@@ -104,82 +56,7 @@ class PartResult:
     error: str | None = None
     log: str | None = None
     skipped: bool = False  # already done: nothing ran
-    requests: dict = field(default_factory=dict)  # what the worker's requests met (pipeline/sources/adaptive.py)
-
-
-class Stage(Protocol):
-    """What every stage declares and does (pipeline/stages/; StageBase gives the defaults)."""
-
-    name: str
-    reads: tuple[str, ...]  # the config keys its outputs depend on
-    consumes: tuple[str, ...]  # the stages whose outputs it reads (none: the source only); the graph's edges
-    unit: str  # what its partitions' members are ("roots", "rows"): what `Partition.n_samples` counts
-    # each sample has a key of its own inputs, and a partition that runs again keeps the samples whose key is
-    # unchanged (what an upstream change redoes is then only the samples it changed)
-    keys_samples: bool
-    widened_by: tuple[str, ...]  # config keys that redo a sample only when its fetched box must grow
-    widened_what: str
-    output_version: int | None  # raised when its code writes other bytes from the same inputs
-    # a consumed stage whose samples it can take as they are made: the runner may run both in one task per
-    # partition (`run(..., upstream=...)` of this one beside `run(..., on_sample=...)` of that one)
-    streams_from: str | None
-
-    def prepare(self, ctx: BuildContext, graph: StageGraph, force: bool) -> bool:
-        """Work before the partitions can be listed (the bank's proofread roots); True when it changed them."""
-        ...
-
-    def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]: ...
-
-    def incomplete(self, ctx: BuildContext, graph: StageGraph) -> str | None:
-        """None when every output is done under the current config, else one line: what is missing, what to run."""
-        ...
-
-    def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None, **kw: object) -> Outcome:
-        """Build one partition, writing its outputs atomically; `Outcome.outputs` lists them. `prior` (what
-        earlier runs left for reuse) is None when forced."""
-        ...
-
-    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:
-        """The stage's last step once every partition is done (the bank's selection); a note for its summary."""
-        ...
-
-    def partition_of(self, ctx: BuildContext, upstream: Partition) -> Partition:
-        """(streams_from only) its partition over `upstream`'s rows, fingerprinted by what `upstream` wrote."""
-        ...
-
-    def sealed(self, ctx: BuildContext, part: Partition) -> None:
-        """After the partition's marker is written (render: drop the fetched files under `keep_fetched: false`)."""
-        ...
-
-
-class StageDeclarations:
-    """What every stage declares, with its defaults (the shard stage too, whose scope is the release)."""
-
-    consumes: tuple[str, ...] = ()
-    keys_samples = False
-    widened_by: tuple[str, ...] = ()
-    widened_what = ""
-    output_version: int | None = None
-    streams_from: str | None = None
-
-
-class StageBase(StageDeclarations):
-    """The defaults of the Stage protocol: a stage overrides what it does differently."""
-
-    def prepare(self, ctx: BuildContext, graph: StageGraph, force: bool) -> bool:
-        return False
-
-    def incomplete(self, ctx: BuildContext, graph: StageGraph) -> str | None:
-        return graph.pending(self.name)  # type: ignore[attr-defined]
-
-    def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:
-        return None
-
-    def partition_of(self, ctx: BuildContext, upstream: Partition) -> Partition:
-        raise NotImplementedError(f"stage {self.name} does not stream from another")  # type: ignore[attr-defined]
-
-    def sealed(self, ctx: BuildContext, part: Partition) -> None:
-        return None
+    stats: dict = field(default_factory=dict)  # what the run met (Outcome.stats), carried back from its worker
 
 
 @dataclass
@@ -194,7 +71,7 @@ class StageSummary:
     reused: int = 0
     crashed_samples: int = 0
     notes: list[str] = field(default_factory=list)
-    requests: dict = field(default_factory=dict)  # the partitions' request counters, merged
+    stats: dict = field(default_factory=dict)  # the partitions' stats (Outcome.stats), merged: numbers summed
 
     def line(self) -> str:
         text = (
@@ -219,9 +96,9 @@ def parse_summaries(text: str) -> dict[str, dict[str, int]]:
     return {m["stage"]: {k: int(m[k] or 0) for k in keys} for m in SUMMARY_LINE.finditer(text)}
 
 
-def config_values(ctx: BuildContext, keys: tuple[str, ...]) -> dict:
-    dumped = ctx.cfg.model_dump(mode="json")
-    return {k: dumped[k] for k in keys}
+def config_values(ctx: Scope, keys: tuple[str, ...]) -> dict:
+    """The scope's values of `keys` (a species' config; the release's, across species)."""
+    return ctx.config(keys)
 
 
 def code_version(stage: Stage) -> str:
@@ -231,35 +108,24 @@ def code_version(stage: Stage) -> str:
     return __version__ if own is None else f"{__version__}+{stage.name}.{own}"
 
 
-def fingerprint(ctx: BuildContext, stage: Stage, *inputs: object) -> str:
+def fingerprint(ctx: Scope, stage: Stage, *inputs: object) -> str:
     """The digest of a stage's declared config keys, the code version and the given inputs."""
     cfg = json.dumps(config_values(ctx, stage.reads), sort_keys=True)
     return md5_hex(key_of(code_version(stage), stage.name, cfg, *inputs))
 
 
-def is_done(ctx: BuildContext, part: Partition) -> bool:
-    """Marker present, same inputs, and every recorded output still there at its recorded size."""
-    return marker_is_current(ctx.work_dir, part.marker_path(ctx), part.fingerprint)
-
-
-def to_retry(ctx: BuildContext, part: Partition) -> int:
-    """The failures a done partition recorded that the next run retries (a server could not give them, or an
-    unexpected exception stopped them: `is_retryable`); each build runs such a partition once more for them."""
-    return int((read_marker(part.marker_path(ctx)) or {}).get("retry", 0))
-
-
 # ------------------------------------------------------------------------------------------ one partition
 
 
-def _log_text(ctx: BuildContext, part: Partition, head: str, not_built: list[str], body: str) -> str:
-    lines = [f"species {ctx.species}, stage {part.stage}, {part.name}: {head}"]
+def _log_text(ctx: Scope, part: Partition, head: str, not_built: list[str], body: str) -> str:
+    lines = [f"{ctx.scope}, stage {part.stage}, {part.name}: {head}"]
     if not_built:
         lines.append(f"samples not built ({len(not_built)}): " + " ".join(not_built))
     return "\n".join(lines) + "\n\n" + body
 
 
 def attempt(
-    stage: Stage, ctx: BuildContext, part: Partition, prior: PriorRun | None, **kw: object
+    stage: Stage, ctx: Scope, part: Partition, prior: PriorRun | None, **kw: object
 ) -> Outcome | PartResult:
     """`stage.run` of one partition; a crash becomes a PartResult with the error, its traceback in the log."""
     log = part.log_path(ctx)
@@ -279,7 +145,7 @@ def attempt(
     return result
 
 
-def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun | None) -> PartResult:
+def seal(ctx: Scope, part: Partition, outcome: Outcome, prior: PriorRun | None) -> PartResult:
     """Finish a partition that ran: its failures file, its log (or none), then its marker, last."""
     log = part.log_path(ctx)
     result = PartResult(part.index, part.n_samples)
@@ -316,20 +182,36 @@ def seal(ctx: BuildContext, part: Partition, outcome: Outcome, prior: PriorRun |
     return result
 
 
-def execute_partition(stage: Stage, ctx: BuildContext, part: Partition, force: bool, **kw: object) -> PartResult:
+def amend(ctx: Scope, marker_path: Path, drop: dict[str, dict] | None = None, add: list[Path] = ()) -> None:
+    """A sealed unit's record of its outputs amended after the fact, its fingerprint and the rest kept (the one other
+    place a marker is written; `keep_fetched: false`, pipeline/stages/fetched_disk.py): `drop` (rel path -> its
+    record) moves outputs to `dropped` (removed by choice: not looked for on disk, still in the digest downstream
+    sees); `add` records files written again, with their own digests, as outputs (no longer dropped)."""
+    marker = read_marker(marker_path)
+    if marker is None:
+        return
+    outputs = {rel: rec for rel, rec in marker.get("outputs", {}).items() if rel not in (drop or {})}
+    outputs.update(digests(ctx.work_dir, list(add)))
+    dropped = {**marker.get("dropped", {}), **(drop or {})}
+    for rel in outputs:
+        dropped.pop(rel, None)
+    write_marker(marker_path, {**marker, "outputs": dict(sorted(outputs.items())),
+                               "dropped": dict(sorted(dropped.items()))})  # fmt: skip
+
+
+def execute_partition(stage: Stage, ctx: Scope, part: Partition, force: bool, **kw: object) -> PartResult:
     """Run one partition in a worker: outputs, then failures file, then the marker, last."""
     prior = None if force else load_prior(ctx, part.stage, part.index, part.level)
-    from pipeline.sources.adaptive import take_counters
-
     outcome = attempt(stage, ctx, part, prior, **kw)
-    result = outcome if isinstance(outcome, PartResult) else seal(ctx, part, outcome, prior)
-    if not isinstance(outcome, PartResult):
-        stage.sealed(ctx, part)
-    result.requests = take_counters()  # carried back explicitly: the figures live in this worker process
+    if isinstance(outcome, PartResult):
+        return outcome
+    result = seal(ctx, part, outcome, prior)
+    stage.sealed(ctx, part)
+    result.stats = outcome.stats  # carried back with the result: the figures were met in this worker
     return result
 
 
-def execute_alone(stage: Stage, ctx: BuildContext, part: Partition, force: bool) -> tuple[PartResult]:
+def execute_alone(stage: Stage, ctx: Scope, part: Partition, force: bool) -> tuple[PartResult]:
     """A task of one partition: its result as a 1-tuple (a streamed pair's task gives a 2-tuple)."""
     return (execute_partition(stage, ctx, part, force),)
 
@@ -337,7 +219,7 @@ def execute_alone(stage: Stage, ctx: BuildContext, part: Partition, force: bool)
 # ------------------------------------------------------------------------------------------ layout changes
 
 
-def relayout(ctx: BuildContext, stage: str, parts: list[Partition]) -> None:
+def relayout(ctx: Scope, stage: str, parts: list[Partition]) -> None:
     """When the partitions' level differs from the markers on disk, move the old layout's partition files into
     `<stage>/previous/` (kept for reuse until the stage completes). If `previous/` already holds an older
     layout (a relayout run was interrupted and the layout changed again), the middle layout is dropped."""
@@ -369,7 +251,7 @@ def relayout(ctx: BuildContext, stage: str, parts: list[Partition]) -> None:
         write_json(previous / LEVEL_FILE, {"level": old_level})
 
 
-def drop_previous(ctx: BuildContext, stage: str) -> None:
+def drop_previous(ctx: Scope, stage: str) -> None:
     shutil.rmtree(ctx.stage_dir(stage) / PREVIOUS, ignore_errors=True)
 
 
@@ -390,10 +272,8 @@ def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> 
         reused=sum(r.reused for r in ran),
         crashed_samples=sum(r.crashed for r in ran),
     )
-    from pipeline.sources.adaptive import merge_counters
-
-    for r in results:  # a skipped partition's result may carry counters of its process too: none is lost
-        summary.requests = merge_counters(summary.requests, r.requests)
+    for r in results:
+        summary.stats = merge_stats(summary.stats, r.stats)
     crashed = [r for r in ran if r.crashed]
     if crashed:
         summary.notes.append(
@@ -403,20 +283,14 @@ def summarize(stage: str, parts: list[Partition], results: list[PartResult]) -> 
     return summary
 
 
-def stage_failed(species: str, stage: str, errors: list[PartResult]) -> UserError:
+def stage_failed(scope: str, stage: str, errors: list[PartResult]) -> UserError:
     """One line for the partitions of a stage that crashed: the first, how many more, where its traceback is."""
     errors = sorted(errors, key=lambda r: r.index)
     more = f" (and {len(errors) - 1} more partitions)" if len(errors) > 1 else ""
     return UserError(
-        f"species {species}, stage {stage}: {errors[0].error}{more}; traceback in {errors[0].log}; "
+        f"{scope}, stage {stage}: {errors[0].error}{more}; traceback in {errors[0].log}; "
         "finished partitions are kept, rerun to resume (`python -m pipeline status --failed` lists what crashed)"
     )
-
-
-def name_list(items: list[str]) -> str:
-    """The first SHOWN of `items` and how many more: what one line names."""
-    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more
 
 
 def run_stage(graph: StageGraph, name: str, **kw: object) -> StageSummary:
@@ -444,12 +318,9 @@ def run_stages(
     if len(stages) > 2 or (len(stages) == 2 and stages[1].streams_from != stages[0].name):
         raise ValueError(f"stages {names}: one stage, or a stage and the one streaming from it")
     remove_stale_temps(ctx.species_dir)  # left by a killed run; never taken for a result
-    for stage in stages:
-        if stage.prepare(ctx, graph, force):
-            graph.reset(stage.name)
     missing = graph.missing(stages[0].name)
     if missing:
-        raise UserError(f"species {ctx.species}, stage {stages[0].name}: {missing}")
+        raise UserError(f"{ctx.scope}, stage {stages[0].name}: {missing}")
     listed = [graph.partitions(stage.name) for stage in stages]
     for stage, parts in zip(stages, listed, strict=True):
         relayout(ctx, stage.name, parts)
@@ -485,7 +356,7 @@ def run_stages(
         errors = [r for r in stage_results if r.error]
         if errors:
             merge_ledger(ctx)
-            raise stage_failed(ctx.species, stage.name, errors)
+            raise stage_failed(ctx.scope, stage.name, errors)
     summaries = []
     for stage, parts, stage_results, retried in zip(stages, listed, per_stage, retrying, strict=True):
         summary = summarize(stage.name, parts, stage_results)
@@ -507,7 +378,7 @@ def run_stages(
     return summaries
 
 
-def over_budget(ctx: BuildContext, stage: Stage, parts: list[Partition], ledger: object, summary: StageSummary) -> None:
+def over_budget(ctx: Scope, stage: Stage, parts: list[Partition], ledger: object, summary: StageSummary) -> None:
     """The stage's failures for the servers' sake (retryable: unavailable, unexpected) against its items: noted in
     its summary, and past `max_failed_fraction` a UserError in one line naming the commonest reasons (the
     partitions are sealed: a rerun retries only those failures)."""
@@ -520,7 +391,7 @@ def over_budget(ctx: BuildContext, stage: Stage, parts: list[Partition], ledger:
     summary.notes.append(f"{failed} to retry ({commonest})")
     if failed > ctx.cfg.max_failed_fraction * max(items, 1):
         raise UserError(
-            f"species {ctx.species}, stage {stage.name}: {failed} of {items} {stage.unit} failed for the servers' sake "
+            f"{ctx.scope}, stage {stage.name}: {failed} of {items} {stage.unit} failed for the servers' sake "
             f"({100 * failed / max(items, 1):.1f}%, over max_failed_fraction {ctx.cfg.max_failed_fraction:g} of "
             f"config/{ctx.species}.yaml): {commonest}; `python -m pipeline status --failed` lists them, the next "
             "build retries them"
@@ -558,7 +429,7 @@ class LiveSamples:
 
 
 def execute_streamed(
-    first: Stage, second: Stage, ctx: BuildContext, part: Partition, force: bool
+    first: Stage, second: Stage, ctx: Scope, part: Partition, force: bool
 ) -> tuple[PartResult, PartResult | None]:
     """One task: `first`'s partition (unless done) on a background thread, `second` working on each of its
     samples as soon as it is settled; `first` sealed first, then `second`, fingerprinted by what `first` wrote."""

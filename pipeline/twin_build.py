@@ -118,17 +118,18 @@ def twin_environment(species: str, work: Path, opts: TwinOptions) -> Iterator:
 def build_through_twin(species: str, work: Path, out: Path, run_opts, opts: TwinOptions) -> tuple:  # noqa: ANN001
     """Serve the world, build `species` (demo) through CaveSource against it, stop the twin. Returns the build's
     (summaries, release result) and what its requests asked, met and learned (and a hostile twin's limits)."""
+    from core.stats import merge_stats
     from pipeline.build import build
-    from pipeline.sources.adaptive import merge_counters, take_counters
+    from pipeline.sources.adaptive import take_counters
     from pipeline.sources.budget import last_stats
 
     with twin_environment(species, work, opts) as server:
         take_counters()  # this process's figures from before the build are not the build's
         summaries, result = build(species, work, out, run_opts, cave_token=server.token)
         asked = requests_summary(server.log.records())
-        learned = take_counters()  # the main process's own requests (the bank's roots, the split's bbox)
-        for summary in summaries:
-            learned = merge_counters(learned, summary.requests)
+        learned = take_counters()  # this process's requests no unit of work reported (none, as it is built)
+        for summary in summaries:  # what every worker met, each unit's stats merged into its stage's summary
+            learned = merge_stats(learned, summary.stats.get("requests", {}))
         asked["learned"] = learned
         asked["budget"] = last_stats()  # what the build's one budget per host did (in flight, paces, outages)
         hostility = server.app.hostility

@@ -17,6 +17,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 from PIL import Image
 
+from core.npy import PARSE_LOCK, load_npz
+
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 # Deflate level of the geometry npz (np.savez_compressed uses zlib's default, 6). Measured on a dual render with
 # 44% foreground (benchmarks/bench_render_core.py): level 6 ~25 ms / 312 kB, 3 ~15 ms / 340 kB, 1 ~17 ms / 356 kB.
@@ -40,12 +42,13 @@ def encode_geometry(arr: np.ndarray, compress_level: int = NPZ_COMPRESS_LEVEL) -
 @functools.lru_cache(maxsize=64)
 def _npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran_order, dtype, data offset) of an NPY payload starting with `head` (numpy's own reader,
-    cached: every row of a release has the same header, and numpy parses it with ast)."""
+    cached: every row of a release has the same header, and numpy parses it with ast: under `PARSE_LOCK`)."""
     npy = io.BytesIO(head)
     version = npy_format.read_magic(npy)
-    shape, fortran, dtype = (
-        npy_format.read_array_header_1_0(npy) if version == (1, 0) else npy_format.read_array_header_2_0(npy)
-    )
+    with PARSE_LOCK:
+        shape, fortran, dtype = (
+            npy_format.read_array_header_1_0(npy) if version == (1, 0) else npy_format.read_array_header_2_0(npy)
+        )
     return shape, fortran, dtype, npy.tell()
 
 
@@ -63,8 +66,7 @@ def decode_geometry(data: bytes) -> np.ndarray:
             or info.compress_type != zipfile.ZIP_DEFLATED
             or info.flag_bits & 1
         ):
-            with np.load(buf, allow_pickle=False) as z:
-                return z["arr_0"]
+            return load_npz(buf, ["arr_0"])["arr_0"]
     head = struct.unpack(
         zipfile.structFileHeader, data[info.header_offset : info.header_offset + zipfile.sizeFileHeader]
     )

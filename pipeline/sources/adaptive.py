@@ -347,17 +347,6 @@ class Counters:
         return {**counts, "sizes": {k: [v] for k, v in sorted(self.sizes.items())}}
 
 
-def merge_counters(a: dict, b: dict) -> dict:
-    """Two processes' (or partitions') counters as one: counts summed, each endpoint's sizes listed."""
-    out = {k: int(a.get(k, 0)) + int(b.get(k, 0)) for k in (*a, *b) if k != "sizes"}
-    sizes: dict[str, list[int]] = {}
-    for part in (a, b):
-        for k, v in (part.get("sizes") or {}).items():
-            sizes.setdefault(k, []).extend(v)
-    out["sizes"] = {k: sorted(v) for k, v in sorted(sizes.items())}
-    return out
-
-
 def reason_of(endpoint: str) -> str:
     """The endpoint's name in a ledger reason (`<name>_unavailable`)."""
     return REASON_OF.get(endpoint, endpoint)

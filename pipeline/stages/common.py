@@ -19,7 +19,9 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.partitions import PREFIX_BITS, buckets, level_for
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, Stage, fingerprint
+from pipeline.runner import fingerprint
+from pipeline.sources.adaptive import take_counters
+from pipeline.stage import Outcome, Partition, Stage
 
 # The config keys naming where a species' data comes from (read by every stage that reads the source).
 SOURCE_KEYS = ("source", "datastack", "server_address")
@@ -31,6 +33,12 @@ def source_identity(ctx: BuildContext) -> str:
         marker = ctx.world_dir / "world.json"
         return sha256_file(marker) if marker.exists() else "no-world"
     return ""
+
+
+def requests_met() -> dict:
+    """A stage's stats of what this process's requests met since the last call (refusals, 500s, bisections, the
+    sizes learned: pipeline/sources/adaptive.py), for its outcome: the runner merges them, knowing no source."""
+    return {"requests": take_counters()}
 
 
 def sample_key(ctx: BuildContext, stage: Stage, row_digest: str, *inputs: object) -> str:

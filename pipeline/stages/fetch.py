@@ -19,11 +19,12 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase
 from pipeline.sources import open_source
+from pipeline.stage import Outcome, Partition, StageBase
 from pipeline.stages.common import (
     SOURCE_KEYS,
     bank_partitions,
+    requests_met,
     rows_of_partition,
     run_samples,
     sample_key,
@@ -31,6 +32,7 @@ from pipeline.stages.common import (
 )
 from pipeline.stages.fetch_meshes import PartitionMeshes
 from pipeline.stages.fetch_sample import CROP_BOX_KEYS, STAGE, crop_box_half_nm, fetch_sample
+from pipeline.stages.select import STAGE as SELECT
 
 
 def _known_sha256(ctx: BuildContext, prior: PriorRun | None, path: Path) -> str:
@@ -63,7 +65,7 @@ class FetchStage(StageBase):
         "em_window_nm",
         "faults",
     )
-    consumes = ("bank",)
+    consumes = (SELECT,)
     unit = "rows"  # bank rows, one sample each
     keys_samples = True
     widened_by = CROP_BOX_KEYS  # a sample is refetched only when its mesh crop box must grow
@@ -128,6 +130,7 @@ class FetchStage(StageBase):
         outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior, ctx.cfg.fetch_threads, settled)
         outcome.outputs = sorted(p for p, _ in paths.values() if str(p.relative_to(ctx.work_dir)) not in dropped)
         outcome.dropped = dropped
+        outcome.stats = requests_met()
         return outcome
 
     def finish(self, ctx: BuildContext, graph: StageGraph, parts: list[Partition], force: bool) -> str | None:

@@ -34,7 +34,8 @@ from core.errors import UserError
 from core.fetched import crop_half_of
 from core.layout import MARKER
 from pipeline.context import BuildContext
-from pipeline.markers import digests, read_marker, write_marker
+from pipeline.markers import read_marker
+from pipeline.runner import amend
 from pipeline.sources import open_source
 from pipeline.stages.fetch_meshes import PartitionMeshes
 from pipeline.stages.fetch_sample import STAGE as FETCH_STAGE
@@ -55,7 +56,7 @@ def drop_fetched(ctx: BuildContext, index: int) -> int:
     for rel, rec in outputs.items():
         dropped[rel] = {**rec, "crop_half_nm": crop_half_of(ctx.work_dir / rel)}
     if outputs:
-        write_marker(marker_path, {**marker, "outputs": {}, "dropped": dict(sorted(dropped.items()))})
+        amend(ctx, marker_path, drop={rel: dropped[rel] for rel in outputs})
     for rel in dropped:  # a file fetched again for a re-render goes too
         (ctx.work_dir / rel).unlink(missing_ok=True)
     return len(outputs)
@@ -87,13 +88,7 @@ def refetch(ctx: BuildContext, rows: list[dict], files: dict[str, tuple[Path, st
 def record_refetched(ctx: BuildContext, index: int, paths: list[Path]) -> None:
     """Files fetched again whose bytes differ from their record: the fetch marker (sealed) records them as outputs,
     with their own sha256, so that the render's keys name what it rendered."""
-    marker_path = ctx.part_file(FETCH_STAGE, index, MARKER)
-    marker = read_marker(marker_path) or {}
-    dropped = dict(marker.get("dropped", {}))
-    for p in paths:
-        dropped.pop(str(p.relative_to(ctx.work_dir)), None)
-    outputs = {**marker.get("outputs", {}), **digests(ctx.work_dir, paths)}
-    write_marker(marker_path, {**marker, "outputs": dict(sorted(outputs.items())), "dropped": dropped})
+    amend(ctx, ctx.part_file(FETCH_STAGE, index, MARKER), add=paths)
 
 
 def refetch_dropped(

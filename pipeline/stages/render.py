@@ -21,10 +21,11 @@ from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
 from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase, is_done
+from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.common import (
     bank_partition,
     bank_partitions,
+    requests_met,
     rows_of_partition,
     run_samples,
     sample_key,
@@ -118,6 +119,7 @@ class RenderStage(StageBase):
         outcome = run_samples(ctx, part, rows, key_of_row, reuse, build, prior)
         if refetched:
             say_refetched(ctx, part.name, len(refetched))
+            outcome.stats = requests_met()  # what fetching them again met
         table = pa.Table.from_pylist(built, schema=RENDER_PART_SCHEMA)
         if kept:
             table = pa.concat_tables([old["table"].take(pa.array(kept, pa.int64())).cast(RENDER_PART_SCHEMA), table])

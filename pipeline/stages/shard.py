@@ -1,25 +1,31 @@
 """The shard stage: the release from the render parts and splits of every species built in the work dir.
 
-Its scope is the release, not one species: one partition whose fingerprint covers `shard_bytes` and the digests
-of every species' render parts and split. Every species with a bank in the work dir goes in: if one is not
+Its scope is the release, not one species (pipeline.context.ReleaseContext): its graph is fed by every species'
+graph (`release_graph`) and its one unit consumes their render and split, fingerprinted by every species'
+`shard_bytes` and `max_missing_fraction` (the card states it), the release dir and the digests of every species'
+render parts and split; the runner seals it as any other (its marker: `work/release/shard/part-00000.done`,
+recording the release's files where they are). Every species with a bank in the work dir goes in: if one is not
 rendered and split under its current config, the stage refuses and names it (a release never silently omits a
-species). Its marker is `work/release.done`; it records the release files' sizes, relative to the release dir.
+species).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from core.errors import UserError
-from core.hashing import key_of, md5_hex
+from core.hashing import md5_hex
 from core.layout import MARKER
 from pipeline import __version__
-from pipeline.context import BuildContext, make_context, release_marker_path
+from pipeline.context import BuildContext, ReleaseContext, make_context
 from pipeline.graph import StageGraph
-from pipeline.markers import corrupt_outputs, outputs_digest, read_marker, write_marker
-from pipeline.runner import Partition, StageDeclarations
+from pipeline.markers import corrupt_outputs, outputs_digest, read_marker
+from pipeline.reuse import PriorRun
+from pipeline.runner import fingerprint
+from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.render import STAGE as RENDER
 from pipeline.stages.species import species_graph
 from pipeline.stages.split import STAGE as SPLIT
@@ -35,87 +41,72 @@ def species_in(work: Path) -> list[str]:
     return sorted(p.name for p in Path(work).iterdir() if (p / "bank.parquet").exists())
 
 
-@dataclass
-class ReleaseInputs:
-    contexts: list[BuildContext]
-    fingerprint: str
-    problem: str | None  # why the release cannot be written yet (one line), or None
-    graphs: dict[str, StageGraph]  # each species' stage graph, as listed for the fingerprint
-
-
-class ShardStage(StageDeclarations):
-    """The release's stage: one partition over every species (`inputs`, `is_done`, `run`), not a species'."""
+class ShardStage(StageBase):
+    """The release's stage: one unit over every species built in the work dir."""
 
     name = STAGE
-    reads = ("shard_bytes", "max_missing_fraction")  # the card states each species' max_missing_fraction
-    consumes = (RENDER, SPLIT)
+    reads = ("shard_bytes", "max_missing_fraction")  # of every species; the card states each max_missing_fraction
+    consumes = (RENDER, SPLIT)  # of every species feeding its graph
+    unit = "rows"  # the rows of every species' render parts: what the release ships
 
-    def inputs(self, work: Path, out: Path, graphs: dict[str, StageGraph] | None = None) -> ReleaseInputs:
-        """What the release is made of: every species with a bank in `work`, listed through its stage graph
-        (`graphs`: the ones a build has already listed, reused)."""
-        graphs = dict(graphs or {})
-        contexts = []
-        for sp in species_in(work):
-            if sp not in graphs:
-                graphs[sp] = species_graph(make_context(sp, work, out))
-            contexts.append(graphs[sp].ctx)
-        if not contexts:
-            return ReleaseInputs([], "", f"no species in {work} has a bank yet: run `make build` first", graphs)
-        inputs, problems = [], []
-        for ctx in contexts:
-            graph = graphs[ctx.species]
+    def partitions(self, ctx: ReleaseContext, graph: StageGraph) -> list[Partition]:
+        """The release's one unit: its members are every species' render parts (relative to the work dir), its
+        fingerprint covers what they and the splits wrote, every species' `reads` and where it goes."""
+        inputs, members, n_rows = [], [], 0
+        for species, fed in sorted(graph.feeds.items()):
             for name in self.consumes:
-                if graph.missing(name) or graph.incomplete(name):
-                    problems.append(f"{ctx.species} ({name} not done)")
-                    break
-                inputs += [f"{ctx.species}:{name}:{outputs_digest(read_marker(p.marker_path(ctx)))}"
-                           for p in graph.partitions(name)]  # fmt: skip
-        card = [f"{c.species}:max_missing_fraction:{c.cfg.max_missing_fraction!r}" for c in contexts]
-        fp = md5_hex(key_of(__version__, STAGE, shard_bytes(contexts), *card, *inputs))
-        problem = None
-        if problems:
-            names = ", ".join(problems)
-            first = problems[0].split(" ")[0]
-            problem = (
-                f"every species with a bank in {work} goes into the release, and {names} is not ready: run "
-                f"`make build SPECIES={first}`, or remove {Path(work) / first} to leave it out"
-            )
-        return ReleaseInputs(contexts, fp, problem, graphs)
+                inputs += [f"{species}:{name}:{outputs_digest(read_marker(p.marker_path(fed.ctx)))}"
+                           for p in fed.partitions(name)]  # fmt: skip
+            for part in fed.partitions(RENDER):
+                out = part.output_file(fed.ctx)
+                members.append(str(out.relative_to(ctx.work_dir)))
+                n_rows += pq.read_metadata(out).num_rows if is_done(fed.ctx, part) else 0
+        fp = fingerprint(ctx, self, str(ctx.out_dir), *inputs)
+        return [Partition(STAGE, 0, n_rows, fp, members=tuple(members))]
 
-    def is_done(self, release: ReleaseInputs, work: Path, out: Path) -> bool:
-        marker = read_marker(release_marker_path(work))
-        if marker is None or release.problem or marker.get("fingerprint") != release.fingerprint:
-            return False
-        if marker.get("out_dir") != str(Path(out).resolve()):
-            return False
-        for name, size in marker.get("files", {}).items():
-            path = Path(out) / name
-            if not path.exists() or path.stat().st_size != size:
-                return False
-        return True
+    def not_ready(self, ctx: ReleaseContext, behind: list[str]) -> str:
+        work = ctx.work_dir
+        if not behind:
+            return f"no species in {work} has a bank yet: run `make build` first"
+        first = behind[0].split(" ")[0]
+        return (
+            f"every species with a bank in {work} goes into the release, and {', '.join(behind)} is not ready: run "
+            f"`make build SPECIES={first}`, or remove {work / first} to leave it out"
+        )
 
-    def run(self, release: ReleaseInputs, work: Path, out: Path) -> dict:
+    def run(self, ctx: ReleaseContext, part: Partition, prior: PriorRun | None) -> Outcome:
+        """Check every render part's bytes, write the release beside `out` and swap it in whole."""
         from shard.release import write_release
 
-        if release.problem:
-            raise UserError(release.problem)
-        render_parts = {c.species: release.graphs[c.species].partitions(RENDER) for c in release.contexts}
-        check_render_parts(release.contexts, render_parts)
+        contexts = {c.species: c for c in ctx.contexts}
+        parts: dict[str, list[Path]] = {sp: [] for sp in contexts}
+        for member in part.members:
+            parts[Path(member).parts[0]].append(ctx.work_dir / member)
+        # each render part's marker beside it: its bytes against the sha256 it records
+        check_render_parts(ctx.work_dir, [p.with_suffix(MARKER) for sp in sorted(parts) for p in parts[sp]])
         summary = write_release(
-            species_parts={c.species: [p.output_file(c) for p in render_parts[c.species]] for c in release.contexts},
-            splits={c.species: c.split_path for c in release.contexts},
-            split_manifests={c.species: c.manifest_path for c in release.contexts},
-            failures=[c.ledger_path for c in release.contexts if c.ledger_path.exists()],
-            out_dir=Path(out),
-            shard_bytes=shard_bytes(release.contexts),
-            configs={c.species: c.cfg for c in release.contexts},
-            build_info=build_info(release.contexts),
+            species_parts=parts,
+            splits={sp: c.split_path for sp, c in contexts.items()},
+            split_manifests={sp: c.manifest_path for sp, c in contexts.items()},
+            failures=[c.ledger_path for c in contexts.values() if c.ledger_path.exists()],
+            out_dir=ctx.out_dir,
+            shard_bytes=min(ctx.config(("shard_bytes",))["shard_bytes"].values()),  # one target: the smallest
+            configs={sp: c.cfg for sp, c in contexts.items()},
+            build_info=build_info(list(contexts.values())),
         )
-        files = {name: (Path(out) / name).stat().st_size for name in RELEASE_FILES}
-        species = [c.species for c in release.contexts]
-        write_marker(release_marker_path(work), {"fingerprint": release.fingerprint, "species": species,
-                                                 "out_dir": str(Path(out).resolve()), "files": files})  # fmt: skip
-        return {"species": species, "summary": summary}
+        return Outcome(built=summary["total_rows"], outputs=[ctx.out_dir / name for name in RELEASE_FILES])
+
+
+SHARD = ShardStage()
+
+
+def release_graph(work: Path, out: Path, graphs: dict[str, StageGraph] | None = None) -> StageGraph:
+    """The release's graph, fed by the graph of every species with a bank in `work` (`graphs`: the ones a command
+    has listed already, reused)."""
+    graphs = dict(graphs or {})
+    feeds = {sp: graphs.get(sp) or species_graph(make_context(sp, work, out)) for sp in species_in(work)}
+    ctx = ReleaseContext(Path(work).resolve(), Path(out).resolve(), tuple(g.ctx for g in feeds.values()))
+    return StageGraph(ctx, {STAGE: SHARD}, feeds)
 
 
 def build_info(contexts: list[BuildContext]) -> dict:
@@ -142,23 +133,18 @@ def build_info(contexts: list[BuildContext]) -> dict:
     return {"code_version": __version__, "species": species}
 
 
-def shard_bytes(contexts: list[BuildContext]) -> int:
-    """One shard byte target for the release: the smallest any included species asks for."""
-    return min((c.cfg.shard_bytes for c in contexts), default=0)
-
-
-def check_render_parts(contexts: list[BuildContext], parts: dict[str, list[Partition]]) -> None:
+def check_render_parts(work_dir: Path, markers: list[Path]) -> None:
     """Every render part must hash as its marker says; a corrupt one loses its marker, to be redone."""
-    for ctx in contexts:
-        for part in parts[ctx.species]:
-            bad = corrupt_outputs(ctx.work_dir, part.marker_path(ctx))
-            if bad:
-                part.marker_path(ctx).unlink(missing_ok=True)
-                raise UserError(
-                    f"species {ctx.species}: render part {bad[0]} does not match the sha256 in its marker "
-                    f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={ctx.species}` "
-                    "to render that partition again"
-                )
+    for marker in markers:
+        bad = corrupt_outputs(work_dir, marker)
+        if bad:
+            marker.unlink(missing_ok=True)
+            species = marker.relative_to(work_dir).parts[0]
+            raise UserError(
+                f"species {species}: render part {bad[0]} does not match the sha256 in its marker "
+                f"(corrupted on disk); its marker was removed: rerun `make build SPECIES={species}` "
+                "to render that partition again"
+            )
 
 
 def rewrite_report_of(work: Path, out: Path) -> Path:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
-from pipeline.runner import Stage
+from pipeline.stage import Stage
 from pipeline.stages.bank import BankStage
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.render import RenderStage
+from pipeline.stages.roots import RootsStage
+from pipeline.stages.select import SelectStage
 from pipeline.stages.split import SplitStage
 
 SPECIES_STAGES: dict[str, Stage] = {
+    "roots": RootsStage(),
     "bank": BankStage(),
+    "select": SelectStage(),
     "fetch": FetchStage(),
     "render": RenderStage(),
     "split": SplitStage(),

@@ -6,11 +6,14 @@ import pyarrow as pa
 
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
-from pipeline.markers import read_marker
+from pipeline.markers import outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import Outcome, Partition, StageBase, fingerprint
+from pipeline.runner import fingerprint
 from pipeline.sources import open_source
-from pipeline.stages.common import SOURCE_KEYS, source_identity
+from pipeline.stage import Outcome, Partition, StageBase
+from pipeline.stages.common import SOURCE_KEYS, requests_met, source_identity
+from pipeline.stages.select import STAGE as SELECT
+from pipeline.stages.select import bank_rows
 from split_assign import assign, manifest, write_assignment, write_manifest
 
 STAGE = "split"
@@ -19,13 +22,14 @@ STAGE = "split"
 class SplitStage(StageBase):
     name = STAGE
     reads = (*SOURCE_KEYS, "seg_cloudpath", "split_salt", "cube_nm", "split_ratios")
-    consumes = ("bank",)
+    consumes = (SELECT,)
     unit = "rows"  # its one partition assigns every bank row
 
     def partitions(self, ctx: BuildContext, graph: StageGraph) -> list[Partition]:
-        marker = read_marker(ctx.bank_marker_path) or {}
-        digest = ",".join(rec["sha256"] for _, rec in sorted(marker.get("outputs", {}).items())) or "no-bank"
-        return [Partition(STAGE, 0, int(marker.get("n_rows", 0)), fingerprint(ctx, self, source_identity(ctx), digest))]
+        """One partition over the whole bank, fingerprinted by what the selection wrote."""
+        (selection,) = graph.partitions(SELECT)
+        digest = outputs_digest(read_marker(selection.marker_path(ctx)))
+        return [Partition(STAGE, 0, bank_rows(ctx), fingerprint(ctx, self, source_identity(ctx), digest))]
 
     def run(self, ctx: BuildContext, part: Partition, prior: PriorRun | None) -> Outcome:
         import pyarrow.parquet as pq
@@ -39,4 +43,4 @@ class SplitStage(StageBase):
         doc = manifest(table, lo, hi, ctx.species, cfg.split_salt, **kwargs)
         doc["sample_counts"] = "bank rows, including samples that later fail fetch or render (see failures.parquet)"
         write_manifest(ctx.manifest_path, doc)
-        return Outcome(built=table.num_rows, outputs=[ctx.split_path, ctx.manifest_path])
+        return Outcome(built=table.num_rows, outputs=[ctx.split_path, ctx.manifest_path], stats=requests_met())

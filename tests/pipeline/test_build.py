@@ -72,12 +72,15 @@ def test_status_reports_every_stage(built, tiny_configs):
     work, out, _ = built
     proc = cli("status", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
-    assert [cols[1] for cols in lines] == ["bank", "fetch", "render", "split", "shard"]
+    assert [cols[1] for cols in lines] == ["roots", "bank", "select", "fetch", "render", "split", "shard"]
     assert lines[-1][:4] == ["release", "shard", "1", "0"]  # the release is a stage with its marker
     assert all(cols[3] == "0" for cols in lines)  # nothing pending
-    assert int(lines[0][6]) >= 1  # the demo world's injected defects failed in the bank
-    assert [cols[5] for cols in lines] == ["roots", "rows", "rows", "rows", "rows"]  # what each count is
-    fetch, render, split = (int(cols[4]) for cols in lines[1:4])
+    assert int(lines[1][6]) >= 1  # the demo world's injected defects failed in the bank
+    assert [cols[5] for cols in lines] == ["roots", "roots", "candidates", "rows", "rows", "rows", "rows"]
+    roots, banked = int(lines[0][4]), int(lines[1][4])
+    assert roots == banked > 0  # every proofread root queried, every one banked
+    fetch, render, split = (int(cols[4]) for cols in lines[3:6])
+    assert int(lines[2][4]) >= fetch  # the selection chose the bank rows among the candidates
     assert fetch == render == split > int(lines[-1][4])  # every bank row; the release ships those that did not fail
 
 

@@ -10,7 +10,7 @@ import pytest
 from config import load_config
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
-from pipeline.runner import Partition, StageBase
+from pipeline.stage import Partition, StageBase
 from pipeline.stages.species import SPECIES_STAGES
 
 
@@ -40,7 +40,7 @@ def ctx(tmp_path):
 def test_the_order_follows_consumes_and_a_cycle_or_an_unknown_stage_is_refused(ctx):
     graph = StageGraph(ctx, {s.name: s for s in (Toy("c", ("b",)), Toy("b", ("a",)), Toy("a"))})
     assert graph.order == ["a", "b", "c"]
-    assert StageGraph(ctx, SPECIES_STAGES).order == ["bank", "fetch", "render", "split"]
+    assert StageGraph(ctx, SPECIES_STAGES).order == ["roots", "bank", "select", "fetch", "render", "split"]
     with pytest.raises(ValueError, match="cycle"):
         StageGraph(ctx, {"a": Toy("a", ("b",)), "b": Toy("b", ("a",))})
     with pytest.raises(ValueError, match="unknown stages"):
@@ -71,9 +71,19 @@ def test_each_stage_is_listed_once_until_an_upstream_changes(ctx):
     for name in stages:
         graph.partitions(name)
     assert {n: s.listed for n, s in stages.items()} == {"a": 1, "b": 2, "c": 2, "d": 1}
-    graph.reset("d")  # d's own inputs were prepared anew
-    graph.partitions("d")
-    assert stages["d"].listed == 2
+
+
+def test_a_stage_fed_by_other_scopes_names_each_scope_whose_input_is_not_ready(ctx):
+    """The release's shape: a graph whose stage consumes a stage of every scope feeding it (each species' graph)."""
+    feeds = {"y": StageGraph(ctx, {"a": Toy("a", done=False)}), "x": StageGraph(ctx, {"a": Toy("a")})}
+    graph = StageGraph(ctx, {"g": Toy("g", ("a",))}, feeds)
+    assert graph.order == ["g"] and graph.missing("g") == "y (a not done) is not ready"
+    feeds["y"].stages["a"].done = True
+    feeds["y"].changed("a")
+    assert graph.missing("g") is None
+    assert StageGraph(ctx, {"g": Toy("g", ("a",))}, {}).missing("g") == "no scope feeds it yet"
+    with pytest.raises(ValueError, match="unknown stages"):
+        StageGraph(ctx, {"g": Toy("g", ("b",))}, feeds)
 
 
 @pytest.mark.slow
@@ -85,8 +95,10 @@ def test_a_rebuild_with_nothing_to_do_lists_each_stage_once(tiny_release, tiny_c
     monkeypatch.setenv("CB2_CONFIG_DIR", str(tiny_configs))
     opts = RunOptions(scheduler="sync", progress=False)
     build("demo", work, out, opts)  # the copy's release goes to its own out dir once
+    from pipeline.stages.shard import SHARD
+
     listed: dict[str, int] = {}
-    for name, stage in SPECIES_STAGES.items():
+    for name, stage in [*SPECIES_STAGES.items(), (SHARD.name, SHARD)]:
         original = type(stage).partitions
 
         def counting(self, ctx, graph, _original=original, _name=name):
@@ -95,6 +107,6 @@ def test_a_rebuild_with_nothing_to_do_lists_each_stage_once(tiny_release, tiny_c
 
         monkeypatch.setattr(type(stage), "partitions", counting)
     summaries, result = build("demo", work, out, opts)
-    assert [(s.stage, s.ran) for s in summaries] == [("bank", 0), ("fetch", 0), ("render", 0), ("split", 0)]
+    assert [(s.stage, s.ran) for s in summaries] == [(n, 0) for n in SPECIES_STAGES]
     assert result.get("skipped") is True
-    assert listed == {"bank": 1, "fetch": 1, "render": 1, "split": 1}
+    assert listed == {**dict.fromkeys(SPECIES_STAGES, 1), "shard": 1}  # the release's unit too

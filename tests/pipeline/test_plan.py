@@ -35,7 +35,9 @@ def test_plan_for_a_real_species_without_network_fails_in_one_line(tmp_path, tin
     proc = cli("plan", "--species", "fly", "--work", str(tmp_path), config_dir=CONFIG_DIR, check=False, timeout=120)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: could not reach") and "config/fly.yaml" in lines[0]
+    # the proofread roots are the first unit of work: the runner names its species and stage before the reason
+    assert len(lines) == 1 and lines[0].startswith("error: species fly, stage roots: could not reach")
+    assert "config/fly.yaml" in lines[0]
 
 
 def test_the_whole_build_is_estimated_with_the_disk_both_ways():

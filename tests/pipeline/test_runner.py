@@ -10,7 +10,8 @@ from core.errors import UserError
 from core.ledger import Failure
 from pipeline.context import BuildContext
 from pipeline.graph import StageGraph
-from pipeline.runner import Outcome, Partition, StageBase, is_done, run_stage, to_retry
+from pipeline.runner import run_stage
+from pipeline.stage import Outcome, Partition, StageBase, is_done, to_retry
 
 
 class CountingStage(StageBase):
@@ -383,3 +384,46 @@ def test_the_next_run_retries_only_the_partitions_holding_failures_to_retry_once
     assert [to_retry(ctx, p) for p in parts] == [0, 0, 0]
     _run(stage, ctx, scheduler="sync", progress=False)
     assert _runs(ctx, stage) == [1, 2, 1]
+
+
+class _Counting(CountingStage):
+    """Reports what each partition "met", as a source's counters would be."""
+
+    def run(self, ctx, part, prior):
+        outcome = super().run(ctx, part, prior)
+        outcome.stats = {"requests": {"refused": 1, "sizes": {"change_log": [part.index]}}}
+        return outcome
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_each_partitions_stats_come_back_with_it_and_are_merged_into_its_stages_summary(ctx, scheduler):
+    """The runner adds up what every unit met (numbers summed, lists joined) without knowing what it counts: the
+    twin build's closing lines read it from the summaries. A skipped partition met nothing."""
+    summary = _run(_Counting(n_parts=4), ctx, scheduler=scheduler, progress=False)
+    assert summary.stats["requests"]["refused"] == 4
+    assert sorted(summary.stats["requests"]["sizes"]["change_log"]) == [0, 1, 2, 3]
+    assert _run(_Counting(n_parts=4), ctx, scheduler=scheduler, progress=False).stats == {}
+
+
+def test_amend_moves_a_sealed_units_outputs_to_dropped_and_back_keeping_it_done_and_its_digest(ctx):
+    """`keep_fetched: false` changes a sealed marker through the runner alone: dropped files are not looked for on
+    disk (the unit stays done) and stay in the digest downstream sees; a file written again is an output again."""
+    from pipeline.markers import outputs_digest, read_marker
+    from pipeline.runner import amend
+
+    stage = CountingStage(n_parts=1)
+    _run(stage, ctx, scheduler="sync", progress=False)
+    (part,) = stage.partitions(ctx)
+    before = read_marker(part.marker_path(ctx))
+    (rel, record) = next(iter(before["outputs"].items()))
+    amend(ctx, part.marker_path(ctx), drop={rel: {**record, "crop_half_nm": 1.0}})
+    (ctx.work_dir / rel).unlink()
+    dropped = read_marker(part.marker_path(ctx))
+    assert dropped["outputs"] == {} and dropped["dropped"][rel]["sha256"] == record["sha256"]
+    assert is_done(ctx, part) and outputs_digest(dropped) == outputs_digest(before)
+    assert dropped["fingerprint"] == before["fingerprint"] and dropped["samples"] == before["samples"]
+    (ctx.work_dir / rel).write_text(f"partition {part.index}")
+    amend(ctx, part.marker_path(ctx), add=[ctx.work_dir / rel])
+    again = read_marker(part.marker_path(ctx))
+    assert again["dropped"] == {} and again["outputs"][rel]["sha256"] == record["sha256"]
+    assert is_done(ctx, part) and outputs_digest(again) == outputs_digest(before)

@@ -17,7 +17,6 @@ from pipeline.sources.adaptive import (
     GROW_AFTER,
     Adaptive,
     classify,
-    merge_counters,
     rate_limit_of,
     retry_after_s,
     wrapped_status,
@@ -460,12 +459,17 @@ def test_parsing_what_the_servers_say():
     assert classify(_http_error(500, body={"message": "429 Too Many Requests: 2 per 1 second"})).amount == 2
 
 
-def test_counters_merge_across_processes():
+def test_counters_of_two_processes_merge_as_plain_stats():
+    """Two processes' counters (`take_counters`: counts, each endpoint's size as a list) merge as any unit's stats
+    (core/stats.py, what the runner does without importing a source): counts summed, each endpoint's sizes listed."""
+    from core.stats import merge_stats
+
     a = {"refused": 2, "bisections": 1, "sizes": {"change_log": [12]}}
     b = {"refused": 1, "rate_limited": 4, "sizes": {"change_log": [6], "roots": [100]}}
-    assert merge_counters(a, b) == {
-        "refused": 3, "bisections": 1, "rate_limited": 4, "sizes": {"change_log": [6, 12], "roots": [100]}
+    assert merge_stats(a, b) == {
+        "refused": 3, "bisections": 1, "rate_limited": 4, "sizes": {"change_log": [12, 6], "roots": [100]}
     }  # fmt: skip
+    assert set(Adaptive().take_counters()) == {*a, *b, "server_errors", "resets", "timeouts", "unavailable", "slow"}
 
 
 def test_a_read_timeout_under_urllib3s_retry_is_a_timeout_not_a_reset():

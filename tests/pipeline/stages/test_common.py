@@ -11,7 +11,7 @@ from config import load_config
 from core.errors import SampleError, TransientSourceError, UserError
 from pipeline.context import BuildContext
 from pipeline.reuse import PriorRun
-from pipeline.runner import Partition
+from pipeline.stage import Partition
 from pipeline.stages.common import run_samples, sample_key
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.render import RenderStage

@@ -12,9 +12,10 @@ from config import load_config
 from core.errors import UserError
 from pipeline.context import BuildContext
 from pipeline.markers import digests, write_marker
-from pipeline.runner import Partition
+from pipeline.runner import run_stage
+from pipeline.stage import Partition, is_done
 from pipeline.stages.bank_candidates import BANK_SCHEMA
-from pipeline.stages.shard import ShardStage, check_render_parts, species_in
+from pipeline.stages.shard import STAGE, check_render_parts, release_graph, species_in
 
 
 def test_a_species_with_a_bank_that_is_not_rendered_and_split_stops_the_release(tmp_path):
@@ -23,14 +24,19 @@ def test_a_species_with_a_bank_that_is_not_rendered_and_split_stops_the_release(
     (work / "fly").mkdir()  # no bank: not a species of this work dir's release
     pq.write_table(pa.Table.from_pylist([], schema=BANK_SCHEMA), work / "demo" / "bank.parquet")
     assert species_in(work) == ["demo"]
-    stage = ShardStage()
-    release = stage.inputs(work, out)
-    assert release.problem is not None and "demo (render not done)" in release.problem
-    assert "make build SPECIES=demo" in release.problem and str(work / "demo") in release.problem
-    assert not stage.is_done(release, work, out)
-    with pytest.raises(UserError, match="demo .render not done. is not ready"):
-        stage.run(release, work, out)
-    assert not out.exists()
+    graph = release_graph(work, out)
+    problem = graph.missing(STAGE)
+    assert problem is not None and "demo (render not done)" in problem
+    assert "make build SPECIES=demo" in problem and str(work / "demo") in problem
+    assert not is_done(graph.ctx, graph.partitions(STAGE)[0])
+    with pytest.raises(UserError, match="^the release, stage shard: .*demo .render not done. is not ready"):
+        run_stage(graph, STAGE, scheduler="sync", progress=False)
+    assert not out.exists() and not graph.partitions(STAGE)[0].marker_path(graph.ctx).exists()
+
+
+def test_a_release_of_no_species_refuses_naming_the_build_to_run(tmp_path):
+    graph = release_graph(tmp_path / "work", tmp_path / "out")
+    assert graph.missing(STAGE) == f"no species in {graph.ctx.work_dir} has a bank yet: run `make build` first"
 
 
 def test_a_render_part_whose_bytes_changed_is_refused_naming_it_and_its_marker_removed(tmp_path):
@@ -41,9 +47,10 @@ def test_a_render_part_whose_bytes_changed_is_refused_naming_it_and_its_marker_r
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"rows of part %d" % part.index)
         write_marker(part.marker_path(ctx), {"fingerprint": part.fingerprint, "outputs": digests(ctx.work_dir, [out])})
-    check_render_parts([ctx], {"demo": parts})  # intact: nothing said, nothing removed
+    markers = [p.marker_path(ctx) for p in parts]
+    check_render_parts(ctx.work_dir, markers)  # intact: nothing said, nothing removed
     bad = parts[1].output_file(ctx)
     bad.write_bytes(b"ROWS OF PART 1")  # the same size: only the sha256 tells
-    with pytest.raises(UserError, match=f"render part {bad} does not match the sha256 in its marker"):
-        check_render_parts([ctx], {"demo": parts})
+    with pytest.raises(UserError, match=f"species demo: render part {bad} does not match the sha256 in its marker"):
+        check_render_parts(ctx.work_dir, markers)
     assert parts[0].marker_path(ctx).exists() and not parts[1].marker_path(ctx).exists()

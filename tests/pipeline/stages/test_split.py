@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from config import load_config
 from pipeline.context import BuildContext
-from pipeline.runner import Partition
+from pipeline.stage import Partition
 from pipeline.stages import split as split_stage
 
 
