@@ -65,6 +65,9 @@ def run_species(
                 summaries += run_stages(graph, tuple(group), **kw)
         finally:
             keep_stats(current().stats())
+            # the handle lives as long as this session: a graph used after it (the release) must not carry it
+            # (a dask actor of a closed client raises on any attribute, and dask walks a task's dataclasses)
+            graph.ctx = dataclasses.replace(graph.ctx, request_budget=None)
         return summaries
 
 
