@@ -38,10 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from cloudfiles import CloudFiles
-from cloudfiles.compression import compress
 from cloudvolume import CloudVolume, Mesh
-from cloudvolume import chunks as cv_chunks
-from cloudvolume.lib import Bbox
 
 from core.atomic import write_json, write_parquet
 from core.release_schema import SPLIT_CUBE_NM
@@ -56,7 +53,7 @@ from sim.demo_world.tables import (
     SYNAPSES_SCHEMA,
     TABLES,
 )
-from sim.demo_world.world import FORMAT, RESIN_EM, resin_chunks
+from sim.demo_world.world import FORMAT, RESIN_EM, create_layers, resin_chunks, write_resin
 
 # the region's first chunk (chunk indices of the demo volume): one below the volume's top, so that resin reaches the
 # top face (a read there meets the volume's bounds: zero padding, not absent chunks)
@@ -186,13 +183,13 @@ def write_small_world(world_dir: str | os.PathLike, seed: int = 0) -> dict:
     pieces, piece_label = _pieces()
     labels = piece_label[pieces]
     sv = np.where(pieces > 0, np.uint64(SV_BASE) + pieces.astype(np.uint64), np.uint64(0))
-    _create_layers(world_dir)
+    create_layers(world_dir)
     box = tuple(slice(int(REGION_START[a]), int(REGION_START[a] + REGION_VX[a])) for a in range(3))
     CloudVolume(f"file://{world_dir}/em", progress=False, compress="gzip")[box] = _em(labels, seed)
     seg = CloudVolume(f"file://{world_dir}/segmentation", progress=False, compress="gzip")
     seg[box] = sv
     written = {tuple(int(c) for c in REGION_CHUNK + d) for d in np.ndindex(*(REGION_VX // CHUNK))}
-    _write_resin(world_dir, resin_chunks(written))
+    write_resin(world_dir, resin_chunks(written), num_threads=0)
     _put_meshes(world_dir, _meshes())
     tables = world_dir / "tables"
     write_parquet(tables / "roots.parquet", _roots_table(ROOTS, piece_label))
@@ -245,42 +242,6 @@ def _em(labels: np.ndarray, seed: int) -> np.ndarray:
     img[edge] = 42.0
     img += rng.normal(0.0, 8.0, size=labels.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def _create_layers(world_dir: Path) -> None:
-    common = {
-        "num_channels": 1,
-        "encoding": "raw",
-        "resolution": [int(x) for x in RES],
-        "voxel_offset": VOXEL_OFFSET.tolist(),
-        "volume_size": VOLUME_SIZE.tolist(),
-        "chunk_size": CHUNK.tolist(),
-    }
-    em_info = CloudVolume.create_new_info(layer_type="image", data_type="uint8", **common)
-    CloudVolume(f"file://{world_dir}/em", info=em_info, progress=False).commit_info()
-    seg_info = CloudVolume.create_new_info(layer_type="segmentation", data_type="uint64", mesh="mesh", **common)
-    seg = CloudVolume(f"file://{world_dir}/segmentation", info=seg_info, progress=False)
-    seg.commit_info()
-    seg.mesh.meta.commit_info()
-
-
-def _write_resin(world_dir: Path, resin: list[tuple[int, int, int]]) -> None:
-    """Constant chunks around the region (the demo world's resin): each chunk shape encoded once."""
-    for layer, value, dtype in (("em", RESIN_EM, np.uint8), ("segmentation", 0, np.uint64)):
-        cv = CloudVolume(f"file://{world_dir}/{layer}", progress=False)
-        blobs: dict[tuple[int, ...], bytes] = {}
-        files = []
-        for chunk in resin:
-            lo = VOXEL_OFFSET + np.asarray(chunk) * CHUNK
-            hi = np.minimum(lo + CHUNK, VOXEL_OFFSET + VOLUME_SIZE)
-            shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-            if shape not in blobs:
-                raw = cv_chunks.encode(np.full((*shape, 1), value, dtype), cv.meta.encoding(0))
-                blobs[shape] = compress(raw, "gzip")
-            files.append((Bbox(lo, hi).to_filename(), blobs[shape]))
-        CloudFiles(f"file://{world_dir}/{layer}/{cv.meta.key(0)}", num_threads=0).puts(
-            files, compress="gzip", raw=True, progress=False
-        )
 
 
 # ------------------------------------------------------------------------------------------------ meshes

@@ -120,7 +120,8 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def _create_layers(tmp: Path) -> None:
+def create_layers(tmp: Path) -> None:
+    """The EM and segmentation layers' info (and the legacy mesh dir's) in `tmp`, the demo volume's geometry."""
     common = {
         "num_channels": 1,
         "encoding": "raw",
@@ -273,10 +274,11 @@ def resin_chunks(written: set[tuple[int, int, int]]) -> list[tuple[int, int, int
 RESIN_EM = 112  # the demo EM's extracellular grey (demo_world.em): embedding resin, no segment
 
 
-def _write_resin(tmp: Path, resin: list[tuple[int, int, int]]) -> None:
+def write_resin(tmp: Path, resin: list[tuple[int, int, int]], num_threads: int = 20) -> None:
     """Every resin chunk of both layers. A resin chunk is constant, so its encoded, gzipped bytes depend only
     on its shape: each shape is encoded once by CloudVolume's own codec and the same bytes are put under
-    each chunk's name (byte-identical to writing each chunk through CloudVolume, in a fraction of the time)."""
+    each chunk's name (byte-identical to writing each chunk through CloudVolume, in a fraction of the time).
+    `num_threads`: CloudFiles' upload threads (0: in this thread, for a world of a few chunks)."""
     for layer, value, dtype in (("em", RESIN_EM, np.uint8), ("segmentation", 0, np.uint64)):
         cv = CloudVolume(f"file://{tmp}/{layer}", progress=False)
         blobs: dict[tuple[int, ...], bytes] = {}
@@ -289,7 +291,9 @@ def _write_resin(tmp: Path, resin: list[tuple[int, int, int]]) -> None:
                 raw = cv_chunks.encode(np.full((*shape, 1), value, dtype), cv.meta.encoding(0))
                 blobs[shape] = compress(raw, "gzip")
             files.append((Bbox(lo, hi).to_filename(), blobs[shape]))
-        CloudFiles(f"file://{tmp}/{layer}/{cv.meta.key(0)}").puts(files, compress="gzip", raw=True, progress=False)
+        CloudFiles(f"file://{tmp}/{layer}/{cv.meta.key(0)}", num_threads=num_threads).puts(
+            files, compress="gzip", raw=True, progress=False
+        )
 
 
 @dataclass(frozen=True)
@@ -355,12 +359,12 @@ def _site_job(plan: SiteBlueprint, hist: History, no_mesh: list[int], seed: int,
 def _write_voxels(tmp: Path, world: _Simulated, no_mesh: list[int], seed: int, workers: int) -> _Voxels:
     """Create the two layers, then write the long axons outside the sites, every site, and the resin around
     all of it (parallel over sites and chunks; results do not depend on the worker)."""
-    _create_layers(tmp)
+    create_layers(tmp)
     outside, long_summary, fg_outside, outside_chunks = _write_outside(tmp, world.plans, world.starts, seed, workers)
     jobs = [_site_job(plan, world.hist, no_mesh, seed, tmp, outside) for plan in world.plans]
     results = _map(run_site, jobs, workers)
     resin = resin_chunks(_site_chunks(world.starts) | set(outside_chunks))
-    _write_resin(tmp, resin)
+    write_resin(tmp, resin)
     return _Voxels(results, long_summary, fg_outside, len(resin))
 
 
