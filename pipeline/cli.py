@@ -128,7 +128,7 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
         from pipeline.context import make_context
 
         _ensure_world(make_context(species, work, out))
-        summaries, result = build_all(species, work, out, opts)
+        summaries, result = build_all(species, work, out, opts, cave_token=_cave_token())
     for summary in summaries:
         click.echo(summary.line())
     click.echo(_release_line(result, out))
@@ -144,6 +144,15 @@ def build(species, work, out, scheduler, workers, force, no_progress, verify, so
     if verify:
         _verify(out, deep=False)
     click.echo(f"build of {species} finished in {time.perf_counter() - start:.1f} s")
+
+
+def _cave_token() -> str | None:
+    """CAVE_TOKEN of the process that starts the build, carried to every worker with the context: a worker of a
+    dask.distributed cluster is another process (often another machine) that does not share this shell's
+    environment. Unset: each worker's own lookup (its CAVE_TOKEN, or caveclient's secret file)."""
+    from pipeline.sources.cave.errors import TOKEN_ENV
+
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _ensure_world(ctx) -> None:  # noqa: ANN001
@@ -182,7 +191,7 @@ def stage(stage, species, work, out, scheduler, workers, force, no_progress) -> 
     if stage == SHARD.name:
         click.echo(_release_line(write_release_all(work, out, opts), out))
         return
-    ctx = make_context(species, work, out)
+    ctx = make_context(species, work, out, _cave_token())
     _ensure_world(ctx)
     for summary in run_species(species_graph(ctx), opts, (stage,)):
         click.echo(summary.line())

@@ -71,3 +71,24 @@ def test_verify_of_an_altered_release_exits_non_zero_naming_the_shard(tmp_path):
     bad = CliRunner().invoke(cli, ["verify", "--out", str(out)])
     assert bad.exit_code == 1
     assert f"error: verify failed for {out}: train/{shard.name}" in bad.output and "altered" in bad.output
+
+
+@pytest.mark.parametrize("command", ["stage", "build"])
+def test_the_shells_cave_token_travels_with_the_context(command, tmp_path, monkeypatch):
+    """A cluster's workers do not share the shell's environment: CAVE_TOKEN goes to them in the context."""
+    import pipeline.build
+
+    seen = []
+
+    def run_species(graph, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - stands in for the run
+        seen.append(graph.ctx.cave_token)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline.build, "run_species", run_species)
+    monkeypatch.setattr("pipeline.cli._ensure_world", lambda ctx: None)
+    args = ["render"] if command == "stage" else []
+    for token in ("t0k3n", None):
+        env = {"CAVE_TOKEN": token} if token else {"CAVE_TOKEN": ""}
+        argv = [command, *args, "--species", "fly", "--work", str(tmp_path), "--no-progress"]
+        CliRunner().invoke(cli, argv, env=env)
+        assert seen.pop() == token
