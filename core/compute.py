@@ -30,21 +30,46 @@ class _Progress(Callback):
 _SESSIONS: dict[str, Any] = {}  # scheduler address -> the dask.distributed client of a running command
 
 
+PROFILER_OFF = "cb2-sampling-profiler-off"  # the worker plugin's name (one per cluster: registering it again replaces)
+
+
+def _profiler_off(worker: Any) -> None:
+    """Stop a dask worker's sampling profiler. Every 10 ms it calls `sys._current_frames()`, which on CPython 3.11
+    can deadlock the whole process (python/cpython#106883: the frames are gathered under the runtime's lock, a
+    garbage collection there runs finalizers that wait on a thread that needs that lock to start or end). Our
+    tasks start and end threads all the time (cloud-files makes a pool per read): a fetch on a cluster froze with
+    every thread waiting on the GIL and the main thread in `gc_collect_main` under `_PyThread_CurrentFrames`."""
+    for name in ("profile", "profile-cycle"):  # out of the dict: a worker joining starts its callbacks after this
+        callback = worker.periodic_callbacks.pop(name, None)
+        if callback is not None:
+            callback.stop()
+
+
 def _connect(scheduler: str) -> Any:
     try:
         from distributed import Client
+        from distributed.diagnostics.plugin import WorkerPlugin
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
         raise UserError("dask.distributed is not installed: pip install 'dask[distributed]'") from exc
     try:
-        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise UserError(f"cannot reach dask scheduler at {scheduler}: {exc}") from None
+
+    class ProfilerOff(WorkerPlugin):
+        name = PROFILER_OFF
+
+        def setup(self, worker: Any) -> None:
+            _profiler_off(worker)
+
+    client.register_plugin(ProfilerOff())  # every worker of the cluster, and each that joins it later
+    return client
 
 
 @contextmanager
 def session(scheduler: str) -> Iterator[Any]:
     """One dask.distributed client for a whole command on `scheduler` (None for the local schedulers): what lives on
-    the cluster for the command (the request budget's actor, pipeline/sources/budget.py) lives as long as it."""
+    the cluster for the command lives as long as it."""
     if scheduler in LOCAL_SCHEDULERS or scheduler in _SESSIONS:
         yield _SESSIONS.get(scheduler)
         return
