@@ -51,7 +51,7 @@ def run_species(
     """Run `stages` (default: all; a command's names, STAGE_NAMES) of one species in build order, under its lock; a
     stage streaming from the one before it runs with it, one task per partition (fetches overlap renders)."""
     wanted = [n for n in graph.order if stages is None or (graph.stage(n).command or n) in stages]
-    with LockSet() as own, session(opts.scheduler) as client, serve_budget(opts.scheduler, client) as budget:
+    with LockSet() as own, session(opts.scheduler), serve_budget(opts.scheduler) as budget:
         graph.ctx = ctx = dataclasses.replace(graph.ctx, request_budget=budget)  # to every worker, with the context
         install(budget)  # this process's requests too (the bank's roots, the split's bbox)
         _lock_species(locks or own, ctx)
@@ -66,7 +66,7 @@ def run_species(
         finally:
             keep_stats(current().stats())
             # the handle lives as long as this session: a graph used after it (the release) must not carry it
-            # (a dask actor of a closed client raises on any attribute, and dask walks a task's dataclasses)
+            # (its manager is shut down: a worker would wait on a closed address)
             graph.ctx = dataclasses.replace(graph.ctx, request_budget=None)
         return summaries
 

@@ -23,10 +23,12 @@ process that backs off alone leaves the others hammering. So every HTTP request 
   (`outage_deadline_s`) passes; then the requests waiting on it are told the host is down. Requests that fail while
   the host is paused do not spend their item's resends (adaptive.py asks `health`).
 
-Where the one budget lives (`BudgetHandle`): in the process for the threads and sync schedulers; in the build's main
-process, served to local worker processes by a `multiprocessing` manager, for the processes scheduler; in a dask
-actor on the cluster for a `dask.distributed` scheduler. `HostBudget`'s methods never block (a manager's or an
-actor's calls must not hold its one thread): they answer "go", "wait N s" or "down", and `BudgetClient` sleeps.
+Where the one budget lives (`BudgetHandle`): in the process for the threads and sync schedulers; else in a
+`multiprocessing` manager beside the build's main process, served on 127.0.0.1 to local worker processes and, for a
+`dask.distributed` scheduler, on this machine's address towards the scheduler to the cluster's workers (not in a
+dask actor: an actor dies with its worker). `HostBudget`'s methods never block (a manager's calls must not hold its
+thread): they answer "go", "wait N s" or "down", and `BudgetClient` sleeps. Every slot is a lease: a worker killed
+mid-request never gives its slots back, so they come back when their lease ends.
 No output depends on any of this: it decides when a request is sent, never what it asks.
 """
 
@@ -36,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -57,6 +60,12 @@ DECREASE_EVERY_S = 1.0  # one halving per overloaded moment, not one per request
 TROUBLE_WINDOW = 20  # the last answers of a host that say whether trouble is dense ...
 TROUBLE_DENSE = 4  # ... when at least this many of them were trouble
 TROUBLED_FOR_S = 5.0  # a host whose bound was halved this recently is still under load
+# a slot's lease: LEASE_FACTOR x the request's connect + read timeouts + LEASE_MARGIN_S (a live request releases it
+# long before: requests bounds each read by the read timeout; a slow body past that is rare and costs only one slot
+# over the bound for a while); a request with no timeout holds it LEASE_UNBOUNDED_S
+LEASE_FACTOR = 2.0
+LEASE_MARGIN_S = 30.0
+LEASE_UNBOUNDED_S = 3600.0
 LATE_FRACTION = 0.5  # an answer slower than this share of its read timeout: the host is filling up
 OUTAGE_FAILS = 6  # failures in a row to one host ...
 OUTAGE_TARGETS = 3  # ... on this many different URLs ...
@@ -107,6 +116,9 @@ class _Host:
     epoch: int = 0  # outages begun so far
     outages: list[tuple[float, float]] = field(default_factory=list)  # (began, lasted) of each ended outage
     down: bool = False
+    # slots held, by lease: a lease expires when its holder is gone (a worker killed mid-request never releases)
+    leases: dict[str, tuple[float, bool]] = field(default_factory=dict)  # lease -> (expires at, is the probe)
+    reclaimed: int = 0  # leases taken back after they expired
 
 
 class HostBudget:
@@ -172,13 +184,18 @@ class HostBudget:
             self._pace_version[key] = self._pace_version.get(key, 0) + 1
 
     # -------------------------------------------------------------- in flight and outages
-    def acquire(self, host: str, endpoint: str = "", version: int = 0) -> tuple[str, float]:
+    def acquire(
+        self, host: str, endpoint: str = "", version: int = 0, lease: str = "", hold_s: float = float("inf")
+    ) -> tuple[str, float]:
         """("go", 0) with a slot taken, ("probe", 0) with the paused host's one probe slot taken, ("wait", seconds)
         to ask again, ("repace", 0) when the endpoint was paced since the request's turn was reserved (reserve
-        again), or ("down", seconds failing) past the outage deadline."""
+        again), or ("down", seconds failing) past the outage deadline. A slot taken under `lease` (a name unique to
+        the request) is the holder's for `hold_s` seconds at most: a slot whose holder died (a worker killed
+        mid-request) is taken back then, so that lost workers never shrink the host's bound for good."""
         with self._lock:
             now = self._clock()
             h = self._host(host)
+            self._reclaim(h, now)
             if self._pace_version.get((host, endpoint), 0) != version:
                 return "repace", 0.0
             if h.opened_at is not None:
@@ -191,20 +208,39 @@ class HostBudget:
                     return "wait", max(POLL_S, h.probe_at - now) if not h.probing else PROBE_FIRST_S
                 h.probing = True  # this request is the probe: the host's only one until it is answered
                 h.in_flight += 1
+                if lease:
+                    h.leases[lease] = (now + hold_s, True)
                 return "probe", 0.0
             if h.in_flight >= max(1, int(h.limit)):
                 return "wait", POLL_S
             h.in_flight += 1
             h.most_in_flight = max(h.most_in_flight, h.in_flight)
+            if lease:
+                h.leases[lease] = (now + hold_s, False)
             return "go", 0.0
 
-    def release(self, host: str, outcome: str, target: str = "", probe: bool = False, late: bool = False) -> str | None:
+    @staticmethod
+    def _reclaim(h: _Host, now: float) -> None:
+        """Take back the slots whose leases expired (their holders are gone: nothing will release them)."""
+        expired = [k for k, (until, _) in h.leases.items() if until <= now]
+        for key in expired:
+            _, was_probe = h.leases.pop(key)
+            h.in_flight = max(0, h.in_flight - 1)
+            h.reclaimed += 1
+            if was_probe:
+                h.probing = False
+
+    def release(
+        self, host: str, outcome: str, target: str = "", probe: bool = False, late: bool = False, lease: str = ""
+    ) -> str | None:
         """The answer to a request that had a slot (`probe`: the paused host's probe; `late`: answered, but after more
         than LATE_FRACTION of its read timeout: the host is filling up, and counts as trouble for the bound before the
-        timeouts come). Returns a line to log when it changed the host's state."""
+        timeouts come; `lease`: the name it was taken under). Returns a line to log when it changed the host's state."""
         with self._lock:
             now = self._clock()
             h = self._host(host)
+            if lease and h.leases.pop(lease, None) is None:
+                return None  # its slot was taken back already (the request outlived its lease): nothing to free
             h.in_flight = max(0, h.in_flight - 1)
             if probe:
                 h.probing = False
@@ -288,6 +324,7 @@ class HostBudget:
                     "lowest_limit": int(h.lowest_limit),
                     "limit": int(h.limit),
                     "decreases": h.decreases,
+                    "reclaimed": h.reclaimed,
                     "outages": [round(lasted, 1) for _, lasted in h.outages]
                     + ([round(self._clock() - h.opened_at, 1)] if h.opened_at is not None else []),
                     "per_minute": paced,
@@ -300,7 +337,7 @@ class HostBudget:
 
 
 class BudgetClient:
-    """A process's door to the build's budget (`remote`: a HostBudget, a manager proxy or a dask actor)."""
+    """A process's door to the build's budget (`remote`: a HostBudget or a manager's proxy)."""
 
     def __init__(
         self, remote: Any, call: Callable[..., Any] | None = None, sleep: Callable[[float], None] = time.sleep
@@ -319,16 +356,18 @@ class BudgetClient:
             self._configured.add(host)
 
     @contextmanager
-    def slot(self, url: str, endpoint: str) -> Iterator[_Slot]:
-        """Wait for the request's turn and a slot on its host; `Slot.outcome` set by the caller is reported back."""
+    def slot(self, url: str, endpoint: str, hold_s: float = float("inf")) -> Iterator[_Slot]:
+        """Wait for the request's turn and a slot on its host, held for `hold_s` at most (then taken back, as if
+        its holder had died); `Slot.outcome` set by the caller is reported back."""
         host = host_of(url)
+        lease = f"{os.getpid()}-{secrets.token_hex(6)}"
         verdict = "repace"
         while verdict != "go" and verdict != "probe":
             if verdict == "repace":
                 wait, version = self._call("reserve", host, endpoint)
                 if wait > 0:
                     self._sleep(float(wait))
-            verdict, seconds = self._call("acquire", host, endpoint, version)
+            verdict, seconds = self._call("acquire", host, endpoint, version, lease, hold_s)
             if verdict == "down":
                 raise HostDown(host, float(seconds))
             if verdict == "wait":
@@ -338,7 +377,7 @@ class BudgetClient:
             yield slot
         finally:
             note = self._call("release", host, slot.outcome, urllib.parse.urlsplit(url).path, verdict == "probe",
-                              slot.late)  # fmt: skip
+                              slot.late, lease)  # fmt: skip
             if note:
                 log.warning("%s", note)
 
@@ -386,12 +425,21 @@ class BudgetedAdapter(HTTPAdapter):
     how it went (mounted on the CAVE clients' sessions and, for cloud-files, on every bucket read)."""
 
     def send(self, request, **kwargs):  # noqa: ANN001, ANN201 - requests' signature
-        with current().slot(request.url, endpoint_of(request.url)) as slot:
+        hold = LEASE_FACTOR * _total_timeout(kwargs.get("timeout")) + LEASE_MARGIN_S
+        with current().slot(request.url, endpoint_of(request.url), hold) as slot:
             start = time.monotonic()
             resp = super().send(request, **kwargs)  # an exception leaves the outcome "trouble"
             slot.outcome = outcome_of(resp)
             slot.late = time.monotonic() - start > LATE_FRACTION * _read_timeout(kwargs.get("timeout"))
             return resp
+
+
+def _total_timeout(timeout: object) -> float:
+    """Connect plus read timeout of a requests timeout (no bound: LEASE_UNBOUNDED_S, so that a dead holder's slot
+    still comes back one day)."""
+    parts = timeout if isinstance(timeout, tuple) else (timeout,)
+    total = sum(float(t) for t in parts if isinstance(t, (int, float)))
+    return total if total > 0 and all(isinstance(t, (int, float)) for t in parts) else LEASE_UNBOUNDED_S
 
 
 def _read_timeout(timeout: object) -> float:
@@ -407,12 +455,11 @@ def _read_timeout(timeout: object) -> float:
 @dataclass(frozen=True)
 class BudgetHandle:
     """How a worker reaches the build's budget: `kind` "local" (this process's), "manager" (a multiprocessing
-    manager in the build's main process: `address`, `authkey`) or "actor" (a dask actor: `actor`)."""
+    manager beside the build's main process: `address`, `authkey`)."""
 
     kind: str
     address: tuple[str, int] | None = None
     authkey: bytes = field(default=b"", repr=False)
-    actor: Any = field(default=None, repr=False, compare=False)
     owner: int = 0  # the pid that made it: a "local" handle means that process's budget only
     ident: str = field(default_factory=lambda: secrets.token_hex(8))  # one per build: a worker reconnects on a new one
 
@@ -450,9 +497,6 @@ def install(handle: BudgetHandle | None) -> None:
         if handle.kind == "manager":
             proxy = _connect_manager(handle)
             client = BudgetClient(proxy)
-        elif handle.kind == "actor":
-            actor = handle.actor
-            client = BudgetClient(actor, call=lambda name, *a: getattr(actor, name)(*a).result())
         else:
             raise ValueError(f"unknown budget handle kind {handle.kind!r}")
         _CLIENT = client
@@ -500,29 +544,38 @@ def _connect_manager(handle: BudgetHandle) -> Any:
 
 
 @contextmanager
-def serve_budget(scheduler: str, client: Any = None) -> Iterator[BudgetHandle]:
-    """The build's one budget for `scheduler`, served while the block runs: in this process (threads, sync), to
-    local worker processes through a manager on 127.0.0.1 (processes), or as a dask actor (`client`: the
-    build's dask.distributed client)."""
-    budget = reset_local()
+def serve_budget(scheduler: str) -> Iterator[BudgetHandle]:
+    """The build's one budget for `scheduler`, served while the block runs: in this process (threads, sync), else by
+    a manager process beside the build's own, listening where the workers reach it: 127.0.0.1 for local worker
+    processes; for a dask.distributed scheduler (tcp://host:port), this machine's address on the route to the
+    scheduler (its workers reach the scheduler's network), authenticated by a key of 16 random bytes that travels
+    with the handle. Not a dask actor: an actor lives on one worker and dies with it, and the budget must outlive
+    any worker (a cluster loses workers); the manager ends with the build's process."""
+    reset_local()
     if scheduler in ("threads", "sync"):
         yield BudgetHandle("local", owner=os.getpid())
         return
-    if scheduler == "processes":
-        authkey = secrets.token_bytes(16)
-        manager = BudgetManager(address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("spawn"))
-        manager.start(_watch_parent, (os.getpid(),))
-        try:
-            yield BudgetHandle("manager", address=manager.address, authkey=authkey, owner=os.getpid())
-        finally:
-            reset_local()  # this process's requests go through its own budget again
-            manager.shutdown()
-        return
-    future = client.submit(HostBudget, actor=True)
-    actor = future.result()
+    host = "127.0.0.1" if scheduler == "processes" else _host_towards(scheduler)
+    authkey = secrets.token_bytes(16)
+    manager = BudgetManager(address=(host, 0), authkey=authkey, ctx=multiprocessing.get_context("spawn"))
+    manager.start(_watch_parent, (os.getpid(),))
     try:
-        yield BudgetHandle("actor", actor=actor, owner=os.getpid())
+        yield BudgetHandle("manager", address=manager.address, authkey=authkey, owner=os.getpid())
     finally:
         reset_local()  # this process's requests go through its own budget again
-        del future, actor
-    del budget
+        manager.shutdown()
+
+
+def _host_towards(address: str) -> str:
+    """This machine's address on the route to `address` (a dask scheduler's tcp://host:port): what its workers,
+    on the scheduler's network, can reach. A UDP connect sends nothing; it only picks the route."""
+    parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    target = parts.hostname or "127.0.0.1"
+    if target in ("localhost", "127.0.0.1", "::1"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((target, parts.port or 8786))
+            return probe.getsockname()[0]
+        except OSError:
+            return "0.0.0.0"  # no route known: every interface (the key still guards it)

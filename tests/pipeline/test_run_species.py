@@ -1,6 +1,6 @@
 """A species' run hands its stages the build's request budget for that run only (pipeline/build.py run_species):
-the graph the release is listed from afterwards carries no handle (a dask actor of a closed client raises on any
-attribute, and dask walks the dataclasses of a task's arguments: a cluster build's release failed on it)."""
+the graph the release is listed from afterwards carries no handle (a handle of a budget that is gone would send a
+worker to a closed address; when it was a dask actor, a cluster build's release failed on it)."""
 
 from __future__ import annotations
 

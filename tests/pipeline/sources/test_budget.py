@@ -1,5 +1,5 @@
-"""The build's one request budget per host: in flight (AIMD), paces after a rate limit, outages, and one budget
-for every process of a build (a manager for local worker processes, a dask actor on a cluster)."""
+"""The build's one request budget per host: in flight (AIMD), paces after a rate limit, outages, slots as leases, and
+one budget for every process of a build (a manager beside the build, for local worker processes and a cluster's)."""
 
 from __future__ import annotations
 
@@ -190,12 +190,51 @@ def test_local_worker_processes_share_one_budget():
     assert budgets.current().stats() == {}  # after the build, the process's own budget again
 
 
-def test_a_dask_cluster_shares_one_budget_through_an_actor():
+@pytest.mark.slow  # a dask cluster of two worker processes
+def test_a_dask_cluster_shares_one_budget_that_outlives_its_workers():
+    """On a dask.distributed cluster the budget is served beside the build (a manager, not an actor on a worker):
+    its workers share it, and losing every worker loses nothing of it."""
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None)
-    with cluster, distributed.Client(cluster) as client, budgets.serve_budget(cluster.scheduler_address, client) as h:
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client, budgets.serve_budget(cluster.scheduler_address) as h:
+        assert h.kind == "manager" and h.address[0] == "127.0.0.1"
         budgets.install(h)
         budgets.current().configure("h", 4, None, 60.0)
         got = client.gather(client.map(_hold_slots, [h, h], [3, 3], pure=False))
         assert sorted(v for g in got for v in g).count("go") == 4
+        client.restart()  # every worker process replaced
         assert budgets.current().stats()["h"]["most_in_flight"] == 4
+
+
+def test_a_slot_whose_holder_died_comes_back_when_its_lease_ends():
+    """A worker killed mid-request never releases its slot: the lease ends it, so lost workers never shrink the
+    host's bound for good; a release after that frees nothing twice."""
+    clock = Clock()
+    b = HostBudget(clock)
+    b.configure("h", 2, None, 60.0)
+    assert b.acquire("h", "", 0, "dead-1", 10.0)[0] == "go"
+    assert b.acquire("h", "", 0, "live", 100.0)[0] == "go"
+    assert b.acquire("h", "", 0, "x", 10.0)[0] == "wait"
+    clock.t += 11
+    assert b.acquire("h", "", 0, "next", 10.0)[0] == "go"  # dead-1's slot, taken back
+    assert b.acquire("h", "", 0, "more", 10.0)[0] == "wait"  # live still holds its own
+    assert b.stats()["h"]["reclaimed"] == 1
+    clock.t += 11  # next and more's leases end too; then a late release of next frees nothing
+    b.release("h", OK, "/a", lease="next")
+    assert b.acquire("h", "", 0, "a", 10.0)[0] == "go"
+    assert b.acquire("h", "", 0, "b", 10.0)[0] == "wait"
+
+
+def test_a_probe_whose_holder_died_lets_another_probe_go():
+    clock = Clock()
+    b = HostBudget(clock)
+    b.configure("h", 4, None, 600.0)
+    for i in range(OUTAGE_FAILS):
+        assert b.acquire("h", "", 0, f"r{i}", 10.0)[0] == "go"
+        clock.t += 1
+        b.release("h", TROUBLE, f"/{i}", lease=f"r{i}")
+    clock.t += 5
+    assert b.acquire("h", "", 0, "probe-1", 10.0)[0] == "probe"
+    assert b.acquire("h", "", 0, "p2", 10.0)[0] == "wait"
+    clock.t += 11  # the probe's holder died
+    assert b.acquire("h", "", 0, "probe-2", 10.0)[0] == "probe"
