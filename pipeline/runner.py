@@ -428,6 +428,10 @@ class LiveSamples:
             return self._got[sample_hash]
 
 
+def _settled(ctx: Scope, part: Partition) -> bool:
+    return is_done(ctx, part) and not to_retry(ctx, part)
+
+
 def execute_streamed(
     first: Stage, second: Stage, ctx: Scope, part: Partition, force: bool
 ) -> tuple[PartResult, PartResult | None]:
@@ -439,6 +443,15 @@ def execute_streamed(
         if is_done(ctx, own) and not to_retry(ctx, own):
             return done, None
         return done, execute_partition(second, ctx, own, force)
+    if not force and is_done(ctx, part) and _settled(ctx, second.partition_of(ctx, part)):
+        # `first` runs only to retry its failures, and `second` is done: `second` runs after it only if a retried
+        # sample came this time (what `first` wrote changed). Retries that fail again leave both untouched: a
+        # rebuild with nothing changed rewrites no render part (each one of them, at the release's scale).
+        retried = execute_partition(first, ctx, part, force)
+        own = second.partition_of(ctx, part)
+        if retried.error or _settled(ctx, own):
+            return retried, None
+        return retried, execute_partition(second, ctx, own, force)
     live = LiveSamples()
     box: dict[str, PartResult] = {}
 

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -427,3 +428,68 @@ def test_amend_moves_a_sealed_units_outputs_to_dropped_and_back_keeping_it_done_
     again = read_marker(part.marker_path(ctx))
     assert again["dropped"] == {} and again["outputs"][rel]["sha256"] == record["sha256"]
     assert is_done(ctx, part) and outputs_digest(again) == outputs_digest(before)
+
+
+class _FlakyProducer(CountingStage):
+    """Streams its samples; sample s0-3 cannot be had from a server (retryable) until `answers` is set."""
+
+    name = "produce"
+
+    def __init__(self):
+        super().__init__(n_parts=1)
+        self.answers = False
+
+    def run(self, ctx, part, prior, on_sample=None):
+        outcome = super().run(ctx, part, prior)
+        got = part.members if self.answers else part.members[:3]
+        write_text(part.output_file(ctx, ".txt"), ",".join(got))
+        for member in part.members:
+            if on_sample is not None:
+                on_sample(member, (part.output_file(ctx, ".txt"), member) if member in got else None)
+        if not self.answers:
+            outcome.failures = [Failure("s0-3", ctx.species, "merge_edit", self.name, "mesh_unavailable", "500")]
+        return outcome
+
+
+class _DigestConsumer(_Consumer):
+    """Fingerprinted by what the producer wrote (as render is by fetch's outputs); counts its runs."""
+
+    def __init__(self):
+        super().__init__(threading.Event())
+        self.runs = 0
+
+    def partition_of(self, ctx, upstream):
+        from pipeline.markers import outputs_digest, read_marker
+
+        fp = outputs_digest(read_marker(upstream.marker_path(ctx)))
+        return Partition(self.name, upstream.index, upstream.n_samples, fp, upstream.level, upstream.members)
+
+    def run(self, ctx, part, prior, upstream=None):
+        self.runs += 1
+        for member in part.members:
+            if upstream is not None:
+                upstream(member)
+        write_text(part.output_file(ctx, ".txt"), "consumed")
+        return Outcome(built=len(part.members), outputs=[part.output_file(ctx, ".txt")])
+
+
+def test_a_partition_run_again_only_for_failures_that_fail_again_leaves_its_consumer_alone(ctx):
+    """A rebuild with nothing changed retries the failures for the servers' sake; when they fail again the
+    streamed consumer (render) is neither run nor rewritten; when one comes this time, it runs."""
+    from pipeline.runner import execute_streamed
+
+    ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"max_failed_fraction": 0.5}))
+    first, second = _FlakyProducer(), _DigestConsumer()
+    part = first.partitions(ctx)[0]
+    up, down = execute_streamed(first, second, ctx, part, False)
+    assert up.error is None and down is not None and second.runs == 1 and to_retry(ctx, part) == 1
+    consumed = second.partition_of(ctx, part).output_file(ctx, ".txt")
+    mtime = consumed.stat().st_mtime_ns
+    up, down = execute_streamed(first, second, ctx, part, False)  # the retry fails again
+    assert up.error is None and not up.skipped and down is None
+    assert second.runs == 1 and consumed.stat().st_mtime_ns == mtime
+    assert is_done(ctx, second.partition_of(ctx, part))
+    first.answers = True  # the retry is answered: what the producer wrote changed, the consumer runs
+    up, down = execute_streamed(first, second, ctx, part, False)
+    assert down is not None and down.error is None and second.runs == 2 and to_retry(ctx, part) == 0
+    assert is_done(ctx, second.partition_of(ctx, part))
