@@ -13,6 +13,7 @@ from benchmarks import (
     bench_l2skeleton,
     bench_latency,
     bench_pipeline,
+    bench_pipeline_scale,
     bench_release_scale,
     bench_render_core,
     bench_scaling,
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs=2, default=(9, 36))
     ap.add_argument("--twin-per-type", type=int, default=10)
     ap.add_argument("--bank-roots", type=int, default=20_000, help="proofread roots of the bank-at-scale world")
+    ap.add_argument("--scale-samples", type=int, nargs="*", default=[2_000],
+                    help="samples of the pipeline-at-scale runs (none: skip it; 20000: ~2 h and ~25 GB on 2 cores)")
     args = ap.parse_args()
     print("== render core on synthetic meshes (no I/O), against the encoding floor ==")
     bench_render_core.run()
@@ -55,6 +58,9 @@ def main() -> None:
     bench_release_scale.run()
     print("\n== disk per sample, keep_fetched both ways, the shard stage's rate: plan's figures (issue 25) ==")
     bench_disk.run()
+    if args.scale_samples:
+        print("\n== pipeline at scale: bank -> report on a dask cluster, hostile twin, kill -9s (issue 25) ==")
+        bench_pipeline_scale.run(args.scale_samples)
 
 
 if __name__ == "__main__":
