@@ -30,15 +30,18 @@ from pipeline.context import BuildContext
 from pipeline.partitions import level_for, root_digest
 from pipeline.stages.fetch_sample import EM_FACTOR
 
-# Per-sample costs measured through the twin on the demo world by `make bench` on 2026-11-29 (bench_twin:
-# fetched by partitions, v1 and v2 alike; bench_pipeline: CPU per sample, fetch and render + encode), and
-# the demo's cutout size they go with.
+# Per-sample costs of fetch and render as a cluster build meets them, measured by the pipeline-at-scale bench
+# (`python -m benchmarks.bench_pipeline_scale`, 2,066 samples of the demo world on a dask cluster of two worker
+# processes through the hostile twin at 30 ms, 2026-12-08): requests and KB per sample of the fetch stage, and the
+# workers' CPU per sample of each stage (through the real clients: HTTP, graphene meshes, Draco decoding, the request
+# budget's calls; on the demo source's local files fetch costs 23.7 ms, bench_pipeline), and the demo's cutout size
+# they go with.
 TWIN_COSTS = {
-    "requests_per_sample": 26.2,
-    "kb_per_sample": 671.0,
+    "requests_per_sample": 24.5,
+    "kb_per_sample": 661.0,
     "cutout_voxels": 56 * 56 * 40,  # 1.5 x 1200 nm at 32 x 32 x 45 nm
-    "fetch_cpu_ms": 23.7,
-    "render_cpu_ms": 61.6,
+    "fetch_cpu_ms": 177.1,
+    "render_cpu_ms": 73.4,
 }
 # The bank's cost per proofread root, measured by `make bench` on 2026-12-05 ("bank at scale": 20,000 roots of
 # sim/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads, killed -9 at half and
