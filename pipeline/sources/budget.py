@@ -577,5 +577,5 @@ def _host_towards(address: str) -> str:
         try:
             probe.connect((target, parts.port or 8786))
             return probe.getsockname()[0]
-        except OSError:
-            return "0.0.0.0"  # no route known: every interface (the key still guards it)
+        except OSError:  # no route known: the address this machine's name resolves to
+            return socket.gethostbyname(socket.gethostname())

@@ -8,7 +8,6 @@ from core.compute import PROFILER_OFF, session
 from tests.conftest import wait_until
 
 
-@pytest.mark.slow  # starts a dask cluster in this process
 def test_a_cluster_session_stops_every_workers_sampling_profiler_and_each_joining_later():
     """The profiler's `sys._current_frames()` can deadlock a CPython 3.11 worker whose tasks start and end threads
     (python/cpython#106883): a fetch on a cluster froze so. Connecting stops it on every worker, present or later."""
