@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_parquet
@@ -70,8 +73,12 @@ class BankStage(StageBase):
         else:
             found = bank_candidates(source, ctx.cfg, members, proofread)
         out, changes = part.output_file(ctx), part.output_file(ctx, CHANGES)
-        write_parquet(out, candidate_table(found.rows))
-        write_parquet(changes, found.log)
+        table = candidate_table(found.rows)
+        if earlier is None or not _same(out, table) or not _same(changes, found.log):
+            write_parquet(out, table)
+            write_parquet(changes, found.log)
+        # else: retries that brought nothing new keep the files as they are, byte for byte (a rebuild with nothing
+        # changed must not reseal the selection and the release over the same rows written again)
         before = set(earlier[2]) if earlier is not None else set()
         new = sum(1 for f in found.failures if f not in before)
         return Outcome(built=len(found.rows) - found.kept, reused=found.kept, failures=found.failures,
@@ -85,3 +92,13 @@ class BankStage(StageBase):
             return None
         rows = pq.read_table(part.output_file(ctx)).to_pylist()
         return rows, pq.read_table(changes), read_failures(part.output_file(ctx, FAILURES))
+
+
+def _same(path: Path, table: pa.Table | None) -> bool:
+    """Whether the parquet file at `path` holds exactly `table`'s rows (same schema, same values, same order)."""
+    if table is None:
+        return False
+    try:
+        return pq.read_table(path).equals(table.cast(pq.read_schema(path)))
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return False

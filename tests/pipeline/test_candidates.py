@@ -158,3 +158,36 @@ def test_a_retry_asks_only_for_what_failed_and_gives_the_rows_of_a_whole_run():
            and json.loads(r["metadata"])["operation_id"] == 5]  # fmt: skip
     assert op5 and sorted(op5[0]["after_root_ids"]) == sorted([str(C), str(X)])
     assert retried.kept > 0
+
+
+def test_a_bank_partition_whose_retries_fail_again_keeps_its_files_byte_for_byte(tmp_path, monkeypatch):
+    """A rebuild with nothing changed runs a bank partition again for its failures for the servers' sake; when they
+    fail again its files stay as they were (the selection and the release are not sealed again over them)."""
+    from pipeline.context import BuildContext
+    from pipeline.runner import execute_partition
+    from pipeline.stage import to_retry
+    from pipeline.stages import bank as bank_stage
+    from pipeline.stages import roots as roots_stage
+    from pipeline.stages.species import species_graph
+
+    source = _TwoLineages()
+    for module in (bank_stage, roots_stage):
+        monkeypatch.setattr(module, "open_source", lambda ctx: source)
+    ctx = BuildContext("demo", load_config("demo").model_copy(update={"max_failed_fraction": 0.9}), tmp_path / "w",
+                       tmp_path / "o")  # fmt: skip
+    for unit in ("roots", "bank"):
+        graph = species_graph(ctx)
+        for part in graph.partitions(unit):
+            assert execute_partition(graph.stage(unit), ctx, part, False).error is None
+    parts = species_graph(ctx).partitions("bank")
+    assert any(to_retry(ctx, p) for p in parts)
+    files = sorted(f for f in (ctx.work_dir / "demo" / "bank").glob("part-*.parquet") if "failures" not in f.name)
+    assert len(files) == 2 * len(parts)  # the candidates and the change-log rows of each batch
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+    for part in parts:  # P's change log and level-2 graph are still down: the retries fail again
+        assert execute_partition(species_graph(ctx).stage("bank"), ctx, part, False).error is None
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files} == before
+    source.down = False  # now they come: the files change
+    for part in parts:
+        execute_partition(species_graph(ctx).stage("bank"), ctx, part, False)
+    assert {f: f.read_bytes() for f in files} != {f: b for f, (b, _) in before.items()}
