@@ -44,6 +44,8 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.managers import BaseManager
@@ -66,6 +68,8 @@ TROUBLED_FOR_S = 5.0  # a host whose bound was halved this recently is still und
 LEASE_FACTOR = 2.0
 LEASE_MARGIN_S = 30.0
 LEASE_UNBOUNDED_S = 3600.0
+CONNECTIONS_PER_PROCESS = 4  # a worker process's connections to the build's budget (_PooledCalls)
+CALL_TIMEOUT_S = 120.0  # a budget call unanswered this long: the process goes on under its own budget
 LATE_FRACTION = 0.5  # an answer slower than this share of its read timeout: the host is filling up
 OUTAGE_FAILS = 6  # failures in a row to one host ...
 OUTAGE_TARGETS = 3  # ... on this many different URLs ...
@@ -495,12 +499,45 @@ def install(handle: BudgetHandle | None) -> None:
         if _INSTALLED.get("handle") == handle:
             return
         if handle.kind == "manager":
-            proxy = _connect_manager(handle)
-            client = BudgetClient(proxy)
+            calls = _PooledCalls(handle)
+            client = BudgetClient(None, call=calls)
         else:
             raise ValueError(f"unknown budget handle kind {handle.kind!r}")
         _CLIENT = client
         _INSTALLED["handle"] = handle
+
+
+class _PooledCalls:
+    """A process's calls to the manager's budget, from any of its threads, through CONNECTIONS_PER_PROCESS
+    long-lived threads. A manager's proxy opens a connection for every thread that calls it, and cloud-files starts
+    threads for every read: thousands of connections, each a thread of the manager, overflowed its listen backlog
+    (16) in a 6,000-sample run, and a connection the kernel dropped there left its caller waiting for a handshake
+    forever. A call unanswered for CALL_TIMEOUT_S (the manager gone or stuck) turns this process to its own budget,
+    said once: a bound per process is worse than one per build, a worker waiting forever is worse still."""
+
+    def __init__(self, handle: BudgetHandle) -> None:
+        self._handle = handle
+        self._pool = ThreadPoolExecutor(CONNECTIONS_PER_PROCESS, thread_name_prefix="cb2-budget")
+        self._proxy: Any = None
+        self._lock = threading.Lock()
+        self._lost = False
+
+    def _remote(self, name: str, args: tuple) -> Any:
+        with self._lock:
+            if self._proxy is None:
+                self._proxy = _connect_manager(self._handle)
+        return getattr(self._proxy, name)(*args)
+
+    def __call__(self, name: str, *args: Any) -> Any:
+        if not self._lost:
+            future = self._pool.submit(self._remote, name, args)
+            try:
+                return future.result(timeout=CALL_TIMEOUT_S)
+            except FutureTimeout:
+                self._lost = True
+                log.warning("the build's request budget at %s:%s did not answer for %.0f s: this process goes on "
+                            "under a budget of its own", *self._handle.address, CALL_TIMEOUT_S)  # fmt: skip
+        return getattr(_LOCAL, name)(*args)
 
 
 def reset_local() -> HostBudget:

@@ -238,3 +238,47 @@ def test_a_probe_whose_holder_died_lets_another_probe_go():
     assert b.acquire("h", "", 0, "p2", 10.0)[0] == "wait"
     clock.t += 11  # the probe's holder died
     assert b.acquire("h", "", 0, "probe-2", 10.0)[0] == "probe"
+
+
+@pytest.mark.slow  # starts a manager process
+def test_a_process_calls_the_budget_through_a_few_connections_whatever_its_threads():
+    """A manager's proxy opens a connection per calling thread; cloud-files starts threads for every read. The calls
+    of a process go through CONNECTIONS_PER_PROCESS threads, so threads that come and go open no connections."""
+    import threading
+
+    with budgets.serve_budget("processes") as handle:
+        budgets.reset_local()
+        budgets.install(handle)
+        budgets.current().configure("h", 4, None, 60.0)
+        for _ in range(5):  # waves of short-lived threads, as cloud-files makes them
+            wave = [threading.Thread(target=lambda: budgets.current().stats()) for _ in range(20)]
+            for t in wave:
+                t.start()
+            for t in wave:
+                t.join()
+        callers = [t for t in threading.enumerate() if t.name.startswith("cb2-budget")]
+        assert 1 <= len(callers) <= budgets.CONNECTIONS_PER_PROCESS
+        assert budgets.current().stats()["h"]["max_in_flight"] == 4
+
+
+def test_a_budget_that_never_answers_turns_the_process_to_its_own(monkeypatch, caplog):
+    """A connection the manager never serves (its backlog overflowed, or it is stuck) must not hold a worker for
+    ever: past CALL_TIMEOUT_S the process goes on under its own budget, and says so once."""
+    import socket
+
+    monkeypatch.setattr(budgets, "CALL_TIMEOUT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts connections, never says a word: the handshake waits
+    try:
+        budgets.reset_local()
+        handle = budgets.BudgetHandle("manager", address=silent.getsockname(), authkey=b"k" * 16)
+        budgets.install(handle)
+        with caplog.at_level("WARNING"):
+            assert budgets.current().call("acquire", "h", "", 0)[0] == "go"  # the process's own budget
+            assert budgets.current().call("acquire", "h", "", 0)[0] == "go"
+        assert sum("did not answer" in r.message for r in caplog.records) == 1
+        assert budgets.current().stats()["h"]["most_in_flight"] == 2
+    finally:
+        silent.close()
+        budgets.reset_local()
