@@ -345,7 +345,8 @@ def measure(samples: int, workers: int = WORKERS) -> dict:  # noqa: PLR0915 - on
                     "wall_s": ran.wall_s,
                     "rows": n_rows,
                     "worker_cpu_s": cpu1.get("workers", 0.0) - cpu0.get("workers", 0.0),
-                    "main_cpu_s": ran.cpu_s,
+                    # from /proc, not wait4: the bench reaps the killed worker too, whose CPU is not the stage's
+                    "main_cpu_s": cpu1.get("main", 0.0) - cpu0.get("main", 0.0),
                     "twin_cpu_s": time.process_time() - twin0,
                     "peak_rss_mb": peaks,
                     "requests": _by_endpoint(records),

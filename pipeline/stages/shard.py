@@ -24,7 +24,7 @@ from pipeline.context import BuildContext, ReleaseContext, make_context
 from pipeline.graph import StageGraph
 from pipeline.markers import corrupt_outputs, outputs_digest, read_marker
 from pipeline.reuse import PriorRun
-from pipeline.runner import fingerprint
+from pipeline.runner import amend, fingerprint
 from pipeline.stage import Outcome, Partition, StageBase, is_done
 from pipeline.stages.render import STAGE as RENDER
 from pipeline.stages.species import species_graph
@@ -154,7 +154,7 @@ def rewrite_report_of(work: Path, out: Path) -> Path:
 
     contexts = [make_context(sp, work, out) for sp in species_in(work)]
     try:
-        return rewrite_report(
+        index = rewrite_report(
             Path(out),
             failures=[c.ledger_path for c in contexts if c.ledger_path.exists()],
             configs={c.species: c.cfg for c in contexts},
@@ -162,3 +162,10 @@ def rewrite_report_of(work: Path, out: Path) -> Path:
         )
     except ReleaseError as exc:
         raise UserError(str(exc)) from None
+    # the release's marker records the report it wrote: record this one, or the next build, finding the report
+    # changed, would write the whole release again (every shard) over a page
+    ctx = ReleaseContext(Path(work).resolve(), Path(out).resolve(), tuple(contexts))
+    marker = Partition(STAGE, 0, 0, "").marker_path(ctx)
+    if str(Path(index).resolve()) in (read_marker(marker) or {}).get("outputs", {}):
+        amend(ctx, marker, add=[Path(index).resolve()])
+    return index

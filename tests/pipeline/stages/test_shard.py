@@ -54,3 +54,26 @@ def test_a_render_part_whose_bytes_changed_is_refused_naming_it_and_its_marker_r
     with pytest.raises(UserError, match=f"species demo: render part {bad} does not match the sha256 in its marker"):
         check_render_parts(ctx.work_dir, markers)
     assert parts[0].marker_path(ctx).exists() and not parts[1].marker_path(ctx).exists()
+
+
+@pytest.mark.slow  # a tiny build in a subprocess
+def test_the_report_command_leaves_the_release_up_to_date(tmp_path, tiny_world, tiny_configs):
+    """The release's marker records the report it wrote; `report` writes it again (other bytes: its build section)
+    and records that one, so the next build does not write the whole release again over a page."""
+    from tests.conftest import cli, seed_work
+
+    work, out = seed_work(tmp_path / "w", tiny_world), tmp_path / "o"
+    cli("build", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    shards = {p: p.stat().st_mtime_ns for p in out.glob("*/*.parquet")}
+    ledger = work / "demo" / "failures.parquet"  # what the report shows changes (as a retry's new message does)
+    failures = pq.read_table(ledger)
+    assert failures.num_rows > 0
+    more = failures.slice(0, 1).set_column(0, failures.schema.field(0), pa.array(["another-sample"]))
+    pq.write_table(pa.concat_tables([failures, more.cast(failures.schema)]), ledger)
+    index = out / "report" / "index.html"
+    before = index.stat().st_size
+    cli("report", "--work", str(work), "--out", str(out), config_dir=tiny_configs)
+    assert index.stat().st_size != before
+    again = cli("stage", "shard", "--work", str(work), "--out", str(out), "--no-progress", config_dir=tiny_configs)
+    assert "is up to date" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.parquet")} == shards
