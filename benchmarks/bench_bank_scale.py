@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from benchmarks.common import descendants, status_mb
 from core.layout import MARKER
 from pipeline.plan import bank_hours
 from pipeline.twin_build import scale_twin
@@ -30,29 +31,6 @@ WORKERS = 2
 LATENCY_MS = 30.0
 HOSTILE_SEED = 7
 BANK_THREADS = 8
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(k) for k in kids)
-    return out
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 def _run_bank(work: Path, env: dict, kill_when_done: int | None, peaks: dict[int, float]) -> tuple[str, float, int]:
@@ -66,8 +44,8 @@ def _run_bank(work: Path, env: dict, kill_when_done: int | None, peaks: dict[int
         proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         while proc.poll() is None:
-            for p in _descendants(proc.pid):
-                peaks[p] = max(peaks.get(p, 0.0), _peak_rss_mb(p))
+            for p in descendants(proc.pid):
+                peaks[p] = max(peaks.get(p, 0.0), status_mb(p, "VmHWM"))
             if kill_when_done is not None and len(list(bank_dir.glob(f"part-*{MARKER}"))) >= kill_when_done:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

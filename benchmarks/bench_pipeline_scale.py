@@ -35,6 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import descendants, status_mb
 from benchmarks.scale_world import ensure_scale_world, n_sites, scale_root, write_config_dir
 
 LATENCY_MS = 30.0
@@ -47,26 +48,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --- processes, as /proc sees them ------------------------------------------------------------------------------
-
-
-def _descendants(pid: int) -> list[int]:
-    """pid and every process below it (psutil reads each thread's children: a nanny starts its worker from one)."""
-    import psutil
-
-    try:
-        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
-    except psutil.Error:
-        return [pid]
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -104,13 +85,13 @@ class Watch:
             roles = {role: list(pids) for role, pids in self.roots.items()}
         for role, pids in roles.items():
             for root in pids:
-                for pid in _descendants(root):
+                for pid in descendants(root):
                     cpu = _cpu_s(pid)
                     if cpu is None:
                         continue
                     with self._lock:
                         self.cpu[pid] = (role, cpu)
-                        self.peak[role] = max(self.peak[role], _rss_mb(pid))
+                        self.peak[role] = max(self.peak[role], status_mb(pid, "VmRSS"))
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -211,14 +192,12 @@ class Cluster:
 class Ran:
     text: str
     wall_s: float
-    cpu_s: float  # the command's own CPU (and its children's), from wait4
     killed: bool
 
 
 def _run(cmd: list[str], env: dict, watch: Watch, kill_when=None, on_tick=None) -> Ran:  # noqa: ANN001
     """Run one command in its own session, as the main role of `watch`; SIGKILL its group when `kill_when()`."""
     start = time.perf_counter()
-    before = os.times()
     log_path = Path(env["CB2_BENCH_LOG"])
     with open(log_path, "w+") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -235,11 +214,9 @@ def _run(cmd: list[str], env: dict, watch: Watch, kill_when=None, on_tick=None) 
         watch.sample()
         log.seek(0)
         text = log.read()
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     if proc.returncode != 0 and not killed:
         raise SystemExit(f"{' '.join(cmd[2:5])} failed ({proc.returncode}):\n{text[-4000:]}")
-    return Ran(text, time.perf_counter() - start, cpu, killed)
+    return Ran(text, time.perf_counter() - start, killed)
 
 
 def _tree(path: Path) -> tuple[int, int]:
@@ -291,7 +268,7 @@ def _path_class(path: str) -> str:
     return parts[0] if parts else "/"
 
 
-def _listing_s(work: Path, out: Path, config_dir: Path, stage: str) -> float:
+def _listing_s(work: Path, out: Path, stage: str) -> float:
     """Seconds the stage's partitions take to list (the runner's own listing, in a fresh graph), in this process."""
     from pipeline.context import make_context
     from pipeline.stages.species import species_graph
@@ -353,7 +330,7 @@ def measure(samples: int, workers: int = WORKERS) -> dict:  # noqa: PLR0915 - on
                     "work_bytes": files[0],
                     "work_files": files[1],
                     "dask_tasks": cluster.tasks_since(t0),
-                    "listing_s": _listing_s(work, out, config_dir, stage),
+                    "listing_s": _listing_s(work, out, stage),
                     **(kill.report if kill is not None else {}),
                 }
             got["twin_cpu_s"] = time.process_time() - twin_cpu0

@@ -37,3 +37,25 @@ class CpuTimer:
             yield
         finally:
             self.seconds[step] += time.process_time() - start
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it. psutil reads each thread's children: a process started from another thread
+    than the main one (a dask nanny's worker, a pool's) is not in /proc/PID/task/PID/children."""
+    import psutil
+
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
+def status_mb(pid: int, key: str) -> float:
+    """A memory line of /proc/PID/status in MB (`VmRSS`: now, `VmHWM`: the peak); 0 for a process gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0

@@ -437,10 +437,10 @@ def execute_streamed(
 ) -> tuple[PartResult, PartResult | None]:
     """One task: `first`'s partition (unless done) on a background thread, `second` working on each of its
     samples as soon as it is settled; `first` sealed first, then `second`, fingerprinted by what `first` wrote."""
-    if not force and is_done(ctx, part) and not to_retry(ctx, part):
+    if not force and _settled(ctx, part):
         done = PartResult(part.index, 0, skipped=True)
         own = second.partition_of(ctx, part)
-        if is_done(ctx, own) and not to_retry(ctx, own):
+        if _settled(ctx, own):
             return done, None
         return done, execute_partition(second, ctx, own, force)
     if not force and is_done(ctx, part) and _settled(ctx, second.partition_of(ctx, part)):
