@@ -51,6 +51,7 @@ from sim.demo_world.history import AS_OF, OPS_START, WORLD_START, History, simul
 from sim.demo_world.longrange import (
     AxonSpec,
     OutsideChunkJob,
+    capsule_boxes,
     capsules_near,
     chunks_outside_sites,
     long_neuron_sites,
@@ -180,10 +181,9 @@ def _write_outside(
     chunks = chunks_outside_sites(capsules, RES, CHUNK, VOXEL_OFFSET, site_boxes)
     long_plans = [plan for plan in plans if plan.long_neuron >= 0]
     site_svs = {plan.index: np.unique(sv_arr[1:][np.array(owner) == plan.index]) for plan in long_plans}
-    jobs = [
-        OutsideChunkJob(seed, str(tmp), c, capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET), sv_arr, site_svs)
-        for c in chunks
-    ]
+    boxes = capsule_boxes(capsules, RES)
+    near = [capsules_near(capsules, c, RES, CHUNK, VOXEL_OFFSET, boxes) for c in chunks]
+    jobs = [OutsideChunkJob(seed, str(tmp), c, caps, sv_arr, site_svs) for c, caps in zip(chunks, near, strict=True)]
     results = _map(run_outside_chunk, jobs, workers)
     written = [tuple(r["chunk"]) for r in results if r["foreground"]]
     pieces, n_chunks, fg = _gather_pieces(results, site_svs)

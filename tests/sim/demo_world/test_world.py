@@ -176,3 +176,27 @@ def test_stale_partial_of_a_killed_generator_is_removed(tmp_path):
     (stale / "em").mkdir(parents=True)
     generate_world(tmp_path / "w", seed=3, n_sites=1, neurons_per_site=2)
     assert world_is_complete(tmp_path / "w") and not stale.exists()
+
+
+def test_the_capsules_near_a_chunk_are_those_whose_box_meets_it_in_their_order():
+    """capsules_near tests every capsule's box at once (capsule_boxes, computed once per world): the same capsules,
+    in the same order, as testing them one by one (the world's bytes depend on it)."""
+    import numpy as np
+
+    from sim.demo_world.longrange import capsule_boxes, capsules_near
+
+    rng = np.random.default_rng(5)
+    res, chunk_vx, offset = np.array([32.0, 32.0, 45.0]), np.array([64, 64, 32]), np.array([0, 0, 0])
+    caps = [(rng.uniform(0, 8000, 3), rng.uniform(0, 8000, 3), float(rng.uniform(20, 200)),
+             float(rng.uniform(20, 200)), i) for i in range(300)]  # fmt: skip
+    boxes = capsule_boxes(caps, res)
+    seen = 0
+    for chunk in [(0, 0, 0), (1, 2, 3), (3, 3, 5), (9, 9, 9)]:
+        lo = (offset + np.asarray(chunk) * chunk_vx) * res
+        hi = lo + chunk_vx * res
+        one_by_one = [c[4] for c in caps if (np.minimum(c[0], c[1]) - max(c[2], c[3]) - res.max() < hi).all()
+                      and (np.maximum(c[0], c[1]) + max(c[2], c[3]) + res.max() > lo).all()]  # fmt: skip
+        assert [c[4] for c in capsules_near(caps, chunk, res, chunk_vx, offset, boxes)] == one_by_one
+        assert [c[4] for c in capsules_near(caps, chunk, res, chunk_vx, offset)] == one_by_one
+        seen += len(one_by_one)
+    assert seen > 0 and capsules_near([], (0, 0, 0), res, chunk_vx, offset) == []
