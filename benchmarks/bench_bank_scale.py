@@ -89,7 +89,7 @@ def measure(neurons: int = 20_000, synapses: int = 1_000_000, kill: bool = True)
         "second_run": line,
         "rerun_redid": None if found is None else int(found.group(1)),
         "rerun_reused": None if found is None else int(found.group(2)),
-        "estimate_s": bank_hours(neurons, WORKERS, BANK_THREADS) * 3600,
+        "estimate_s": bank_hours(neurons, WORKERS) * 3600,  # the demo world's cost per root (pipeline/plan.py)
     }
 
 

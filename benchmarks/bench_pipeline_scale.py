@@ -487,7 +487,7 @@ def _plan(py, work: Path, out: Path, workers: int, env: dict) -> dict:  # noqa: 
     roots = sum(pq.read_metadata(p).num_rows for p in (work / "demo" / "roots").glob("part-*.parquet")
                 if p.name.count(".") == 1)  # fmt: skip
     est = estimate_build(_bank_rows(work), TWIN_COSTS["cutout_voxels"], workers, cfg.fetch_threads,
-                         cfg.partition_rows, roots=roots, bank_threads=cfg.bank_threads,
+                         cfg.partition_rows, roots=roots,
                          in_flight_per_host=cfg.cave_requests.max_in_flight_per_host)  # fmt: skip
     return {"text": ran.stdout.strip() + ran.stderr.strip()[-500:], "roots": roots,
             "hours": est.hours, "disk_gb": est.disk_gb, "requests": est.requests, "fetched_gb": est.fetched_gb}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -352,8 +353,9 @@ def twin(work, port, flavor, latency_ms, row_cap, url_bytes, change_log_roots, l
               help="roots whose candidates are counted to estimate the rest (when the bank is not built)")  # fmt: skip
 @click.option("--rows", type=click.IntRange(min=1), default=None,
               help="project the whole build of this many rows at the demo's cutout size, asking no source")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="the figures as one JSON object (for scripts), not the text")
 @_user_errors
-def plan(species, work, out, workers, sample_roots, rows) -> None:  # noqa: ANN001
+def plan(species, work, out, workers, sample_roots, rows, as_json) -> None:  # noqa: ANN001
     """What a build of SPECIES would make and cost (candidates per type, partitions, requests, bytes, hours of
     every stage, the disk of the release and of the work dir with and without keeping fetched files), asking the
     sources only for the proofread roots, a few roots' candidates and the volumes' info; never fetches or renders.
@@ -368,7 +370,8 @@ def plan(species, work, out, workers, sample_roots, rows) -> None:  # noqa: ANN0
                            ctx.cfg.cave_requests.max_in_flight_per_host))  # fmt: skip
         return
     ensure_world(ctx)
-    click.echo(make_plan(ctx, workers, sample_roots).text())
+    made = make_plan(ctx, workers, sample_roots)
+    click.echo(json.dumps(made.figures(), sort_keys=True) if as_json else made.text())
 
 
 @cli.command()

@@ -20,13 +20,15 @@ says which figures are measured and which are estimates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from core.samples import SAMPLE_TYPES
 from pipeline.context import BuildContext
+from pipeline.markers import read_marker
 from pipeline.partitions import level_for, root_digest
 from pipeline.stages.fetch_sample import EM_FACTOR
 
@@ -43,16 +45,25 @@ TWIN_COSTS = {
     "fetch_cpu_ms": 177.1,
     "render_cpu_ms": 73.4,
 }
-# The bank's cost per proofread root, measured by `make bench` on 2026-12-05 ("bank at scale": 20,000 roots of
-# sim/twin/scale.py behind the hostile twin at 30 ms median, 2 workers x 8 bank threads, killed -9 at half and
-# rerun; 1,550 s wall): 11.2 requests per root (a segmentation chunk and its roots per merge, level-2 graph and
-# cache, change logs, details, synapse queries), and the rest of the measured wall time per root and worker (CPU of
-# client and twin on the same 2 cores, per-partition start-up, the rerun's planning, the selection step) as one
-# figure: 1,550 s x 2 workers / 20,000 roots = 155 ms, minus 11.2 x 30 ms / 8 threads = 42 ms of waiting.
-BANK_COSTS = {
-    "requests_per_root": 11.2,
-    "cpu_ms_per_root": 113.0,
+# The time one worker spends per unit of each stage, as a build meets it: the stage's wall time x its workers / its
+# units, measured by the same bench at 2,066 samples (2026-12-08): bank 108 ms wall per sample x 2 workers x 2,066
+# samples / 522 proofread roots; fetch 164 ms and render 40 ms wall per sample x 2 workers. It holds what CPU alone
+# misses: the waits the hostile server imposes (its 429s' Retry-After, 503s, resends), the last partitions' tail, and,
+# on those 2 cores, the CPU of the twin and of the budget's manager beside the workers' (~60 ms a sample). Workers on
+# cores of their own, the servers elsewhere, spend less: the hours are an upper estimate there, the CPU line the lower.
+# The bank's cost per root follows the dataset (its edits per root, its synapses): `sim/twin/scale.py`'s world cost
+# 155 ms per root (bench_bank_scale, 2026-12-05: 1,550 s x 2 workers / 20,000 roots, 11.2 requests per root), the
+# demo world's roots (longer histories) ~5.5x that; `plan` takes the demo's, the dearer.
+WORKER_MS = {
+    "bank_per_root": 855.0,
+    "fetch_per_sample": 328.0,
+    "render_per_sample": 80.0,
 }
+# What a stage costs whatever its size (measured at 2,066 and 6,223 samples by the same bench): a `python -m
+# pipeline stage` process starting, joining the cluster, listing its partitions and meeting the servers first.
+STAGE_START_S = 5.0
+# The bank's requests per proofread root (bench_bank_scale above, the cheaper world: the count printed, not the hours).
+BANK_COSTS = {"requests_per_root": 11.2}
 # Disk per sample, measured by `make bench` on the demo build (`python -m benchmarks.bench_disk`, 2026-12-07): the
 # fetched npz per sample (meshes cropped, EM and A/B labels at the demo's cutout, TWIN_COSTS' cutout_voxels: it
 # scales with the cutout's voxels, most of it being the EM and label volumes), the render parts per rendered row and
@@ -64,9 +75,11 @@ DISK_COSTS = {
     "release_kb_per_row": 270.0,
     "bank_kb_per_row": 1.0,
 }
-# The shard stage: one process merges every species' render parts into the release (shard/release.py); rows per
-# second of `write_release` on the demo's real rows, measured by `make bench` (bench_disk, 2026-12-07).
-SHARD_COSTS = {"rows_per_s": 1_694.0}
+# The shard stage: one process merges every species' render parts into the release (shard/release.py). Its rate and
+# its fixed cost as the pipeline-at-scale bench meets them (the stage run again after a kill -9, 2,066 rows in 8 s
+# and 6,223 in 17 s, 2026-12-08: 462 rows/s beyond 3.5 s); `write_release` alone writes 1,694 rows/s of the demo's
+# rows (bench_disk, 2026-12-07): the stage also reads every render part, checks the rows and hashes the shards.
+SHARD_COSTS = {"rows_per_s": 462.0, "start_s": 3.5}
 ASSUMED_LATENCY_MS = 30.0  # per request, from a cluster to the cloud
 ASSUMED_MB_PER_S = 100.0  # per worker
 
@@ -80,6 +93,7 @@ class BuildEstimate:
     cutout_voxels: int
     roots: int | None  # None: the bank's cost is not estimated (a projection without a source)
     in_flight_per_host: int
+    bank_basis: str  # where the bank's hours come from (measured, timed on sampled roots, or WORKER_MS)
     requests: float
     fetched_gb: float  # bytes fetched from the servers
     hours: dict[str, float]
@@ -91,13 +105,17 @@ class BuildEstimate:
                f"twin and on the demo by `make bench`, bytes scaled to {self.cutout_voxels:,} cutout voxels; "
                f"{ASSUMED_LATENCY_MS:g} ms per request and {ASSUMED_MB_PER_S:g} MB/s per worker assumed):"]  # fmt: skip
         if self.roots is not None:
-            out.append(f"  bank: {self.roots * BANK_COSTS['requests_per_root']:,.0f} requests, {h['bank']:.2f} hours")
+            out.append(f"  bank: {self.roots * BANK_COSTS['requests_per_root']:,.0f} requests, {h['bank']:.2f} hours "
+                       f"({self.bank_basis})")  # fmt: skip
         out += [
             f"  fetch: {self.requests:,.0f} requests, {self.fetched_gb:,.1f} GB fetched, I/O {h['fetch_io']:.2f} h; "
             f"the build's request budget ({self.in_flight_per_host} in flight per host) makes it at least "
             f"{h['one_host']:.2f} hours if every request goes to one host",
-            f"  render: CPU {h['cpu']:.2f} hours (fetch and render CPU)",
-            f"  fetch+render, one task per partition (fetches overlap renders): {h['fetch_render']:.2f} hours",
+            f"  render: CPU {h['cpu']:.2f} hours (fetch and render CPU alone: workers on cores of their own, the "
+            "servers elsewhere, answering at once)",
+            f"  fetch+render, one task per partition (fetches overlap renders): {h['fetch_render']:.2f} hours (the "
+            "time a worker spent per sample at scale through the hostile twin, waits included; at least the "
+            "request budget's bound)",
             f"  shard: {h['shard']:.2f} hours (one process, {SHARD_COSTS['rows_per_s']:,.0f} rows/s)",
             f"  whole build: {h['total']:.2f} hours" + ("" if self.roots is not None else " (the bank not included)"),
             f"  release: {d['release']:,.1f} GB",
@@ -112,18 +130,17 @@ class BuildEstimate:
 
 def estimate_build(
     rows: int, cutout_voxels: int, workers: int, fetch_threads: int, partition_rows: int,
-    roots: int | None = None, bank_threads: int = 8, in_flight_per_host: int = 16,
+    roots: int | None = None, in_flight_per_host: int = 16, bank_s_per_root: float | None = None,
+    bank_basis: str = "",
 ) -> BuildEstimate:  # fmt: skip
     """The whole build of `rows` samples on `workers` workers, from the measured per-sample figures: the bank (when
-    `roots` is given), fetch and render fused (estimate_cost), the shard stage in one process, and the disk: the
-    release, the work dir keeping every fetched file, and the work dir dropping them once rendered (the render parts,
-    the bank, and at most one partition of fetched files per worker in flight)."""
-    requests, fetched_gb, hours = estimate_cost(rows, cutout_voxels, workers, fetch_threads)
-    hours["bank"] = bank_hours(roots, workers, bank_threads) if roots is not None else 0.0
-    hours["shard"] = rows / SHARD_COSTS["rows_per_s"] / 3600.0
-    # every request of the build goes through one budget per host (pipeline/sources/budget.py): a host answers at
-    # most in_flight_per_host requests per latency, whatever the workers
-    hours["one_host"] = requests * ASSUMED_LATENCY_MS / 1000.0 / in_flight_per_host / 3600.0
+    `roots` is given; `bank_s_per_root`: a worker's seconds per root found for this dataset, else WORKER_MS'), fetch
+    and render fused (estimate_cost), the shard stage in one process, and the disk: the release, the work dir keeping
+    every fetched file, and the work dir dropping them once rendered (the render parts, the bank, and at most one
+    partition of fetched files per worker in flight)."""
+    requests, fetched_gb, hours = estimate_cost(rows, cutout_voxels, workers, fetch_threads, in_flight_per_host)
+    hours["bank"] = bank_hours(roots, workers, bank_s_per_root) if roots is not None else 0.0
+    hours["shard"] = (SHARD_COSTS["start_s"] + rows / SHARD_COSTS["rows_per_s"]) / 3600.0
     hours["total"] = hours["bank"] + hours["fetch_render"] + hours["shard"]
     fetched_kb = DISK_COSTS["fetched_kb_per_sample"] * cutout_voxels / TWIN_COSTS["cutout_voxels"]
     disk = {
@@ -135,7 +152,9 @@ def estimate_build(
     }
     disk["work_keep"] = disk["fetched"] + disk["render"] + disk["bank"]
     disk["work_drop"] = disk["render"] + disk["bank"] + disk["in_flight"]
-    return BuildEstimate(rows, workers, cutout_voxels, roots, in_flight_per_host, requests, fetched_gb, hours, disk)
+    basis = bank_basis or f"{WORKER_MS['bank_per_root']:g} ms per root and worker, the demo world's"
+    return BuildEstimate(rows, workers, cutout_voxels, roots, in_flight_per_host, basis, requests, fetched_gb, hours,
+                         disk)  # fmt: skip
 
 
 def project(
@@ -164,6 +183,10 @@ class Plan:
     hours: dict[str, float]
     workers: int
     build: BuildEstimate | None = None
+
+    def figures(self) -> dict:
+        """Every figure of the plan as plain data (`plan --json`: what a script or the scale bench reads)."""
+        return asdict(self)
 
     def text(self) -> str:
         how = "measured (the bank is built)" if self.candidates_measured else (
@@ -217,9 +240,14 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         candidates = _counts(list(found.values()))
         selected = _counts(pq.read_table(ctx.bank_path, columns=["sample_type"]).to_pylist())
         measured, sampled = True, 0
+        bank_s = sum(float((read_marker(p.marker_path(ctx)) or {}).get("seconds", 0)) for p in graph.partitions("bank"))
+        per_root_s, basis = bank_s / max(len(roots), 1), f"the built bank's partitions took {bank_s:,.0f} worker-s"
     else:
         chosen = sorted(roots, key=root_digest)[:sample_roots]
+        start = time.perf_counter()  # a worker's time for these roots, as a bank partition meets them
         found = bank_candidates(open_source(ctx), ctx.cfg, chosen, roots)
+        per_root_s = (time.perf_counter() - start) / max(len(chosen), 1)
+        basis = f"{1000 * per_root_s:,.0f} ms per root, timed on {len(chosen)} sampled roots"
         unique = select_bank(found.rows, dict.fromkeys(SAMPLE_TYPES), ctx.cfg.species).rows
         scale = len(roots) / max(len(chosen), 1)
         candidates = {t: round(n * scale) for t, n in _counts(unique).items()}
@@ -227,8 +255,11 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         measured, sampled = False, len(chosen)
     rows = sum(selected.values())
     voxels = _cutout_voxels(ctx)
-    requests, gigabytes, hours = estimate_cost(rows, voxels, workers, ctx.cfg.fetch_threads)
-    hours["bank"] = bank_hours(len(roots), workers, ctx.cfg.bank_threads)
+    in_flight = ctx.cfg.cave_requests.max_in_flight_per_host
+    requests, gigabytes, hours = estimate_cost(rows, voxels, workers, ctx.cfg.fetch_threads, in_flight)
+    hours["bank"] = bank_hours(len(roots), workers, per_root_s)
+    build = estimate_build(rows, voxels, workers, ctx.cfg.fetch_threads, ctx.cfg.partition_rows, len(roots),
+                           in_flight, per_root_s, basis)  # fmt: skip
     return Plan(
         species=ctx.species,
         roots=len(roots),
@@ -243,31 +274,40 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         gigabytes=gigabytes,
         hours=hours,
         workers=workers,
-        build=estimate_build(rows, voxels, workers, ctx.cfg.fetch_threads, ctx.cfg.partition_rows, len(roots),
-                             ctx.cfg.bank_threads, ctx.cfg.cave_requests.max_in_flight_per_host),  # fmt: skip
+        build=build,
     )
 
 
-def estimate_cost(rows: int, cutout_voxels: int, workers: int, fetch_threads: int) -> tuple[float, float, dict]:
+def estimate_cost(
+    rows: int, cutout_voxels: int, workers: int, fetch_threads: int, in_flight_per_host: int = 16
+) -> tuple[float, float, dict]:
     """(requests, gigabytes, hours) of fetching and rendering `rows` samples (the figures `plan` prints;
-    preflight sets a version's expiry against the same hours)."""
+    preflight sets a version's expiry against the same hours). `fetch_render` is the time workers spent per sample
+    at scale (WORKER_MS), at least the I/O's bound and the request budget's: every request of the build goes through
+    one budget per host (pipeline/sources/budget.py), which lets a host answer at most in_flight_per_host requests
+    per latency, whatever the workers (`one_host`: were every request to one host)."""
     requests = rows * TWIN_COSTS["requests_per_sample"]
     gigabytes = rows * TWIN_COSTS["kb_per_sample"] * cutout_voxels / TWIN_COSTS["cutout_voxels"] / 1e6
     io_s = requests * ASSUMED_LATENCY_MS / 1000 / fetch_threads + gigabytes * 1000 / ASSUMED_MB_PER_S
     cpu_s = rows * (TWIN_COSTS["fetch_cpu_ms"] + TWIN_COSTS["render_cpu_ms"]) / 1000
+    worker_s = rows * (WORKER_MS["fetch_per_sample"] + WORKER_MS["render_per_sample"]) / 1000
+    one_host_s = requests * ASSUMED_LATENCY_MS / 1000.0 / in_flight_per_host
     hours = {
         "fetch_io": io_s / workers / 3600,
         "cpu": cpu_s / workers / 3600,
-        "fetch_render": max(io_s, cpu_s) / workers / 3600,  # fused: fetches overlap renders
+        "one_host": one_host_s / 3600,
+        # fused: fetches overlap renders
+        "fetch_render": (STAGE_START_S + max(max(io_s, worker_s) / workers, one_host_s)) / 3600,
     }
     return requests, gigabytes, hours
 
 
-def bank_hours(roots: int, workers: int, bank_threads: int) -> float:
-    """Hours of the bank stage for `roots` proofread roots: each root's requests at the assumed latency on the
-    batch's I/O threads, plus its CPU, over the workers (an estimate from BANK_COSTS)."""
-    per_root_ms = BANK_COSTS["requests_per_root"] * ASSUMED_LATENCY_MS / bank_threads + BANK_COSTS["cpu_ms_per_root"]
-    return roots * per_root_ms / max(workers, 1) / 1000.0 / 3600.0
+def bank_hours(roots: int, workers: int, s_per_root: float | None = None) -> float:
+    """Hours of the bank stage for `roots` proofread roots over the workers: `s_per_root` a worker's seconds per root
+    (found for this dataset: timed on sampled roots, or measured by a built bank), else the demo world's (WORKER_MS).
+    A dataset's cost per root follows its edits and synapses per root: nothing else here knows them."""
+    per_root_s = WORKER_MS["bank_per_root"] / 1000.0 if s_per_root is None else s_per_root
+    return (STAGE_START_S + roots * per_root_s / max(workers, 1)) / 3600.0
 
 
 def _cutout_voxels(ctx: BuildContext) -> int:
