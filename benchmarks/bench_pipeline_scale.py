@@ -303,6 +303,7 @@ def measure(samples: int, workers: int = WORKERS) -> dict:  # noqa: PLR0915 - on
             base = ["--species", "demo", "--work", str(work), "--out", str(out), "--no-progress"]
             sched = ["--scheduler", cluster.address]
             py = [sys.executable, "-m", "pipeline"]
+            got["plan_before"] = _plan_before(py, base, env, workers)  # as a user sizes the build: nothing built yet
             twin_cpu0 = time.process_time()
             watch.mark()
             n_rows = 0
@@ -493,6 +494,68 @@ def _plan(py, work: Path, out: Path, workers: int, env: dict) -> dict:  # noqa: 
             "hours": est.hours, "disk_gb": est.disk_gb, "requests": est.requests, "fetched_gb": est.fetched_gb}
 
 
+def _plan_before(py, base, env, workers: int) -> dict:  # noqa: ANN001
+    """`plan --json` on the empty work dir, as a user sizes a build before it: the rows estimated from sampled
+    roots, the bank's cost per root timed on them, every hour and byte that follows."""
+    start = time.perf_counter()
+    ran = subprocess.run([*py, "plan", *base[:6], "--workers", str(workers), "--json"], env=env,
+                         capture_output=True, text=True, timeout=1800)  # fmt: skip
+    if ran.returncode != 0:
+        return {"error": (ran.stderr or ran.stdout).strip()[-500:]}
+    return {**json.loads(ran.stdout), "wall_s": time.perf_counter() - start}
+
+
+def plan_only(samples: int, workers: int = WORKERS) -> dict:
+    """`plan` before the build for a saved run (its world served as the run served it, an empty work dir): what a
+    user would have been told, beside what the run measured; written into the run's results.json."""
+    from pipeline.twin_build import TwinOptions, twin_environment
+
+    root = scale_root(samples)
+    got = json.loads((root / "results.json").read_text())
+    work = root / "plan-work"
+    shutil.rmtree(work, ignore_errors=True)
+    world, _ = ensure_scale_world(samples)
+    opts = TwinOptions(world=world, port=_free_port(), latency_ms=LATENCY_MS, hostile=HOSTILE_SEED,
+                       config_dir=write_config_dir(samples))  # fmt: skip
+    with twin_environment("demo", work, opts) as server:
+        env = {**os.environ, "CAVE_TOKEN": server.token}
+        base = ["--species", "demo", "--work", str(work), "--out", str(root / "plan-out"), "--no-progress"]
+        got["plan_before"] = _plan_before([sys.executable, "-m", "pipeline"], base, env, workers)
+    shutil.rmtree(work, ignore_errors=True)
+    (root / "results.json").write_text(json.dumps(got, indent=1, sort_keys=True, default=str))
+    return got
+
+
+def plan_before_beside_measured(got: dict) -> list[tuple[str, float, float]]:
+    """(figure, the estimate `plan` gave before the build, measured) for the figures of the whole build."""
+    before = got.get("plan_before") or {}
+    if "build" not in before:
+        return []
+    est, measured = before["build"], dict((name, m) for name, _, m in plan_beside_measured(got))
+    hours = est["hours"]
+    return [
+        ("rows", est["rows"], got["rows"]),
+        ("bank hours", hours["bank"], measured["bank hours"]),
+        ("fetch+render hours", hours["fetch_render"], measured["fetch+render hours"]),
+        ("shard hours", hours["shard"], measured["shard hours"]),
+        ("whole build hours", hours["total"], measured["whole build hours"]),
+        ("fetch requests", est["requests"], measured["fetch requests"]),
+        ("GB fetched", est["fetched_gb"], measured["GB fetched"]),
+        ("release GB", est["disk_gb"]["release"], measured["release GB"]),
+        ("work dir GB (keep_fetched)", est["disk_gb"]["work_keep"], measured["work dir GB (keep_fetched)"]),
+    ]
+
+
+def noop_figures(after: dict) -> dict[str, int]:
+    """What the rebuild with nothing changed did, from its stages' summary lines: partitions run (a done partition
+    runs again only to ask its ledgered failures again), samples built anew, samples reused, failures again."""
+    from pipeline.runner import parse_summaries
+
+    found = parse_summaries("\n".join(after.get("noop_lines", [])))
+    keys = ("ran", "samples", "reused", "failures")
+    return {k: sum(v[k] for v in found.values()) for k in keys}
+
+
 def plan_beside_measured(got: dict) -> list[tuple[str, float, float]]:
     """(figure, plan's estimate, measured) for every figure `plan` gives of this build."""
     plan, st, rel = got["plan"], got["stages"], got["release"]
@@ -579,9 +642,12 @@ def print_run(got: dict) -> None:
     print(f"report: {rel['report']['wall_s']:.1f} s, peak RSS {rel['report']['peak_rss_mb']:.0f} MB")
     after = got["after"]
     changed = after.get("noop_changed", {})
+    noop = noop_figures(after)
     print(f"status: {after['status_wall_s']:.1f} s; no-op rebuild: {after['noop_wall_s']:.1f} s, "
-          f"{after['noop_redone_partitions']} partitions run; markers resealed: {len(changed.get('fingerprint', []))}"
-          f", outputs with other bytes: {changed.get('outputs', [])}, release: {changed.get('release') or 'untouched'}")
+          f"{noop['ran']} partitions run only to ask again their ledgered failures: {noop['samples']} samples built, "
+          f"{noop['reused']} kept, {noop['failures']} failures again; markers resealed: "
+          f"{len(changed.get('fingerprint', []))}, outputs with other bytes: {changed.get('outputs', [])}, release: "
+          f"{changed.get('release') or 'untouched'}")  # fmt: skip
     for line in after["noop_lines"]:
         print(f"  {line}")
     print(f"work dir {got['work_bytes'] / 1e9:.2f} GB in {got['work_files']:,} files; release "
@@ -590,6 +656,15 @@ def print_run(got: dict) -> None:
     for name, est, measured in plan_beside_measured(got):
         ratio = measured / est if est else float("nan")
         print(f"  {name}: estimated {est:,.3g}, measured {measured:,.3g} (measured / estimated {ratio:.2f})")
+    before = got.get("plan_before") or {}
+    if "build" in before:
+        print(f"`plan` before the build (the empty work dir, {before['sampled_roots']} roots sampled, "
+              f"{before['wall_s']:.0f} s; the bank: {before['build']['bank_basis']}) beside the run:")  # fmt: skip
+        for name, est, measured in plan_before_beside_measured(got):
+            ratio = measured / est if est else float("nan")
+            print(f"  {name}: estimated {est:,.3g}, measured {measured:,.3g} (measured / estimated {ratio:.2f})")
+    elif before:
+        print(f"`plan` before the build failed: {before.get('error')}")
 
 
 def print_table(runs: list[dict]) -> None:
@@ -609,7 +684,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, nargs="*", default=[20_000])
     ap.add_argument("--table", type=int, nargs="*", help="print the saved runs of these sizes side by side")
     ap.add_argument("--workers", type=int, default=WORKERS)
+    ap.add_argument("--plan-only", type=int, metavar="N", help="`plan` before the build for the saved run of N samples")
+    ap.add_argument("--print", type=int, metavar="N", help="print the saved run of N samples again")
     args = ap.parse_args()
+    if args.plan_only:
+        print_run(plan_only(args.plan_only, args.workers))
+        return
+    if args.print:
+        print_run(json.loads((scale_root(args.print) / "results.json").read_text()))
+        return
     if args.table:
         print_table([json.loads((scale_root(n) / "results.json").read_text()) for n in args.table])
         return
