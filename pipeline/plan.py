@@ -50,11 +50,13 @@ TWIN_COSTS = {
 # misses: the waits the hostile server imposes (its 429s' Retry-After, 503s, resends), the last partitions' tail, and,
 # on those 2 cores, the CPU of the twin and of the budget's manager beside the workers' (~60 ms a sample). Workers on
 # cores of their own, the servers elsewhere, spend less: the hours are an upper estimate there, the CPU line the lower.
-# The bank's cost per root follows the dataset (its edits per root, its synapses): `sim/twin/scale.py`'s world cost
-# 155 ms per root (bench_bank_scale, 2026-12-05: 1,550 s x 2 workers / 20,000 roots, 11.2 requests per root), the
-# demo world's roots (longer histories) ~5.5x that; `plan` takes the demo's, the dearer.
+# The bank's cost per root follows the dataset (neither its candidates nor its edits per root predict it across the
+# two worlds measured): `sim/twin/scale.py`'s world cost 155 ms per root (bench_bank_scale, 2026-12-05: 1,550 s x 2
+# workers / 20,000 roots, 11.2 requests and 22 candidates per root), the demo world's 5.5x that with 4 candidates per
+# root; `plan` takes the dearer and prints the range.
 WORKER_MS = {
     "bank_per_root": 855.0,
+    "bank_per_root_low": 155.0,
     "fetch_per_sample": 328.0,
     "render_per_sample": 80.0,
 }
@@ -151,7 +153,10 @@ def estimate_build(
     }
     disk["work_keep"] = disk["fetched"] + disk["render"] + disk["bank"]
     disk["work_drop"] = disk["render"] + disk["bank"] + disk["in_flight"]
-    basis = bank_basis or f"{WORKER_MS['bank_per_root']:g} ms per root and worker, the demo world's"
+    low_ms = WORKER_MS["bank_per_root_low"]
+    low = roots * low_ms / 1000 / max(workers, 1) / 3600 if roots is not None else 0.0
+    basis = bank_basis or (f"{WORKER_MS['bank_per_root']:g} ms per root and worker, the demo world's; "
+                           f"{low:.2f} hours at the other world measured, {low_ms:g} ms")  # fmt: skip
     return BuildEstimate(rows, workers, cutout_voxels, roots, in_flight_per_host, basis, requests, fetched_gb, hours,
                          disk)  # fmt: skip
 
