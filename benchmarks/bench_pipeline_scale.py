@@ -496,7 +496,7 @@ def _plan(py, work: Path, out: Path, workers: int, env: dict) -> dict:  # noqa: 
 
 def _plan_before(py, base, env, workers: int) -> dict:  # noqa: ANN001
     """`plan --json` on the empty work dir, as a user sizes a build before it: the rows estimated from sampled
-    roots, the bank's cost per root timed on them, every hour and byte that follows."""
+    roots, every hour and byte that follows."""
     start = time.perf_counter()
     ran = subprocess.run([*py, "plan", *base[:6], "--workers", str(workers), "--json"], env=env,
                          capture_output=True, text=True, timeout=1800)  # fmt: skip
@@ -531,19 +531,7 @@ def plan_before_beside_measured(got: dict) -> list[tuple[str, float, float]]:
     before = got.get("plan_before") or {}
     if "build" not in before:
         return []
-    est, measured = before["build"], dict((name, m) for name, _, m in plan_beside_measured(got))
-    hours = est["hours"]
-    return [
-        ("rows", est["rows"], got["rows"]),
-        ("bank hours", hours["bank"], measured["bank hours"]),
-        ("fetch+render hours", hours["fetch_render"], measured["fetch+render hours"]),
-        ("shard hours", hours["shard"], measured["shard hours"]),
-        ("whole build hours", hours["total"], measured["whole build hours"]),
-        ("fetch requests", est["requests"], measured["fetch requests"]),
-        ("GB fetched", est["fetched_gb"], measured["GB fetched"]),
-        ("release GB", est["disk_gb"]["release"], measured["release GB"]),
-        ("work dir GB (keep_fetched)", est["disk_gb"]["work_keep"], measured["work dir GB (keep_fetched)"]),
-    ]
+    return [("rows", before["build"]["rows"], got["rows"]), *plan_beside_measured(got, before["build"])]
 
 
 def noop_figures(after: dict) -> dict[str, int]:
@@ -556,9 +544,11 @@ def noop_figures(after: dict) -> dict[str, int]:
     return {k: sum(v[k] for v in found.values()) for k in keys}
 
 
-def plan_beside_measured(got: dict) -> list[tuple[str, float, float]]:
-    """(figure, plan's estimate, measured) for every figure `plan` gives of this build."""
-    plan, st, rel = got["plan"], got["stages"], got["release"]
+def plan_beside_measured(got: dict, plan: dict | None = None) -> list[tuple[str, float, float]]:
+    """(figure, plan's estimate, measured) for every figure `plan` gives of this build (`plan`: an estimate's
+    figures, hours, requests, fetched_gb and disk_gb; by default the one made on the built work dir)."""
+    plan = got["plan"] if plan is None else plan
+    st, rel = got["stages"], got["release"]
     fetch_req = sum(e["requests"] for e in st["fetch"]["requests"].values())
     fetch_gb = sum(e["bytes"] for e in st["fetch"]["requests"].values()) / 1e9
     return [
@@ -653,18 +643,20 @@ def print_run(got: dict) -> None:
     print(f"work dir {got['work_bytes'] / 1e9:.2f} GB in {got['work_files']:,} files; release "
           f"{got['release_bytes'] / 1e9:.2f} GB")  # fmt: skip
     print("plan's estimate of this build (`plan` on its work dir; pipeline/plan.py estimate_build) beside the run:")
-    for name, est, measured in plan_beside_measured(got):
-        ratio = measured / est if est else float("nan")
-        print(f"  {name}: estimated {est:,.3g}, measured {measured:,.3g} (measured / estimated {ratio:.2f})")
+    _print_beside(plan_beside_measured(got))
     before = got.get("plan_before") or {}
     if "build" in before:
         print(f"`plan` before the build (the empty work dir, {before['sampled_roots']} roots sampled, "
               f"{before['wall_s']:.0f} s; the bank: {before['build']['bank_basis']}) beside the run:")  # fmt: skip
-        for name, est, measured in plan_before_beside_measured(got):
-            ratio = measured / est if est else float("nan")
-            print(f"  {name}: estimated {est:,.3g}, measured {measured:,.3g} (measured / estimated {ratio:.2f})")
+        _print_beside(plan_before_beside_measured(got))
     elif before:
         print(f"`plan` before the build failed: {before.get('error')}")
+
+
+def _print_beside(rows: list[tuple[str, float, float]]) -> None:
+    for name, est, measured in rows:
+        ratio = measured / est if est else float("nan")
+        print(f"  {name}: estimated {est:,.3g}, measured {measured:,.3g} (measured / estimated {ratio:.2f})")
 
 
 def print_table(runs: list[dict]) -> None:

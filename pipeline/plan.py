@@ -12,7 +12,8 @@ says which figures are measured and which are estimates.
   bandwidth. Estimates, to size a cluster; the first partitions' markers give the real figures.
 - The whole build (`estimate_build`): bank, fetch, render and shard hours, requests, bytes fetched, and the disk of
   the release and of the work dir both ways (`keep_fetched` true, the default, and false), from per-sample figures
-  measured by `make bench` (BANK_COSTS, TWIN_COSTS, DISK_COSTS, SHARD_COSTS: each says which bench and when).
+  measured by `make bench` (WORKER_MS, BANK_COSTS, TWIN_COSTS, DISK_COSTS, SHARD_COSTS: each says which bench and
+  when); the bank's from the built bank's markers once it is built.
   `--rows N` projects N rows at the demo's cutout size without asking any source (the README's projection of the
   716,485-row release).
 """
@@ -94,7 +95,7 @@ class BuildEstimate:
     cutout_voxels: int
     roots: int | None  # None: the bank's cost is not estimated (a projection without a source)
     in_flight_per_host: int
-    bank_basis: str  # where the bank's hours come from (measured, timed on sampled roots, or WORKER_MS)
+    bank_basis: str  # where the bank's hours come from (the built bank's markers, or WORKER_MS)
     requests: float
     fetched_gb: float  # bytes fetched from the servers
     hours: dict[str, float]
@@ -154,7 +155,7 @@ def estimate_build(
     disk["work_keep"] = disk["fetched"] + disk["render"] + disk["bank"]
     disk["work_drop"] = disk["render"] + disk["bank"] + disk["in_flight"]
     low_ms = WORKER_MS["bank_per_root_low"]
-    low = roots * low_ms / 1000 / max(workers, 1) / 3600 if roots is not None else 0.0
+    low = bank_hours(roots, workers, low_ms / 1000) if roots is not None else 0.0
     basis = bank_basis or (f"{WORKER_MS['bank_per_root']:g} ms per root and worker, the demo world's; "
                            f"{low:.2f} hours at the other world measured, {low_ms:g} ms")  # fmt: skip
     return BuildEstimate(rows, workers, cutout_voxels, roots, in_flight_per_host, basis, requests, fetched_gb, hours,
@@ -259,11 +260,8 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         measured, sampled = False, len(chosen)
     rows = sum(selected.values())
     voxels = _cutout_voxels(ctx)
-    in_flight = ctx.cfg.cave_requests.max_in_flight_per_host
-    requests, gigabytes, hours = estimate_cost(rows, voxels, workers, ctx.cfg.fetch_threads, in_flight)
-    hours["bank"] = bank_hours(len(roots), workers, per_root_s)
     build = estimate_build(rows, voxels, workers, ctx.cfg.fetch_threads, ctx.cfg.partition_rows, len(roots),
-                           in_flight, per_root_s, basis)  # fmt: skip
+                           ctx.cfg.cave_requests.max_in_flight_per_host, per_root_s, basis)  # fmt: skip
     return Plan(
         species=ctx.species,
         roots=len(roots),
@@ -274,9 +272,9 @@ def make_plan(ctx: BuildContext, workers: int, sample_roots: int = 8) -> Plan:
         bank_partitions=2 ** level_for(len(roots), ctx.cfg.bank_roots_per_partition),
         sample_partitions=2 ** level_for(rows, ctx.cfg.partition_rows),
         cutout_voxels=voxels,
-        requests=requests,
-        gigabytes=gigabytes,
-        hours=hours,
+        requests=build.requests,
+        gigabytes=build.fetched_gb,
+        hours=build.hours,
         workers=workers,
         build=build,
     )
@@ -308,7 +306,7 @@ def estimate_cost(
 
 def bank_hours(roots: int, workers: int, s_per_root: float | None = None) -> float:
     """Hours of the bank stage for `roots` proofread roots over the workers: `s_per_root` a worker's seconds per root
-    (found for this dataset: timed on sampled roots, or measured by a built bank), else the demo world's (WORKER_MS).
+    (found for this dataset: measured by its built bank), else the demo world's (WORKER_MS).
     A dataset's cost per root follows its edits and synapses per root: nothing else here knows them."""
     per_root_s = WORKER_MS["bank_per_root"] / 1000.0 if s_per_root is None else s_per_root
     return (STAGE_START_S + roots * per_root_s / max(workers, 1)) / 3600.0
